@@ -1,0 +1,82 @@
+//! The single global handed to the programs at load time: kernel field offsets and filters.
+
+/// Byte offsets of every kernel field the programs read, resolved from the running kernel's BTF.
+///
+/// Rust eBPF has no CO-RE relocations yet, so these replace them. Offsets are from the start of
+/// the named struct (nested members and anonymous unions already folded in).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldOffsets {
+    /// `sock.__sk_common.skc_family` (u16).
+    pub sk_family: u32,
+    /// `sock.sk_protocol` (u16).
+    pub sk_protocol: u32,
+    /// `sock.__sk_common.skc_num` (u16, host order).
+    pub sk_num: u32,
+    /// `sock.__sk_common.skc_dport` (u16, network order).
+    pub sk_dport: u32,
+    /// `sock.__sk_common.skc_rcv_saddr` (IPv4, network order).
+    pub sk_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_daddr`.
+    pub sk_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr` (16 bytes).
+    pub sk_v6_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr`.
+    pub sk_v6_daddr: u32,
+    /// `sock.sk_wmem_queued` (int).
+    pub sk_wmem_queued: u32,
+    /// `sock.sk_wmem_alloc` (`refcount_t`, read as its int counter).
+    pub sk_wmem_alloc: u32,
+    /// `sock.sk_sndbuf` (int).
+    pub sk_sndbuf: u32,
+    /// `sk_buff.sk`.
+    pub skb_sk: u32,
+    /// `sk_buff.len`.
+    pub skb_len: u32,
+    /// `sk_buff.truesize`.
+    pub skb_truesize: u32,
+    /// `sk_buff.dev`.
+    pub skb_dev: u32,
+    /// `net_device.ifindex`.
+    pub dev_ifindex: u32,
+    /// `net_device.name` (16 bytes).
+    pub dev_name: u32,
+    pub _pad: u32,
+}
+
+/// In-kernel filters; a zero field means "any".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Process id (tgid) of the socket's sender.
+    pub tgid: u32,
+    /// Either end's port, host order.
+    pub port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u8,
+    /// Family of `addr` (`AF_INET` or `AF_INET6`); 0 = no address filter.
+    pub addr_family: u8,
+    /// Either end's address, network order (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// Sender's comm, NUL-padded; `comm[0] == 0` = any.
+    pub comm: [u8; 16],
+    /// Interface name, NUL-padded; `ifname[0] == 0` = any.
+    pub ifname: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: FieldOffsets,
+    pub filter: Filter,
+    /// Set by the loader; the programs do nothing until it is 1 (guards against an unset global).
+    pub ready: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<Filter>() == 56);
+const _: () = assert!(core::mem::size_of::<Config>() == 136);
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Config {}

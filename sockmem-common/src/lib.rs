@@ -1,0 +1,18 @@
+//! `#[repr(C)]` records shared by the eBPF programs and userspace.
+//!
+//! Every type here crosses the kernel boundary as raw bytes, so each has explicit padding and a
+//! size assertion: a layout change on one side without the other fails to compile.
+#![no_std]
+
+pub mod config;
+pub mod event;
+
+pub use config::{Config, FieldOffsets, Filter};
+pub use event::{Hook, SockEvent};
+
+/// Names of the maps and globals, shared so that the loader cannot drift from the programs.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const LOST: &str = "LOST";
+    pub const CONFIG: &str = "CONFIG";
+}

@@ -1,0 +1,403 @@
+//! Hook-independent handlers: every entry point in `main.rs` is a one-line call into these.
+//!
+//! The path is always: identify the socket → resolve the sender → filter → write the event in
+//! place in the ring buffer. Nothing is reserved before the filters pass.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_ns,
+    },
+};
+use sockmem_common::{
+    event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_SEND_START},
+    Hook, SockEvent,
+};
+
+use crate::{
+    filter,
+    kernel::{self, SendMemory, SocketId},
+    Owner, SendStart, SkbTrack, EVENTS, LOST, OWNERS, SENDS, SKBS,
+};
+
+/// The process an event is attributed to.
+struct Sender {
+    tgid: u32,
+    pid: u32,
+    comm: [u8; 16],
+    from_send: bool,
+    iface_seen: bool,
+}
+
+#[inline(always)]
+fn current_task() -> Sender {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Sender {
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        from_send: false,
+        iface_seen: false,
+    }
+}
+
+/// In `sendmsg` (process context) the current task is the sender: remember it for the skb events
+/// that fire later in softirq, where "current" is whoever happened to be running.
+#[inline(always)]
+fn record_sender(sk: u64) -> Sender {
+    let mut s = current_task();
+    s.from_send = true;
+    let mut iface_seen = 0;
+    if let Some(prev) = unsafe { OWNERS.get(&sk) } {
+        iface_seen = prev.iface_seen;
+    }
+    s.iface_seen = iface_seen != 0;
+    let owner = Owner {
+        tgid: s.tgid,
+        pid: s.pid,
+        comm: s.comm,
+        iface_seen,
+        _pad: 0,
+    };
+    let _ = OWNERS.insert(&sk, &owner, BPF_ANY as u64);
+    s
+}
+
+#[inline(always)]
+fn sender_of(sk: u64) -> Sender {
+    match unsafe { OWNERS.get(&sk) } {
+        Some(o) => Sender {
+            tgid: o.tgid,
+            pid: o.pid,
+            comm: o.comm,
+            from_send: true,
+            iface_seen: o.iface_seen != 0,
+        },
+        None => current_task(),
+    }
+}
+
+#[inline(always)]
+fn mark_iface_seen(sk: u64) {
+    if let Some(o) = OWNERS.get_ptr_mut(&sk) {
+        unsafe { (*o).iface_seen = 1 };
+    }
+}
+
+/// The skb part of an event.
+struct SkbView {
+    skb: u64,
+    len: u32,
+    truesize: u32,
+    ifindex: u32,
+    ifname: [u8; 16],
+}
+
+/// Reserves, fills in place and submits one event; counts a failed reserve as lost.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    hook: Hook,
+    sk: u64,
+    id: &SocketId,
+    sender: &Sender,
+    skb: Option<&SkbView>,
+    value: i64,
+    duration_ns: u64,
+    mut flags: u8,
+) {
+    let Some(mut entry) = EVENTS.reserve::<SockEvent>(0) else {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    let mem: SendMemory = kernel::send_memory(sk);
+    if sender.from_send {
+        flags |= FLAG_OWNER_FROM_SEND;
+    }
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at a reserved ring-buffer slot of the right size and alignment; every
+    // field is written before submit.
+    unsafe {
+        (*e).ts_ns = bpf_ktime_get_ns();
+        (*e).sk = sk;
+        (*e).value = value;
+        (*e).duration_ns = duration_ns;
+        (*e).tgid = sender.tgid;
+        (*e).pid = sender.pid;
+        (*e).cpu = bpf_get_smp_processor_id();
+        (*e).wmem_queued = mem.wmem_queued;
+        (*e).wmem_alloc = mem.wmem_alloc;
+        (*e).sndbuf = mem.sndbuf;
+        (*e).lport = id.lport;
+        (*e).rport = id.rport;
+        (*e).family = id.family;
+        (*e).protocol = id.protocol;
+        (*e).hook = hook as u8;
+        (*e)._pad = [0; 3];
+        (*e).comm = sender.comm;
+        (*e).laddr = id.laddr;
+        (*e).raddr = id.raddr;
+        match skb {
+            Some(s) => {
+                (*e).skb = s.skb;
+                (*e).skb_len = s.len;
+                (*e).skb_truesize = s.truesize;
+                (*e).ifindex = s.ifindex;
+                (*e).ifname = s.ifname;
+                flags |= FLAG_HAS_SKB;
+            }
+            None => {
+                (*e).skb = 0;
+                (*e).skb_len = 0;
+                (*e).skb_truesize = 0;
+                (*e).ifindex = 0;
+                (*e).ifname = [0; 16];
+            }
+        }
+        (*e).flags = flags;
+    }
+    entry.submit(0);
+}
+
+/// A socket-level event (no skb). `in_send` is true for hooks that run in the sender's
+/// `sendmsg` context.
+#[inline(always)]
+pub fn socket_event(hook: Hook, sk: u64, in_send: bool, value: i64, duration_ns: u64, flags: u8) {
+    if !kernel::ready() {
+        return;
+    }
+    let Some(id) = kernel::socket_id(sk) else {
+        return;
+    };
+    if !filter::socket_passes(&id) {
+        return;
+    }
+    let sender = if in_send {
+        record_sender(sk)
+    } else {
+        sender_of(sk)
+    };
+    if !filter::sender_passes(sender.tgid, &sender.comm) {
+        return;
+    }
+    // A socket event has no interface: with an interface filter, keep the sockets that have sent
+    // through that interface.
+    if filter::has_iface_filter() && !sender.iface_seen {
+        return;
+    }
+    emit(hook, sk, &id, &sender, None, value, duration_ns, flags);
+}
+
+/// Where an skb event's interface comes from.
+pub enum Dev {
+    /// Read `skb->dev`.
+    FromSkb,
+    /// The hook passes the device.
+    Given(u64),
+    /// The skb is not on a device yet (e.g. a write-queue skb).
+    None,
+}
+
+/// An skb-level event. `sk` is the owning socket; `read_skb` is false when the skb may already
+/// be gone (its sizes then come from `len`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn skb_event(
+    hook: Hook,
+    skb: u64,
+    sk: u64,
+    dev: Dev,
+    read_skb: bool,
+    len: u32,
+    value: i64,
+    duration_ns: u64,
+) -> bool {
+    let Some(id) = kernel::socket_id(sk) else {
+        return false;
+    };
+    if !filter::socket_passes(&id) {
+        return false;
+    }
+    let sender = sender_of(sk);
+    if !filter::sender_passes(sender.tgid, &sender.comm) {
+        return false;
+    }
+    let dev = match dev {
+        Dev::FromSkb => kernel::skb_dev(skb),
+        Dev::Given(d) => d,
+        Dev::None => 0,
+    };
+    let (ifindex, ifname) = kernel::device(dev);
+    if !filter::iface_passes(&ifname) {
+        return false;
+    }
+    if filter::has_iface_filter() {
+        mark_iface_seen(sk);
+    }
+    let (len, truesize) = if read_skb {
+        kernel::skb_sizes(skb)
+    } else {
+        (len, 0)
+    };
+    let view = SkbView {
+        skb,
+        len,
+        truesize,
+        ifindex,
+        ifname,
+    };
+    emit(hook, sk, &id, &sender, Some(&view), value, duration_ns, 0);
+    true
+}
+
+// ---- per-hook logic shared by every attach mechanism ----
+
+#[inline(always)]
+pub fn tcp_sendmsg(sk: u64, size_goal: i32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let mut flags = 0;
+    let ongoing = matches!(unsafe { SENDS.get(&tid) }, Some(s) if s.sk == sk);
+    if !ongoing {
+        let start = SendStart {
+            sk,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        };
+        let _ = SENDS.insert(&tid, &start, BPF_ANY as u64);
+        flags = FLAG_SEND_START;
+    }
+    socket_event(Hook::TcpSendmsg, sk, true, size_goal as i64, 0, flags);
+}
+
+#[inline(always)]
+pub fn sendmsg_return(sk: u64, ret: i32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let mut duration = 0;
+    if let Some(s) = unsafe { SENDS.get(&tid) } {
+        if s.sk == sk {
+            duration = unsafe { bpf_ktime_get_ns() }.saturating_sub(s.ts_ns);
+        }
+        let _ = SENDS.remove(&tid);
+    }
+    socket_event(Hook::SendmsgReturn, sk, true, ret as i64, duration, 0);
+}
+
+#[inline(always)]
+pub fn dev_queue_xmit(skb: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    let sk = kernel::skb_sk(skb);
+    if sk == 0 {
+        return;
+    }
+    if skb_event(Hook::DevQueueXmit, skb, sk, Dev::FromSkb, true, 0, 0, 0) {
+        let track = SkbTrack {
+            sk,
+            queued_ns: unsafe { bpf_ktime_get_ns() },
+            xmit_ns: 0,
+        };
+        let _ = SKBS.insert(&skb, &track, BPF_ANY as u64);
+    }
+}
+
+#[inline(always)]
+pub fn qdisc(hook: Hook, skb: u64) {
+    if !kernel::ready() || skb == 0 {
+        return;
+    }
+    let sk = kernel::skb_sk(skb);
+    if sk != 0 {
+        skb_event(hook, skb, sk, Dev::FromSkb, true, 0, 0, 0);
+    }
+}
+
+#[inline(always)]
+pub fn driver_xmit(skb: u64, dev: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    let sk = kernel::skb_sk(skb);
+    if sk != 0 && skb_event(Hook::DriverXmit, skb, sk, Dev::Given(dev), true, 0, 0, 0) {
+        let now = unsafe { bpf_ktime_get_ns() };
+        match SKBS.get_ptr_mut(&skb) {
+            Some(t) => unsafe { (*t).xmit_ns = now },
+            // A segment made below dev_queue_xmit (e.g. a qdisc splitting a GSO skb): track it
+            // from here so its driver return and free are seen too.
+            None => {
+                let track = SkbTrack {
+                    sk,
+                    queued_ns: 0,
+                    xmit_ns: now,
+                };
+                let _ = SKBS.insert(&skb, &track, BPF_ANY as u64);
+            }
+        }
+    }
+}
+
+/// After `ndo_start_xmit` returns the skb may already be freed: only tracked skbs, and the skb
+/// itself is not read.
+#[inline(always)]
+pub fn driver_done(skb: u64, rc: i32, dev: u64, len: u32) {
+    if !kernel::ready() {
+        return;
+    }
+    let Some(t) = (unsafe { SKBS.get(&skb) }) else {
+        return;
+    };
+    let (sk, xmit_ns) = (t.sk, t.xmit_ns);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let duration = if xmit_ns == 0 { 0 } else { now - xmit_ns };
+    skb_event(
+        Hook::DriverDone,
+        skb,
+        sk,
+        Dev::Given(dev),
+        false,
+        len,
+        rc as i64,
+        duration,
+    );
+}
+
+/// A tracked skb is freed (`SkbFree`, value: still charged to the socket) or dropped (`SkbDrop`,
+/// value: drop reason).
+#[inline(always)]
+pub fn skb_freed(hook: Hook, skb: u64, reason: u32) {
+    if !kernel::ready() {
+        return;
+    }
+    let Some(t) = (unsafe { SKBS.get(&skb) }) else {
+        return;
+    };
+    let (sk, since) = (t.sk, if t.queued_ns != 0 { t.queued_ns } else { t.xmit_ns });
+    let _ = SKBS.remove(&skb);
+    let value = match hook {
+        Hook::SkbDrop => reason as i64,
+        _ => (kernel::skb_sk(skb) == sk) as i64,
+    };
+    let duration = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
+    skb_event(hook, skb, sk, Dev::FromSkb, true, 0, value, duration);
+}
+
+#[inline(always)]
+pub fn tcp_retransmit(sk: u64, skb: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    skb_event(Hook::TcpRetransmit, skb, sk, Dev::None, true, 0, 0, 0);
+}
+
+#[inline(always)]
+pub fn tcp_ack(sk: u64) {
+    socket_event(Hook::TcpAck, sk, false, 0, 0, 0);
+}
+
+#[inline(always)]
+pub fn sock_destroy(sk: u64) {
+    socket_event(Hook::SockDestroy, sk, false, 0, 0, 0);
+    let _ = OWNERS.remove(&sk);
+}

@@ -1,0 +1,135 @@
+//! Reads of kernel structs through the offsets the loader resolved from BTF.
+//!
+//! Every read goes through `bpf_probe_read_kernel`, so a stale pointer yields `None` rather than a
+//! fault. Offsets are read with `read_volatile` so the compiler cannot fold the (zeroed at
+//! compile time) global into constants.
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use sockmem_common::Config;
+
+use crate::CONFIG;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+#[inline(always)]
+pub fn config() -> &'static Config {
+    // SAFETY: a plain read-only global; the loader fills it before any program runs.
+    unsafe { &*core::ptr::addr_of!(CONFIG) }
+}
+
+#[inline(always)]
+pub fn ready() -> bool {
+    unsafe { read_volatile(&config().ready) == 1 }
+}
+
+#[inline(always)]
+fn offset(field: &u32) -> u64 {
+    unsafe { read_volatile(field) as u64 }
+}
+
+#[inline(always)]
+fn read<T>(base: u64, field: &u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + offset(field)) as *const T).ok() }
+}
+
+/// Who a socket is and what it carries: everything the filters look at.
+pub struct SocketId {
+    pub family: u16,
+    pub protocol: u8,
+    pub lport: u16,
+    pub rport: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+/// Reads the identity of an IPv4/IPv6 TCP/UDP socket; `None` for anything else.
+#[inline(always)]
+pub fn socket_id(sk: u64) -> Option<SocketId> {
+    let o = &config().offsets;
+    let family: u16 = read(sk, &o.sk_family)?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let protocol: u16 = read(sk, &o.sk_protocol)?;
+    let protocol = protocol as u8;
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return None;
+    }
+    let lport: u16 = read(sk, &o.sk_num)?;
+    let dport_be: u16 = read(sk, &o.sk_dport)?;
+    let mut id = SocketId {
+        family,
+        protocol,
+        lport,
+        rport: u16::from_be(dport_be),
+        laddr: [0; 16],
+        raddr: [0; 16],
+    };
+    if family == AF_INET {
+        let l: [u8; 4] = read(sk, &o.sk_rcv_saddr)?;
+        let r: [u8; 4] = read(sk, &o.sk_daddr)?;
+        id.laddr[..4].copy_from_slice(&l);
+        id.raddr[..4].copy_from_slice(&r);
+    } else {
+        id.laddr = read(sk, &o.sk_v6_rcv_saddr)?;
+        id.raddr = read(sk, &o.sk_v6_daddr)?;
+    }
+    Some(id)
+}
+
+/// The two send-side counters and the send buffer, as read right now.
+pub struct SendMemory {
+    pub wmem_queued: i32,
+    pub wmem_alloc: i32,
+    pub sndbuf: i32,
+}
+
+#[inline(always)]
+pub fn send_memory(sk: u64) -> SendMemory {
+    let o = &config().offsets;
+    let alloc: i32 = read(sk, &o.sk_wmem_alloc).unwrap_or(1);
+    SendMemory {
+        wmem_queued: read(sk, &o.sk_wmem_queued).unwrap_or(0),
+        // The refcount starts at 1 for the socket itself; ss and sock_diag show it minus 1.
+        wmem_alloc: alloc - 1,
+        sndbuf: read(sk, &o.sk_sndbuf).unwrap_or(0),
+    }
+}
+
+#[inline(always)]
+pub fn skb_sk(skb: u64) -> u64 {
+    read(skb, &config().offsets.skb_sk).unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn skb_dev(skb: u64) -> u64 {
+    read(skb, &config().offsets.skb_dev).unwrap_or(0)
+}
+
+/// `(len, truesize)` of an skb.
+#[inline(always)]
+pub fn skb_sizes(skb: u64) -> (u32, u32) {
+    let o = &config().offsets;
+    (
+        read(skb, &o.skb_len).unwrap_or(0),
+        read(skb, &o.skb_truesize).unwrap_or(0),
+    )
+}
+
+/// `(ifindex, name)` of a net_device; zeros when `dev` is 0 or unreadable.
+#[inline(always)]
+pub fn device(dev: u64) -> (u32, [u8; 16]) {
+    let o = &config().offsets;
+    (
+        read(dev, &o.dev_ifindex).unwrap_or(0),
+        read(dev, &o.dev_name).unwrap_or([0; 16]),
+    )
+}

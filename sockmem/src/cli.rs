@@ -1,0 +1,245 @@
+//! Command-line options. Parsing and value validation only (no syscalls): every bad value is a
+//! clap error, which exits with code 2.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use sockmem_common::Filter;
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem trace                         # every send-side change of every TCP/UDP socket
+    sockmem trace -P 5201 -d 10           # sockets with port 5201 at either end, for 10 s
+    sockmem trace -c iperf3 --tcp         # TCP sockets written by processes named iperf3
+    sockmem trace -i eth0 --json -o t.jsonl   # JSON lines, one per event, into t.jsonl";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockmem",
+    version,
+    about = "Where do a socket's send bytes sit, and for how long? Live sk_wmem_queued / sk_wmem_alloc tracing.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print one line per change of a socket's send-side memory, per hook.
+    #[command(after_help = EXAMPLES)]
+    Trace(TraceArgs),
+}
+
+/// Filters shared by every command. All of them apply in the kernel.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Only sockets whose sender has this process id (tgid).
+    #[arg(short = 'p', long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Only sockets whose sender's command name (thread comm, at most 15 bytes) is exactly this.
+    #[arg(short = 'c', long, value_parser = parse_comm)]
+    pub comm: Option<String>,
+    /// Only sockets with this port at either end.
+    #[arg(short = 'P', long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Only sockets with this IPv4 or IPv6 address at either end.
+    #[arg(short = 'a', long)]
+    pub addr: Option<IpAddr>,
+    /// Only skbs on this interface (name), and sockets that sent through it.
+    #[arg(short = 'i', long, value_parser = parse_ifname)]
+    pub iface: Option<String>,
+    /// Only TCP sockets.
+    #[arg(long, conflicts_with = "udp")]
+    pub tcp: bool,
+    /// Only UDP sockets.
+    #[arg(long)]
+    pub udp: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Stop after this many seconds (fractions allowed); default: until Ctrl-C or SIGTERM.
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// One JSON object per line (a header, the events, a summary).
+    #[arg(long)]
+    pub json: bool,
+    /// Write events to this file instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Ring buffer size in bytes: a power of two, at least 4096 (K and M suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
+    pub ring_size: u32,
+    /// Write this file once every program is attached (for scripts that start traffic then).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Read kernel types from this BTF file instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
+    /// Say which hooks were attached, how, and why others were not.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    match s.len() {
+        0 => Err("must not be empty".into()),
+        1..=15 => Ok(s.to_owned()),
+        n => Err(format!(
+            "is {n} bytes; the kernel keeps at most 15 bytes of a command name"
+        )),
+    }
+}
+
+fn parse_ifname(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', '\0']) {
+        return Err("is not a valid interface name (1 to 15 bytes, no '/' or spaces)".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(secs > 0.0 && secs <= 31_536_000.0) {
+        return Err("must be more than 0 and at most one year".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let (digits, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1u64 << 20),
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 65536, 64K, 4M)"))?;
+    let bytes = n.saturating_mul(mult);
+    if bytes < 4096 || !bytes.is_power_of_two() || bytes > 1 << 30 {
+        return Err(format!(
+            "{bytes} bytes: the ring buffer must be a power of two from 4096 to 1G"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+impl FilterArgs {
+    /// The in-kernel form of the filters.
+    pub fn to_kernel(&self) -> Filter {
+        let mut f = Filter {
+            tgid: self.pid.unwrap_or(0),
+            port: self.port.unwrap_or(0),
+            protocol: match (self.tcp, self.udp) {
+                (true, _) => libc::IPPROTO_TCP as u8,
+                (_, true) => libc::IPPROTO_UDP as u8,
+                _ => 0,
+            },
+            ..Filter::default()
+        };
+        match self.addr {
+            Some(IpAddr::V4(a)) => {
+                f.addr_family = libc::AF_INET as u8;
+                f.addr[..4].copy_from_slice(&a.octets());
+            }
+            Some(IpAddr::V6(a)) => {
+                f.addr_family = libc::AF_INET6 as u8;
+                f.addr = a.octets();
+            }
+            None => {}
+        }
+        if let Some(c) = &self.comm {
+            f.comm[..c.len()].copy_from_slice(c.as_bytes());
+        }
+        if let Some(i) = &self.iface {
+            f.ifname[..i.len()].copy_from_slice(i.as_bytes());
+        }
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{error::ErrorKind, CommandFactory};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sockmem").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for bad in [
+            &["trace", "--port", "70000"][..],
+            &["trace", "--port", "0"],
+            &["trace", "--addr", "nonsense"],
+            &["trace", "--ring-size", "1000"],
+            &["trace", "--ring-size", "3M"],
+            &["trace", "--comm", "a-name-longer-than-15"],
+            &["trace", "--iface", "a/b"],
+            &["trace", "--duration", "0"],
+            &["trace", "--duration", "soon"],
+            &["trace", "--tcp", "--udp"],
+            &["trace", "--pid", "0"],
+        ] {
+            let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
+            assert_ne!(err.kind(), ErrorKind::DisplayHelp);
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn filters_become_the_kernel_filter() {
+        let cli = parse(&[
+            "trace",
+            "-p",
+            "42",
+            "-c",
+            "iperf3",
+            "-P",
+            "5201",
+            "-a",
+            "10.1.2.3",
+            "-i",
+            "veth0",
+            "--udp",
+            "--ring-size",
+            "64K",
+            "-d",
+            "1.5",
+        ])
+        .expect("valid arguments");
+        let Command::Trace(t) = cli.command;
+        assert_eq!(t.ring_size, 65536);
+        assert_eq!(t.duration, Some(Duration::from_millis(1500)));
+        let f = t.filters.to_kernel();
+        assert_eq!(f.tgid, 42);
+        assert_eq!(f.port, 5201);
+        assert_eq!(f.protocol, 17);
+        assert_eq!(f.addr_family, 2);
+        assert_eq!(&f.addr[..4], &[10, 1, 2, 3]);
+        assert_eq!(&f.comm[..7], b"iperf3\0");
+        assert_eq!(&f.ifname[..6], b"veth0\0");
+    }
+
+    #[test]
+    fn ipv6_address_fills_all_sixteen_bytes() {
+        let cli = parse(&["trace", "-a", "fd00::1"]).expect("valid ipv6");
+        let Command::Trace(t) = cli.command;
+        let f = t.filters.to_kernel();
+        assert_eq!(f.addr_family, 10);
+        assert_eq!(f.addr[15], 1);
+        assert_eq!(f.addr[0], 0xfd);
+    }
+}

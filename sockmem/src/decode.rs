@@ -1,0 +1,216 @@
+//! Ring-buffer bytes → [`Event`]: the one place that interprets the raw record.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use sockmem_common::{
+    event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_SEND_START},
+    Hook, SockEvent,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("event record is {0} bytes, expected {size}", size = std::mem::size_of::<SockEvent>())]
+    Size(usize),
+    #[error("unknown hook id {0}")]
+    Hook(u8),
+    #[error("unknown address family {0}")]
+    Family(u16),
+    #[error("unknown protocol {0}")]
+    Protocol(u8),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// The skb part of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkbInfo {
+    pub skb: u64,
+    pub len: u32,
+    /// 0 where the hook could not read it (the skb may be gone).
+    pub truesize: u32,
+    /// 0 and "" where the skb is not on a device.
+    pub ifindex: u32,
+    pub iface: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// pid/comm are the socket's last `sendmsg` caller (not the interrupted task).
+    pub owner_from_send: bool,
+    pub hook: Hook,
+    pub sk: u64,
+    pub protocol: Protocol,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub wmem_queued: i32,
+    pub wmem_alloc: i32,
+    pub sndbuf: i32,
+    pub skb: Option<SkbInfo>,
+    pub value: i64,
+    pub duration_ns: u64,
+    pub send_start: bool,
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn address(family: u16, bytes: [u8; 16]) -> Result<IpAddr, DecodeError> {
+    match family as i32 {
+        libc::AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
+        libc::AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::from(bytes))),
+        _ => Err(DecodeError::Family(family)),
+    }
+}
+
+impl Event {
+    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+        if bytes.len() != std::mem::size_of::<SockEvent>() {
+            return Err(DecodeError::Size(bytes.len()));
+        }
+        // SAFETY: the length matches and SockEvent is plain old data; the ring buffer gives
+        // no alignment guarantee we rely on, hence read_unaligned.
+        let raw: SockEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Event::from_raw(&raw)
+    }
+
+    pub fn from_raw(raw: &SockEvent) -> Result<Event, DecodeError> {
+        let hook = Hook::from_u8(raw.hook).ok_or(DecodeError::Hook(raw.hook))?;
+        let protocol = match raw.protocol as i32 {
+            libc::IPPROTO_TCP => Protocol::Tcp,
+            libc::IPPROTO_UDP => Protocol::Udp,
+            _ => return Err(DecodeError::Protocol(raw.protocol)),
+        };
+        let local = SocketAddr::new(address(raw.family, raw.laddr)?, raw.lport);
+        let remote = SocketAddr::new(address(raw.family, raw.raddr)?, raw.rport);
+        let skb = (raw.flags & FLAG_HAS_SKB != 0).then(|| SkbInfo {
+            skb: raw.skb,
+            len: raw.skb_len,
+            truesize: raw.skb_truesize,
+            ifindex: raw.ifindex,
+            iface: c_string(&raw.ifname),
+        });
+        Ok(Event {
+            ts_ns: raw.ts_ns,
+            cpu: raw.cpu,
+            pid: raw.pid,
+            tgid: raw.tgid,
+            comm: c_string(&raw.comm),
+            owner_from_send: raw.flags & FLAG_OWNER_FROM_SEND != 0,
+            hook,
+            sk: raw.sk,
+            protocol,
+            local,
+            remote,
+            wmem_queued: raw.wmem_queued,
+            wmem_alloc: raw.wmem_alloc,
+            sndbuf: raw.sndbuf,
+            skb,
+            value: raw.value,
+            duration_ns: raw.duration_ns,
+            send_start: raw.flags & FLAG_SEND_START != 0,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A raw record as the kernel side would write it, for tests of later stages.
+    pub fn raw_event(hook: Hook) -> SockEvent {
+        let mut raw: SockEvent = unsafe { std::mem::zeroed() };
+        raw.ts_ns = 1_000_000_000;
+        raw.sk = 0xffff_8880_1234_5678;
+        raw.hook = hook as u8;
+        raw.family = libc::AF_INET as u16;
+        raw.protocol = libc::IPPROTO_TCP as u8;
+        raw.laddr[..4].copy_from_slice(&[198, 18, 0, 1]);
+        raw.raddr[..4].copy_from_slice(&[198, 18, 0, 2]);
+        raw.lport = 40000;
+        raw.rport = 5201;
+        raw.tgid = 100;
+        raw.pid = 101;
+        raw.comm[..6].copy_from_slice(b"sender");
+        raw.wmem_queued = 65536;
+        raw.wmem_alloc = 4608;
+        raw.sndbuf = 87040;
+        raw
+    }
+
+    fn bytes_of(raw: &SockEvent) -> Vec<u8> {
+        let p = (raw as *const SockEvent).cast::<u8>();
+        unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<SockEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_an_ipv4_skb_event() {
+        let mut raw = raw_event(Hook::QdiscEnqueue);
+        raw.flags = FLAG_HAS_SKB | FLAG_OWNER_FROM_SEND;
+        raw.skb = 0xffff_8880_0000_1000;
+        raw.skb_len = 1500;
+        raw.skb_truesize = 2304;
+        raw.ifindex = 7;
+        raw.ifname[..5].copy_from_slice(b"veth0");
+        let e = Event::decode(&bytes_of(&raw)).expect("a well-formed record decodes");
+        assert_eq!(e.hook, Hook::QdiscEnqueue);
+        assert_eq!(e.local.to_string(), "198.18.0.1:40000");
+        assert_eq!(e.remote.to_string(), "198.18.0.2:5201");
+        assert_eq!(e.comm, "sender");
+        assert!(e.owner_from_send);
+        let skb = e.skb.expect("FLAG_HAS_SKB gives skb info");
+        assert_eq!((skb.len, skb.truesize, skb.ifindex), (1500, 2304, 7));
+        assert_eq!(skb.iface, "veth0");
+    }
+
+    #[test]
+    fn decodes_ipv6_and_socket_events_without_skb() {
+        let mut raw = raw_event(Hook::TcpAck);
+        raw.family = libc::AF_INET6 as u16;
+        raw.laddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        raw.raddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let e = Event::decode(&bytes_of(&raw)).expect("ipv6 decodes");
+        assert_eq!(e.local.to_string(), "[fd00::1]:40000");
+        assert!(e.skb.is_none());
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        let raw = raw_event(Hook::TcpAck);
+        let bytes = bytes_of(&raw);
+        assert_eq!(Event::decode(&bytes[..10]), Err(DecodeError::Size(10)));
+        let mut bad = raw;
+        bad.hook = 200;
+        assert_eq!(Event::decode(&bytes_of(&bad)), Err(DecodeError::Hook(200)));
+        let mut bad = raw;
+        bad.family = 1;
+        assert_eq!(Event::decode(&bytes_of(&bad)), Err(DecodeError::Family(1)));
+        let mut bad = raw;
+        bad.protocol = 1;
+        assert_eq!(
+            Event::decode(&bytes_of(&bad)),
+            Err(DecodeError::Protocol(1))
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! sockmem: where do a socket's send bytes sit, and for how long?
+mod btf;
+mod cli;
+mod decode;
+mod hooks;
+mod loader;
+mod offsets;
+mod render;
+mod stream;
+mod trace;
+mod track;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // Usage errors exit with code 2 from here.
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Trace(args) => trace::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `sockmem trace | head`: the reader left, which is not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockmem: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,108 @@
+//! Resolves [`FieldOffsets`] from the running kernel's BTF: the replacement for CO-RE.
+
+use sockmem_common::FieldOffsets;
+
+use crate::btf::{Btf, BtfError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error("cannot locate `{strukt}.{path}` in the kernel's BTF")]
+    Missing {
+        strukt: &'static str,
+        path: &'static str,
+        #[source]
+        source: BtfError,
+    },
+    #[error("`{strukt}.{path}` is {actual} bytes in this kernel; sockmem reads it as {expected}")]
+    Size {
+        strukt: &'static str,
+        path: &'static str,
+        expected: u32,
+        actual: u32,
+    },
+}
+
+/// One field the programs read: where it is looked up, its expected size, and its slot.
+struct Field {
+    strukt: &'static str,
+    path: &'static str,
+    size: u32,
+    slot: fn(&mut FieldOffsets) -> &mut u32,
+}
+
+#[rustfmt::skip]
+const FIELDS: &[Field] = &[
+    Field { strukt: "sock", path: "__sk_common.skc_family", size: 2, slot: |o| &mut o.sk_family },
+    Field { strukt: "sock", path: "sk_protocol", size: 2, slot: |o| &mut o.sk_protocol },
+    Field { strukt: "sock", path: "__sk_common.skc_num", size: 2, slot: |o| &mut o.sk_num },
+    Field { strukt: "sock", path: "__sk_common.skc_dport", size: 2, slot: |o| &mut o.sk_dport },
+    Field { strukt: "sock", path: "__sk_common.skc_rcv_saddr", size: 4, slot: |o| &mut o.sk_rcv_saddr },
+    Field { strukt: "sock", path: "__sk_common.skc_daddr", size: 4, slot: |o| &mut o.sk_daddr },
+    Field { strukt: "sock", path: "__sk_common.skc_v6_rcv_saddr", size: 16, slot: |o| &mut o.sk_v6_rcv_saddr },
+    Field { strukt: "sock", path: "__sk_common.skc_v6_daddr", size: 16, slot: |o| &mut o.sk_v6_daddr },
+    Field { strukt: "sock", path: "sk_wmem_queued", size: 4, slot: |o| &mut o.sk_wmem_queued },
+    Field { strukt: "sock", path: "sk_wmem_alloc", size: 4, slot: |o| &mut o.sk_wmem_alloc },
+    Field { strukt: "sock", path: "sk_sndbuf", size: 4, slot: |o| &mut o.sk_sndbuf },
+    Field { strukt: "sk_buff", path: "sk", size: 8, slot: |o| &mut o.skb_sk },
+    Field { strukt: "sk_buff", path: "len", size: 4, slot: |o| &mut o.skb_len },
+    Field { strukt: "sk_buff", path: "truesize", size: 4, slot: |o| &mut o.skb_truesize },
+    Field { strukt: "sk_buff", path: "dev", size: 8, slot: |o| &mut o.skb_dev },
+    Field { strukt: "net_device", path: "ifindex", size: 4, slot: |o| &mut o.dev_ifindex },
+    Field { strukt: "net_device", path: "name", size: 16, slot: |o| &mut o.dev_name },
+];
+
+/// Every offset the programs need, or the first field this kernel lacks.
+pub fn resolve(btf: &Btf) -> Result<FieldOffsets, OffsetError> {
+    let mut offsets = FieldOffsets::default();
+    for f in FIELDS {
+        let loc = btf
+            .member_offset(f.strukt, f.path)
+            .map_err(|source| OffsetError::Missing {
+                strukt: f.strukt,
+                path: f.path,
+                source,
+            })?;
+        if loc.size != f.size {
+            return Err(OffsetError::Size {
+                strukt: f.strukt,
+                path: f.path,
+                expected: f.size,
+                actual: loc.size,
+            });
+        }
+        *(f.slot)(&mut offsets) = loc.offset;
+    }
+    Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_kernel_offsets_resolve_and_are_plausible() {
+        let btf = Btf::from_sys_fs().expect("the test machine has /sys/kernel/btf/vmlinux");
+        let o = resolve(&btf).expect("every field sockmem reads exists in the running kernel");
+        // sock_common sits at the start of sock: its fields are in the first 128 bytes, the
+        // send-side counters beyond it.
+        assert!(
+            o.sk_family < 128 && o.sk_dport < 128 && o.sk_num < 128,
+            "{o:?}"
+        );
+        assert_eq!(
+            o.sk_num,
+            o.sk_dport + 2,
+            "skc_num follows skc_dport in skc_portpair"
+        );
+        assert!(o.sk_wmem_queued > 128 && o.sk_wmem_alloc > 128 && o.sk_sndbuf > 128);
+        let distinct: std::collections::HashSet<u32> = [
+            o.sk_wmem_queued,
+            o.sk_wmem_alloc,
+            o.sk_sndbuf,
+            o.sk_protocol,
+        ]
+        .into();
+        assert_eq!(distinct.len(), 4, "{o:?}");
+        assert_ne!(o.skb_len, o.skb_truesize);
+    }
+}

@@ -1,0 +1,220 @@
+//! JSON lines: a header, one object per event, a summary.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{describe, RunInfo, Sink, Summary};
+use crate::{decode::Event, track::Deltas};
+
+pub struct JsonSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W) -> Self {
+        JsonSink { out }
+    }
+
+    fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
+    }
+}
+
+#[derive(Serialize)]
+struct JsonHook<'a> {
+    hook: &'a str,
+    backend: &'a str,
+    attach: &'a str,
+    attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    r#type: &'static str,
+    version: &'static str,
+    kernel: &'a str,
+    ring_size: u32,
+    hooks: Vec<JsonHook<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    r#type: &'static str,
+    ts_ns: u64,
+    time_s: f64,
+    cpu: u32,
+    pid: u32,
+    tgid: u32,
+    comm: &'a str,
+    owner: &'static str,
+    hook: &'static str,
+    sk: String,
+    skb: Option<String>,
+    family: &'static str,
+    proto: &'static str,
+    laddr: String,
+    lport: u16,
+    raddr: String,
+    rport: u16,
+    wmem_queued: i32,
+    wmem_queued_delta: i64,
+    wmem_alloc: i32,
+    wmem_alloc_delta: i64,
+    sndbuf: i32,
+    len: Option<u32>,
+    truesize: Option<u32>,
+    ifindex: Option<u32>,
+    iface: Option<&'a str>,
+    value: i64,
+    duration_ns: u64,
+    info: String,
+}
+
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    r#type: &'static str,
+    events: u64,
+    lost: u64,
+    lost_per_cpu: &'a [u64],
+    sockets: usize,
+    elapsed_s: f64,
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn header(&mut self, info: &RunInfo) -> io::Result<()> {
+        let hooks = info
+            .hooks
+            .iter()
+            .map(|h| JsonHook {
+                hook: h.hook,
+                backend: &h.backend,
+                attach: &h.attach,
+                attached: h.unavailable.is_none(),
+                reason: h.unavailable.as_deref(),
+            })
+            .collect();
+        self.line(&Header {
+            r#type: "header",
+            version: env!("CARGO_PKG_VERSION"),
+            kernel: &info.kernel,
+            ring_size: info.ring_size,
+            hooks,
+        })
+    }
+
+    fn event(&mut self, e: &Event, d: Deltas, time_s: f64) -> io::Result<()> {
+        let skb = e.skb.as_ref();
+        self.line(&JsonEvent {
+            r#type: "event",
+            ts_ns: e.ts_ns,
+            time_s,
+            cpu: e.cpu,
+            pid: e.pid,
+            tgid: e.tgid,
+            comm: &e.comm,
+            owner: if e.owner_from_send {
+                "sendmsg"
+            } else {
+                "current"
+            },
+            hook: e.hook.name(),
+            sk: format!("{:#x}", e.sk),
+            skb: skb.map(|s| format!("{:#x}", s.skb)),
+            family: if e.local.is_ipv4() { "ipv4" } else { "ipv6" },
+            proto: e.protocol.name(),
+            laddr: e.local.ip().to_string(),
+            lport: e.local.port(),
+            raddr: e.remote.ip().to_string(),
+            rport: e.remote.port(),
+            wmem_queued: e.wmem_queued,
+            wmem_queued_delta: d.wmem_queued,
+            wmem_alloc: e.wmem_alloc,
+            wmem_alloc_delta: d.wmem_alloc,
+            sndbuf: e.sndbuf,
+            len: skb.map(|s| s.len),
+            truesize: skb.map(|s| s.truesize),
+            ifindex: skb.map(|s| s.ifindex).filter(|&i| i != 0),
+            iface: skb.map(|s| s.iface.as_str()).filter(|s| !s.is_empty()),
+            value: e.value,
+            duration_ns: e.duration_ns,
+            info: describe(e),
+        })
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.line(&JsonSummary {
+            r#type: "summary",
+            events: s.events,
+            lost: s.lost,
+            lost_per_cpu: &s.lost_per_cpu,
+            sockets: s.sockets,
+            elapsed_s: s.elapsed_s,
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::tests::raw_event;
+    use sockmem_common::Hook;
+
+    #[test]
+    fn every_line_is_a_json_object() {
+        let mut buf = Vec::new();
+        let mut sink = JsonSink::new(&mut buf);
+        sink.header(&RunInfo {
+            kernel: "6.18".into(),
+            ring_size: 4096,
+            hooks: vec![super::super::HookLine {
+                hook: "tcp_ack",
+                backend: "tracepoint".into(),
+                attach: "tcp:tcp_probe".into(),
+                unavailable: None,
+            }],
+        })
+        .unwrap();
+        let e = Event::from_raw(&raw_event(Hook::SendmsgReturn)).unwrap();
+        sink.event(
+            &e,
+            Deltas {
+                wmem_queued: -5,
+                wmem_alloc: 3,
+            },
+            1.5,
+        )
+        .unwrap();
+        sink.summary(&Summary {
+            events: 1,
+            lost: 2,
+            lost_per_cpu: vec![2, 0],
+            ..Default::default()
+        })
+        .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("valid JSON"))
+            .collect();
+        assert_eq!(lines[0]["type"], "header");
+        assert_eq!(lines[0]["hooks"][0]["attach"], "tcp:tcp_probe");
+        let ev = &lines[1];
+        assert_eq!(ev["hook"], "sendmsg_ret");
+        assert_eq!(ev["laddr"], "198.18.0.1");
+        assert_eq!(ev["rport"], 5201);
+        assert_eq!(ev["wmem_queued_delta"], -5);
+        assert_eq!(ev["wmem_alloc_delta"], 3);
+        assert!(ev["len"].is_null() && ev["iface"].is_null());
+        assert_eq!(ev["sk"], "0xffff888012345678");
+        assert_eq!(lines[2]["lost"], 2);
+        assert_eq!(lines[2]["lost_per_cpu"][0], 2);
+    }
+}

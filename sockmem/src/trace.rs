@@ -1,0 +1,218 @@
+//! `sockmem trace`: load → attach → stream events through decode → deltas → sink, until the
+//! duration ends, Ctrl-C or SIGTERM.
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    time::{interval, sleep_until, MissedTickBehavior},
+};
+
+use crate::{
+    btf::Btf,
+    cli::TraceArgs,
+    decode::Event,
+    hooks::{self, HookReport, HookStatus},
+    loader,
+    render::{json::JsonSink, text::TextSink, HookLine, RunInfo, Sink, Summary},
+    stream::{EventStream, LossCounter},
+    track::SocketTracker,
+};
+
+/// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
+pub fn kernel_btf(path: Option<&std::path::Path>) -> anyhow::Result<Btf> {
+    match path {
+        Some(p) => Btf::from_path(p).with_context(|| format!("reading BTF from `{}`", p.display())),
+        None => Btf::from_sys_fs().context("reading the running kernel's BTF"),
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // CLOCK_MONOTONIC is what bpf_ktime_get_ns() reads.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn hook_lines(reports: &[HookReport]) -> Vec<HookLine> {
+    reports
+        .iter()
+        .map(|r| HookLine {
+            hook: r.point.hook.name(),
+            backend: r.point.backend.to_string(),
+            attach: r.point.attach_point(),
+            unavailable: match &r.status {
+                HookStatus::Attached => None,
+                HookStatus::Unavailable(why) => Some(why.clone()),
+            },
+        })
+        .collect()
+}
+
+/// Tells the user on stderr what is attached and what this kernel cannot give.
+pub fn report_hooks(lines: &[HookLine], verbose: bool) {
+    let attached = lines.iter().filter(|l| l.unavailable.is_none()).count();
+    for l in lines {
+        match &l.unavailable {
+            Some(why) => eprintln!("sockmem: hook `{}` unavailable: {why}", l.hook),
+            None if verbose => eprintln!(
+                "sockmem: hook `{}` via {} `{}`",
+                l.hook, l.backend, l.attach
+            ),
+            None => {}
+        }
+    }
+    eprintln!(
+        "sockmem: {attached} of {} hooks attached (kernel {})",
+        lines.len(),
+        loader::kernel_release()
+    );
+}
+
+/// decode → per-socket deltas → sink, for each record.
+struct Pipeline {
+    tracker: SocketTracker,
+    sink: Box<dyn Sink>,
+    start_ns: u64,
+    events: u64,
+}
+
+impl Pipeline {
+    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match Event::decode(bytes) {
+            Ok(e) => {
+                let d = self.tracker.observe(&e);
+                let time_s = e.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9;
+                self.events += 1;
+                self.sink.event(&e, d, time_s)
+            }
+            // A record we cannot read is a sockmem bug; say so and go on.
+            Err(err) => {
+                eprintln!("sockmem: skipping an event: {err}");
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+    loader::check_privileges()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let _runtime_context = runtime.enter();
+    let btf = kernel_btf(args.btf.as_deref())?;
+    let config = loader::config(&btf, args.filters.to_kernel())?;
+    let mut ebpf = loader::load(&config, args.ring_size)?;
+    let mut stream = EventStream::new(&mut ebpf)?;
+    let losses = LossCounter::new(&mut ebpf)?;
+
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("creating `{}`", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout())),
+    };
+    let mut sink: Box<dyn Sink> = if args.json {
+        Box::new(JsonSink::new(out))
+    } else {
+        Box::new(TextSink::new(out))
+    };
+
+    let reports = hooks::attach_all(&mut ebpf, &btf)?;
+    let info = RunInfo {
+        kernel: loader::kernel_release(),
+        ring_size: args.ring_size,
+        hooks: hook_lines(&reports),
+    };
+    report_hooks(&info.hooks, args.verbose);
+    let start_ns = monotonic_ns();
+    let started = Instant::now();
+    sink.header(&info)?;
+    sink.flush()?;
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"ready\n")
+            .with_context(|| format!("writing the ready file `{}`", path.display()))?;
+    }
+    eprintln!(
+        "sockmem: tracing{}; Ctrl-C to end",
+        args.duration
+            .map(|d| format!(" for {:.1} s", d.as_secs_f64()))
+            .unwrap_or_default()
+    );
+
+    let mut pipe = Pipeline {
+        tracker: SocketTracker::default(),
+        sink,
+        start_ns,
+        events: 0,
+    };
+    let outcome = runtime.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let deadline = tokio::time::Instant::now()
+            + args.duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
+        let mut tick = interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut lost_seen = 0u64;
+        loop {
+            tokio::select! {
+                r = stream.readable() => {
+                    r?;
+                    stream.drain(|b| pipe.record(b))?;
+                    pipe.sink.flush()?;
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                _ = sleep_until(deadline) => break,
+                _ = tick.tick() => {
+                    let total: u64 = losses.per_cpu().map(|v| v.iter().sum()).unwrap_or(0);
+                    if total > lost_seen {
+                        eprintln!(
+                            "sockmem: lost {} events (ring buffer full, {total} so far); a larger --ring-size or narrower filters help",
+                            total - lost_seen
+                        );
+                        lost_seen = total;
+                    }
+                }
+            }
+        }
+        // Whatever is already in the ring buffer was asked for: print it before the summary.
+        stream.drain(|b| pipe.record(b))?;
+        anyhow::Ok(())
+    });
+    // Detach every program before printing the summary, so nothing more is counted.
+    let lost_per_cpu = losses.per_cpu()?;
+    drop(stream);
+    drop(ebpf);
+    let Pipeline {
+        tracker,
+        mut sink,
+        events,
+        ..
+    } = pipe;
+    let summary = Summary {
+        events,
+        lost: lost_per_cpu.iter().sum(),
+        lost_per_cpu,
+        sockets: tracker.sockets(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    outcome?;
+    sink.summary(&summary)?;
+    sink.flush()?;
+    eprintln!(
+        "sockmem: {} events from {} sockets in {:.1} s, {} lost",
+        summary.events, summary.sockets, summary.elapsed_s, summary.lost
+    );
+    Ok(())
+}

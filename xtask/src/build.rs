@@ -1,0 +1,121 @@
+//! Building the two halves, running, testing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::setup;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its name and status if it does not succeed.
+pub fn cmd(c: &mut Command) -> anyhow::Result<()> {
+    let status = c.status().with_context(|| format!("running {c:?}"))?;
+    if !status.success() {
+        bail!("{c:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds the eBPF object; cargo itself skips the work when nothing changed.
+pub fn build_ebpf() -> anyhow::Result<PathBuf> {
+    setup::ensure_toolchain()?;
+    cmd(Command::new("cargo")
+        .current_dir(workspace_root())
+        // The outer `cargo xtask` sets these for the stable toolchain; the inner build is nightly.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .args(["+nightly", "build", "--package", "sockmem-ebpf", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"]))
+    .context("building the eBPF programs")?;
+    let obj = target_dir().join("bpfel-unknown-none/release/sockmem-ebpf");
+    if !obj.is_file() {
+        bail!("the eBPF build succeeded but `{}` is missing", obj.display());
+    }
+    Ok(obj)
+}
+
+/// Builds everything; returns the path of the sockmem binary.
+pub fn build_all(release: bool) -> anyhow::Result<PathBuf> {
+    let obj = build_ebpf()?;
+    let mut c = Command::new("cargo");
+    c.current_dir(workspace_root())
+        .env("SOCKMEM_EBPF_OBJ", &obj)
+        .args(["build", "--package", "sockmem"]);
+    if release {
+        c.arg("--release");
+    }
+    cmd(&mut c).context("building sockmem")?;
+    Ok(target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("sockmem"))
+}
+
+pub fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
+    let bin = build_all(release)?;
+    let is_root = unsafe_geteuid() == 0;
+    let mut c = if is_root {
+        Command::new(&bin)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&bin);
+        c
+    };
+    let status = c.args(args).status().with_context(|| format!("running {c:?}"))?;
+    // Pass sockmem's own exit code through (2 for usage errors, 1 for failures).
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+pub fn test(extra: &[String]) -> anyhow::Result<()> {
+    let obj = build_ebpf()?;
+    let root = workspace_root();
+    cmd(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]))
+        .context("formatting differs: run `cargo fmt --all`")?;
+    cmd(Command::new("cargo")
+        .current_dir(&root)
+        .env("SOCKMEM_EBPF_OBJ", &obj)
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    .context("clippy")?;
+    cmd(Command::new("cargo")
+        .current_dir(&root)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .args(["+nightly", "clippy", "--package", "sockmem-ebpf", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"]))
+    .context("clippy on the eBPF crate")?;
+    if unsafe_geteuid() != 0 {
+        bail!("the tests load eBPF programs into the kernel: run `cargo xtask test` as root");
+    }
+    cmd(Command::new("cargo")
+        .current_dir(&root)
+        .env("SOCKMEM_EBPF_OBJ", &obj)
+        .args(["test", "--workspace"])
+        .args(extra))
+    .context("tests")
+}
+
+fn unsafe_geteuid() -> u32 {
+    // Reading the effective uid from /proc avoids a libc dependency for one call.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
+}
