@@ -41,7 +41,8 @@ pub struct FieldOffsets {
     pub dev_ifindex: u32,
     /// `net_device.name` (16 bytes).
     pub dev_name: u32,
-    pub _pad: u32,
+    /// `msghdr.msg_iter.count` (size_t): bytes `sendmsg` still has to copy.
+    pub msg_iter_count: u32,
 }
 
 /// In-kernel filters; a zero field means "any".

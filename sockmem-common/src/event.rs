@@ -4,7 +4,9 @@
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hook {
-    /// `tcp_sendmsg` copies a chunk of user data into the write queue (`sk_wmem_queued` grows).
+    /// `tcp_sendmsg` is about to copy user data into the write queue (`sk_wmem_queued` grows);
+    /// `value` = bytes still to copy. The tracepoint backend fires once per chunk, the others once
+    /// per call.
     TcpSendmsg = 1,
     /// `sendmsg` returned (TCP and UDP); `value` is its return value.
     SendmsgReturn = 2,
@@ -28,10 +30,20 @@ pub enum Hook {
     SockDestroy = 11,
     /// A tracked skb was dropped (`kfree_skb`); `value` is the kernel's drop reason.
     SkbDrop = 12,
+    /// `sk_wmem_alloc` grows: TCP hands a clone to IP (`__tcp_transmit_skb`) or an skb is charged
+    /// to its socket (`skb_set_owner_w`, e.g. UDP). `value` = +truesize; counters after it.
+    WmemCharge = 13,
+    /// `sk_wmem_alloc` shrinks: the skb destructor (`tcp_wfree`, `sock_wfree`) gives bytes back.
+    /// `value` = -truesize; counters after it.
+    WmemRelease = 14,
+    /// An ACK was processed and freed write-queue skbs: `value` = change of `sk_wmem_queued`.
+    TcpAckFreed = 15,
+    /// `sendmsg` slept waiting for send-buffer space (`sk_stream_wait_memory`): `duration_ns`.
+    SendBlocked = 16,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 12] = [
+    pub const ALL: [Hook; 16] = [
         Hook::TcpSendmsg,
         Hook::SendmsgReturn,
         Hook::DevQueueXmit,
@@ -44,6 +56,10 @@ impl Hook {
         Hook::TcpRetransmit,
         Hook::SockDestroy,
         Hook::SkbDrop,
+        Hook::WmemCharge,
+        Hook::WmemRelease,
+        Hook::TcpAckFreed,
+        Hook::SendBlocked,
     ];
 
     pub fn from_u8(v: u8) -> Option<Hook> {
@@ -65,6 +81,10 @@ impl Hook {
             Hook::TcpRetransmit => "tcp_retransmit",
             Hook::SockDestroy => "sock_destroy",
             Hook::SkbDrop => "skb_drop",
+            Hook::WmemCharge => "wmem_charge",
+            Hook::WmemRelease => "wmem_release",
+            Hook::TcpAckFreed => "tcp_ack_freed",
+            Hook::SendBlocked => "send_blocked",
         }
     }
 
@@ -80,6 +100,8 @@ impl Hook {
                 | Hook::SkbFree
                 | Hook::SkbDrop
                 | Hook::TcpRetransmit
+                | Hook::WmemCharge
+                | Hook::WmemRelease
         )
     }
 }

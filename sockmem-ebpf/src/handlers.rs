@@ -6,8 +6,7 @@
 use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
     },
 };
 use sockmem_common::{
@@ -18,7 +17,7 @@ use sockmem_common::{
 use crate::{
     filter,
     kernel::{self, SendMemory, SocketId},
-    Owner, SendStart, SkbTrack, EVENTS, LOST, OWNERS, SENDS, SKBS,
+    Owner, SendStart, SkbTrack, ACK_STASH, EVENTS, LOST, OWNERS, SENDS, SKBS, WAITS,
 };
 
 /// The process an event is attributed to.
@@ -49,7 +48,7 @@ fn record_sender(sk: u64) -> Sender {
     let mut s = current_task();
     s.from_send = true;
     let mut iface_seen = 0;
-    if let Some(prev) = unsafe { OWNERS.get(&sk) } {
+    if let Some(prev) = unsafe { OWNERS.get(sk) } {
         iface_seen = prev.iface_seen;
     }
     s.iface_seen = iface_seen != 0;
@@ -60,13 +59,13 @@ fn record_sender(sk: u64) -> Sender {
         iface_seen,
         _pad: 0,
     };
-    let _ = OWNERS.insert(&sk, &owner, BPF_ANY as u64);
+    let _ = OWNERS.insert(sk, owner, BPF_ANY as u64);
     s
 }
 
 #[inline(always)]
 fn sender_of(sk: u64) -> Sender {
-    match unsafe { OWNERS.get(&sk) } {
+    match unsafe { OWNERS.get(sk) } {
         Some(o) => Sender {
             tgid: o.tgid,
             pid: o.pid,
@@ -80,7 +79,7 @@ fn sender_of(sk: u64) -> Sender {
 
 #[inline(always)]
 fn mark_iface_seen(sk: u64) {
-    if let Some(o) = OWNERS.get_ptr_mut(&sk) {
+    if let Some(o) = OWNERS.get_ptr_mut(sk) {
         unsafe { (*o).iface_seen = 1 };
     }
 }
@@ -94,19 +93,41 @@ struct SkbView {
     ifname: [u8; 16],
 }
 
+/// The hook-specific part of an event.
+#[derive(Clone, Copy)]
+pub struct Extra {
+    pub value: i64,
+    pub duration_ns: u64,
+    pub flags: u8,
+    /// Added to the `sk_wmem_alloc` read, for hooks that run just before the change they report.
+    pub alloc_adjust: i32,
+}
+
+impl Extra {
+    #[inline(always)]
+    pub const fn value(value: i64) -> Extra {
+        Extra {
+            value,
+            duration_ns: 0,
+            flags: 0,
+            alloc_adjust: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn timed(value: i64, duration_ns: u64) -> Extra {
+        Extra {
+            value,
+            duration_ns,
+            flags: 0,
+            alloc_adjust: 0,
+        }
+    }
+}
+
 /// Reserves, fills in place and submits one event; counts a failed reserve as lost.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit(
-    hook: Hook,
-    sk: u64,
-    id: &SocketId,
-    sender: &Sender,
-    skb: Option<&SkbView>,
-    value: i64,
-    duration_ns: u64,
-    mut flags: u8,
-) {
+fn emit(hook: Hook, sk: u64, id: &SocketId, sender: &Sender, skb: Option<&SkbView>, x: Extra) {
     let Some(mut entry) = EVENTS.reserve::<SockEvent>(0) else {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             unsafe { *lost += 1 };
@@ -114,6 +135,7 @@ fn emit(
         return;
     };
     let mem: SendMemory = kernel::send_memory(sk);
+    let mut flags = x.flags;
     if sender.from_send {
         flags |= FLAG_OWNER_FROM_SEND;
     }
@@ -123,13 +145,13 @@ fn emit(
     unsafe {
         (*e).ts_ns = bpf_ktime_get_ns();
         (*e).sk = sk;
-        (*e).value = value;
-        (*e).duration_ns = duration_ns;
+        (*e).value = x.value;
+        (*e).duration_ns = x.duration_ns;
         (*e).tgid = sender.tgid;
         (*e).pid = sender.pid;
         (*e).cpu = bpf_get_smp_processor_id();
         (*e).wmem_queued = mem.wmem_queued;
-        (*e).wmem_alloc = mem.wmem_alloc;
+        (*e).wmem_alloc = mem.wmem_alloc + x.alloc_adjust;
         (*e).sndbuf = mem.sndbuf;
         (*e).lport = id.lport;
         (*e).rport = id.rport;
@@ -165,7 +187,7 @@ fn emit(
 /// A socket-level event (no skb). `in_send` is true for hooks that run in the sender's
 /// `sendmsg` context.
 #[inline(always)]
-pub fn socket_event(hook: Hook, sk: u64, in_send: bool, value: i64, duration_ns: u64, flags: u8) {
+pub fn socket_event(hook: Hook, sk: u64, in_send: bool, x: Extra) {
     if !kernel::ready() {
         return;
     }
@@ -188,7 +210,7 @@ pub fn socket_event(hook: Hook, sk: u64, in_send: bool, value: i64, duration_ns:
     if filter::has_iface_filter() && !sender.iface_seen {
         return;
     }
-    emit(hook, sk, &id, &sender, None, value, duration_ns, flags);
+    emit(hook, sk, &id, &sender, None, x);
 }
 
 /// Where an skb event's interface comes from.
@@ -204,17 +226,7 @@ pub enum Dev {
 /// An skb-level event. `sk` is the owning socket; `read_skb` is false when the skb may already
 /// be gone (its sizes then come from `len`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn skb_event(
-    hook: Hook,
-    skb: u64,
-    sk: u64,
-    dev: Dev,
-    read_skb: bool,
-    len: u32,
-    value: i64,
-    duration_ns: u64,
-) -> bool {
+fn skb_event(hook: Hook, skb: u64, sk: u64, dev: Dev, read_skb: bool, len: u32, x: Extra) -> bool {
     let Some(id) = kernel::socket_id(sk) else {
         return false;
     };
@@ -249,39 +261,69 @@ fn skb_event(
         ifindex,
         ifname,
     };
-    emit(hook, sk, &id, &sender, Some(&view), value, duration_ns, 0);
+    emit(hook, sk, &id, &sender, Some(&view), x);
     true
 }
 
 // ---- per-hook logic shared by every attach mechanism ----
 
 #[inline(always)]
-pub fn tcp_sendmsg(sk: u64, size_goal: i32) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let mut flags = 0;
-    let ongoing = matches!(unsafe { SENDS.get(&tid) }, Some(s) if s.sk == sk);
-    if !ongoing {
-        let start = SendStart {
-            sk,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        };
-        let _ = SENDS.insert(&tid, &start, BPF_ANY as u64);
-        flags = FLAG_SEND_START;
+pub fn tcp_sendmsg(sk: u64, msg: u64) {
+    let mut x = Extra::value(kernel::msg_left(msg));
+    if send_start(sk) {
+        x.flags = FLAG_SEND_START;
     }
-    socket_event(Hook::TcpSendmsg, sk, true, size_goal as i64, 0, flags);
+    socket_event(Hook::TcpSendmsg, sk, true, x);
+}
+
+/// Remembers when this thread's `sendmsg` on `sk` started; true if this call is the start.
+#[inline(always)]
+fn send_start(sk: u64) -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if matches!(unsafe { SENDS.get(tid) }, Some(s) if s.sk == sk) {
+        return false;
+    }
+    let start = SendStart {
+        sk,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = SENDS.insert(tid, start, BPF_ANY as u64);
+    true
+}
+
+/// Entry of any `*_sendmsg` (kprobe backend): only remembers the socket for the return probe.
+#[inline(always)]
+pub fn sendmsg_enter(sk: u64) {
+    if kernel::ready() {
+        send_start(sk);
+    }
+}
+
+/// Return of a `*_sendmsg` where only the return value is known (kretprobe).
+#[inline(always)]
+pub fn sendmsg_return_of_thread(ret: i64) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(s) = unsafe { SENDS.get(tid) } {
+        sendmsg_return(s.sk, ret as i32);
+    }
 }
 
 #[inline(always)]
 pub fn sendmsg_return(sk: u64, ret: i32) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let mut duration = 0;
-    if let Some(s) = unsafe { SENDS.get(&tid) } {
+    if let Some(s) = unsafe { SENDS.get(tid) } {
         if s.sk == sk {
             duration = unsafe { bpf_ktime_get_ns() }.saturating_sub(s.ts_ns);
         }
-        let _ = SENDS.remove(&tid);
+        let _ = SENDS.remove(tid);
     }
-    socket_event(Hook::SendmsgReturn, sk, true, ret as i64, duration, 0);
+    socket_event(
+        Hook::SendmsgReturn,
+        sk,
+        true,
+        Extra::timed(ret as i64, duration),
+    );
 }
 
 #[inline(always)]
@@ -293,13 +335,21 @@ pub fn dev_queue_xmit(skb: u64) {
     if sk == 0 {
         return;
     }
-    if skb_event(Hook::DevQueueXmit, skb, sk, Dev::FromSkb, true, 0, 0, 0) {
+    if skb_event(
+        Hook::DevQueueXmit,
+        skb,
+        sk,
+        Dev::FromSkb,
+        true,
+        0,
+        Extra::value(0),
+    ) {
         let track = SkbTrack {
             sk,
             queued_ns: unsafe { bpf_ktime_get_ns() },
             xmit_ns: 0,
         };
-        let _ = SKBS.insert(&skb, &track, BPF_ANY as u64);
+        let _ = SKBS.insert(skb, track, BPF_ANY as u64);
     }
 }
 
@@ -310,7 +360,7 @@ pub fn qdisc(hook: Hook, skb: u64) {
     }
     let sk = kernel::skb_sk(skb);
     if sk != 0 {
-        skb_event(hook, skb, sk, Dev::FromSkb, true, 0, 0, 0);
+        skb_event(hook, skb, sk, Dev::FromSkb, true, 0, Extra::value(0));
     }
 }
 
@@ -320,9 +370,19 @@ pub fn driver_xmit(skb: u64, dev: u64) {
         return;
     }
     let sk = kernel::skb_sk(skb);
-    if sk != 0 && skb_event(Hook::DriverXmit, skb, sk, Dev::Given(dev), true, 0, 0, 0) {
+    if sk != 0
+        && skb_event(
+            Hook::DriverXmit,
+            skb,
+            sk,
+            Dev::Given(dev),
+            true,
+            0,
+            Extra::value(0),
+        )
+    {
         let now = unsafe { bpf_ktime_get_ns() };
-        match SKBS.get_ptr_mut(&skb) {
+        match SKBS.get_ptr_mut(skb) {
             Some(t) => unsafe { (*t).xmit_ns = now },
             // A segment made below dev_queue_xmit (e.g. a qdisc splitting a GSO skb): track it
             // from here so its driver return and free are seen too.
@@ -332,7 +392,7 @@ pub fn driver_xmit(skb: u64, dev: u64) {
                     queued_ns: 0,
                     xmit_ns: now,
                 };
-                let _ = SKBS.insert(&skb, &track, BPF_ANY as u64);
+                let _ = SKBS.insert(skb, track, BPF_ANY as u64);
             }
         }
     }
@@ -345,7 +405,7 @@ pub fn driver_done(skb: u64, rc: i32, dev: u64, len: u32) {
     if !kernel::ready() {
         return;
     }
-    let Some(t) = (unsafe { SKBS.get(&skb) }) else {
+    let Some(t) = (unsafe { SKBS.get(skb) }) else {
         return;
     };
     let (sk, xmit_ns) = (t.sk, t.xmit_ns);
@@ -358,8 +418,7 @@ pub fn driver_done(skb: u64, rc: i32, dev: u64, len: u32) {
         Dev::Given(dev),
         false,
         len,
-        rc as i64,
-        duration,
+        Extra::timed(rc as i64, duration),
     );
 }
 
@@ -370,17 +429,32 @@ pub fn skb_freed(hook: Hook, skb: u64, reason: u32) {
     if !kernel::ready() {
         return;
     }
-    let Some(t) = (unsafe { SKBS.get(&skb) }) else {
+    let Some(t) = (unsafe { SKBS.get(skb) }) else {
         return;
     };
-    let (sk, since) = (t.sk, if t.queued_ns != 0 { t.queued_ns } else { t.xmit_ns });
-    let _ = SKBS.remove(&skb);
+    let (sk, since) = (
+        t.sk,
+        if t.queued_ns != 0 {
+            t.queued_ns
+        } else {
+            t.xmit_ns
+        },
+    );
+    let _ = SKBS.remove(skb);
     let value = match hook {
         Hook::SkbDrop => reason as i64,
         _ => (kernel::skb_sk(skb) == sk) as i64,
     };
     let duration = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
-    skb_event(hook, skb, sk, Dev::FromSkb, true, 0, value, duration);
+    skb_event(
+        hook,
+        skb,
+        sk,
+        Dev::FromSkb,
+        true,
+        0,
+        Extra::timed(value, duration),
+    );
 }
 
 #[inline(always)]
@@ -388,16 +462,128 @@ pub fn tcp_retransmit(sk: u64, skb: u64) {
     if !kernel::ready() {
         return;
     }
-    skb_event(Hook::TcpRetransmit, skb, sk, Dev::None, true, 0, 0, 0);
+    skb_event(
+        Hook::TcpRetransmit,
+        skb,
+        sk,
+        Dev::None,
+        true,
+        0,
+        Extra::value(0),
+    );
 }
 
 #[inline(always)]
 pub fn tcp_ack(sk: u64) {
-    socket_event(Hook::TcpAck, sk, false, 0, 0, 0);
+    socket_event(Hook::TcpAck, sk, false, Extra::value(0));
 }
 
 #[inline(always)]
 pub fn sock_destroy(sk: u64) {
-    socket_event(Hook::SockDestroy, sk, false, 0, 0, 0);
-    let _ = OWNERS.remove(&sk);
+    socket_event(Hook::SockDestroy, sk, false, Extra::value(0));
+    let _ = OWNERS.remove(sk);
+}
+
+/// `sk_wmem_alloc` is about to grow by the skb's truesize (called at function entry, so the
+/// reported counter is the value after the change).
+#[inline(always)]
+pub fn wmem_charge(sk: u64, skb: u64) {
+    if !kernel::ready() || sk == 0 {
+        return;
+    }
+    let (_, truesize) = kernel::skb_sizes(skb);
+    let x = Extra {
+        value: truesize as i64,
+        duration_ns: 0,
+        flags: 0,
+        alloc_adjust: truesize as i32,
+    };
+    skb_event(Hook::WmemCharge, skb, sk, Dev::None, true, 0, x);
+}
+
+/// The skb destructor is about to give its truesize back to the socket.
+#[inline(always)]
+pub fn wmem_release(skb: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    let sk = kernel::skb_sk(skb);
+    if sk == 0 {
+        return;
+    }
+    let (_, truesize) = kernel::skb_sizes(skb);
+    let x = Extra {
+        value: -(truesize as i64),
+        duration_ns: 0,
+        flags: 0,
+        alloc_adjust: -(truesize as i32),
+    };
+    skb_event(Hook::WmemRelease, skb, sk, Dev::FromSkb, true, 0, x);
+}
+
+/// `tcp_ack` entry: remember `sk_wmem_queued` to report what this ACK freed. Per CPU, because
+/// ACK processing runs in softirq and does not nest on one CPU.
+#[inline(always)]
+pub fn ack_enter(sk: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    if let Some(slot) = ACK_STASH.get_ptr_mut(0) {
+        unsafe {
+            (*slot).sk = sk;
+            (*slot).wmem_queued = kernel::wmem_queued(sk) as i64;
+        }
+    }
+}
+
+#[inline(always)]
+pub fn ack_exit() {
+    let Some(slot) = ACK_STASH.get_ptr_mut(0) else {
+        return;
+    };
+    let (sk, before) = unsafe { ((*slot).sk, (*slot).wmem_queued) };
+    unsafe { (*slot).sk = 0 };
+    if sk == 0 {
+        return;
+    }
+    let change = kernel::wmem_queued(sk) as i64 - before;
+    // An ACK that freed nothing changed nothing: not an event.
+    if change != 0 {
+        socket_event(Hook::TcpAckFreed, sk, false, Extra::value(change));
+    }
+}
+
+/// `sk_stream_wait_memory` entry: the sender is about to sleep for send-buffer space.
+#[inline(always)]
+pub fn wait_enter(sk: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let start = SendStart {
+        sk,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = WAITS.insert(tid, start, BPF_ANY as u64);
+}
+
+#[inline(always)]
+pub fn wait_exit(ret: i64) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(s) = (unsafe { WAITS.get(tid) }) else {
+        return;
+    };
+    let (sk, ts) = (s.sk, s.ts_ns);
+    let _ = WAITS.remove(tid);
+    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(ts);
+    socket_event(Hook::SendBlocked, sk, true, Extra::timed(ret, waited));
+}
+
+/// Entry of `dev_qdisc_enqueue` with its result known (fexit): only successful enqueues count,
+/// as with the tracepoint.
+#[inline(always)]
+pub fn qdisc_enqueue_result(skb: u64, ret: i32) {
+    if ret == 0 {
+        qdisc(Hook::QdiscEnqueue, skb);
+    }
 }

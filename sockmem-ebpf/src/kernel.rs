@@ -133,3 +133,14 @@ pub fn device(dev: u64) -> (u32, [u8; 16]) {
         read(dev, &o.dev_name).unwrap_or([0; 16]),
     )
 }
+
+/// `msg_data_left(msg)`: bytes a `sendmsg` call still has to copy.
+#[inline(always)]
+pub fn msg_left(msg: u64) -> i64 {
+    read::<u64>(msg, &config().offsets.msg_iter_count).unwrap_or(0) as i64
+}
+
+#[inline(always)]
+pub fn wmem_queued(sk: u64) -> i32 {
+    read(sk, &config().offsets.sk_wmem_queued).unwrap_or(0)
+}

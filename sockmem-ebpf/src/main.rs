@@ -8,9 +8,9 @@ mod handlers;
 mod kernel;
 
 use aya_ebpf::{
-    macros::{map, raw_tracepoint},
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::RawTracePointContext,
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use sockmem_common::{Config, Hook};
 
@@ -37,6 +37,20 @@ static SKBS: LruHashMap<u64, SkbTrack> = LruHashMap::with_max_entries(65536, 0);
 /// `sendmsg` calls in progress, keyed by thread id.
 #[map]
 static SENDS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0);
+
+/// `sk_stream_wait_memory` calls in progress, keyed by thread id.
+#[map]
+static WAITS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0);
+
+/// `sk_wmem_queued` at `tcp_ack` entry, per CPU.
+#[map]
+static ACK_STASH: PerCpuArray<AckStash> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct AckStash {
+    pub sk: u64,
+    pub wmem_queued: i64,
+}
 
 #[repr(C)]
 pub struct Owner {
@@ -65,7 +79,7 @@ pub struct SendStart {
 
 #[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
 pub fn tp_tcp_sendmsg_locked(ctx: RawTracePointContext) -> i32 {
-    handlers::tcp_sendmsg(ctx.arg(0), ctx.arg::<u64>(3) as i32);
+    handlers::tcp_sendmsg(ctx.arg(0), ctx.arg(1));
     0
 }
 
@@ -137,6 +151,268 @@ pub fn tp_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tp_tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
     handlers::sock_destroy(ctx.arg(0));
+    0
+}
+
+// ---- fentry / fexit backend (BTF trampolines: arguments are the function's) ----
+
+/// The return value of an fexit program's function (0 if the helper is unavailable).
+#[inline(always)]
+fn ret(ctx: &FExitContext) -> i64 {
+    ctx.ret::<i64>().unwrap_or(0)
+}
+
+#[fentry(function = "tcp_sendmsg")]
+pub fn fentry_tcp_sendmsg(ctx: FEntryContext) -> i32 {
+    handlers::tcp_sendmsg(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[fexit(function = "tcp_sendmsg")]
+pub fn fexit_tcp_sendmsg(ctx: FExitContext) -> i32 {
+    handlers::sendmsg_return(ctx.arg(0), ret(&ctx) as i32);
+    0
+}
+
+#[fexit(function = "udp_sendmsg")]
+pub fn fexit_udp_sendmsg(ctx: FExitContext) -> i32 {
+    handlers::sendmsg_return(ctx.arg(0), ret(&ctx) as i32);
+    0
+}
+
+#[fexit(function = "udpv6_sendmsg")]
+pub fn fexit_udpv6_sendmsg(ctx: FExitContext) -> i32 {
+    handlers::sendmsg_return(ctx.arg(0), ret(&ctx) as i32);
+    0
+}
+
+#[fentry(function = "__dev_queue_xmit")]
+pub fn fentry_dev_queue_xmit(ctx: FEntryContext) -> i32 {
+    handlers::dev_queue_xmit(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "dev_qdisc_enqueue")]
+pub fn fexit_dev_qdisc_enqueue(ctx: FExitContext) -> i32 {
+    handlers::qdisc_enqueue_result(ctx.arg(0), ret(&ctx) as i32);
+    0
+}
+
+#[fentry(function = "sch_direct_xmit")]
+pub fn fentry_sch_direct_xmit(ctx: FEntryContext) -> i32 {
+    handlers::qdisc(Hook::QdiscDequeue, ctx.arg(0));
+    0
+}
+
+#[fentry(function = "dev_hard_start_xmit")]
+pub fn fentry_dev_hard_start_xmit(ctx: FEntryContext) -> i32 {
+    handlers::driver_xmit(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[fentry(function = "tcp_rcv_established")]
+pub fn fentry_tcp_rcv_established(ctx: FEntryContext) -> i32 {
+    handlers::tcp_ack(ctx.arg(0));
+    0
+}
+
+#[fentry(function = "__tcp_retransmit_skb")]
+pub fn fentry_tcp_retransmit_skb(ctx: FEntryContext) -> i32 {
+    handlers::tcp_retransmit(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[fentry(function = "tcp_v4_destroy_sock")]
+pub fn fentry_tcp_v4_destroy_sock(ctx: FEntryContext) -> i32 {
+    handlers::sock_destroy(ctx.arg(0));
+    0
+}
+
+#[fentry(function = "__tcp_transmit_skb")]
+pub fn fentry_tcp_transmit_skb(ctx: FEntryContext) -> i32 {
+    handlers::wmem_charge(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[fentry(function = "skb_set_owner_w")]
+pub fn fentry_skb_set_owner_w(ctx: FEntryContext) -> i32 {
+    handlers::wmem_charge(ctx.arg(1), ctx.arg(0));
+    0
+}
+
+#[fentry(function = "tcp_wfree")]
+pub fn fentry_tcp_wfree(ctx: FEntryContext) -> i32 {
+    handlers::wmem_release(ctx.arg(0));
+    0
+}
+
+#[fentry(function = "sock_wfree")]
+pub fn fentry_sock_wfree(ctx: FEntryContext) -> i32 {
+    handlers::wmem_release(ctx.arg(0));
+    0
+}
+
+#[fentry(function = "__sock_wfree")]
+pub fn fentry_sock_wfree_inner(ctx: FEntryContext) -> i32 {
+    handlers::wmem_release(ctx.arg(0));
+    0
+}
+
+#[fentry(function = "tcp_ack")]
+pub fn fentry_tcp_ack(ctx: FEntryContext) -> i32 {
+    handlers::ack_enter(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "tcp_ack")]
+pub fn fexit_tcp_ack(_ctx: FExitContext) -> i32 {
+    handlers::ack_exit();
+    0
+}
+
+#[fentry(function = "sk_stream_wait_memory")]
+pub fn fentry_sk_stream_wait_memory(ctx: FEntryContext) -> i32 {
+    handlers::wait_enter(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "sk_stream_wait_memory")]
+pub fn fexit_sk_stream_wait_memory(ctx: FExitContext) -> i32 {
+    handlers::wait_exit(ret(&ctx));
+    0
+}
+
+// ---- kprobe / kretprobe backend (arguments from registers; returns need an entry stash) ----
+
+#[kprobe]
+pub fn kprobe_tcp_sendmsg(ctx: ProbeContext) -> i32 {
+    if let (Some(sk), Some(msg)) = (ctx.arg(0), ctx.arg(1)) {
+        handlers::tcp_sendmsg(sk, msg);
+    }
+    0
+}
+
+/// Attached to every `*_sendmsg` whose return is traced: remembers the socket per thread.
+#[kprobe]
+pub fn kprobe_sendmsg_enter(ctx: ProbeContext) -> i32 {
+    if let Some(sk) = ctx.arg(0) {
+        handlers::sendmsg_enter(sk);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_sendmsg(ctx: RetProbeContext) -> i32 {
+    handlers::sendmsg_return_of_thread(ctx.ret::<i64>());
+    0
+}
+
+#[kprobe]
+pub fn kprobe_dev_queue_xmit(ctx: ProbeContext) -> i32 {
+    if let Some(skb) = ctx.arg(0) {
+        handlers::dev_queue_xmit(skb);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_dev_qdisc_enqueue(ctx: ProbeContext) -> i32 {
+    if let Some(skb) = ctx.arg(0) {
+        handlers::qdisc(Hook::QdiscEnqueue, skb);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_sch_direct_xmit(ctx: ProbeContext) -> i32 {
+    if let Some(skb) = ctx.arg(0) {
+        handlers::qdisc(Hook::QdiscDequeue, skb);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_dev_hard_start_xmit(ctx: ProbeContext) -> i32 {
+    if let (Some(skb), Some(dev)) = (ctx.arg(0), ctx.arg(1)) {
+        handlers::driver_xmit(skb, dev);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_rcv_established(ctx: ProbeContext) -> i32 {
+    if let Some(sk) = ctx.arg(0) {
+        handlers::tcp_ack(sk);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_retransmit_skb(ctx: ProbeContext) -> i32 {
+    if let (Some(sk), Some(skb)) = (ctx.arg(0), ctx.arg(1)) {
+        handlers::tcp_retransmit(sk, skb);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_v4_destroy_sock(ctx: ProbeContext) -> i32 {
+    if let Some(sk) = ctx.arg(0) {
+        handlers::sock_destroy(sk);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_transmit_skb(ctx: ProbeContext) -> i32 {
+    if let (Some(sk), Some(skb)) = (ctx.arg(0), ctx.arg(1)) {
+        handlers::wmem_charge(sk, skb);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_skb_set_owner_w(ctx: ProbeContext) -> i32 {
+    if let (Some(skb), Some(sk)) = (ctx.arg(0), ctx.arg(1)) {
+        handlers::wmem_charge(sk, skb);
+    }
+    0
+}
+
+/// Attached to `tcp_wfree`, `sock_wfree` and `__sock_wfree`.
+#[kprobe]
+pub fn kprobe_wfree(ctx: ProbeContext) -> i32 {
+    if let Some(skb) = ctx.arg(0) {
+        handlers::wmem_release(skb);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_ack(ctx: ProbeContext) -> i32 {
+    if let Some(sk) = ctx.arg(0) {
+        handlers::ack_enter(sk);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_tcp_ack(_ctx: RetProbeContext) -> i32 {
+    handlers::ack_exit();
+    0
+}
+
+#[kprobe]
+pub fn kprobe_sk_stream_wait_memory(ctx: ProbeContext) -> i32 {
+    if let Some(sk) = ctx.arg(0) {
+        handlers::wait_enter(sk);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_sk_stream_wait_memory(ctx: RetProbeContext) -> i32 {
+    handlers::wait_exit(ctx.ret::<i64>());
     0
 }
 

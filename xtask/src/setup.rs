@@ -62,13 +62,20 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         }
         eprintln!("xtask: found {v}, want bpf-linker {BPF_LINKER_VERSION}; reinstalling");
     }
-    let sysroot = PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?);
+    let sysroot = PathBuf::from(output(
+        Command::new("rustc").args(["+nightly", "--print", "sysroot"]),
+    )?);
     let libdir = sysroot.join("lib");
     let libllvm = std::fs::read_dir(&libdir)
         .with_context(|| format!("listing `{}`", libdir.display()))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .find(|n| n.starts_with("libLLVM.so."))
-        .with_context(|| format!("no libLLVM.so.* in the nightly sysroot `{}`", libdir.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in the nightly sysroot `{}`",
+                libdir.display()
+            )
+        })?;
     // "libLLVM.so.22.1-rust-1.97.0-nightly" → major version 22.
     let major = libllvm
         .trim_start_matches("libLLVM.so.")
@@ -85,7 +92,13 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     }
     eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against {libllvm} (about a minute)");
     cmd(Command::new("cargo")
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
         .args(["--no-default-features", "--features"])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix))

@@ -1,0 +1,1045 @@
+//! Integration tests of `sockmem trace` against real traffic.
+//!
+//! They must run as root on a kernel with BTF. Each test builds its own pair of network
+//! namespaces joined by a veth (198.18.X.0/24, X distinct per test, names unique per process),
+//! sends traffic from named threads of this process and checks what sockmem reports against
+//! what the test knows (thread ids, names, ports) and what the kernel itself reports (`ss`, `tc`).
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+use support::*;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Pause after the traffic before stopping the tracer, so that the last ACKs are in.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Hooks whose events concern one skb on the way down to the driver.
+const SKB_OWNER_HOOKS: [&str; 3] = ["qdisc_enqueue", "qdisc_dequeue", "driver_xmit"];
+
+/// Asserts pid/tgid/comm of `ev` are those of the thread `who`.
+fn assert_owner(ev: &Value, who: &ThreadInfo) {
+    let h = hook(ev);
+    assert_eq!(
+        get_u64(ev, "tgid"),
+        u64::from(who.tgid),
+        "expected tgid {} (this test process) on a {h} event, got {}: {ev}",
+        who.tgid,
+        get_u64(ev, "tgid")
+    );
+    assert_eq!(
+        get_u64(ev, "pid"),
+        u64::from(who.tid),
+        "expected pid {} (tid of sender thread {:?}) on a {h} event, got {}: {ev}",
+        who.tid,
+        who.comm,
+        get_u64(ev, "pid")
+    );
+    assert_eq!(
+        get_str(ev, "comm"),
+        who.comm,
+        "expected comm {:?} (the sender thread) on a {h} event, got {:?}: {ev}",
+        who.comm,
+        get_str(ev, "comm")
+    );
+}
+
+/// Whether some stderr line starts with "sockmem: ".
+fn has_sockmem_prefix(stderr: &str) -> bool {
+    stderr.lines().any(|l| l.starts_with("sockmem: "))
+}
+
+fn first_few(evs: &[&Value], n: usize) -> String {
+    evs.iter()
+        .take(n)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Self-test of the support code; needs root but not a working sockmem.
+#[test]
+fn support_selftest() {
+    // Parsers, on fixed text.
+    let m = parse_skmem("\t skmem:(r1,rb2,t3,tb4,f5,w6,o7,bl8,d9)").expect("skmem parses");
+    assert_eq!(
+        m,
+        SkMem {
+            r: 1,
+            rb: 2,
+            t: 3,
+            tb: 4,
+            f: 5,
+            w: 6,
+            o: 7,
+            bl: 8,
+            d: 9
+        },
+        "skmem fields mapped wrongly"
+    );
+    assert!(
+        parse_skmem("skmem:(r1,rb2)").is_err(),
+        "a truncated skmem must not parse"
+    );
+    assert_eq!(
+        parse_qdisc_sent(
+            "qdisc tbf 8001: root refcnt 2 rate 200Mbit burst 32Kb lat 50ms\n \
+             Sent 123456 bytes 789 pkt (dropped 0, overlimits 3 requeues 0)\n"
+        ),
+        Ok((123456, 789))
+    );
+
+    // JSON splitting, socket selection and the delta checker, on a synthetic trace.
+    let ev = |sk: &str, lport: u16, q: i64, dq: i64| {
+        serde_json::json!({"type":"event","hook":"tcp_sendmsg","sk":sk,"laddr":"198.18.0.1",
+            "lport":lport,"raddr":"198.18.0.2","rport":5000,"wmem_queued":q,
+            "wmem_queued_delta":dq})
+        .to_string()
+    };
+    let text = [
+        r#"{"type":"header","hooks":[{"hook":"tcp_sendmsg"}]}"#.to_string(),
+        ev("0xffff1", 40000, 100, 100),
+        ev("0xffff2", 40001, 50, 50),
+        ev("0xffff1", 40000, 300, 200),
+        ev("0xffff1", 40000, 0, -300),
+        r#"{"type":"summary","events":4,"lost":0,"lost_per_cpu":[0,0]}"#.to_string(),
+    ]
+    .join("\n");
+    let t = JsonTrace::parse(&text).expect("synthetic trace parses");
+    t.assert_summary_counts_events();
+    assert_eq!(t.header_hooks(), vec!["tcp_sendmsg".to_string()]);
+    let key = SockKey {
+        laddr: "198.18.0.1".into(),
+        lport: 40000,
+        raddr: "198.18.0.2".into(),
+        rport: 5000,
+    };
+    let mine = t.events_for(&key);
+    assert_eq!(mine.len(), 3, "events_for picked the wrong events");
+    assert_eq!(
+        check_deltas(&mine, "wmem_queued", "wmem_queued_delta"),
+        Ok(3)
+    );
+    let all: Vec<&Value> = t.events.iter().collect();
+    assert_eq!(
+        check_deltas(&all, "wmem_queued", "wmem_queued_delta"),
+        Ok(4)
+    );
+    let bad = text.replace("\"wmem_queued_delta\":200", "\"wmem_queued_delta\":250");
+    let t = JsonTrace::parse(&bad).expect("synthetic trace parses");
+    let all: Vec<&Value> = t.events.iter().collect();
+    assert!(
+        check_deltas(&all, "wmem_queued", "wmem_queued_delta").is_err(),
+        "a wrong delta must be detected"
+    );
+    assert!(
+        JsonTrace::parse(&text.replace("summary", "event")).is_err(),
+        "missing summary"
+    );
+
+    // The command runner kills on timeout.
+    let t0 = Instant::now();
+    let r = try_run_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(300));
+    assert!(r.is_err(), "sleep 30 should have timed out");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "timeout took {:?}",
+        t0.elapsed()
+    );
+
+    // The tracer runner: ready file, SIGTERM, output capture (a stand-in process).
+    let ready = tmp_path("selftest-ready");
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        "-c",
+        r#"trap 'echo bye; exit 0' TERM; echo hello; echo to-stderr >&2; touch "$1";
+           for i in $(seq 300); do sleep 0.1; done; exit 3"#,
+        "bash",
+    ])
+    .arg(&ready);
+    let tr = Tracer::spawn(cmd, ready.clone());
+    let out = tr.stop();
+    out.assert_success();
+    assert_eq!(out.stdout, "hello\nbye\n", "stand-in stdout");
+    assert_eq!(out.stderr, "to-stderr\n", "stand-in stderr");
+    assert!(
+        !ready.exists(),
+        "ready file should be removed after the run"
+    );
+
+    let (tx_ns, rx_ns);
+    {
+        let pair = NetnsPair::with_tbf("self", 100);
+        tx_ns = pair.tx_ns.clone();
+        rx_ns = pair.rx_ns.clone();
+        let list = netns_list();
+        assert!(
+            list.contains(&tx_ns) && list.contains(&rx_ns),
+            "expected {tx_ns} and {rx_ns} in ip netns list, got {list:?}"
+        );
+        let qdisc = ns_checked(&tx_ns, "tc", &["qdisc", "show", "dev", &pair.tx_if]);
+        assert!(
+            qdisc.contains("tbf"),
+            "expected a tbf qdisc on {}, got {qdisc}",
+            pair.tx_if
+        );
+
+        // TCP bulk through tbf.
+        let (bytes0, _) = pair.tx_qdisc_sent();
+        let total = 4 * MIB;
+        let t0 = Instant::now();
+        let flow = TcpFlow::start(&pair, 21001, "smtx-self", TcpFlowOpts::bytes(total));
+        let s = flow.sender.clone();
+        assert_eq!(s.tgid, std::process::id(), "sender tgid");
+        assert_ne!(
+            s.tid, s.tgid,
+            "sender should be a thread other than the main one"
+        );
+        assert_eq!(s.comm, "smtx-self", "sender comm");
+        assert_eq!(flow.key.laddr, pair.tx_addr.to_string(), "sender laddr");
+        assert_eq!(flow.key.raddr, pair.rx_addr.to_string(), "sender raddr");
+        assert_eq!(flow.key.rport, 21001, "sender rport");
+        assert!(
+            flow.key.lport != 0 && flow.key.lport != 21001,
+            "sender lport {}",
+            flow.key.lport
+        );
+        let r = flow.finish();
+        let took = t0.elapsed();
+        assert_eq!(
+            r,
+            FlowResult {
+                sent: total,
+                received: total
+            },
+            "TCP bulk transfer"
+        );
+        let (bytes1, pkts1) = pair.tx_qdisc_sent();
+        eprintln!(
+            "selftest: {total} bytes in {took:?}; tbf sent {} bytes {pkts1} pkt",
+            bytes1 - bytes0
+        );
+        assert!(
+            bytes1 - bytes0 >= total,
+            "expected the tbf qdisc to have sent >= {total} bytes, it reports {} ({pkts1} pkt)",
+            bytes1 - bytes0
+        );
+        // 4 MiB at 200 Mbit/s is ~168 ms: tbf really shapes.
+        assert!(
+            took >= Duration::from_millis(100),
+            "expected >= 100 ms for {total} bytes through tbf 200mbit, took {took:?}"
+        );
+
+        // UDP, and a thread name longer than 15 bytes.
+        let u = udp_flow(&pair, 21003, "smtx-0123456789abcdef", 200, 1000);
+        assert_eq!(
+            u.sender.comm, "smtx-0123456789",
+            "comm is the name cut to 15 bytes"
+        );
+        assert_eq!(u.sent, 200, "UDP datagrams sent");
+        assert!(
+            u.received > 0 && u.received <= 200,
+            "UDP received {}",
+            u.received
+        );
+        assert_eq!(u.key.raddr, pair.rx_addr.to_string(), "UDP raddr");
+        assert_eq!(u.key.rport, 21003, "UDP rport");
+
+        // Stalled receiver: ss sees queued send memory on the sender and unread data on the
+        // receiver.
+        let st = StalledTcp::start(&pair, 21002, "smtx-selfst");
+        let written = st.wait_filled(Duration::from_secs(40));
+        assert!(written > 0, "stalled sender wrote nothing");
+        let lport = st.key.lport;
+        let m = wait_ss_stable(
+            &tx_ns,
+            lport,
+            21002,
+            Duration::from_millis(300),
+            Duration::from_secs(20),
+        );
+        eprintln!("selftest: stalled sender wrote {written} bytes; ss sender {m:?}");
+        assert!(
+            m.w > 0,
+            "expected ss w > 0 on the stalled sender, got {m:?}"
+        );
+        assert!(
+            m.tb > 0,
+            "expected ss tb > 0 on the stalled sender, got {m:?}"
+        );
+        let rm = ss_skmem(&rx_ns, 21002, lport);
+        assert!(
+            rm.r > 0,
+            "expected unread data (ss r > 0) on the stalled receiver, got {rm:?}"
+        );
+        let sent = st.finish();
+        assert_eq!(
+            sent, written,
+            "stalled sender wrote more after it reported being full"
+        );
+    }
+    let list = netns_list();
+    assert!(
+        !list.contains(&tx_ns) && !list.contains(&rx_ns),
+        "expected {tx_ns} and {rx_ns} deleted on drop, ip netns list: {list:?}"
+    );
+}
+
+#[test]
+fn tcp_bulk_events_from_every_hook() {
+    const P: u16 = 21101;
+    const P2: u16 = 21102;
+    let pair = NetnsPair::with_tbf("bulk", 101);
+    let tracer = Tracer::start(&["trace", "--json", "--port", &P.to_string()]);
+
+    let total = 8 * MIB;
+    let other_total = 2 * MIB;
+    let flow = TcpFlow::start(&pair, P, "smtx-bulk", TcpFlowOpts::bytes(total));
+    let other = TcpFlow::start(&pair, P2, "smtx-bulk2", TcpFlowOpts::bytes(other_total));
+    let sender = flow.sender.clone();
+    let key = flow.key.clone();
+    let r = flow.finish();
+    let r2 = other.finish();
+    assert_eq!(
+        r.received, total,
+        "expected {total} bytes received on port {P}, got {}",
+        r.received
+    );
+    assert_eq!(
+        r2.received, other_total,
+        "expected {other_total} bytes received on port {P2}, got {}",
+        r2.received
+    );
+    thread::sleep(SETTLE);
+    let out = tracer.stop();
+    out.assert_no_panic();
+    out.assert_success();
+    let trace = out.json();
+    trace.assert_summary_counts_events();
+    let lost = trace.summary_u64("lost");
+
+    let evs = trace.events_for(&key);
+    let counts = hook_counts(evs.iter().copied());
+    let header_hooks = trace.header_hooks();
+    eprintln!(
+        "bulk: {} events in all, {lost} lost; sender {key} (tid {}): {counts:?}",
+        trace.events.len(),
+        sender.tid
+    );
+    for h in [
+        "tcp_sendmsg",
+        "sendmsg_ret",
+        "dev_queue_xmit",
+        "qdisc_enqueue",
+        "qdisc_dequeue",
+        "driver_xmit",
+        "tcp_ack",
+    ] {
+        let n = counts.get(h).copied().unwrap_or(0);
+        assert!(
+            n >= 1,
+            "expected >= 1 {h} event for the sender socket {key}, got {n}; its events per hook: \
+             {counts:?}; {} events in all, {lost} lost",
+            trace.events.len()
+        );
+        assert!(
+            header_hooks.iter().any(|x| x == h),
+            "expected hook {h} listed in the header, header lists {header_hooks:?}"
+        );
+    }
+
+    for ev in &evs {
+        assert_eq!(get_str(ev, "proto"), "tcp", "expected proto tcp: {ev}");
+        assert_eq!(get_str(ev, "family"), "ipv4", "expected family ipv4: {ev}");
+        let owner = get_str(ev, "owner");
+        assert!(
+            owner == "sendmsg" || owner == "current",
+            "expected owner \"sendmsg\" or \"current\", got {owner:?}: {ev}"
+        );
+        let h = hook(ev);
+        if h == "tcp_sendmsg" || SKB_OWNER_HOOKS.contains(&h) {
+            assert_owner(ev, &sender);
+        }
+        if SKB_OWNER_HOOKS.contains(&h) {
+            assert_eq!(
+                get_opt_str(ev, "iface"),
+                Some(pair.tx_if.as_str()),
+                "expected iface {:?} (sender veth) on a {h} event, got {:?}: {ev}",
+                pair.tx_if,
+                get_opt_str(ev, "iface")
+            );
+            assert!(
+                get_opt_u64(ev, "ifindex").is_some(),
+                "expected an ifindex on {h}: {ev}"
+            );
+            assert!(
+                get_opt_str(ev, "skb").is_some(),
+                "expected an skb on {h}: {ev}"
+            );
+            let len = get_opt_u64(ev, "len");
+            assert!(
+                matches!(len, Some(l) if l > 0),
+                "expected len > 0 on a {h} event, got {len:?}: {ev}"
+            );
+        }
+        if h == "sendmsg_ret" {
+            let v = get_i64(ev, "value");
+            assert!(
+                v > 0 && v <= 64 * 1024,
+                "expected sendmsg_ret value in 1..=65536 (bytes of one 64 KiB write), got {v}: {ev}"
+            );
+        }
+    }
+    if lost == 0 {
+        let returned: i64 = evs
+            .iter()
+            .filter(|e| hook(e) == "sendmsg_ret")
+            .map(|e| get_i64(e, "value"))
+            .sum();
+        assert_eq!(
+            returned, total as i64,
+            "expected the sendmsg_ret values to add up to the {total} bytes written, got {returned}"
+        );
+    }
+
+    let max_queued = evs
+        .iter()
+        .map(|e| get_i64(e, "wmem_queued"))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        max_queued > 0,
+        "expected wmem_queued > 0 on some event of {key}, max was {max_queued}"
+    );
+    let sks: BTreeSet<&str> = evs.iter().map(|e| get_str(e, "sk")).collect();
+    assert_eq!(
+        sks.len(),
+        1,
+        "expected 1 sk for the sender socket {key}, got {}: {sks:?}",
+        sks.len()
+    );
+    let n =
+        check_deltas(&evs, "wmem_queued", "wmem_queued_delta").unwrap_or_else(|e| panic!("{e}"));
+    assert!(n > 0);
+    check_deltas(&evs, "wmem_alloc", "wmem_alloc_delta").unwrap_or_else(|e| panic!("{e}"));
+
+    let p2 = trace.with_port(P2);
+    assert_eq!(
+        p2.len(),
+        0,
+        "expected 0 events with port {P2} (tracer filters --port {P}), got {}:\n{}",
+        p2.len(),
+        first_few(&p2, 3)
+    );
+}
+
+#[test]
+fn udp_flow_events() {
+    const P: u16 = 21201;
+    let pair = NetnsPair::with_tbf("udp", 102);
+    let tracer = Tracer::start(&["trace", "--json", "--udp", "--port", &P.to_string()]);
+    let r = udp_flow(&pair, P, "smtx-udp", 2000, 1200);
+    assert_eq!(r.sent, 2000, "expected 2000 datagrams sent, got {}", r.sent);
+    assert!(
+        r.received > 0,
+        "expected the receiver to get datagrams, got {}",
+        r.received
+    );
+    thread::sleep(SETTLE);
+    let out = tracer.stop();
+    out.assert_no_panic();
+    out.assert_success();
+    let trace = out.json();
+    trace.assert_summary_counts_events();
+
+    let not_udp: Vec<&Value> = trace
+        .events
+        .iter()
+        .filter(|e| get_str(e, "proto") != "udp")
+        .collect();
+    assert_eq!(
+        not_udp.len(),
+        0,
+        "expected 0 non-UDP events under --udp, got {}:\n{}",
+        not_udp.len(),
+        first_few(&not_udp, 3)
+    );
+    for ev in &trace.events {
+        assert_eq!(
+            get_i64(ev, "wmem_queued"),
+            0,
+            "expected wmem_queued 0 on every UDP event, got {}: {ev}",
+            get_i64(ev, "wmem_queued")
+        );
+    }
+
+    let evs = trace.events_for(&r.key);
+    let counts = hook_counts(evs.iter().copied());
+    eprintln!(
+        "udp: {} events in all, {} datagrams received; sender {}: {counts:?}",
+        trace.events.len(),
+        r.received,
+        r.key
+    );
+    for h in [
+        "dev_queue_xmit",
+        "qdisc_enqueue",
+        "qdisc_dequeue",
+        "driver_xmit",
+    ] {
+        let n = counts.get(h).copied().unwrap_or(0);
+        assert!(
+            n >= 1,
+            "expected >= 1 {h} event for the UDP sender socket {}, got {n}; per hook: {counts:?}",
+            r.key
+        );
+    }
+    for ev in &evs {
+        let h = hook(ev);
+        if h == "dev_queue_xmit" || SKB_OWNER_HOOKS.contains(&h) {
+            assert_owner(ev, &r.sender);
+            assert_eq!(
+                get_opt_str(ev, "iface"),
+                Some(pair.tx_if.as_str()),
+                "expected iface {:?} on a {h} event, got {:?}: {ev}",
+                pair.tx_if,
+                get_opt_str(ev, "iface")
+            );
+        }
+    }
+    let max_alloc = evs
+        .iter()
+        .map(|e| get_i64(e, "wmem_alloc"))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        max_alloc > 0,
+        "expected wmem_alloc > 0 on some event of {}, max was {max_alloc} over {} events",
+        r.key,
+        evs.len()
+    );
+}
+
+#[test]
+fn filters_exclude_other_traffic() {
+    const P_PID: u16 = 21301;
+    const P_A: u16 = 21302;
+    const P_B: u16 = 21303;
+    const P_UDP: u16 = 21304;
+    let me = std::process::id();
+    let pair = NetnsPair::with_tbf("filt", 103);
+
+    // --pid: another process's pid sees none of our traffic; ours sees it.
+    let t_other = Tracer::start(&[
+        "trace",
+        "--json",
+        "--pid",
+        "1",
+        "--port",
+        &P_PID.to_string(),
+    ]);
+    let t_self = Tracer::start(&[
+        "trace",
+        "--json",
+        "--pid",
+        &me.to_string(),
+        "--port",
+        &P_PID.to_string(),
+    ]);
+    let f = TcpFlow::start(&pair, P_PID, "smtx-fpid", TcpFlowOpts::bytes(2 * MIB));
+    let key = f.key.clone();
+    let r = f.finish();
+    assert_eq!(
+        r.received,
+        2 * MIB,
+        "expected {} bytes received, got {}",
+        2 * MIB,
+        r.received
+    );
+    thread::sleep(SETTLE);
+    let o_other = t_other.stop();
+    let o_self = t_self.stop();
+    for o in [&o_other, &o_self] {
+        o.assert_no_panic();
+        o.assert_success();
+    }
+    let j = o_other.json();
+    let leaked = j.with_port(P_PID);
+    assert_eq!(
+        leaked.len(),
+        0,
+        "expected 0 events on port {P_PID} with --pid 1, got {}:\n{}",
+        leaked.len(),
+        first_few(&leaked, 3)
+    );
+    let j = o_self.json();
+    let n = j.events_for(&key).len();
+    assert!(
+        n >= 1,
+        "expected >= 1 event of {key} with --pid {me}, got {n}"
+    );
+    for ev in j.events.iter().filter(|e| get_str(e, "owner") == "sendmsg") {
+        assert_eq!(
+            get_u64(ev, "tgid"),
+            u64::from(me),
+            "expected tgid {me} on every sendmsg-owned event under --pid {me}, got {}: {ev}",
+            get_u64(ev, "tgid")
+        );
+    }
+
+    // --comm: only flow A's thread, while flow B runs alongside.
+    let comm_a = format!("smtx-a{me}");
+    let comm_b = format!("smtx-b{me}");
+    let t = Tracer::start(&["trace", "--json", "--comm", &comm_a]);
+    let fa = TcpFlow::start(&pair, P_A, &comm_a, TcpFlowOpts::bytes(4 * MIB));
+    let fb = TcpFlow::start(&pair, P_B, &comm_b, TcpFlowOpts::bytes(4 * MIB));
+    assert_eq!(fa.sender.comm, comm_a, "flow A thread comm");
+    let (key_a, key_b) = (fa.key.clone(), fb.key.clone());
+    let ra = fa.finish();
+    let rb = fb.finish();
+    assert_eq!(
+        ra.received,
+        4 * MIB,
+        "flow A: expected {} bytes, got {}",
+        4 * MIB,
+        ra.received
+    );
+    assert_eq!(
+        rb.received,
+        4 * MIB,
+        "flow B: expected {} bytes, got {}",
+        4 * MIB,
+        rb.received
+    );
+    thread::sleep(SETTLE);
+    let o = t.stop();
+    o.assert_no_panic();
+    o.assert_success();
+    let j = o.json();
+    let a = j.events_for(&key_a).len();
+    assert!(
+        a >= 1,
+        "expected >= 1 event of flow A {key_a} with --comm {comm_a}, got {a}"
+    );
+    let b = j.events_for(&key_b);
+    assert_eq!(
+        b.len(),
+        0,
+        "expected 0 events of flow B's sender {key_b} with --comm {comm_a}, got {}:\n{}",
+        b.len(),
+        first_few(&b, 3)
+    );
+    let b_owned: Vec<&Value> = j
+        .with_port(P_B)
+        .into_iter()
+        .filter(|e| get_str(e, "owner") == "sendmsg")
+        .collect();
+    assert_eq!(
+        b_owned.len(),
+        0,
+        "expected 0 sendmsg-owned events on flow B's port {P_B}, got {}:\n{}",
+        b_owned.len(),
+        first_few(&b_owned, 3)
+    );
+    let wrong: Vec<&Value> = j
+        .events
+        .iter()
+        .filter(|e| get_str(e, "comm") != comm_a)
+        .collect();
+    assert_eq!(
+        wrong.len(),
+        0,
+        "expected every event to have comm {comm_a:?}, {} did not:\n{}",
+        wrong.len(),
+        first_few(&wrong, 3)
+    );
+
+    // --tcp with only UDP traffic on the port: nothing; --udp on the same port: the flow.
+    let port = P_UDP.to_string();
+    let t_tcp = Tracer::start(&["trace", "--json", "--tcp", "--port", &port]);
+    let t_udp = Tracer::start(&["trace", "--json", "--udp", "--port", &port]);
+    let u = udp_flow(&pair, P_UDP, "smtx-fudp", 500, 1000);
+    assert!(
+        u.received > 0,
+        "expected UDP datagrams received, got {}",
+        u.received
+    );
+    thread::sleep(SETTLE);
+    let o_tcp = t_tcp.stop();
+    let o_udp = t_udp.stop();
+    for o in [&o_tcp, &o_udp] {
+        o.assert_no_panic();
+        o.assert_success();
+    }
+    let j = o_tcp.json();
+    let leaked = j.with_port(P_UDP);
+    assert_eq!(
+        leaked.len(),
+        0,
+        "expected 0 events on port {P_UDP} with --tcp and only UDP traffic, got {}:\n{}",
+        leaked.len(),
+        first_few(&leaked, 3)
+    );
+    let j = o_udp.json();
+    let n = j.events_for(&u.key).len();
+    assert!(
+        n >= 1,
+        "expected >= 1 event of UDP sender {} with --udp, got {n}",
+        u.key
+    );
+}
+
+#[test]
+fn stalled_receiver_queued_matches_sock_diag() {
+    const P: u16 = 21401;
+    let pair = NetnsPair::with_tbf("stal", 104);
+    let tracer = Tracer::start(&["trace", "--json", "--port", &P.to_string()]);
+    let st = StalledTcp::start(&pair, P, "smtx-stal");
+    let key = st.key.clone();
+    let written = st.wait_filled(Duration::from_secs(40));
+    assert!(
+        written > 0,
+        "expected the stalled sender to write something, wrote {written}"
+    );
+    let m = wait_ss_stable(
+        &pair.tx_ns,
+        key.lport,
+        P,
+        Duration::from_millis(300),
+        Duration::from_secs(20),
+    );
+    thread::sleep(Duration::from_millis(300));
+    let out = tracer.stop();
+    let after = ss_skmem(&pair.tx_ns, key.lport, P);
+    let sent = st.finish();
+    assert_eq!(sent, written, "the sender wrote more after being full");
+    assert_eq!(
+        after.w, m.w,
+        "premise: ss w should stay put while the receiver does not read: {} then {}",
+        m.w, after.w
+    );
+    out.assert_no_panic();
+    out.assert_success();
+    let trace = out.json();
+    let evs = trace.events_for(&key);
+    let last = evs.last().unwrap_or_else(|| {
+        panic!(
+            "expected events for the stalled sender {key}, got none of {}",
+            trace.events.len()
+        )
+    });
+    eprintln!(
+        "stalled: {} events of {key}; ss {m:?}; last event {last}",
+        evs.len()
+    );
+    assert!(m.w > 0, "expected ss w > 0, got {m:?}");
+    assert_eq!(
+        get_i64(last, "wmem_queued"),
+        m.w as i64,
+        "expected the last traced wmem_queued of {key} to equal ss w {}, got {}: {last}",
+        m.w,
+        get_i64(last, "wmem_queued")
+    );
+    let sndbuf = get_i64(last, "sndbuf");
+    assert!(
+        sndbuf > 0,
+        "expected sndbuf > 0 on the last event, got {sndbuf}: {last}"
+    );
+    assert_eq!(
+        sndbuf, m.tb as i64,
+        "expected the last traced sndbuf to equal ss tb {}, got {sndbuf}",
+        m.tb
+    );
+}
+
+#[test]
+fn wmem_alloc_returns_to_zero_after_drain() {
+    const P: u16 = 21501;
+    let pair = NetnsPair::with_tbf("drain", 105);
+    let outfile = tmp_path("drain.jsonl");
+    let outfile_s = outfile.to_str().expect("utf-8 tmp path").to_string();
+    let tracer = Tracer::start(&[
+        "trace",
+        "--json",
+        "--port",
+        &P.to_string(),
+        "-o",
+        &outfile_s,
+    ]);
+    let total = 4 * MIB;
+    let flow = TcpFlow::start(
+        &pair,
+        P,
+        "smtx-drain",
+        TcpFlowOpts::bytes(total).hold_open(),
+    );
+    let key = flow.key.clone();
+    flow.wait_sender_done(Duration::from_secs(60));
+    flow.wait_received(total, Duration::from_secs(60));
+    thread::sleep(Duration::from_millis(200));
+    let m = ss_skmem(&pair.tx_ns, key.lport, P);
+    let out = tracer.stop();
+    let r = flow.finish();
+    assert_eq!(
+        r,
+        FlowResult {
+            sent: total,
+            received: total
+        },
+        "transfer"
+    );
+    out.assert_no_panic();
+    out.assert_success();
+    let text = fs::read_to_string(&outfile)
+        .unwrap_or_else(|e| panic!("expected output file {outfile_s} (-o): {e}"));
+    let _ = fs::remove_file(&outfile);
+    let trace = JsonTrace::parse(&text).unwrap_or_else(|e| panic!("bad JSON in {outfile_s}: {e}"));
+    let evs = trace.events_for(&key);
+    let last = evs.last().unwrap_or_else(|| {
+        panic!(
+            "expected events for {key} in {outfile_s}, got none of {}",
+            trace.events.len()
+        )
+    });
+    let max_alloc = evs
+        .iter()
+        .map(|e| get_i64(e, "wmem_alloc"))
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "drain: {} events of {key}, max wmem_alloc {max_alloc}; ss {m:?}; last {last}",
+        evs.len()
+    );
+    assert!(
+        max_alloc > 0,
+        "expected wmem_alloc > 0 on some event of {key} during the transfer, max was {max_alloc}"
+    );
+    assert_eq!(
+        get_i64(last, "wmem_alloc"),
+        0,
+        "expected wmem_alloc 0 on the last event of {key} (all sent and acked), got {}: {last}",
+        get_i64(last, "wmem_alloc")
+    );
+    assert_eq!(m.t, 0, "expected ss t 0 on the drained sender, got {m:?}");
+}
+
+#[test]
+fn tiny_ring_buffer_reports_loss() {
+    const P: u16 = 21601;
+    let pair = NetnsPair::new("ring", 106); // no tbf: as fast as the veth goes
+    let tracer = Tracer::start(&[
+        "trace",
+        "--json",
+        "--ring-size",
+        "4096",
+        "--port",
+        &P.to_string(),
+    ]);
+    let total = 64 * MIB;
+    let r = TcpFlow::start(&pair, P, "smtx-ring", TcpFlowOpts::bytes(total)).finish();
+    assert_eq!(
+        r.received, total,
+        "expected {total} bytes received, got {}",
+        r.received
+    );
+    thread::sleep(SETTLE);
+    let out = tracer.stop();
+    out.assert_no_panic();
+    out.assert_success();
+    let trace = out.json();
+    trace.assert_summary_counts_events();
+    let lost = trace.summary_u64("lost");
+    eprintln!(
+        "ring: {} events, {lost} lost; summary {}",
+        trace.events.len(),
+        trace.summary
+    );
+    assert!(
+        lost > 0,
+        "expected lost > 0 with a 4096-byte ring and {total} bytes of TCP, got {lost} ({} events)",
+        trace.events.len()
+    );
+    let per_cpu: u64 = trace
+        .summary
+        .get("lost_per_cpu")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("summary has no lost_per_cpu array: {}", trace.summary))
+        .iter()
+        .map(|v| {
+            v.as_u64()
+                .unwrap_or_else(|| panic!("lost_per_cpu entry {v} not a u64"))
+        })
+        .sum();
+    assert_eq!(
+        per_cpu, lost,
+        "expected lost_per_cpu to add up to lost {lost}, got {per_cpu}"
+    );
+    let n = lost.to_string();
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("lost") && l.contains(&n)),
+        "expected a stderr line with \"lost\" and the count {n}, stderr:\n{}",
+        tail(&out.stderr, 2000)
+    );
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    let long_comm = "abcdefghijklmnop"; // 16 bytes: comm holds 15
+    let cases: [&[&str]; 4] = [
+        &["trace", "--port", "70000"],
+        &["trace", "--addr", "nonsense"],
+        &["trace", "--ring-size", "1000"],
+        &["trace", "--comm", long_comm],
+    ];
+    for args in cases {
+        let out = run_sockmem(args, CMD_TIMEOUT);
+        out.assert_no_panic();
+        assert_eq!(
+            out.code(),
+            Some(2),
+            "expected exit code 2 for {args:?}, got {}",
+            out.describe()
+        );
+        assert!(
+            !out.stderr.trim().is_empty(),
+            "expected a message on stderr for {args:?}"
+        );
+    }
+
+    let out = run_sockmem(
+        &["trace", "--btf", "/nonexistent/vmlinux", "--duration", "2"],
+        Duration::from_secs(60),
+    );
+    out.assert_no_panic();
+    out.assert_code(1);
+    assert!(
+        out.stderr.to_lowercase().contains("btf"),
+        "expected stderr to mention BTF, got {}",
+        out.describe()
+    );
+    assert!(
+        has_sockmem_prefix(&out.stderr),
+        "expected a stderr line starting \"sockmem: \", got {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn sigterm_and_broken_pipe_end_cleanly() {
+    const P: u16 = 21801;
+    const P_PIPE: u16 = 21802;
+    let pair = NetnsPair::with_tbf("term", 108);
+
+    // Text mode, SIGTERM while traffic has been flowing.
+    let tracer = Tracer::start(&["trace", "--port", &P.to_string()]);
+    let flow = TcpFlow::start(&pair, P, "smtx-term", TcpFlowOpts::bytes(2 * MIB));
+    let key = flow.key.clone();
+    let r = flow.finish();
+    assert_eq!(
+        r.received,
+        2 * MIB,
+        "expected {} bytes received, got {}",
+        2 * MIB,
+        r.received
+    );
+    thread::sleep(SETTLE);
+    let out = tracer.stop();
+    out.assert_no_panic();
+    out.assert_success();
+    // Text mode: one line per event, showing the socket's ends as addr:port.
+    let local = format!("{}:{}", key.laddr, key.lport);
+    let remote = format!("{}:{}", key.raddr, key.rport);
+    let lines = out
+        .stdout
+        .lines()
+        .filter(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.contains(&local.as_str()) && words.contains(&remote.as_str())
+        })
+        .count();
+    assert!(
+        lines >= 1,
+        "expected >= 1 text line showing {local} and {remote} (the sender socket), got {lines}; \
+         stdout {} bytes, ends:\n{}",
+        out.stdout.len(),
+        tail(&out.stdout, 1000)
+    );
+
+    // Reader goes away: `sockmem trace | head -n 3` must end, sockmem exiting 0.
+    let ready = tmp_path("pipe-ready");
+    let script = r#"bin="$1"; ready="$2"; port="$3"
+"$bin" trace --port "$port" --ready-file "$ready" | head -n 3
+st=("${PIPESTATUS[@]}")
+echo "sockmem_status=${st[0]} head_status=${st[1]}" >&2
+exit "${st[0]}""#;
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", script, "bash", sockmem_bin()])
+        .arg(&ready)
+        .arg(P_PIPE.to_string());
+    let pipeline = Tracer::spawn(cmd, ready);
+    let flow = TcpFlow::start(&pair, P_PIPE, "smtx-pipe", TcpFlowOpts::until_stopped());
+    let out = pipeline.wait(Duration::from_secs(30));
+    let r = flow.finish();
+    assert!(
+        r.received > 0,
+        "expected traffic on port {P_PIPE}, got {} bytes",
+        r.received
+    );
+    out.assert_no_panic();
+    assert!(
+        out.stderr.contains("sockmem_status=0"),
+        "expected sockmem's own exit status 0 after its reader went away, got {}",
+        out.describe()
+    );
+    out.assert_success();
+    let lines = out.stdout.lines().count();
+    assert_eq!(
+        lines, 3,
+        "expected 3 lines from head -n 3, got {lines}:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn not_root_is_a_clear_error() {
+    let bin = sockmem_bin();
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let mut cmd = match setpriv {
+        Some(sp) => {
+            let mut c = Command::new(sp);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+            c
+        }
+        None => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "nobody", "--", bin]);
+            c
+        }
+    };
+    cmd.args(["trace", "--duration", "2"]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    out.assert_no_panic();
+    out.assert_code(1);
+    let lower = out.stderr.to_lowercase();
+    assert!(
+        lower.contains("root") || lower.contains("cap_bpf"),
+        "expected stderr to mention root or CAP_BPF, got {}",
+        out.describe()
+    );
+    assert!(
+        has_sockmem_prefix(&out.stderr),
+        "expected a stderr line starting \"sockmem: \", got {}",
+        out.describe()
+    );
+}
