@@ -6,6 +6,8 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use sockmem_common::Filter;
 
+use crate::hooks::Backend;
+
 const EXAMPLES: &str = "\
 EXAMPLES:
     sockmem trace                         # every send-side change of every TCP/UDP socket
@@ -30,6 +32,8 @@ pub enum Command {
     /// Print one line per change of a socket's send-side memory, per hook.
     #[command(after_help = EXAMPLES)]
     Trace(TraceArgs),
+    /// Show, for the running kernel, which backend each hook can use and why others cannot.
+    Probe(ProbeArgs),
 }
 
 /// Filters shared by every command. All of them apply in the kernel.
@@ -83,6 +87,20 @@ pub struct TraceArgs {
     /// Say which hooks were attached, how, and why others were not.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Attach through this backend only (default: the best each hook can get, in the order
+    /// fentry, kprobe, tracepoint). Hooks without such an attach point keep theirs.
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<Backend>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Read kernel types from this BTF file instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
 }
 
 fn parse_comm(s: &str) -> Result<String, String> {
@@ -192,6 +210,7 @@ mod tests {
             &["trace", "--duration", "soon"],
             &["trace", "--tcp", "--udp"],
             &["trace", "--pid", "0"],
+            &["trace", "--backend", "uprobe"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);
@@ -220,7 +239,9 @@ mod tests {
             "1.5",
         ])
         .expect("valid arguments");
-        let Command::Trace(t) = cli.command;
+        let Command::Trace(t) = cli.command else {
+            panic!("trace parses as Trace")
+        };
         assert_eq!(t.ring_size, 65536);
         assert_eq!(t.duration, Some(Duration::from_millis(1500)));
         let f = t.filters.to_kernel();
@@ -235,8 +256,11 @@ mod tests {
 
     #[test]
     fn ipv6_address_fills_all_sixteen_bytes() {
-        let cli = parse(&["trace", "-a", "fd00::1"]).expect("valid ipv6");
-        let Command::Trace(t) = cli.command;
+        let cli = parse(&["trace", "-a", "fd00::1", "--backend", "kprobe"]).expect("valid ipv6");
+        let Command::Trace(t) = cli.command else {
+            panic!("trace parses as Trace")
+        };
+        assert_eq!(t.backend, Some(Backend::Kprobe));
         let f = t.filters.to_kernel();
         assert_eq!(f.addr_family, 10);
         assert_eq!(f.addr[15], 1);

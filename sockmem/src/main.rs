@@ -1,10 +1,13 @@
 //! sockmem: where do a socket's send bytes sit, and for how long?
+mod attach;
 mod btf;
 mod cli;
 mod decode;
+mod features;
 mod hooks;
 mod loader;
 mod offsets;
+mod probe;
 mod render;
 mod stream;
 mod trace;
@@ -19,6 +22,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Trace(args) => trace::run(args),
+        cli::Command::Probe(args) => probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

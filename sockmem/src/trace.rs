@@ -14,10 +14,12 @@ use tokio::{
 };
 
 use crate::{
+    attach::{self, HookReport, Mode},
     btf::Btf,
     cli::TraceArgs,
     decode::Event,
-    hooks::{self, HookReport, HookStatus},
+    features::Kernel,
+    hooks::Backend,
     loader,
     render::{json::JsonSink, text::TextSink, HookLine, RunInfo, Sink, Summary},
     stream::{EventStream, LossCounter},
@@ -46,33 +48,41 @@ pub fn hook_lines(reports: &[HookReport]) -> Vec<HookLine> {
     reports
         .iter()
         .map(|r| HookLine {
-            hook: r.point.hook.name(),
-            backend: r.point.backend.to_string(),
-            attach: r.point.attach_point(),
-            unavailable: match &r.status {
-                HookStatus::Attached => None,
-                HookStatus::Unavailable(why) => Some(why.clone()),
-            },
+            hook: r.hook.name(),
+            backend: r.chosen.map(|b| b.to_string()).unwrap_or_default(),
+            attach: r.chosen_attach().unwrap_or_default(),
+            unavailable: r.chosen.is_none().then(|| r.why_unavailable()),
         })
         .collect()
 }
 
-/// Tells the user on stderr what is attached and what this kernel cannot give.
-pub fn report_hooks(lines: &[HookLine], verbose: bool) {
-    let attached = lines.iter().filter(|l| l.unavailable.is_none()).count();
-    for l in lines {
-        match &l.unavailable {
-            Some(why) => eprintln!("sockmem: hook `{}` unavailable: {why}", l.hook),
-            None if verbose => eprintln!(
-                "sockmem: hook `{}` via {} `{}`",
-                l.hook, l.backend, l.attach
-            ),
-            None => {}
+/// Tells the user on stderr which backend each hook got, and what this kernel cannot give.
+pub fn report_hooks(reports: &[HookReport], verbose: bool) {
+    if verbose {
+        for line in attach::describe_choices(reports) {
+            eprintln!("sockmem: {line}");
+        }
+    } else {
+        for r in reports.iter().filter(|r| r.chosen.is_none()) {
+            eprintln!(
+                "sockmem: hook `{}` unavailable: {}",
+                r.hook.name(),
+                r.why_unavailable()
+            );
+        }
+    }
+    let mut backends: Vec<String> = Vec::new();
+    for b in Backend::ALL {
+        let n = reports.iter().filter(|r| r.chosen == Some(b)).count();
+        if n > 0 {
+            backends.push(format!("{n} {b}"));
         }
     }
     eprintln!(
-        "sockmem: {attached} of {} hooks attached (kernel {})",
-        lines.len(),
+        "sockmem: {} of {} hooks attached ({}) on kernel {}",
+        reports.iter().filter(|r| r.chosen.is_some()).count(),
+        reports.len(),
+        backends.join(", "),
         loader::kernel_release()
     );
 }
@@ -128,13 +138,18 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         Box::new(TextSink::new(out))
     };
 
-    let reports = hooks::attach_all(&mut ebpf, &btf)?;
+    let kernel = Kernel::new(&btf, args.btf.as_deref());
+    let mode = match args.backend {
+        Some(b) => Mode::Forced(b),
+        None => Mode::Auto,
+    };
+    let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
+    report_hooks(&reports, args.verbose);
     let info = RunInfo {
         kernel: loader::kernel_release(),
         ring_size: args.ring_size,
         hooks: hook_lines(&reports),
     };
-    report_hooks(&info.hooks, args.verbose);
     let start_ns = monotonic_ns();
     let started = Instant::now();
     sink.header(&info)?;

@@ -333,15 +333,29 @@ fn tcp_bulk_events_from_every_hook() {
         trace.events.len(),
         sender.tid
     );
-    for h in [
-        "tcp_sendmsg",
-        "sendmsg_ret",
+    // The skb path has tracepoints on every kernel; the sendmsg and counter-change hooks only
+    // where the kernel offers a way in (see `sockmem probe`).
+    let mut wanted = vec![
         "dev_queue_xmit",
         "qdisc_enqueue",
         "qdisc_dequeue",
         "driver_xmit",
         "tcp_ack",
+    ];
+    for h in [
+        "tcp_sendmsg",
+        "sendmsg_ret",
+        "wmem_charge",
+        "wmem_release",
+        "tcp_ack_freed",
     ] {
+        if trace.is_attached(h) {
+            wanted.push(h);
+        } else {
+            eprintln!("bulk: hook {h} not attached on this kernel/backend, not checked");
+        }
+    }
+    for h in wanted {
         let n = counts.get(h).copied().unwrap_or(0);
         assert!(
             n >= 1,
@@ -354,6 +368,37 @@ fn tcp_bulk_events_from_every_hook() {
             "expected hook {h} listed in the header, header lists {header_hooks:?}"
         );
     }
+    // Without a sendmsg hook nothing tells the sender apart from whoever runs the softirq.
+    let sender_known = trace.is_attached("tcp_sendmsg") || trace.is_attached("sendmsg_ret");
+    if !sender_known {
+        eprintln!("bulk: no sendmsg hook on this kernel/backend: sender attribution not checked");
+    }
+    for ev in evs.iter().filter(|e| hook(e) == "wmem_charge") {
+        let (v, truesize) = (get_i64(ev, "value"), get_opt_u64(ev, "truesize"));
+        assert_eq!(
+            Some(v as u64),
+            truesize,
+            "expected a wmem_charge value equal to the skb truesize, got {v} and {truesize:?}: {ev}"
+        );
+    }
+    for ev in evs.iter().filter(|e| hook(e) == "wmem_release") {
+        let v = get_i64(ev, "value");
+        assert!(
+            v < 0,
+            "expected a negative wmem_release value, got {v}: {ev}"
+        );
+    }
+    if trace.is_attached("tcp_ack_freed") {
+        let freed: i64 = evs
+            .iter()
+            .filter(|e| hook(e) == "tcp_ack_freed")
+            .map(|e| get_i64(e, "value"))
+            .sum();
+        assert!(
+            freed < 0,
+            "expected ACKs to free write-queue bytes in all (sum of tcp_ack_freed values < 0), got {freed}"
+        );
+    }
 
     for ev in &evs {
         assert_eq!(get_str(ev, "proto"), "tcp", "expected proto tcp: {ev}");
@@ -364,7 +409,7 @@ fn tcp_bulk_events_from_every_hook() {
             "expected owner \"sendmsg\" or \"current\", got {owner:?}: {ev}"
         );
         let h = hook(ev);
-        if h == "tcp_sendmsg" || SKB_OWNER_HOOKS.contains(&h) {
+        if sender_known && (h == "tcp_sendmsg" || SKB_OWNER_HOOKS.contains(&h)) {
             assert_owner(ev, &sender);
         }
         if SKB_OWNER_HOOKS.contains(&h) {
@@ -397,7 +442,7 @@ fn tcp_bulk_events_from_every_hook() {
             );
         }
     }
-    if lost == 0 {
+    if lost == 0 && trace.is_attached("sendmsg_ret") {
         let returned: i64 = evs
             .iter()
             .filter(|e| hook(e) == "sendmsg_ret")
@@ -501,10 +546,17 @@ fn udp_flow_events() {
             r.key
         );
     }
+    // Dequeue can run from the qdisc's timer in softirq: only a sendmsg hook names the sender.
+    let sender_known = trace.is_attached("sendmsg_ret");
+    if !sender_known {
+        eprintln!("udp: no sendmsg hook on this kernel/backend: sender attribution not checked");
+    }
     for ev in &evs {
         let h = hook(ev);
-        if h == "dev_queue_xmit" || SKB_OWNER_HOOKS.contains(&h) {
+        if sender_known && (h == "dev_queue_xmit" || SKB_OWNER_HOOKS.contains(&h)) {
             assert_owner(ev, &r.sender);
+        }
+        if h == "dev_queue_xmit" || SKB_OWNER_HOOKS.contains(&h) {
             assert_eq!(
                 get_opt_str(ev, "iface"),
                 Some(pair.tx_if.as_str()),
@@ -629,6 +681,13 @@ fn filters_exclude_other_traffic() {
         "expected >= 1 event of flow A {key_a} with --comm {comm_a}, got {a}"
     );
     let b = j.events_for(&key_b);
+    // Without a sendmsg hook, B's skbs sent in softirq under A's thread carry A's comm.
+    let b = if j.is_attached("sendmsg_ret") {
+        b
+    } else {
+        eprintln!("filters: no sendmsg hook on this kernel/backend: B's absence not checked");
+        Vec::new()
+    };
     assert_eq!(
         b.len(),
         0,

@@ -1062,6 +1062,14 @@ pub fn sockmem_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sockmem")
 }
 
+/// The backend the whole run is forced to (`SOCKMEM_TEST_BACKEND`, set by `cargo xtask
+/// vm-test`), or `None` for sockmem's own choice.
+pub fn test_backend() -> Option<String> {
+    std::env::var("SOCKMEM_TEST_BACKEND")
+        .ok()
+        .filter(|b| !b.is_empty() && b != "auto")
+}
+
 /// A fresh path in cargo's per-test-target temporary directory (file removed if present).
 pub fn tmp_path(what: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -1094,6 +1102,9 @@ impl Tracer {
         let ready_file = tmp_path("ready");
         let mut cmd = Command::new(sockmem_bin());
         cmd.args(args).arg("--ready-file").arg(&ready_file);
+        if let Some(b) = test_backend() {
+            cmd.arg("--backend").arg(b);
+        }
         Tracer::spawn(cmd, ready_file)
     }
 
@@ -1320,6 +1331,25 @@ impl JsonTrace {
                     .to_string()
             })
             .collect()
+    }
+
+    /// Hooks the header says are attached, with the backend each got.
+    pub fn attached_hooks(&self) -> Vec<(String, String)> {
+        self.header
+            .get("hooks")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("header has no \"hooks\" array: {}", self.header))
+            .iter()
+            .filter(|h| h.get("attached").and_then(Value::as_bool) == Some(true))
+            .map(|h| {
+                let field = |f: &str| h.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+                (field("hook"), field("backend"))
+            })
+            .collect()
+    }
+
+    pub fn is_attached(&self, hook: &str) -> bool {
+        self.attached_hooks().iter().any(|(h, _)| h == hook)
     }
 
     pub fn summary_u64(&self, field: &str) -> u64 {

@@ -1,0 +1,342 @@
+//! Loads and attaches each hook through the best backend the kernel accepts, falling back in
+//! order, and remembers why each backend that was tried did not work.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Context as _};
+use aya::{
+    programs::{Program, ProgramError},
+    Ebpf,
+};
+use sockmem_common::Hook;
+
+use crate::{
+    features::Kernel,
+    hooks::{Attach, Attachment, Backend, HookDef, Variant, HOOKS},
+};
+
+/// Which backends to try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Best first; keep the first that attaches.
+    Auto,
+    /// Only this backend for the hooks that have it (others keep what they have).
+    Forced(Backend),
+    /// Try every backend of every hook (for `sockmem probe`); keep the best.
+    ProbeAll,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Attached at these points; optional points that were missing are listed.
+    Available {
+        attach: String,
+        missing: Vec<String>,
+    },
+    Unavailable(String),
+    /// A better backend was chosen before this one was tried.
+    NotTried,
+    /// This hook has no attach point for this backend.
+    NotApplicable,
+}
+
+pub struct HookReport {
+    pub hook: Hook,
+    pub chosen: Option<Backend>,
+    pub outcomes: Vec<(Backend, Outcome)>,
+}
+
+impl HookReport {
+    pub fn outcome(&self, backend: Backend) -> &Outcome {
+        self.outcomes
+            .iter()
+            .find(|(b, _)| *b == backend)
+            .map(|(_, o)| o)
+            .unwrap_or(&Outcome::NotApplicable)
+    }
+
+    /// The attach points of the chosen backend.
+    pub fn chosen_attach(&self) -> Option<String> {
+        match self.outcome(self.chosen?) {
+            Outcome::Available { attach, .. } => Some(attach.clone()),
+            _ => None,
+        }
+    }
+
+    /// Why no backend worked, one clause per backend tried.
+    pub fn why_unavailable(&self) -> String {
+        self.outcomes
+            .iter()
+            .filter_map(|(b, o)| match o {
+                Outcome::Unavailable(why) => Some(format!("{b}: {why}")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Attaches every hook. Fails only when nothing at all attached, or when a forced backend is
+/// unavailable for some hook that has it.
+pub fn attach_hooks(
+    ebpf: &mut Ebpf,
+    kernel: &Kernel,
+    mode: Mode,
+) -> anyhow::Result<Vec<HookReport>> {
+    let mut reports = Vec::new();
+    for def in HOOKS {
+        reports.push(attach_hook(ebpf, kernel, def, mode));
+    }
+    if let Mode::Forced(backend) = mode {
+        let failures: Vec<String> = reports
+            .iter()
+            .filter_map(|r| match r.outcome(backend) {
+                Outcome::Unavailable(why) => Some(format!("  {}: {why}", r.hook.name())),
+                _ => None,
+            })
+            .collect();
+        if !failures.is_empty() {
+            bail!(
+                "backend `{backend}` is not available on this kernel for {} hook(s) \
+                 (`sockmem probe` shows every choice):\n{}",
+                failures.len(),
+                failures.join("\n")
+            );
+        }
+    }
+    if reports.iter().all(|r| r.chosen.is_none()) {
+        let why: Vec<String> = reports
+            .iter()
+            .map(|r| format!("  {}: {}", r.hook.name(), r.why_unavailable()))
+            .collect();
+        bail!(
+            "no hook could be attached on this kernel:\n{}",
+            why.join("\n")
+        );
+    }
+    Ok(reports)
+}
+
+fn attach_hook(ebpf: &mut Ebpf, kernel: &Kernel, def: &HookDef, mode: Mode) -> HookReport {
+    let mut report = HookReport {
+        hook: def.hook,
+        chosen: None,
+        outcomes: Vec::new(),
+    };
+    // A forced backend replaces the list only for hooks that have it.
+    let forced = match mode {
+        Mode::Forced(b) => def.variant(b),
+        _ => None,
+    };
+    for backend in Backend::ALL {
+        let Some(variant) = def.variant(backend) else {
+            report.outcomes.push((backend, Outcome::NotApplicable));
+            continue;
+        };
+        let skip = match forced {
+            Some(f) => !std::ptr::eq(f, variant),
+            None => report.chosen.is_some() && mode != Mode::ProbeAll,
+        };
+        if skip {
+            report.outcomes.push((backend, Outcome::NotTried));
+            continue;
+        }
+        let outcome = match try_variant(ebpf, kernel, variant) {
+            Ok(missing) => Outcome::Available {
+                attach: variant.describe(),
+                missing,
+            },
+            Err(why) => {
+                unload_variant(ebpf, variant);
+                Outcome::Unavailable(why)
+            }
+        };
+        if matches!(outcome, Outcome::Available { .. }) {
+            if report.chosen.is_none() {
+                report.chosen = Some(backend);
+            } else {
+                // Probing only: one backend per hook stays attached.
+                unload_variant(ebpf, variant);
+            }
+        }
+        report.outcomes.push((backend, outcome));
+    }
+    report
+}
+
+/// Attaches every point of a variant; returns the optional points that are missing.
+fn try_variant(ebpf: &mut Ebpf, kernel: &Kernel, variant: &Variant) -> Result<Vec<String>, String> {
+    let mut loaded = HashSet::new();
+    let mut missing = Vec::new();
+    for a in variant.attachments {
+        match attach_one(ebpf, kernel, a, &mut loaded) {
+            Ok(()) => {}
+            Err(why) if a.optional => missing.push(format!("{}: {why}", a.attach)),
+            Err(why) => return Err(why),
+        }
+    }
+    Ok(missing)
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    kernel: &Kernel,
+    a: &Attachment,
+    loaded: &mut HashSet<&'static str>,
+) -> Result<(), String> {
+    // Checks that need no syscall come first, so the reason names the real cause.
+    let symbol = match a.attach {
+        Attach::Tracepoint {
+            category,
+            name,
+            args,
+        } => {
+            check_tracepoint(kernel, category, name, args)?;
+            name.to_owned()
+        }
+        Attach::KProbe(f) | Attach::KRetProbe(f) => kernel.kprobe_symbol(f)?,
+        Attach::FEntry(f) | Attach::FExit(f) => {
+            kernel.fentry_target(f)?;
+            f.to_owned()
+        }
+    };
+    let first = loaded.insert(a.program);
+    let program = ebpf
+        .program_mut(a.program)
+        .ok_or_else(|| format!("program `{}` is missing from the eBPF object", a.program))?;
+    let result: Result<(), ProgramError> = match (a.attach, program) {
+        (Attach::Tracepoint { .. }, Program::RawTracePoint(p)) => {
+            if first {
+                p.load().map_err(load_error)?;
+            }
+            p.attach(&symbol).map(drop)
+        }
+        (Attach::KProbe(_) | Attach::KRetProbe(_), Program::KProbe(p)) => {
+            if first {
+                p.load().map_err(load_error)?;
+            }
+            p.attach(&symbol, 0).map(drop)
+        }
+        (Attach::FEntry(_), Program::FEntry(p)) => {
+            p.load(&symbol, kernel.aya_btf()?).map_err(load_error)?;
+            p.attach().map(drop)
+        }
+        (Attach::FExit(_), Program::FExit(p)) => {
+            p.load(&symbol, kernel.aya_btf()?).map_err(load_error)?;
+            p.attach().map(drop)
+        }
+        (attach, _) => {
+            return Err(format!(
+                "program `{}` is not of the kind {attach:?} needs",
+                a.program
+            ))
+        }
+    };
+    result.map_err(|e| format!("attaching to `{}`: {}", a.attach, chain(&e)))
+}
+
+fn check_tracepoint(
+    kernel: &Kernel,
+    category: &str,
+    name: &str,
+    args: &[(usize, &str)],
+) -> Result<(), String> {
+    let params = kernel
+        .btf
+        .tracepoint_params(name)
+        .map_err(|_| format!("tracepoint `{category}:{name}` does not exist in this kernel"))?;
+    for &(index, want) in args {
+        let have = params.get(index).map(|(_, ty)| ty.as_str());
+        if !have.is_some_and(|ty| ty.contains(want)) {
+            return Err(format!(
+                "tracepoint `{category}:{name}` argument {index} is `{}`, sockmem expects `{want}`",
+                have.unwrap_or("missing")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A load failure in words: the verifier log's tail when there is one.
+fn load_error(err: ProgramError) -> String {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            if lines.is_empty() {
+                format!("load refused: {io_error}")
+            } else {
+                let tail = lines[lines.len().saturating_sub(12)..].join("\n    ");
+                format!(
+                    "the verifier rejected the program ({io_error}); end of its log:\n    {tail}"
+                )
+            }
+        }
+        other => format!("load failed: {}", chain(&other)),
+    }
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Unloads (and so detaches) every program of a variant; used when it did not fully attach.
+fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
+    for a in variant.attachments {
+        // Errors only mean "was not loaded", which is the state we want.
+        let _ = match ebpf.program_mut(a.program) {
+            Some(Program::RawTracePoint(p)) => p.unload(),
+            Some(Program::KProbe(p)) => p.unload(),
+            Some(Program::FEntry(p)) => p.unload(),
+            Some(Program::FExit(p)) => p.unload(),
+            _ => Ok(()),
+        };
+    }
+}
+
+/// `sockmem trace -v`: which backend each hook got and why the better ones did not work.
+pub fn describe_choices(reports: &[HookReport]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in reports {
+        match r.chosen {
+            Some(b) => lines.push(format!(
+                "hook `{}` via {b} `{}`",
+                r.hook.name(),
+                r.chosen_attach().unwrap_or_default()
+            )),
+            None => lines.push(format!(
+                "hook `{}` unavailable: {}",
+                r.hook.name(),
+                r.why_unavailable()
+            )),
+        }
+        for (b, o) in &r.outcomes {
+            match o {
+                Outcome::Unavailable(why) if r.chosen.is_some() => {
+                    lines.push(format!("  {b} not used: {why}"))
+                }
+                Outcome::Available { missing, .. } if !missing.is_empty() => {
+                    lines.push(format!("  {b} without {}", missing.join(", ")))
+                }
+                _ => {}
+            }
+        }
+    }
+    lines
+}
+
+/// Context for errors of the whole attach step.
+pub fn attach_all(ebpf: &mut Ebpf, kernel: &Kernel, mode: Mode) -> anyhow::Result<Vec<HookReport>> {
+    attach_hooks(ebpf, kernel, mode).context("attaching sockmem's hooks")
+}

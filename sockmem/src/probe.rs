@@ -1,0 +1,168 @@
+//! `sockmem probe`: for the running kernel, which backend each hook can use, which one `trace`
+//! would choose, and why the others cannot be used.
+
+use std::io::{self, Write};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sockmem_common::Filter;
+
+use crate::{
+    attach::{self, HookReport, Mode, Outcome},
+    cli::ProbeArgs,
+    features::Kernel,
+    hooks::Backend,
+    loader, trace,
+};
+
+pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
+    loader::check_privileges()?;
+    let btf = trace::kernel_btf(args.btf.as_deref())?;
+    let mut config = loader::config(&btf, Filter::default())?;
+    // Every backend really gets loaded and attached; the programs must not emit meanwhile.
+    config.ready = 0;
+    let mut ebpf = loader::load(&config, 4096)?;
+    let kernel = Kernel::new(&btf, args.btf.as_deref());
+    let reports = attach::attach_all(&mut ebpf, &kernel, Mode::ProbeAll)?;
+    drop(ebpf);
+    let facts = Facts {
+        kernel: loader::kernel_release(),
+        btf: args
+            .btf
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/sys/kernel/btf/vmlinux".to_owned()),
+        kprobes: kernel.kprobe_support().err(),
+    };
+    let mut out = io::stdout().lock();
+    if args.json {
+        write_json(&mut out, &facts, &reports)?;
+    } else {
+        write_table(&mut out, &facts, &reports)?;
+    }
+    out.flush().context("writing the probe report")
+}
+
+struct Facts {
+    kernel: String,
+    btf: String,
+    /// Why kprobes cannot be used, if they cannot.
+    kprobes: Option<String>,
+}
+
+fn status(r: &HookReport, backend: Backend) -> (&'static str, String) {
+    match r.outcome(backend) {
+        Outcome::Available { attach, missing } => {
+            let mut detail = attach.clone();
+            if !missing.is_empty() {
+                detail.push_str(&format!(" (without {})", missing.join(", ")));
+            }
+            let s = if r.chosen == Some(backend) {
+                "chosen"
+            } else {
+                "available"
+            };
+            (s, detail)
+        }
+        Outcome::Unavailable(why) => ("unavailable", why.clone()),
+        Outcome::NotTried => ("not tried", String::new()),
+        Outcome::NotApplicable => ("n/a", format!("no {backend} attach point for this hook")),
+    }
+}
+
+fn write_table(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> io::Result<()> {
+    writeln!(out, "kernel:  {}", facts.kernel)?;
+    writeln!(out, "BTF:     {} (readable)", facts.btf)?;
+    match &facts.kprobes {
+        None => writeln!(out, "kprobes: supported")?,
+        Some(why) => writeln!(out, "kprobes: no: {why}")?,
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<15} {:<11} {:<12} DETAIL",
+        "HOOK", "BACKEND", "STATUS"
+    )?;
+    for r in reports {
+        for b in Backend::ALL {
+            let (s, detail) = status(r, b);
+            // Multi-line details (verifier logs) stay readable under the row.
+            let detail = detail.replace('\n', "\n                                        ");
+            writeln!(
+                out,
+                "{:<15} {:<11} {:<12} {detail}",
+                r.hook.name(),
+                b.name(),
+                s
+            )?;
+        }
+    }
+    let missing: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.chosen.is_none())
+        .map(|r| r.hook.name())
+        .collect();
+    if !missing.is_empty() {
+        writeln!(
+            out,
+            "\nno backend on this kernel for: {}",
+            missing.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct JsonBackend {
+    backend: &'static str,
+    status: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct JsonHook {
+    hook: &'static str,
+    chosen: Option<&'static str>,
+    backends: Vec<JsonBackend>,
+}
+
+#[derive(Serialize)]
+struct JsonProbe<'a> {
+    kernel: &'a str,
+    btf: &'a str,
+    kprobes: bool,
+    kprobes_reason: Option<&'a str>,
+    hooks: Vec<JsonHook>,
+}
+
+fn write_json(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> io::Result<()> {
+    let hooks = reports
+        .iter()
+        .map(|r| JsonHook {
+            hook: r.hook.name(),
+            chosen: r.chosen.map(Backend::name),
+            backends: Backend::ALL
+                .iter()
+                .map(|&b| {
+                    let (status, detail) = status(r, b);
+                    JsonBackend {
+                        backend: b.name(),
+                        status,
+                        detail,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_writer_pretty(
+        &mut *out,
+        &JsonProbe {
+            kernel: &facts.kernel,
+            btf: &facts.btf,
+            kprobes: facts.kprobes.is_none(),
+            kprobes_reason: facts.kprobes.as_deref(),
+            hooks,
+        },
+    )?;
+    writeln!(out)
+}
