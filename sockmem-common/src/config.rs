@@ -72,12 +72,21 @@ pub struct Config {
     pub filter: Filter,
     /// Set by the loader; the programs do nothing until it is 1 (guards against an unset global).
     pub ready: u32,
+    /// [`MODE_TRACE`] or [`MODE_HIST`].
+    pub mode: u32,
+    /// A [`crate::Per`] as `u32`: how histograms are keyed.
+    pub per: u32,
     pub _pad: u32,
 }
 
+/// Every event goes to the ring buffer.
+pub const MODE_TRACE: u32 = 0;
+/// Events are aggregated into histograms in the kernel; nothing goes to the ring buffer.
+pub const MODE_HIST: u32 = 1;
+
 const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 72);
 const _: () = assert!(core::mem::size_of::<Filter>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 136);
+const _: () = assert!(core::mem::size_of::<Config>() == 144);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

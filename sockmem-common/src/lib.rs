@@ -6,13 +6,20 @@
 
 pub mod config;
 pub mod event;
+pub mod hist;
+pub mod inflight;
 
 pub use config::{Config, FieldOffsets, Filter};
 pub use event::{Hook, SockEvent};
+pub use hist::{Hist, HistKey, HistKind, Per};
 
 /// Names of the maps and globals, shared so that the loader cannot drift from the programs.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const CONFIG: &str = "CONFIG";
+    pub const HISTS: &str = "HISTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const SKBS: &str = "SKBS";
+    pub const SENDS: &str = "SENDS";
 }

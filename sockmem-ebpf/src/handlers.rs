@@ -10,15 +10,31 @@ use aya_ebpf::{
     },
 };
 use sockmem_common::{
+    config::MODE_HIST,
     event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_SEND_START},
-    Hook, SockEvent,
+    hist::{counter, slot, Per},
+    inflight::{SendStart, SkbTrack},
+    HistKey, HistKind, Hook, SockEvent,
 };
 
 use crate::{
     filter,
     kernel::{self, SendMemory, SocketId},
-    Owner, SendStart, SkbTrack, ACK_STASH, EVENTS, LOST, OWNERS, SENDS, SKBS, WAITS,
+    Owner, ACK_STASH, COUNTERS, EVENTS, HISTS, HIST_KEY, LOST, OWNERS, SENDS, SKBS, WAITS,
+    ZERO_HIST,
 };
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
 
 /// The process an event is attributed to.
 struct Sender {
@@ -93,6 +109,9 @@ struct SkbView {
     ifname: [u8; 16],
 }
 
+/// A latency for a histogram: `(HistKind as u8, ns)`; kind 0 = none.
+pub type Sample = (u8, u64);
+
 /// The hook-specific part of an event.
 #[derive(Clone, Copy)]
 pub struct Extra {
@@ -101,6 +120,8 @@ pub struct Extra {
     pub flags: u8,
     /// Added to the `sk_wmem_alloc` read, for hooks that run just before the change they report.
     pub alloc_adjust: i32,
+    /// Latencies this event completes (histogram mode).
+    pub samples: [Sample; 2],
 }
 
 impl Extra {
@@ -111,6 +132,7 @@ impl Extra {
             duration_ns: 0,
             flags: 0,
             alloc_adjust: 0,
+            samples: [(0, 0); 2],
         }
     }
 
@@ -121,13 +143,129 @@ impl Extra {
             duration_ns,
             flags: 0,
             alloc_adjust: 0,
+            samples: [(0, 0); 2],
         }
+    }
+
+    #[inline(always)]
+    pub const fn with_sample(mut self, kind: HistKind, ns: u64) -> Extra {
+        if self.samples[0].0 == 0 {
+            self.samples[0] = (kind as u8, ns);
+        } else {
+            self.samples[1] = (kind as u8, ns);
+        }
+        self
+    }
+}
+
+/// Fills the per-CPU scratch key with this event's histogram key, as `--per` asks. The key
+/// lives in a map, not on the BPF stack, which the rest of the path already fills.
+#[inline(always)]
+fn hist_key(sk: u64, id: &SocketId, sender: &Sender, ifname: &[u8; 16]) -> Option<*mut HistKey> {
+    let key = HIST_KEY.get_ptr_mut(0)?;
+    let per = unsafe { core::ptr::read_volatile(&kernel::config().per) };
+    unsafe {
+        (*key).kind = 0;
+        (*key).protocol = 0;
+        (*key).family = 0;
+        (*key).lport = 0;
+        (*key).rport = 0;
+        (*key).id = 0;
+        (*key).laddr = [0; 16];
+        (*key).raddr = [0; 16];
+        (*key).name = [0; 16];
+        if per == Per::Socket as u32 {
+            (*key).protocol = id.protocol;
+            (*key).family = id.family;
+            (*key).lport = id.lport;
+            (*key).rport = id.rport;
+            (*key).id = sk;
+            (*key).laddr = id.laddr;
+            (*key).raddr = id.raddr;
+        } else if per == Per::Pid as u32 {
+            (*key).id = sender.tgid as u64;
+            (*key).name = sender.comm;
+        } else if per == Per::Iface as u32 {
+            (*key).name = *ifname;
+        }
+    }
+    Some(key)
+}
+
+/// Adds `value` to the histogram `kind` of `key`, creating it from a zeroed per-CPU template
+/// (a 544-byte value cannot be built on the BPF stack either).
+#[inline(always)]
+fn record(kind: u8, key: *mut HistKey, value: u64) {
+    // SAFETY: `key` points into the per-CPU scratch map; programs do not nest on a CPU here.
+    let key = unsafe {
+        (*key).kind = kind;
+        &*key
+    };
+    let hist = match HISTS.get_ptr_mut(key) {
+        Some(h) => h,
+        None => {
+            let Some(zero) = ZERO_HIST.get_ptr(0) else {
+                return;
+            };
+            let _ = HISTS.insert(key, unsafe { &*zero }, 0);
+            match HISTS.get_ptr_mut(key) {
+                Some(h) => h,
+                None => {
+                    count(counter::HIST_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    unsafe {
+        if let Some(c) = (*hist).slots.get_mut(slot(value)) {
+            *c += 1;
+        }
+        (*hist).count += 1;
+        (*hist).sum += value;
+        if value > (*hist).max {
+            (*hist).max = value;
+        }
+    }
+}
+
+/// Histogram mode: the event becomes samples of the value histograms and of the latencies it
+/// completes. Not inlined: a BPF function of its own keeps its stack apart from the event path's.
+#[inline(never)]
+fn aggregate(sk: u64, id: &SocketId, sender: &Sender, ifname: &[u8; 16], x: &Extra) {
+    let mem = kernel::send_memory(sk);
+    let Some(key) = hist_key(sk, id, sender, ifname) else {
+        return;
+    };
+    record(
+        HistKind::WmemQueued as u8,
+        key,
+        mem.wmem_queued.max(0) as u64,
+    );
+    let alloc = (mem.wmem_alloc + x.alloc_adjust).max(0) as u64;
+    record(HistKind::WmemAlloc as u8, key, alloc);
+    let mut i = 0;
+    while i < 2 {
+        let (kind, ns) = x.samples[i];
+        if kind != 0 {
+            record(kind, key, ns);
+        }
+        i += 1;
     }
 }
 
 /// Reserves, fills in place and submits one event; counts a failed reserve as lost.
 #[inline(always)]
 fn emit(hook: Hook, sk: u64, id: &SocketId, sender: &Sender, skb: Option<&SkbView>, x: Extra) {
+    if unsafe { core::ptr::read_volatile(&kernel::config().mode) } == MODE_HIST {
+        let no_iface = [0u8; 16];
+        let ifname = match skb {
+            Some(s) => &s.ifname,
+            None => &no_iface,
+        };
+        aggregate(sk, id, sender, ifname, &x);
+        return;
+    }
     let Some(mut entry) = EVENTS.reserve::<SockEvent>(0) else {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             unsafe { *lost += 1 };
@@ -288,6 +426,7 @@ fn send_start(sk: u64) -> bool {
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
     let _ = SENDS.insert(tid, start, BPF_ANY as u64);
+    count(counter::SEND_STARTED);
     true
 }
 
@@ -314,16 +453,34 @@ pub fn sendmsg_return(sk: u64, ret: i32) {
     let mut duration = 0;
     if let Some(s) = unsafe { SENDS.get(tid) } {
         if s.sk == sk {
-            duration = unsafe { bpf_ktime_get_ns() }.saturating_sub(s.ts_ns);
+            duration = now().saturating_sub(s.ts_ns);
         }
         let _ = SENDS.remove(tid);
     }
-    socket_event(
-        Hook::SendmsgReturn,
+    let mut x = Extra::timed(ret as i64, duration);
+    if duration > 0 {
+        count(counter::SEND_MATCHED);
+        x = x.with_sample(HistKind::SendmsgTime, duration);
+    } else {
+        count(counter::SEND_UNMATCHED);
+    }
+    socket_event(Hook::SendmsgReturn, sk, true, x);
+}
+
+/// Starts following an skb below the transport.
+#[inline(always)]
+fn track(skb: u64, sk: u64, queued_ns: u64, xmit_ns: u64) {
+    let t = SkbTrack {
         sk,
-        true,
-        Extra::timed(ret as i64, duration),
-    );
+        queued_ns,
+        xmit_ns,
+        enqueued_ns: 0,
+        qdisc_seen: 0,
+        _pad: 0,
+    };
+    if SKBS.insert(skb, t, BPF_ANY as u64).is_ok() {
+        count(counter::SKB_TRACKED);
+    }
 }
 
 #[inline(always)]
@@ -332,36 +489,77 @@ pub fn dev_queue_xmit(skb: u64) {
         return;
     }
     let sk = kernel::skb_sk(skb);
-    if sk == 0 {
-        return;
-    }
-    if skb_event(
-        Hook::DevQueueXmit,
-        skb,
-        sk,
-        Dev::FromSkb,
-        true,
-        0,
-        Extra::value(0),
-    ) {
-        let track = SkbTrack {
+    if sk != 0
+        && skb_event(
+            Hook::DevQueueXmit,
+            skb,
             sk,
-            queued_ns: unsafe { bpf_ktime_get_ns() },
-            xmit_ns: 0,
-        };
-        let _ = SKBS.insert(skb, track, BPF_ANY as u64);
+            Dev::FromSkb,
+            true,
+            0,
+            Extra::value(0),
+        )
+    {
+        track(skb, sk, now(), 0);
     }
 }
 
 #[inline(always)]
-pub fn qdisc(hook: Hook, skb: u64) {
+pub fn qdisc_enqueue(skb: u64) {
     if !kernel::ready() || skb == 0 {
         return;
     }
     let sk = kernel::skb_sk(skb);
-    if sk != 0 {
-        skb_event(hook, skb, sk, Dev::FromSkb, true, 0, Extra::value(0));
+    if sk != 0
+        && skb_event(
+            Hook::QdiscEnqueue,
+            skb,
+            sk,
+            Dev::FromSkb,
+            true,
+            0,
+            Extra::value(0),
+        )
+    {
+        match SKBS.get_ptr_mut(skb) {
+            Some(t) => unsafe {
+                (*t).enqueued_ns = now();
+                (*t).qdisc_seen = 1;
+            },
+            None => {
+                track(skb, sk, 0, 0);
+                if let Some(t) = SKBS.get_ptr_mut(skb) {
+                    unsafe {
+                        (*t).enqueued_ns = now();
+                        (*t).qdisc_seen = 1;
+                    }
+                }
+            }
+        }
     }
+}
+
+#[inline(always)]
+pub fn qdisc_dequeue(skb: u64) {
+    if !kernel::ready() || skb == 0 {
+        return;
+    }
+    let sk = kernel::skb_sk(skb);
+    if sk == 0 {
+        return;
+    }
+    let mut x = Extra::value(0);
+    match SKBS.get_ptr_mut(skb) {
+        Some(t) if unsafe { (*t).enqueued_ns } != 0 => unsafe {
+            x = x.with_sample(
+                HistKind::QdiscSojourn,
+                now().saturating_sub((*t).enqueued_ns),
+            );
+            (*t).enqueued_ns = 0;
+        },
+        _ => count(counter::QDISC_UNMATCHED),
+    }
+    skb_event(Hook::QdiscDequeue, skb, sk, Dev::FromSkb, true, 0, x);
 }
 
 #[inline(always)]
@@ -370,8 +568,8 @@ pub fn driver_xmit(skb: u64, dev: u64) {
         return;
     }
     let sk = kernel::skb_sk(skb);
-    if sk != 0
-        && skb_event(
+    if sk == 0
+        || !skb_event(
             Hook::DriverXmit,
             skb,
             sk,
@@ -381,20 +579,19 @@ pub fn driver_xmit(skb: u64, dev: u64) {
             Extra::value(0),
         )
     {
-        let now = unsafe { bpf_ktime_get_ns() };
-        match SKBS.get_ptr_mut(skb) {
-            Some(t) => unsafe { (*t).xmit_ns = now },
-            // A segment made below dev_queue_xmit (e.g. a qdisc splitting a GSO skb): track it
-            // from here so its driver return and free are seen too.
-            None => {
-                let track = SkbTrack {
-                    sk,
-                    queued_ns: 0,
-                    xmit_ns: now,
-                };
-                let _ = SKBS.insert(skb, track, BPF_ANY as u64);
+        return;
+    }
+    match SKBS.get_ptr_mut(skb) {
+        Some(t) => unsafe {
+            (*t).xmit_ns = now();
+            // Seen at dev_queue_xmit but never enqueued: no qdisc, or the qdisc let it bypass.
+            if (*t).queued_ns != 0 && (*t).qdisc_seen == 0 {
+                count(counter::QDISC_BYPASS);
             }
-        }
+        },
+        // A segment made below dev_queue_xmit (e.g. a qdisc splitting a GSO skb): track it
+        // from here so its driver return and free are seen too.
+        None => track(skb, sk, 0, now()),
     }
 }
 
@@ -409,17 +606,9 @@ pub fn driver_done(skb: u64, rc: i32, dev: u64, len: u32) {
         return;
     };
     let (sk, xmit_ns) = (t.sk, t.xmit_ns);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let duration = if xmit_ns == 0 { 0 } else { now - xmit_ns };
-    skb_event(
-        Hook::DriverDone,
-        skb,
-        sk,
-        Dev::Given(dev),
-        false,
-        len,
-        Extra::timed(rc as i64, duration),
-    );
+    let duration = if xmit_ns == 0 { 0 } else { now() - xmit_ns };
+    let x = Extra::timed(rc as i64, duration);
+    skb_event(Hook::DriverDone, skb, sk, Dev::Given(dev), false, len, x);
 }
 
 /// A tracked skb is freed (`SkbFree`, value: still charged to the socket) or dropped (`SkbDrop`,
@@ -432,29 +621,23 @@ pub fn skb_freed(hook: Hook, skb: u64, reason: u32) {
     let Some(t) = (unsafe { SKBS.get(skb) }) else {
         return;
     };
-    let (sk, since) = (
-        t.sk,
-        if t.queued_ns != 0 {
-            t.queued_ns
-        } else {
-            t.xmit_ns
-        },
-    );
+    let (sk, queued_ns, xmit_ns) = (t.sk, t.queued_ns, t.xmit_ns);
     let _ = SKBS.remove(skb);
+    count(counter::SKB_FREED);
     let value = match hook {
         Hook::SkbDrop => reason as i64,
         _ => (kernel::skb_sk(skb) == sk) as i64,
     };
-    let duration = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
-    skb_event(
-        hook,
-        skb,
-        sk,
-        Dev::FromSkb,
-        true,
-        0,
-        Extra::timed(value, duration),
-    );
+    let t_now = now();
+    let since = if queued_ns != 0 { queued_ns } else { xmit_ns };
+    let mut x = Extra::timed(value, t_now.saturating_sub(since));
+    if xmit_ns != 0 {
+        x = x.with_sample(HistKind::DriverTime, t_now.saturating_sub(xmit_ns));
+    }
+    if queued_ns != 0 {
+        x = x.with_sample(HistKind::BelowTcp, t_now.saturating_sub(queued_ns));
+    }
+    skb_event(hook, skb, sk, Dev::FromSkb, true, 0, x);
 }
 
 #[inline(always)]
@@ -497,6 +680,7 @@ pub fn wmem_charge(sk: u64, skb: u64) {
         duration_ns: 0,
         flags: 0,
         alloc_adjust: truesize as i32,
+        samples: [(0, 0); 2],
     };
     skb_event(Hook::WmemCharge, skb, sk, Dev::None, true, 0, x);
 }
@@ -517,6 +701,7 @@ pub fn wmem_release(skb: u64) {
         duration_ns: 0,
         flags: 0,
         alloc_adjust: -(truesize as i32),
+        samples: [(0, 0); 2],
     };
     skb_event(Hook::WmemRelease, skb, sk, Dev::FromSkb, true, 0, x);
 }
@@ -575,8 +760,9 @@ pub fn wait_exit(ret: i64) {
     };
     let (sk, ts) = (s.sk, s.ts_ns);
     let _ = WAITS.remove(tid);
-    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(ts);
-    socket_event(Hook::SendBlocked, sk, true, Extra::timed(ret, waited));
+    let waited = now().saturating_sub(ts);
+    let x = Extra::timed(ret, waited).with_sample(HistKind::SendBlocked, waited);
+    socket_event(Hook::SendBlocked, sk, true, x);
 }
 
 /// Entry of `dev_qdisc_enqueue` with its result known (fexit): only successful enqueues count,
@@ -584,6 +770,6 @@ pub fn wait_exit(ret: i64) {
 #[inline(always)]
 pub fn qdisc_enqueue_result(skb: u64, ret: i32) {
     if ret == 0 {
-        qdisc(Hook::QdiscEnqueue, skb);
+        qdisc_enqueue(skb);
     }
 }

@@ -9,10 +9,14 @@ mod kernel;
 
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use sockmem_common::{Config, Hook};
+use sockmem_common::{
+    hist::{counter, Hist, HistKey},
+    inflight::{SendStart, SkbTrack},
+    Config, Hook,
+};
 
 /// Filled by the loader (offsets from BTF, filters) before any program is attached.
 #[no_mangle]
@@ -38,6 +42,22 @@ static SKBS: LruHashMap<u64, SkbTrack> = LruHashMap::with_max_entries(65536, 0);
 #[map]
 static SENDS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0);
 
+/// Histograms (`sockmem hist`), summed over CPUs in userspace.
+#[map]
+static HISTS: PerCpuHashMap<HistKey, Hist> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Scratch space for the key of the histogram being updated.
+#[map]
+static HIST_KEY: PerCpuArray<HistKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// Never written: the zeroed value new histograms are created from.
+#[map]
+static ZERO_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(1, 0);
+
+/// How complete the histograms are (see `sockmem_common::hist::counter`).
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
 /// `sk_stream_wait_memory` calls in progress, keyed by thread id.
 #[map]
 static WAITS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0);
@@ -62,19 +82,6 @@ pub struct Owner {
     pub _pad: u32,
 }
 
-#[repr(C)]
-pub struct SkbTrack {
-    pub sk: u64,
-    pub queued_ns: u64,
-    pub xmit_ns: u64,
-}
-
-#[repr(C)]
-pub struct SendStart {
-    pub sk: u64,
-    pub ts_ns: u64,
-}
-
 // ---- tracepoint backend (raw tracepoints: arguments are the tracepoint's TP_PROTO) ----
 
 #[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
@@ -97,13 +104,13 @@ pub fn tp_net_dev_queue(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "qdisc_enqueue")]
 pub fn tp_qdisc_enqueue(ctx: RawTracePointContext) -> i32 {
-    handlers::qdisc(Hook::QdiscEnqueue, ctx.arg(2));
+    handlers::qdisc_enqueue(ctx.arg(2));
     0
 }
 
 #[raw_tracepoint(tracepoint = "qdisc_dequeue")]
 pub fn tp_qdisc_dequeue(ctx: RawTracePointContext) -> i32 {
-    handlers::qdisc(Hook::QdiscDequeue, ctx.arg(3));
+    handlers::qdisc_dequeue(ctx.arg(3));
     0
 }
 
@@ -200,7 +207,7 @@ pub fn fexit_dev_qdisc_enqueue(ctx: FExitContext) -> i32 {
 
 #[fentry(function = "sch_direct_xmit")]
 pub fn fentry_sch_direct_xmit(ctx: FEntryContext) -> i32 {
-    handlers::qdisc(Hook::QdiscDequeue, ctx.arg(0));
+    handlers::qdisc_dequeue(ctx.arg(0));
     0
 }
 
@@ -318,7 +325,7 @@ pub fn kprobe_dev_queue_xmit(ctx: ProbeContext) -> i32 {
 #[kprobe]
 pub fn kprobe_dev_qdisc_enqueue(ctx: ProbeContext) -> i32 {
     if let Some(skb) = ctx.arg(0) {
-        handlers::qdisc(Hook::QdiscEnqueue, skb);
+        handlers::qdisc_enqueue(skb);
     }
     0
 }
@@ -326,7 +333,7 @@ pub fn kprobe_dev_qdisc_enqueue(ctx: ProbeContext) -> i32 {
 #[kprobe]
 pub fn kprobe_sch_direct_xmit(ctx: ProbeContext) -> i32 {
     if let Some(skb) = ctx.arg(0) {
-        handlers::qdisc(Hook::QdiscDequeue, skb);
+        handlers::qdisc_dequeue(skb);
     }
     0
 }

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use sockmem_common::Filter;
+use sockmem_common::{Filter, Per};
 
 use crate::hooks::Backend;
 
@@ -32,8 +32,76 @@ pub enum Command {
     /// Print one line per change of a socket's send-side memory, per hook.
     #[command(after_help = EXAMPLES)]
     Trace(TraceArgs),
+    /// Aggregate latencies and counter values in the kernel, then print histograms.
+    #[command(after_help = HIST_EXAMPLES)]
+    Hist(HistArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
+}
+
+const HIST_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem hist -d 10                    # 10 s of every TCP/UDP socket, then histograms
+    sockmem hist -d 10 --per socket -P 5201   # one block per socket with port 5201
+    sockmem hist --per iface              # until Ctrl-C, split by interface";
+
+/// How histograms are split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PerArg {
+    /// One histogram per socket (4-tuple).
+    Socket,
+    /// One per sending process (pid and comm).
+    Pid,
+    /// One per interface (skb events; socket-level ones go under "no interface").
+    Iface,
+}
+
+impl PerArg {
+    pub fn to_kernel(self) -> Per {
+        match self {
+            PerArg::Socket => Per::Socket,
+            PerArg::Pid => Per::Pid,
+            PerArg::Iface => Per::Iface,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PerArg::Socket => "socket",
+            PerArg::Pid => "pid",
+            PerArg::Iface => "iface",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct HistArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Aggregate for this many seconds (default: until Ctrl-C or SIGTERM).
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Split the histograms by socket, process or interface (default: one of each kind).
+    #[arg(long, value_name = "KEY")]
+    pub per: Option<PerArg>,
+    /// One JSON document: buckets, counts and percentiles per key.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the histograms to this file instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Attach through this backend only (see `trace --backend`).
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<Backend>,
+    /// Write this file once every program is attached.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Read kernel types from this BTF file instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH")]
+    pub btf: Option<PathBuf>,
+    /// Say which hooks were attached, how, and why others were not.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 /// Filters shared by every command. All of them apply in the kernel.
@@ -211,6 +279,8 @@ mod tests {
             &["trace", "--tcp", "--udp"],
             &["trace", "--pid", "0"],
             &["trace", "--backend", "uprobe"],
+            &["hist", "--per", "thread"],
+            &["hist", "--duration", "-1"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

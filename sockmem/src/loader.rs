@@ -4,7 +4,7 @@ use std::io;
 
 use anyhow::{bail, Context as _};
 use aya::{Ebpf, EbpfLoader};
-use sockmem_common::{names, Config, Filter};
+use sockmem_common::{config::MODE_TRACE, names, Config, Filter, Per};
 
 use crate::{btf::Btf, offsets};
 
@@ -61,6 +61,8 @@ pub fn config(btf: &Btf, filter: Filter) -> anyhow::Result<Config> {
         offsets,
         filter,
         ready: 1,
+        mode: MODE_TRACE,
+        per: Per::Total as u32,
         _pad: 0,
     })
 }

@@ -4,11 +4,14 @@ mod btf;
 mod cli;
 mod decode;
 mod features;
+mod hist;
+mod histogram;
 mod hooks;
 mod loader;
 mod offsets;
 mod probe;
 mod render;
+mod session;
 mod stream;
 mod trace;
 mod track;
@@ -22,6 +25,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Trace(args) => trace::run(args),
+        cli::Command::Hist(args) => hist::run(args),
         cli::Command::Probe(args) => probe::run(args),
     };
     match result {

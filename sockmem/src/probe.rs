@@ -12,12 +12,12 @@ use crate::{
     cli::ProbeArgs,
     features::Kernel,
     hooks::Backend,
-    loader, trace,
+    loader, session,
 };
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     loader::check_privileges()?;
-    let btf = trace::kernel_btf(args.btf.as_deref())?;
+    let btf = session::kernel_btf(args.btf.as_deref())?;
     let mut config = loader::config(&btf, Filter::default())?;
     // Every backend really gets loaded and attached; the programs must not emit meanwhile.
     config.ready = 0;

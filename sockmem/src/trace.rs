@@ -13,26 +13,17 @@ use tokio::{
     time::{interval, sleep_until, MissedTickBehavior},
 };
 
+use sockmem_common::{config::MODE_TRACE, Per};
+
 use crate::{
-    attach::{self, HookReport, Mode},
-    btf::Btf,
     cli::TraceArgs,
     decode::Event,
-    features::Kernel,
-    hooks::Backend,
     loader,
-    render::{json::JsonSink, text::TextSink, HookLine, RunInfo, Sink, Summary},
+    render::{json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
+    session,
     stream::{EventStream, LossCounter},
     track::SocketTracker,
 };
-
-/// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
-pub fn kernel_btf(path: Option<&std::path::Path>) -> anyhow::Result<Btf> {
-    match path {
-        Some(p) => Btf::from_path(p).with_context(|| format!("reading BTF from `{}`", p.display())),
-        None => Btf::from_sys_fs().context("reading the running kernel's BTF"),
-    }
-}
 
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -42,49 +33,6 @@ fn monotonic_ns() -> u64 {
     // CLOCK_MONOTONIC is what bpf_ktime_get_ns() reads.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-pub fn hook_lines(reports: &[HookReport]) -> Vec<HookLine> {
-    reports
-        .iter()
-        .map(|r| HookLine {
-            hook: r.hook.name(),
-            backend: r.chosen.map(|b| b.to_string()).unwrap_or_default(),
-            attach: r.chosen_attach().unwrap_or_default(),
-            unavailable: r.chosen.is_none().then(|| r.why_unavailable()),
-        })
-        .collect()
-}
-
-/// Tells the user on stderr which backend each hook got, and what this kernel cannot give.
-pub fn report_hooks(reports: &[HookReport], verbose: bool) {
-    if verbose {
-        for line in attach::describe_choices(reports) {
-            eprintln!("sockmem: {line}");
-        }
-    } else {
-        for r in reports.iter().filter(|r| r.chosen.is_none()) {
-            eprintln!(
-                "sockmem: hook `{}` unavailable: {}",
-                r.hook.name(),
-                r.why_unavailable()
-            );
-        }
-    }
-    let mut backends: Vec<String> = Vec::new();
-    for b in Backend::ALL {
-        let n = reports.iter().filter(|r| r.chosen == Some(b)).count();
-        if n > 0 {
-            backends.push(format!("{n} {b}"));
-        }
-    }
-    eprintln!(
-        "sockmem: {} of {} hooks attached ({}) on kernel {}",
-        reports.iter().filter(|r| r.chosen.is_some()).count(),
-        reports.len(),
-        backends.join(", "),
-        loader::kernel_release()
-    );
 }
 
 /// decode → per-socket deltas → sink, for each record.
@@ -114,15 +62,20 @@ impl Pipeline {
 }
 
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
-    loader::check_privileges()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     let _runtime_context = runtime.enter();
-    let btf = kernel_btf(args.btf.as_deref())?;
-    let config = loader::config(&btf, args.filters.to_kernel())?;
-    let mut ebpf = loader::load(&config, args.ring_size)?;
+    let session::Session { mut ebpf, reports } = session::start(&session::Options {
+        filter: args.filters.to_kernel(),
+        btf: args.btf.as_deref(),
+        backend: args.backend,
+        ring_size: args.ring_size,
+        mode: MODE_TRACE,
+        per: Per::Total,
+        verbose: args.verbose,
+    })?;
     let mut stream = EventStream::new(&mut ebpf)?;
     let losses = LossCounter::new(&mut ebpf)?;
 
@@ -138,26 +91,16 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         Box::new(TextSink::new(out))
     };
 
-    let kernel = Kernel::new(&btf, args.btf.as_deref());
-    let mode = match args.backend {
-        Some(b) => Mode::Forced(b),
-        None => Mode::Auto,
-    };
-    let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
-    report_hooks(&reports, args.verbose);
     let info = RunInfo {
         kernel: loader::kernel_release(),
         ring_size: args.ring_size,
-        hooks: hook_lines(&reports),
+        hooks: session::hook_lines(&reports),
     };
     let start_ns = monotonic_ns();
     let started = Instant::now();
     sink.header(&info)?;
     sink.flush()?;
-    if let Some(path) = &args.ready_file {
-        std::fs::write(path, b"ready\n")
-            .with_context(|| format!("writing the ready file `{}`", path.display()))?;
-    }
+    session::write_ready_file(args.ready_file.as_deref())?;
     eprintln!(
         "sockmem: tracing{}; Ctrl-C to end",
         args.duration

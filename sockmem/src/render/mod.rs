@@ -5,6 +5,7 @@ use std::io;
 
 use crate::{decode::Event, track::Deltas};
 
+pub mod hist;
 pub mod json;
 pub mod text;
 

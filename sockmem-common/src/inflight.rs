@@ -1,0 +1,34 @@
+//! State the programs keep about work in flight (map values), shared so that userspace can
+//! count what was left unfinished.
+
+/// An skb followed below the transport, keyed by its address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SkbTrack {
+    pub sk: u64,
+    /// When seen at `dev_queue_xmit` (0: not seen there).
+    pub queued_ns: u64,
+    /// When handed to the driver (0: not yet).
+    pub xmit_ns: u64,
+    /// When enqueued on a qdisc, until dequeued (0: not in a qdisc).
+    pub enqueued_ns: u64,
+    /// 1 once enqueued on a qdisc.
+    pub qdisc_seen: u32,
+    pub _pad: u32,
+}
+
+/// A call in progress (`sendmsg`, a wait for memory), keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SendStart {
+    pub sk: u64,
+    pub ts_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SkbTrack>() == 40);
+const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SkbTrack {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SendStart {}

@@ -1,0 +1,121 @@
+//! `sockmem hist`: aggregate in the kernel for a while, then print latency and size histograms.
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use sockmem_common::config::MODE_HIST;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    time::{interval, sleep_until, MissedTickBehavior},
+};
+
+use crate::{
+    cli::{HistArgs, PerArg},
+    histogram::HistMaps,
+    loader,
+    render::hist::{write_json, write_text, JsonContext},
+    session,
+};
+
+pub fn run(args: HistArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let per = args
+        .per
+        .map(PerArg::to_kernel)
+        .unwrap_or(sockmem_common::Per::Total);
+    // Open the output first: a bad path should fail before any program runs.
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("creating `{}`", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout())),
+    };
+    let session::Session { mut ebpf, reports } = session::start(&session::Options {
+        filter: args.filters.to_kernel(),
+        btf: args.btf.as_deref(),
+        backend: args.backend,
+        ring_size: 4096,
+        mode: MODE_HIST,
+        per,
+        verbose: args.verbose,
+    })?;
+    let maps = HistMaps::take(&mut ebpf)?;
+    session::write_ready_file(args.ready_file.as_deref())?;
+    let started = Instant::now();
+    runtime.block_on(wait(args.duration))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Detach everything before reading, so the numbers are one consistent snapshot.
+    drop(ebpf);
+    let report = maps.read(per)?;
+
+    let kernel = loader::kernel_release();
+    let hooks: Vec<String> = session::hook_lines(&reports)
+        .into_iter()
+        .filter(|h| h.unavailable.is_none())
+        .map(|h| format!("{} via {}", h.hook, h.backend))
+        .collect();
+    if args.json {
+        let hooks: Vec<serde_json::Value> = session::hook_lines(&reports)
+            .into_iter()
+            .map(|h| {
+                serde_json::json!({
+                    "hook": h.hook, "backend": h.backend, "attach": h.attach,
+                    "attached": h.unavailable.is_none(), "reason": h.unavailable,
+                })
+            })
+            .collect();
+        let ctx = JsonContext {
+            per: args.per.map(PerArg::name).unwrap_or("total"),
+            duration_s: elapsed,
+            kernel: &kernel,
+            hooks: &hooks,
+        };
+        write_json(&mut out, &ctx, &report)?;
+    } else {
+        let header = format!(
+            "sockmem hist: {elapsed:.1} s on kernel {kernel}; hooks: {}",
+            hooks.join(", ")
+        );
+        write_text(&mut out, &header, &report)?;
+    }
+    out.flush().context("writing the histograms")
+}
+
+/// Until the duration ends, Ctrl-C or SIGTERM; a countdown on stderr when it is a terminal.
+async fn wait(duration: Option<Duration>) -> anyhow::Result<()> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let start = tokio::time::Instant::now();
+    let deadline = start + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
+    let tty = io::stderr().is_terminal();
+    let mut tick = interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    if !tty {
+        eprintln!("sockmem: aggregating; Ctrl-C to print");
+    }
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sleep_until(deadline) => break,
+            _ = tick.tick(), if tty => {
+                let done = start.elapsed().as_secs();
+                match duration {
+                    Some(d) => eprint!("\rsockmem: {done} of {} s; Ctrl-C to print now ", d.as_secs()),
+                    None => eprint!("\rsockmem: {done} s; Ctrl-C to print "),
+                }
+            }
+        }
+    }
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! Histograms as bcc/bpftrace users know them (`[lo, hi)  count |@@@@   |`), or as JSON.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use sockmem_common::hist::slot_bounds;
+
+use crate::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
+
+const BAR: usize = 40;
+
+/// A value with a unit chosen for it: ns/us/ms/s or B/KiB/MiB/GiB.
+pub fn human(v: u64, unit: Unit) -> String {
+    let (steps, names): (&[u64], &[&str]) = match unit {
+        Unit::Nanoseconds => (
+            &[1, 1_000, 1_000_000, 1_000_000_000],
+            &["ns", "us", "ms", "s"],
+        ),
+        Unit::Bytes => (&[1, 1 << 10, 1 << 20, 1 << 30], &["B", "KiB", "MiB", "GiB"]),
+    };
+    let mut i = 0;
+    while i + 1 < steps.len() && v >= steps[i + 1] {
+        i += 1;
+    }
+    if v % steps[i] == 0 {
+        format!("{}{}", v / steps[i], names[i])
+    } else {
+        format!("{:.1}{}", v as f64 / steps[i] as f64, names[i])
+    }
+}
+
+/// The display unit of a whole histogram, chosen from its largest value: `(name, divisor)`.
+pub fn scale(max: u64, unit: Unit) -> (&'static str, u64) {
+    match unit {
+        Unit::Nanoseconds => match max {
+            0..10_000 => ("ns", 1),
+            10_000..10_000_000 => ("us", 1_000),
+            10_000_000..10_000_000_000 => ("ms", 1_000_000),
+            _ => ("s", 1_000_000_000),
+        },
+        Unit::Bytes => match max {
+            0..10_240 => ("bytes", 1),
+            10_240..10_485_760 => ("KiB", 1 << 10),
+            _ => ("MiB", 1 << 20),
+        },
+    }
+}
+
+/// A bucket bound in the histogram's unit, with about three significant digits.
+fn bound(v: u64, divisor: u64) -> String {
+    if v % divisor == 0 {
+        return (v / divisor).to_string();
+    }
+    let x = v as f64 / divisor as f64;
+    let decimals = if x >= 100.0 {
+        0
+    } else if x >= 10.0 {
+        1
+    } else if x >= 1.0 {
+        2
+    } else {
+        3
+    };
+    format!("{x:.decimals$}")
+}
+
+fn title(h: &Histogram, unit_name: &str) -> String {
+    if h.label.is_empty() {
+        format!("@{} ({unit_name})", kind_name(h.kind))
+    } else {
+        format!("@{}[{}] ({unit_name})", kind_name(h.kind), h.label)
+    }
+}
+
+pub fn write_histogram(out: &mut impl Write, h: &Histogram) -> io::Result<()> {
+    let unit = kind_unit(h.kind);
+    let (unit_name, divisor) = scale(h.max, unit);
+    writeln!(out, "{}", title(h, unit_name))?;
+    writeln!(
+        out,
+        "count {}  mean {}  p50 {}  p90 {}  p99 {}  max {}",
+        h.count,
+        human(h.mean().round() as u64, unit),
+        human(h.percentile(0.5), unit),
+        human(h.percentile(0.9), unit),
+        human(h.percentile(0.99), unit),
+        human(h.max, unit)
+    )?;
+    let used: Vec<usize> = (0..h.slots.len()).filter(|&s| h.slots[s] > 0).collect();
+    let (Some(&first), Some(&last)) = (used.first(), used.last()) else {
+        return writeln!(out);
+    };
+    let peak = h.slots.iter().copied().max().unwrap_or(1).max(1);
+    for s in first..=last {
+        let (lo, hi) = slot_bounds(s);
+        let range = format!("[{}, {})", bound(lo, divisor), bound(hi, divisor));
+        let n = h.slots[s];
+        let bar = "@".repeat(((n as u128 * BAR as u128) / peak as u128) as usize);
+        writeln!(out, "{range:<20} {n:>8} |{bar:<BAR$}|")?;
+    }
+    writeln!(out)
+}
+
+pub fn write_text(out: &mut impl Write, header: &str, report: &Report) -> io::Result<()> {
+    writeln!(out, "{header}\n")?;
+    for total in &report.totals {
+        let keyed: Vec<&Histogram> = report
+            .histograms
+            .iter()
+            .filter(|h| h.kind == total.kind && !h.label.is_empty())
+            .collect();
+        if total.count == 0 {
+            writeln!(out, "@{}: no samples\n", kind_name(total.kind))?;
+        } else if keyed.is_empty() {
+            write_histogram(out, total)?;
+        } else {
+            for h in keyed {
+                write_histogram(out, h)?;
+            }
+        }
+    }
+    write_completeness(out, &report.completeness)
+}
+
+fn write_completeness(out: &mut impl Write, c: &Completeness) -> io::Result<()> {
+    writeln!(
+        out,
+        "skbs: {} followed, {} freed, {} still in flight, {} lost (evicted or freed unseen)",
+        c.skbs_tracked, c.skbs_freed, c.skbs_in_flight, c.skbs_lost
+    )?;
+    writeln!(
+        out,
+        "qdisc: {} skbs bypassed it (no qdisc, or TCQ_F_CAN_BYPASS), {} dequeues without a seen enqueue",
+        c.qdisc_bypass, c.qdisc_unmatched
+    )?;
+    writeln!(
+        out,
+        "sendmsg: {} starts seen, {} returns matched, {} returns without a seen start, {} in progress",
+        c.sends_started, c.sends_matched, c.sends_unmatched, c.sends_in_flight
+    )?;
+    if c.hist_full > 0 {
+        writeln!(
+            out,
+            "warning: {} samples dropped: the histogram map is full (too many keys)",
+            c.hist_full
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct JsonBucket {
+    lo: u64,
+    hi: u64,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct JsonHist<'a> {
+    name: &'static str,
+    unit: &'static str,
+    key: &'a str,
+    count: u64,
+    sum: u64,
+    mean: f64,
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    max: u64,
+    buckets: Vec<JsonBucket>,
+}
+
+fn json_hist(h: &Histogram) -> JsonHist<'_> {
+    JsonHist {
+        name: kind_name(h.kind),
+        unit: match kind_unit(h.kind) {
+            Unit::Nanoseconds => "ns",
+            Unit::Bytes => "bytes",
+        },
+        key: &h.label,
+        count: h.count,
+        sum: h.sum,
+        mean: h.mean(),
+        p50: h.percentile(0.5),
+        p90: h.percentile(0.9),
+        p99: h.percentile(0.99),
+        max: h.max,
+        buckets: (0..h.slots.len())
+            .filter(|&s| h.slots[s] > 0)
+            .map(|s| {
+                let (lo, hi) = slot_bounds(s);
+                JsonBucket {
+                    lo,
+                    hi,
+                    count: h.slots[s],
+                }
+            })
+            .collect(),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    r#type: &'static str,
+    per: &'a str,
+    duration_s: f64,
+    kernel: &'a str,
+    hooks: &'a [serde_json::Value],
+    histograms: Vec<JsonHist<'a>>,
+    totals: Vec<JsonHist<'a>>,
+    completeness: &'a Completeness,
+}
+
+/// What the JSON document says besides the histograms.
+pub struct JsonContext<'a> {
+    pub per: &'a str,
+    pub duration_s: f64,
+    pub kernel: &'a str,
+    pub hooks: &'a [serde_json::Value],
+}
+
+pub fn write_json(out: &mut impl Write, ctx: &JsonContext, report: &Report) -> io::Result<()> {
+    let c = &report.completeness;
+    let doc = JsonReport {
+        r#type: "hist",
+        per: ctx.per,
+        duration_s: ctx.duration_s,
+        kernel: ctx.kernel,
+        hooks: ctx.hooks,
+        histograms: report
+            .histograms
+            .iter()
+            .filter(|h| !h.label.is_empty())
+            .map(json_hist)
+            .collect(),
+        totals: report.totals.iter().map(json_hist).collect(),
+        completeness: c,
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockmem_common::hist::{slot, HistKind};
+
+    fn sample() -> Histogram {
+        let mut h = Histogram::empty(HistKind::QdiscSojourn, "smvA".into());
+        for v in [600u64, 700, 1500, 1600, 1700, 40_000] {
+            h.slots[slot(v)] += 1;
+            h.count += 1;
+            h.sum += v;
+            h.max = h.max.max(v);
+        }
+        h
+    }
+
+    #[test]
+    fn units_are_chosen_per_value() {
+        assert_eq!(human(512, Unit::Nanoseconds), "512ns");
+        assert_eq!(human(1024, Unit::Nanoseconds), "1.0us");
+        assert_eq!(human(2_000_000, Unit::Nanoseconds), "2ms");
+        assert_eq!(human(1536, Unit::Bytes), "1.5KiB");
+        assert_eq!(human(4 << 20, Unit::Bytes), "4MiB");
+    }
+
+    #[test]
+    fn text_has_one_row_per_slot_between_first_and_last() {
+        let mut buf = Vec::new();
+        write_histogram(&mut buf, &sample()).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "@qdisc_sojourn[smvA] (us)");
+        assert!(lines[1].starts_with("count 6  mean "), "{}", lines[1]);
+        // 600..700 in [512, 1024), 1500..1700 in [1024, 2048), 40000 in [32768, 65536):
+        // rows from slot 10 to slot 16.
+        let rows: Vec<&&str> = lines.iter().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(rows.len(), 7, "{text}");
+        assert!(rows[0].starts_with("[0.512, 1.02)"), "{}", rows[0]);
+        assert!(
+            rows[1].contains("       3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"),
+            "{}",
+            rows[1]
+        );
+        assert!(rows[2].contains("       0 |"), "{}", rows[2]);
+    }
+
+    #[test]
+    fn bounds_keep_three_digits() {
+        assert_eq!(scale(21_600_000, Unit::Nanoseconds), ("ms", 1_000_000));
+        assert_eq!(bound(16_777_216, 1_000_000), "16.8");
+        assert_eq!(bound(262_144, 1_000_000), "0.262");
+        assert_eq!(bound(134_217_728, 1_000_000), "134");
+        assert_eq!(bound(4096, 1 << 10), "4");
+        assert_eq!(scale(500, Unit::Bytes), ("bytes", 1));
+    }
+
+    #[test]
+    fn json_has_buckets_and_percentiles() {
+        let report = Report {
+            histograms: vec![sample()],
+            totals: vec![sample()],
+            completeness: Completeness::default(),
+        };
+        let mut buf = Vec::new();
+        let ctx = JsonContext {
+            per: "iface",
+            duration_s: 1.0,
+            kernel: "k",
+            hooks: &[],
+        };
+        write_json(&mut buf, &ctx, &report).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let h = &v["histograms"][0];
+        assert_eq!(h["name"], "qdisc_sojourn");
+        assert_eq!(h["unit"], "ns");
+        assert_eq!(h["key"], "smvA");
+        assert_eq!(h["count"], 6);
+        assert_eq!(h["buckets"].as_array().unwrap().len(), 3);
+        assert_eq!(h["max"], 40_000);
+        assert!(h["p50"].as_u64().unwrap() >= 1024);
+    }
+}

@@ -1,0 +1,113 @@
+//! What every tracing command does before its own work: check privileges, read BTF, load the
+//! programs with their configuration, attach every hook, and say what was attached.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use aya::Ebpf;
+use sockmem_common::{Config, Filter, Per};
+
+use crate::{
+    attach::{self, HookReport, Mode},
+    btf::Btf,
+    features::Kernel,
+    hooks::Backend,
+    loader,
+    render::HookLine,
+};
+
+pub struct Options<'a> {
+    pub filter: Filter,
+    pub btf: Option<&'a Path>,
+    pub backend: Option<Backend>,
+    pub ring_size: u32,
+    /// `MODE_TRACE` or `MODE_HIST`.
+    pub mode: u32,
+    pub per: Per,
+    pub verbose: bool,
+}
+
+pub struct Session {
+    pub ebpf: Ebpf,
+    pub reports: Vec<HookReport>,
+}
+
+/// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
+pub fn kernel_btf(path: Option<&Path>) -> anyhow::Result<Btf> {
+    match path {
+        Some(p) => Btf::from_path(p).with_context(|| format!("reading BTF from `{}`", p.display())),
+        None => Btf::from_sys_fs().context("reading the running kernel's BTF"),
+    }
+}
+
+/// Loads and attaches; the programs start running when this returns.
+pub fn start(o: &Options) -> anyhow::Result<Session> {
+    loader::check_privileges()?;
+    let btf = kernel_btf(o.btf)?;
+    let config = Config {
+        mode: o.mode,
+        per: o.per as u32,
+        ..loader::config(&btf, o.filter)?
+    };
+    let mut ebpf = loader::load(&config, o.ring_size)?;
+    let kernel = Kernel::new(&btf, o.btf);
+    let mode = match o.backend {
+        Some(b) => Mode::Forced(b),
+        None => Mode::Auto,
+    };
+    let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
+    report_hooks(&reports, o.verbose);
+    Ok(Session { ebpf, reports })
+}
+
+pub fn hook_lines(reports: &[HookReport]) -> Vec<HookLine> {
+    reports
+        .iter()
+        .map(|r| HookLine {
+            hook: r.hook.name(),
+            backend: r.chosen.map(|b| b.to_string()).unwrap_or_default(),
+            attach: r.chosen_attach().unwrap_or_default(),
+            unavailable: r.chosen.is_none().then(|| r.why_unavailable()),
+        })
+        .collect()
+}
+
+/// Tells the user on stderr which backend each hook got, and what this kernel cannot give.
+fn report_hooks(reports: &[HookReport], verbose: bool) {
+    if verbose {
+        for line in attach::describe_choices(reports) {
+            eprintln!("sockmem: {line}");
+        }
+    } else {
+        for r in reports.iter().filter(|r| r.chosen.is_none()) {
+            eprintln!(
+                "sockmem: hook `{}` unavailable: {}",
+                r.hook.name(),
+                r.why_unavailable()
+            );
+        }
+    }
+    let mut backends: Vec<String> = Vec::new();
+    for b in Backend::ALL {
+        let n = reports.iter().filter(|r| r.chosen == Some(b)).count();
+        if n > 0 {
+            backends.push(format!("{n} {b}"));
+        }
+    }
+    eprintln!(
+        "sockmem: {} of {} hooks attached ({}) on kernel {}",
+        reports.iter().filter(|r| r.chosen.is_some()).count(),
+        reports.len(),
+        backends.join(", "),
+        loader::kernel_release()
+    );
+}
+
+/// Tells a waiting script that every program is attached.
+pub fn write_ready_file(path: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, b"ready\n")
+            .with_context(|| format!("writing the ready file `{}`", p.display()))?;
+    }
+    Ok(())
+}
