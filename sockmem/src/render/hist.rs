@@ -29,39 +29,22 @@ pub fn human(v: u64, unit: Unit) -> String {
     }
 }
 
-/// The display unit of a whole histogram, chosen from its largest value: `(name, divisor)`.
-pub fn scale(max: u64, unit: Unit) -> (&'static str, u64) {
-    match unit {
-        Unit::Nanoseconds => match max {
-            0..10_000 => ("ns", 1),
-            10_000..10_000_000 => ("us", 1_000),
-            10_000_000..10_000_000_000 => ("ms", 1_000_000),
-            _ => ("s", 1_000_000_000),
-        },
-        Unit::Bytes => match max {
-            0..10_240 => ("bytes", 1),
-            10_240..10_485_760 => ("KiB", 1 << 10),
-            _ => ("MiB", 1 << 20),
-        },
+/// A bucket bound as bpftrace prints it: every bound is a power of two, so `K`/`M`/`G`
+/// (×1024) keep it exact and short.
+fn bound(v: u64) -> String {
+    for (shift, suffix) in [
+        (60, "E"),
+        (50, "P"),
+        (40, "T"),
+        (30, "G"),
+        (20, "M"),
+        (10, "K"),
+    ] {
+        if v >= 1 << shift && v % (1 << shift) == 0 {
+            return format!("{}{suffix}", v >> shift);
+        }
     }
-}
-
-/// A bucket bound in the histogram's unit, with about three significant digits.
-fn bound(v: u64, divisor: u64) -> String {
-    if v % divisor == 0 {
-        return (v / divisor).to_string();
-    }
-    let x = v as f64 / divisor as f64;
-    let decimals = if x >= 100.0 {
-        0
-    } else if x >= 10.0 {
-        1
-    } else if x >= 1.0 {
-        2
-    } else {
-        3
-    };
-    format!("{x:.decimals$}")
+    v.to_string()
 }
 
 fn title(h: &Histogram, unit_name: &str) -> String {
@@ -74,7 +57,10 @@ fn title(h: &Histogram, unit_name: &str) -> String {
 
 pub fn write_histogram(out: &mut impl Write, h: &Histogram) -> io::Result<()> {
     let unit = kind_unit(h.kind);
-    let (unit_name, divisor) = scale(h.max, unit);
+    let unit_name = match unit {
+        Unit::Nanoseconds => "ns",
+        Unit::Bytes => "bytes",
+    };
     writeln!(out, "{}", title(h, unit_name))?;
     writeln!(
         out,
@@ -93,7 +79,11 @@ pub fn write_histogram(out: &mut impl Write, h: &Histogram) -> io::Result<()> {
     let peak = h.slots.iter().copied().max().unwrap_or(1).max(1);
     for s in first..=last {
         let (lo, hi) = slot_bounds(s);
-        let range = format!("[{}, {})", bound(lo, divisor), bound(hi, divisor));
+        let range = if hi == u64::MAX {
+            format!("[{}, ...)", bound(lo))
+        } else {
+            format!("[{}, {})", bound(lo), bound(hi))
+        };
         let n = h.slots[s];
         let bar = "@".repeat(((n as u128 * BAR as u128) / peak as u128) as usize);
         writeln!(out, "{range:<20} {n:>8} |{bar:<BAR$}|")?;
@@ -271,13 +261,14 @@ mod tests {
         write_histogram(&mut buf, &sample()).unwrap();
         let text = String::from_utf8(buf).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "@qdisc_sojourn[smvA] (us)");
+        assert_eq!(lines[0], "@qdisc_sojourn[smvA] (ns)");
         assert!(lines[1].starts_with("count 6  mean "), "{}", lines[1]);
         // 600..700 in [512, 1024), 1500..1700 in [1024, 2048), 40000 in [32768, 65536):
         // rows from slot 10 to slot 16.
         let rows: Vec<&&str> = lines.iter().filter(|l| l.starts_with('[')).collect();
         assert_eq!(rows.len(), 7, "{text}");
-        assert!(rows[0].starts_with("[0.512, 1.02)"), "{}", rows[0]);
+        assert!(rows[0].starts_with("[512, 1K) "), "{}", rows[0]);
+        assert!(rows[6].starts_with("[32K, 64K) "), "{}", rows[6]);
         assert!(
             rows[1].contains("       3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"),
             "{}",
@@ -287,13 +278,12 @@ mod tests {
     }
 
     #[test]
-    fn bounds_keep_three_digits() {
-        assert_eq!(scale(21_600_000, Unit::Nanoseconds), ("ms", 1_000_000));
-        assert_eq!(bound(16_777_216, 1_000_000), "16.8");
-        assert_eq!(bound(262_144, 1_000_000), "0.262");
-        assert_eq!(bound(134_217_728, 1_000_000), "134");
-        assert_eq!(bound(4096, 1 << 10), "4");
-        assert_eq!(scale(500, Unit::Bytes), ("bytes", 1));
+    fn bounds_are_exact_powers_of_two() {
+        assert_eq!(bound(0), "0");
+        assert_eq!(bound(512), "512");
+        assert_eq!(bound(1024), "1K");
+        assert_eq!(bound(16 << 20), "16M");
+        assert_eq!(bound(1 << 63), "8E");
     }
 
     #[test]
