@@ -76,8 +76,8 @@ impl HookReport {
     }
 }
 
-/// Attaches every hook. Fails only when nothing at all attached, or when a forced backend is
-/// unavailable for some hook that has it.
+/// Attaches every hook. Fails only when nothing at all attached, or when a forced backend
+/// attached nowhere.
 pub fn attach_hooks(
     ebpf: &mut Ebpf,
     kernel: &Kernel,
@@ -88,19 +88,24 @@ pub fn attach_hooks(
         reports.push(attach_hook(ebpf, kernel, def, mode));
     }
     if let Mode::Forced(backend) = mode {
-        let failures: Vec<String> = reports
+        // A forced backend that works for no hook at all is an error; one that works for some
+        // leaves the others reported as unavailable, as in auto mode.
+        let applicable: Vec<&HookReport> = reports
             .iter()
-            .filter_map(|r| match r.outcome(backend) {
-                Outcome::Unavailable(why) => Some(format!("  {}: {why}", r.hook.name())),
-                _ => None,
-            })
+            .filter(|r| !matches!(r.outcome(backend), Outcome::NotApplicable))
             .collect();
-        if !failures.is_empty() {
+        if applicable.iter().all(|r| r.chosen != Some(backend)) {
+            let why: Vec<String> = applicable
+                .iter()
+                .map(|r| match r.outcome(backend) {
+                    Outcome::Unavailable(why) => format!("  {}: {why}", r.hook.name()),
+                    _ => format!("  {}: not attached", r.hook.name()),
+                })
+                .collect();
             bail!(
-                "backend `{backend}` is not available on this kernel for {} hook(s) \
+                "backend `{backend}` is not available on this kernel for any hook \
                  (`sockmem probe` shows every choice):\n{}",
-                failures.len(),
-                failures.join("\n")
+                why.join("\n")
             );
         }
     }

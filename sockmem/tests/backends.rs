@@ -93,18 +93,8 @@ fn probe_explains_every_hook_and_chooses_the_best_available() {
 #[test]
 fn trace_uses_the_backends_probe_chooses() {
     let p = probe();
-    let ready = tmp_path("ready");
     let out = run_sockmem(
-        &[
-            "trace",
-            "--json",
-            "--duration",
-            "0.5",
-            "--port",
-            "21401",
-            "--ready-file",
-            ready.to_str().unwrap(),
-        ],
+        &["trace", "--json", "--duration", "0.5", "--port", "21401"],
         Duration::from_secs(120),
     );
     out.assert_no_panic();
@@ -130,7 +120,11 @@ fn trace_uses_the_backends_probe_chooses() {
 fn forcing_a_backend_uses_it_or_explains_why_not() {
     let p = probe();
     for backend in BACKENDS {
-        let unavailable: Vec<&str> = hooks(&p)
+        let applicable: Vec<&Value> = hooks(&p)
+            .iter()
+            .filter(|h| status(h, backend).0 != "n/a")
+            .collect();
+        let unavailable: Vec<&str> = applicable
             .iter()
             .filter(|h| status(h, backend).0 == "unavailable")
             .map(|h| h["hook"].as_str().unwrap())
@@ -149,22 +143,8 @@ fn forcing_a_backend_uses_it_or_explains_why_not() {
             Duration::from_secs(120),
         );
         out.assert_no_panic();
-        if unavailable.is_empty() {
-            out.assert_success();
-            for (hook, got) in out.json().attached_hooks() {
-                let h = hooks(&p)
-                    .iter()
-                    .find(|h| h["hook"] == hook.as_str())
-                    .unwrap();
-                // Hooks without this backend keep their own choice.
-                let expected = if status(h, backend).0 == "n/a" {
-                    h["chosen"].as_str().unwrap().to_owned()
-                } else {
-                    backend.to_owned()
-                };
-                assert_eq!(got, expected, "--backend {backend}: hook {hook}");
-            }
-        } else {
+        if unavailable.len() == applicable.len() {
+            // Nowhere available: the error names every hook and why, as probe does.
             out.assert_code(1);
             assert!(
                 out.stderr
@@ -173,13 +153,172 @@ fn forcing_a_backend_uses_it_or_explains_why_not() {
                 "--backend {backend}: expected a clear error, got: {}",
                 out.describe()
             );
-            for hook in unavailable {
+            for hook in &unavailable {
+                let (_, why) = status(
+                    hooks(&p).iter().find(|h| h["hook"] == *hook).unwrap(),
+                    backend,
+                );
                 assert!(
-                    out.stderr.contains(&format!("  {hook}: ")),
-                    "--backend {backend}: the error should name hook {hook}: {}",
+                    out.stderr.contains(&format!("  {hook}: {why}")),
+                    "--backend {backend}: the error should give probe's reason for {hook} ({why}): {}",
+                    out.describe()
+                );
+            }
+            continue;
+        }
+        out.assert_success();
+        let attached = out.json().attached_hooks();
+        for h in hooks(&p) {
+            let name = h["hook"].as_str().unwrap();
+            let got = attached
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, b)| b.as_str());
+            let expected = match status(h, backend).0 {
+                // Hooks without this backend keep their own choice.
+                "n/a" => h["chosen"].as_str(),
+                "unavailable" => None,
+                _ => Some(backend),
+            };
+            assert_eq!(got, expected, "--backend {backend}: hook {name}");
+            if expected.is_none() {
+                assert!(
+                    out.stderr.contains(&format!("hook `{name}` unavailable")),
+                    "--backend {backend}: stderr should say {name} is unavailable: {}",
                     out.describe()
                 );
             }
         }
     }
+}
+
+/// The same transfer seen through every backend this kernel offers, at once: at the hooks where
+/// the backends observe the same moment, the same skb must show the same length and counters.
+#[test]
+fn backends_agree_on_the_same_transfer() {
+    const P: u16 = 21403;
+    // Hooks every backend observes at the same moment (function entry, or the tracepoint at its
+    // top). Not qdisc_enqueue: the kprobe sees every attempt, the others successful enqueues only.
+    const COMPARED: [&str; 2] = ["dev_queue_xmit", "driver_xmit"];
+    let p = probe();
+    let usable: Vec<&str> = BACKENDS
+        .iter()
+        .copied()
+        .filter(|b| {
+            COMPARED.iter().all(|hook| {
+                let h = hooks(&p).iter().find(|h| h["hook"] == *hook).unwrap();
+                matches!(status(h, b).0, "chosen" | "available")
+            })
+        })
+        .collect();
+    if usable.len() < 2 {
+        eprintln!(
+            "backends_agree: skipped: this kernel offers only {usable:?} for {COMPARED:?} \
+             (kprobes: {}), nothing to compare",
+            p["kprobes"]
+        );
+        return;
+    }
+    let pair = NetnsPair::with_tbf("agree", 103);
+    let tracers: Vec<(&str, Tracer)> = usable
+        .iter()
+        .map(|b| {
+            let ready = tmp_path("ready");
+            let mut cmd = std::process::Command::new(sockmem_bin());
+            cmd.args(["trace", "--json", "--port", &P.to_string(), "--backend", b])
+                .arg("--ready-file")
+                .arg(&ready);
+            (*b, Tracer::spawn(cmd, ready))
+        })
+        .collect();
+    let flow = TcpFlow::start(&pair, P, "smtx-agree", TcpFlowOpts::bytes(2 * 1024 * 1024));
+    let key = flow.key.clone();
+    let r = flow.finish();
+    assert_eq!(r.received, 2 * 1024 * 1024, "transfer incomplete");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // (hook, skb) → the (len, wmem_queued, wmem_alloc) seen each time.
+    type Seen = std::collections::BTreeMap<(String, String), Vec<(u64, i64, i64)>>;
+    let mut seen: Vec<(&str, Seen)> = Vec::new();
+    for (b, t) in tracers {
+        let out = t.stop();
+        out.assert_no_panic();
+        out.assert_success();
+        let trace = out.json();
+        assert_eq!(
+            trace.summary_u64("lost"),
+            0,
+            "{b}: events lost, comparison meaningless"
+        );
+        let mut m = Seen::new();
+        for ev in trace.events_for(&key) {
+            let h = hook(ev);
+            if COMPARED.contains(&h) {
+                let skb = get_opt_str(ev, "skb")
+                    .expect("skb events carry the skb")
+                    .to_owned();
+                m.entry((h.to_owned(), skb)).or_default().push((
+                    get_opt_u64(ev, "len").unwrap_or(0),
+                    get_i64(ev, "wmem_queued"),
+                    get_i64(ev, "wmem_alloc"),
+                ));
+            }
+        }
+        seen.push((b, m));
+    }
+    let (base_name, base) = &seen[0];
+    for (name, other) in &seen[1..] {
+        // Observations of one skb are compared as multisets: a probe can miss a firing (the
+        // kernel skips a BPF program that would nest in another on the same CPU), which would
+        // shift an in-order comparison.
+        let (mut compared, mut same_len, mut same_counters) = (0, 0, 0);
+        let mut differing = Vec::new();
+        for (k, a) in base {
+            let Some(b) = other.get(k) else { continue };
+            compared += a.len().min(b.len());
+            same_len += multiset_common(a.iter().map(|x| x.0), b.iter().map(|y| y.0));
+            let common = multiset_common(a.iter().copied(), b.iter().copied());
+            same_counters += common;
+            if common < a.len().min(b.len()) && differing.len() < 3 {
+                differing.push(format!("{k:?}: {a:?} vs {b:?}"));
+            }
+        }
+        eprintln!(
+            "backends_agree: {base_name} vs {name}: {compared} skb observations in common, \
+             {same_len} same length, {same_counters} same counters"
+        );
+        assert!(
+            compared >= 50,
+            "{base_name} vs {name}: only {compared} common observations"
+        );
+        assert!(
+            same_len * 100 >= compared * 98,
+            "{base_name} vs {name}: lengths equal for only {same_len} of {compared}, \
+             e.g. {differing:?}"
+        );
+        // Another CPU may process an ACK between two backends' probes of one skb; allow 5%.
+        assert!(
+            same_counters * 100 >= compared * 95,
+            "{base_name} vs {name}: counters equal for only {same_counters} of {compared}, \
+             e.g. {differing:?}"
+        );
+    }
+}
+
+/// How many items two sequences have in common, counting repeats.
+fn multiset_common<T: Ord>(a: impl Iterator<Item = T>, b: impl Iterator<Item = T>) -> usize {
+    let mut counts = std::collections::BTreeMap::new();
+    for x in a {
+        *counts.entry(x).or_insert(0usize) += 1;
+    }
+    let mut common = 0;
+    for y in b {
+        if let Some(n) = counts.get_mut(&y) {
+            if *n > 0 {
+                *n -= 1;
+                common += 1;
+            }
+        }
+    }
+    common
 }

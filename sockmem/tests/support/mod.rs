@@ -1620,3 +1620,565 @@ pub fn write_file(p: &Path, s: &str) {
     f.write_all(s.as_bytes())
         .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Additions for the `sockmem hist` tests
+// ---------------------------------------------------------------------------------------------
+
+impl NetnsPair {
+    /// Replaces the sender veth's root qdisc by `tbf rate <rate> burst <burst> latency
+    /// <latency>` (tc units: `40mbit`, `256kb` = 256 KiB, `200ms`).
+    pub fn set_tbf(&self, rate: &str, burst: &str, latency: &str) {
+        ns_checked(
+            &self.tx_ns,
+            "tc",
+            &[
+                "qdisc",
+                "replace",
+                "dev",
+                &self.tx_if,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                burst,
+                "latency",
+                latency,
+            ],
+        );
+    }
+
+    /// `(tx_bytes, tx_packets)` of the sender veth (`/proc/net/dev` in the sender namespace);
+    /// veth counts one packet per skb.
+    pub fn tx_dev_stats(&self) -> (u64, u64) {
+        let text = ns_checked(&self.tx_ns, "cat", &["/proc/net/dev"]);
+        parse_proc_net_dev_tx(&text, &self.tx_if).unwrap_or_else(|e| panic!("{e}:\n{text}"))
+    }
+
+    /// `tc qdisc show dev <tx_if>` inside the sender namespace (text).
+    pub fn tx_qdisc_show(&self) -> String {
+        ns_checked(&self.tx_ns, "tc", &["qdisc", "show", "dev", &self.tx_if])
+    }
+
+    /// The root qdisc's counters on the sender veth (`tc -s -j qdisc show`).
+    pub fn tx_qdisc_stats(&self) -> QdiscStats {
+        let out = ns_checked(
+            &self.tx_ns,
+            "tc",
+            &["-s", "-j", "qdisc", "show", "dev", &self.tx_if],
+        );
+        parse_qdisc_stats_json(&out).unwrap_or_else(|e| panic!("tc -s -j qdisc output: {e}\n{out}"))
+    }
+}
+
+/// The root qdisc's statistics as `tc -s -j qdisc show` reports them. Units as the kernel
+/// keeps them: `sent_pkts` counts GSO segments (`gso_segs` per skb), `qlen` counts skbs, bytes
+/// are `qdisc_pkt_len` (GSO headers of every segment included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QdiscStats {
+    pub kind_is_noqueue: bool,
+    pub sent_bytes: u64,
+    pub sent_pkts: u64,
+    pub drops: u64,
+    pub overlimits: u64,
+    pub requeues: u64,
+    /// Bytes waiting in the qdisc.
+    pub backlog: u64,
+    /// skbs waiting in the qdisc.
+    pub qlen: u64,
+}
+
+/// Parses the root qdisc (the first entry with `"root": true`, else the first) of
+/// `tc -s -j qdisc show dev X`.
+pub fn parse_qdisc_stats_json(text: &str) -> Result<QdiscStats, String> {
+    let v: Value = serde_json::from_str(text.trim()).map_err(|e| format!("not JSON: {e}"))?;
+    let arr = v.as_array().ok_or("not a JSON array")?;
+    let q = arr
+        .iter()
+        .find(|q| q.get("root").and_then(Value::as_bool) == Some(true))
+        .or_else(|| arr.first())
+        .ok_or("no qdisc in the array")?;
+    let n = |f: &str| -> Result<u64, String> {
+        q.get(f)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("qdisc field {f:?} missing or not a u64 in {q}"))
+    };
+    Ok(QdiscStats {
+        kind_is_noqueue: q.get("kind").and_then(Value::as_str) == Some("noqueue"),
+        sent_bytes: n("bytes")?,
+        sent_pkts: n("packets")?,
+        drops: n("drops")?,
+        overlimits: n("overlimits")?,
+        requeues: n("requeues")?,
+        backlog: n("backlog")?,
+        qlen: n("qlen")?,
+    })
+}
+
+/// `(tx_bytes, tx_packets)` of `dev` in a `/proc/net/dev` text. veth counts one packet per
+/// skb handed to it (a GSO skb is one packet here, unlike the qdisc's `Sent .. pkt`).
+pub fn parse_proc_net_dev_tx(text: &str, dev: &str) -> Result<(u64, u64), String> {
+    for line in text.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() != dev {
+            continue;
+        }
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 10 {
+            return Err(format!("short /proc/net/dev line for {dev}: {line:?}"));
+        }
+        let p = |i: usize| -> Result<u64, String> {
+            f[i].parse()
+                .map_err(|e| format!("/proc/net/dev field {i} {:?}: {e}", f[i]))
+        };
+        return Ok((p(8)?, p(9)?));
+    }
+    Err(format!("no line for {dev} in /proc/net/dev"))
+}
+
+/// One reading of a qdisc and of its device's transmit counters, taken by [`QdiscSampler`].
+#[derive(Clone, Copy, Debug)]
+pub struct QdiscSample {
+    pub at: Instant,
+    pub q: QdiscStats,
+    /// The device's `tx_bytes` / `tx_packets` (`/proc/net/dev` of the namespace).
+    pub dev_tx_bytes: u64,
+    pub dev_tx_packets: u64,
+}
+
+/// Reads the qdisc's statistics and the device's `/proc/net/dev` line every `interval` from a
+/// thread inside the namespace. One long-lived `tc -s -j -batch -` started from that thread
+/// (so it inherits the namespace) answers a `qdisc show dev X` per reading: no process is
+/// started per reading, which would disturb what is measured; `/proc/thread-self/net/dev` is
+/// the thread's own namespace's.
+pub struct QdiscSampler {
+    stop: Arc<AtomicBool>,
+    h: Option<JoinHandle<Vec<QdiscSample>>>,
+    what: String,
+}
+
+impl QdiscSampler {
+    /// Starts sampling; the first reading is taken before this returns.
+    pub fn start(ns: &str, dev: &str, interval: Duration) -> QdiscSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let dev_s = dev.to_string();
+        let (first_tx, first_rx) = mpsc::channel();
+        let what = format!("qdisc sampler of {dev} in {ns}");
+        let mut h = Some(spawn_in_netns("smqdisc-sample", ns, move || {
+            let mut child = Command::new("tc")
+                .args(["-s", "-j", "-batch", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("could not start tc -batch: {e}"));
+            // Killed (and reaped) however this thread ends.
+            struct Reap(Child);
+            impl Drop for Reap {
+                fn drop(&mut self) {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+            let mut stdin = child.stdin.take().unwrap();
+            let mut stdout = io::BufReader::new(child.stdout.take().unwrap());
+            let _reap = Reap(child);
+            let command = format!("qdisc show dev {dev_s}\n");
+            let mut read = || -> QdiscSample {
+                use io::BufRead;
+                stdin
+                    .write_all(command.as_bytes())
+                    .and_then(|_| stdin.flush())
+                    .unwrap_or_else(|e| panic!("writing to tc -batch: {e}"));
+                let mut line = String::new();
+                let n = stdout
+                    .read_line(&mut line)
+                    .unwrap_or_else(|e| panic!("reading from tc -batch: {e}"));
+                assert!(n > 0, "tc -batch ended its output");
+                let at = Instant::now();
+                let q = parse_qdisc_stats_json(&line)
+                    .unwrap_or_else(|e| panic!("tc -s -j qdisc output: {e}\n{line}"));
+                let net_dev = fs::read_to_string("/proc/thread-self/net/dev")
+                    .expect("read /proc/thread-self/net/dev");
+                let (dev_tx_bytes, dev_tx_packets) = parse_proc_net_dev_tx(&net_dev, &dev_s)
+                    .unwrap_or_else(|e| panic!("{e}:\n{net_dev}"));
+                QdiscSample {
+                    at,
+                    q,
+                    dev_tx_bytes,
+                    dev_tx_packets,
+                }
+            };
+            let mut samples = vec![read()];
+            let _ = first_tx.send(());
+            let start = Instant::now();
+            let deadline = start + HOLD_TIMEOUT;
+            let mut k: u32 = 1;
+            while !st.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let next = start + interval * k;
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                } else {
+                    // Behind schedule: skip the missed ticks.
+                    k = ((now - start).as_nanos() / interval.as_nanos().max(1)) as u32;
+                }
+                k += 1;
+                samples.push(read());
+            }
+            samples
+        }));
+        recv_setup(&first_rx, &mut h, &what);
+        QdiscSampler { stop, h, what }
+    }
+
+    /// Stops sampling (after one last reading) and returns every reading, in time order.
+    pub fn finish(mut self) -> Vec<QdiscSample> {
+        self.stop.store(true, Ordering::SeqCst);
+        join_timeout(self.h.take().unwrap(), THREAD_TIMEOUT, &self.what)
+    }
+}
+
+impl Drop for QdiscSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// One blocking `write` of a [`BlockingStalledTcp`] sender.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteRecord {
+    pub took: Duration,
+    /// Bytes written, or `None` for `EAGAIN` (the send timeout expired with nothing written).
+    pub wrote: Option<usize>,
+}
+
+#[derive(Default)]
+struct BlockingShared {
+    stop: AtomicBool,
+    release: AtomicBool,
+    /// The sender has made its last write.
+    writes_done: AtomicBool,
+    sent: AtomicU64,
+    /// Writes that took at least `sndtimeo / 2`.
+    blocked: AtomicU64,
+    records: Mutex<Vec<WriteRecord>>,
+}
+
+/// A TCP connection whose receiver accepts and never reads, while the sender keeps making
+/// BLOCKING writes of 64 KiB with `SO_SNDTIMEO` = `sndtimeo`: once the buffers are full each
+/// write sleeps in the kernel for about `sndtimeo`, then returns `EAGAIN` (or a partial count).
+/// Every write's duration and result are recorded. The sender stops writing on
+/// [`BlockingStalledTcp::stop_writing`] (after the write in progress) and holds the socket open
+/// until [`BlockingStalledTcp::finish`].
+pub struct BlockingStalledTcp {
+    pub port: u16,
+    pub sndtimeo: Duration,
+    pub sender: ThreadInfo,
+    pub key: SockKey,
+    shared: Arc<BlockingShared>,
+    tx: Option<JoinHandle<()>>,
+    rx: Option<JoinHandle<()>>,
+}
+
+impl BlockingStalledTcp {
+    pub fn start(
+        pair: &NetnsPair,
+        port: u16,
+        sender_name: &str,
+        sndtimeo: Duration,
+    ) -> BlockingStalledTcp {
+        let shared = Arc::new(BlockingShared::default());
+        let addr = pair.rx_sockaddr(port);
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sh = shared.clone();
+        let mut rx = Some(spawn_in_netns(
+            &format!("smrx-{port}"),
+            &pair.rx_ns,
+            move || {
+                let s = listen_accept(addr, ready_tx);
+                let held = Instant::now();
+                while !sh.release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                drop(s);
+            },
+        ));
+        recv_setup(
+            &ready_rx,
+            &mut rx,
+            &format!("stalled receiver on port {port}"),
+        );
+
+        let (info_tx, info_rx) = mpsc::channel();
+        let sh = shared.clone();
+        let mut tx = Some(spawn_in_netns(sender_name, &pair.tx_ns, move || {
+            let mut s = connect(addr);
+            s.set_write_timeout(Some(sndtimeo))
+                .expect("set_write_timeout (SO_SNDTIMEO)");
+            let _ = info_tx.send((ThreadInfo::current(), key_of(&s)));
+            let buf = vec![0xa5u8; 64 * 1024];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while !sh.stop.load(Ordering::SeqCst) && start.elapsed() < HOLD_TIMEOUT {
+                let t0 = Instant::now();
+                let r = s.write(&buf);
+                let took = t0.elapsed();
+                let wrote = match r {
+                    Ok(n) => Some(n),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        panic!("blocking stalled sender to {addr}: write after {sent} bytes: {e}")
+                    }
+                };
+                sent += wrote.unwrap_or(0) as u64;
+                sh.sent.store(sent, Ordering::SeqCst);
+                if took >= sndtimeo / 2 {
+                    sh.blocked.fetch_add(1, Ordering::SeqCst);
+                }
+                sh.records
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(WriteRecord { took, wrote });
+            }
+            sh.writes_done.store(true, Ordering::SeqCst);
+            let held = Instant::now();
+            while !sh.release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
+                thread::sleep(Duration::from_millis(10));
+            }
+            drop(s);
+        }));
+        let (sender, key) = recv_setup(
+            &info_rx,
+            &mut tx,
+            &format!("blocking stalled sender to port {port}"),
+        );
+        BlockingStalledTcp {
+            port,
+            sndtimeo,
+            sender,
+            key,
+            shared,
+            tx,
+            rx,
+        }
+    }
+
+    /// Writes so far that took at least `sndtimeo / 2` (slept for buffer space).
+    pub fn blocked_writes(&self) -> u64 {
+        self.shared.blocked.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` writes have blocked.
+    pub fn wait_blocked(&self, n: u64, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.blocked_writes() >= n),
+            "blocking stalled sender to port {}: expected {n} writes to block for ~{:?} within \
+             {timeout:?}, got {} ({} bytes written)",
+            self.port,
+            self.sndtimeo,
+            self.blocked_writes(),
+            self.shared.sent.load(Ordering::SeqCst)
+        );
+    }
+
+    /// Ends the writing (after the write in progress, which may take up to `sndtimeo`) and
+    /// returns every write's record; the socket stays open until [`Self::finish`].
+    pub fn stop_writing(&self, timeout: Duration) -> Vec<WriteRecord> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        assert!(
+            wait_until(timeout, || self.shared.writes_done.load(Ordering::SeqCst)),
+            "blocking stalled sender to port {}: writes did not stop within {timeout:?}",
+            self.port
+        );
+        self.shared
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Closes both ends and joins both threads.
+    pub fn finish(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.release.store(true, Ordering::SeqCst);
+        let what = format!("blocking stalled sender to port {}", self.port);
+        join_timeout(self.tx.take().unwrap(), THREAD_TIMEOUT, &what);
+        let what = format!("stalled receiver on port {}", self.port);
+        join_timeout(self.rx.take().unwrap(), THREAD_TIMEOUT, &what);
+    }
+}
+
+impl Drop for BlockingStalledTcp {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.release.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `sockmem hist --json` output: one pretty-printed JSON document.
+#[derive(Debug)]
+pub struct HistDoc {
+    pub doc: Value,
+}
+
+/// The kinds every `totals` array must hold, in order.
+pub const HIST_KINDS: [&str; 7] = [
+    "sendmsg_time",
+    "send_blocked",
+    "qdisc_sojourn",
+    "driver_time",
+    "below_tcp",
+    "wmem_queued",
+    "wmem_alloc",
+];
+
+impl HistDoc {
+    /// Parses the document and checks its shape: `type` "hist", the `per` asked for, one total
+    /// per kind in [`HIST_KINDS`] order, a `completeness` object, a `hooks` array.
+    pub fn parse(text: &str, per: &str) -> Result<HistDoc, String> {
+        let doc: Value = serde_json::from_str(text.trim()).map_err(|e| {
+            format!(
+                "not one JSON document ({e}); output ends:\n{}",
+                tail(text, 2000)
+            )
+        })?;
+        let field = |f: &str| {
+            doc.get(f)
+                .ok_or_else(|| format!("no {f:?} in the document"))
+        };
+        if field("type")?.as_str() != Some("hist") {
+            return Err(format!("\"type\" is {}, expected \"hist\"", field("type")?));
+        }
+        if field("per")?.as_str() != Some(per) {
+            return Err(format!("\"per\" is {}, expected {per:?}", field("per")?));
+        }
+        let names: Vec<&str> = field("totals")?
+            .as_array()
+            .ok_or("\"totals\" is not an array")?
+            .iter()
+            .map(|h| h.get("name").and_then(Value::as_str).unwrap_or("?"))
+            .collect();
+        if names != HIST_KINDS {
+            return Err(format!(
+                "expected totals named {HIST_KINDS:?} in that order, got {names:?}"
+            ));
+        }
+        field("histograms")?
+            .as_array()
+            .ok_or("\"histograms\" is not an array")?;
+        field("completeness")?
+            .as_object()
+            .ok_or("\"completeness\" is not an object")?;
+        field("hooks")?
+            .as_array()
+            .ok_or("\"hooks\" is not an array")?;
+        Ok(HistDoc { doc })
+    }
+
+    /// The total histogram of kind `name`.
+    pub fn total(&self, name: &str) -> &Value {
+        self.doc["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap_or_else(|| panic!("no total named {name:?}"))
+    }
+
+    /// The keyed histograms of kind `name`.
+    pub fn keyed(&self, name: &str) -> Vec<&Value> {
+        self.doc["histograms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["name"] == name)
+            .collect()
+    }
+
+    /// The keyed histogram of kind `name` with key `key`, if any.
+    pub fn keyed_one(&self, name: &str, key: &str) -> Option<&Value> {
+        self.keyed(name).into_iter().find(|h| h["key"] == key)
+    }
+
+    /// The keys of the keyed histograms of kind `name`.
+    pub fn keys(&self, name: &str) -> Vec<String> {
+        self.keyed(name)
+            .iter()
+            .map(|h| get_str(h, "key").to_string())
+            .collect()
+    }
+
+    pub fn completeness(&self, field: &str) -> u64 {
+        get_u64(&self.doc["completeness"], field)
+    }
+
+    /// The `hooks` entry of `hook`.
+    pub fn hook(&self, hook: &str) -> &Value {
+        self.doc["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hook"] == hook)
+            .unwrap_or_else(|| panic!("no hook {hook:?} in the hooks list: {}", self.doc["hooks"]))
+    }
+
+    pub fn hook_attached(&self, hook: &str) -> bool {
+        self.hook(hook).get("attached").and_then(Value::as_bool) == Some(true)
+    }
+
+    /// Why `hook` is not attached (empty if it is, or if no reason was given).
+    pub fn hook_reason(&self, hook: &str) -> String {
+        self.hook(hook)
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    pub fn completeness_line(&self) -> String {
+        self.doc["completeness"].to_string()
+    }
+}
+
+/// `count`, `sum`, `max`, ... of a histogram object.
+pub fn hist_u64(h: &Value, field: &str) -> u64 {
+    get_u64(h, field)
+}
+
+pub fn hist_f64(h: &Value, field: &str) -> f64 {
+    h.get(field)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("field {field:?} missing or not a number in {h}"))
+}
+
+/// One line for messages: `name[key]: count N mean .. p50 .. p90 .. p99 .. max ..` (ns or bytes).
+pub fn hist_brief(h: &Value) -> String {
+    format!(
+        "{}[{}]: count {} sum {} mean {:.0} p50 {} p90 {} p99 {} max {} ({})",
+        get_str(h, "name"),
+        get_str(h, "key"),
+        get_u64(h, "count"),
+        get_u64(h, "sum"),
+        hist_f64(h, "mean"),
+        get_u64(h, "p50"),
+        get_u64(h, "p90"),
+        get_u64(h, "p99"),
+        get_u64(h, "max"),
+        get_str(h, "unit"),
+    )
+}

@@ -1,0 +1,890 @@
+//! Integration tests of `sockmem hist` against real traffic.
+//!
+//! Like `trace.rs` they need root and a kernel with BTF; each test builds its own pair of
+//! network namespaces (198.18.110-119.0/24, one subnet per test, ports 22xxx) and checks what
+//! the in-kernel histograms say against what the test knows or the kernel itself reports
+//! (`tc -s qdisc`, the veth's own counters, the sender's own clock).
+
+mod support;
+
+use std::time::{Duration, Instant};
+use std::{fs, thread};
+use support::*;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Pause after the traffic before stopping a tracer, so that the last skbs are through.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Starts `sockmem hist <args> --ready-file ..` and waits until it is attached.
+fn start_hist(args: &[&str]) -> Tracer {
+    let mut all = vec!["hist"];
+    all.extend_from_slice(args);
+    Tracer::start(&all)
+}
+
+/// SIGTERM, exit 0, no panic, one JSON document with `per`.
+fn stop_hist_json(t: Tracer, per: &str) -> HistDoc {
+    let out = t.stop();
+    out.assert_no_panic();
+    out.assert_success();
+    HistDoc::parse(&out.stdout, per)
+        .unwrap_or_else(|e| panic!("bad `sockmem hist --json` output ({e}): {}", out.describe()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. qdisc sojourn vs Little's law
+// ---------------------------------------------------------------------------------------------
+
+/// What one Little's-law run measured.
+#[derive(Debug)]
+struct LittleRun {
+    rate: &'static str,
+    /// sockmem: qdisc_sojourn total.
+    count: u64,
+    mean_ns: f64,
+    p50_ns: u64,
+    p99_ns: u64,
+    unmatched: u64,
+    duration_s: f64,
+    /// tc: time-averaged backlog, skbs (`qlen`) and bytes.
+    l_skbs: f64,
+    l_bytes: f64,
+    /// Departure rates over the sampled interval: skbs/s (veth tx_packets: one per skb),
+    /// bytes/s (qdisc `Sent` bytes), GSO segments/s (qdisc `Sent .. pkt`).
+    lambda_skbs: f64,
+    lambda_bytes: f64,
+    lambda_segs: f64,
+    /// Little's law: W = L / λ, in ns.
+    w_skbs_ns: f64,
+    w_bytes_ns: f64,
+    samples: usize,
+    sampled_s: f64,
+    drops: u64,
+}
+
+impl LittleRun {
+    fn ratio(&self) -> f64 {
+        self.mean_ns / self.w_skbs_ns
+    }
+}
+
+/// Window over which sockmem aggregates and `tc` is sampled.
+const LITTLE_WINDOW: Duration = Duration::from_secs(3);
+/// Time for the flow to get through BBR's startup before measuring.
+const LITTLE_WARMUP: Duration = Duration::from_millis(2000);
+
+/// tbf of `rate` (burst 256kb: TSO skbs of up to 64 KiB are never split, so every dequeue has
+/// its enqueue) on the sender veth; a continuous bulk flow; sockmem hist and a 20 ms `tc`
+/// sampler over the same window.
+fn little_run(pair: &NetnsPair, port: u16, rate: &'static str) -> LittleRun {
+    pair.set_tbf(rate, "256kb", "200ms");
+    let flow = TcpFlow::start(
+        pair,
+        port,
+        &format!("smtx-{port}"),
+        TcpFlowOpts::until_stopped(),
+    );
+    thread::sleep(LITTLE_WARMUP);
+    let p = port.to_string();
+    let tracer = start_hist(&["--json", "-P", &p, "--tcp"]);
+    let sampler = QdiscSampler::start(&pair.tx_ns, &pair.tx_if, Duration::from_millis(20));
+    thread::sleep(LITTLE_WINDOW);
+    let samples = sampler.finish();
+    let doc = stop_hist_json(tracer, "total");
+    let r = flow.finish();
+    assert!(
+        r.received > 0 && r.received == r.sent,
+        "expected the flow on port {port} to deliver everything it wrote, sent {} received {}",
+        r.sent,
+        r.received
+    );
+
+    let (first, last) = (samples[0], samples[samples.len() - 1]);
+    assert!(
+        samples.len() >= 20,
+        "expected >= 20 tc samples in {LITTLE_WINDOW:?}, got {}",
+        samples.len()
+    );
+    let span = (last.at - first.at).as_secs_f64();
+    // Time-weighted averages (left Riemann sum: each reading holds until the next).
+    let (mut l_skbs, mut l_bytes) = (0.0, 0.0);
+    for w in samples.windows(2) {
+        let dt = (w[1].at - w[0].at).as_secs_f64();
+        l_skbs += w[0].q.qlen as f64 * dt;
+        l_bytes += w[0].q.backlog as f64 * dt;
+    }
+    l_skbs /= span;
+    l_bytes /= span;
+    let l_unweighted = samples.iter().map(|s| s.q.qlen as f64).sum::<f64>() / samples.len() as f64;
+    let max_qlen = samples.iter().map(|s| s.q.qlen).max().unwrap_or(0);
+    eprintln!(
+        "little {rate}: unweighted L {l_unweighted:.3} weighted {l_skbs:.3} max qlen {max_qlen}"
+    );
+    let lambda_skbs = (last.dev_tx_packets - first.dev_tx_packets) as f64 / span;
+    let lambda_bytes = (last.q.sent_bytes - first.q.sent_bytes) as f64 / span;
+    let lambda_segs = (last.q.sent_pkts - first.q.sent_pkts) as f64 / span;
+    let soj = doc.total("qdisc_sojourn");
+    LittleRun {
+        rate,
+        count: hist_u64(soj, "count"),
+        mean_ns: hist_f64(soj, "mean"),
+        p50_ns: hist_u64(soj, "p50"),
+        p99_ns: hist_u64(soj, "p99"),
+        unmatched: doc.completeness("qdisc_unmatched"),
+        duration_s: hist_f64(&doc.doc, "duration_s"),
+        l_skbs,
+        l_bytes,
+        lambda_skbs,
+        lambda_bytes,
+        lambda_segs,
+        w_skbs_ns: l_skbs / lambda_skbs * 1e9,
+        w_bytes_ns: l_bytes / lambda_bytes * 1e9,
+        samples: samples.len(),
+        sampled_s: span,
+        drops: last.q.drops - first.q.drops,
+    }
+}
+
+fn print_little(r: &LittleRun) {
+    eprintln!(
+        "little {}: sockmem sojourn count {} mean {:.2} ms p50 {:.2} ms p99 {:.2} ms over {:.2} s, \
+         qdisc_unmatched {}; tc {} samples over {:.2} s: L {:.2} skbs / {:.0} B, λ {:.1} skbs/s \
+         {:.0} B/s ({:.0} segs/s), W(skbs) {:.2} ms, W(bytes) {:.2} ms, naive W(qlen/segs) \
+         {:.3} ms, drops {}; sockmem/W(skbs) = {:.3}, skbs dequeued per tc rate {:.0}",
+        r.rate,
+        r.count,
+        r.mean_ns / 1e6,
+        r.p50_ns as f64 / 1e6,
+        r.p99_ns as f64 / 1e6,
+        r.duration_s,
+        r.unmatched,
+        r.samples,
+        r.sampled_s,
+        r.l_skbs,
+        r.l_bytes,
+        r.lambda_skbs,
+        r.lambda_bytes,
+        r.lambda_segs,
+        r.w_skbs_ns / 1e6,
+        r.w_bytes_ns / 1e6,
+        r.l_skbs / r.lambda_segs * 1e3,
+        r.drops,
+        r.ratio(),
+        r.lambda_skbs * r.duration_s,
+    );
+}
+
+/// `mean sojourn (sockmem) / W (Little's law from tc)` must lie in
+/// `[1 - LITTLE_TOLERANCE, 1 + LITTLE_TOLERANCE]`.
+///
+/// Measured on the 2-core development VM (kernel 6.18, BBR, 20 ms sampling, 3 s windows), over
+/// 18 runs of this test (alone and alongside the other tests): 40mbit 0.99 .. 1.30, 400mbit
+/// 0.95 .. 1.24, typically 1.0 .. 1.13. The spread comes from BBR's queue moving on a scale of
+/// tens of ms (2 to 15 skbs in the queue) seen through ~150 samples, and from sockmem's window
+/// starting a little earlier than the sampled one (it aggregates from its first attached
+/// program on). ±35% keeps a margin over the worst run seen while still failing for a mean that
+/// is off by a unit factor or by the segments-vs-skbs factor (~20-40x here).
+const LITTLE_TOLERANCE: f64 = 0.35;
+
+/// qdisc_unmatched may hold the skbs already queued when sockmem attached (a handful, the queue
+/// holds at most ~15 here) and requeues; it must stay below this fraction of the sojourn count.
+const UNMATCHED_MAX_FRACTION: f64 = 0.05;
+
+#[test]
+fn qdisc_sojourn_agrees_with_littles_law() {
+    let pair = NetnsPair::new("little", 110);
+    let slow = little_run(&pair, 22101, "40mbit");
+    print_little(&slow);
+    let fast = little_run(&pair, 22102, "400mbit");
+    print_little(&fast);
+
+    for r in [&slow, &fast] {
+        assert!(
+            r.count > 0,
+            "expected qdisc_sojourn samples at tbf {}, got count {}",
+            r.rate,
+            r.count
+        );
+        assert!(
+            r.l_skbs > 0.0 && r.lambda_skbs > 0.0,
+            "premise: expected a backlog and a departure rate at tbf {}, got L {:.3} skbs, λ \
+             {:.1} skbs/s",
+            r.rate,
+            r.l_skbs,
+            r.lambda_skbs
+        );
+        let lo = 1.0 - LITTLE_TOLERANCE;
+        let hi = 1.0 + LITTLE_TOLERANCE;
+        assert!(
+            (lo..=hi).contains(&r.ratio()),
+            "tbf {}: expected sockmem's mean qdisc sojourn {:.3} ms to equal Little's law W = L/λ \
+             = {:.3} skbs / {:.1} skbs/s = {:.3} ms within ±{:.0}%, got ratio {:.3}",
+            r.rate,
+            r.mean_ns / 1e6,
+            r.l_skbs,
+            r.lambda_skbs,
+            r.w_skbs_ns / 1e6,
+            LITTLE_TOLERANCE * 100.0,
+            r.ratio()
+        );
+        let bound = (r.count as f64 * UNMATCHED_MAX_FRACTION).ceil() as u64;
+        assert!(
+            r.unmatched <= bound,
+            "tbf {}: expected qdisc_unmatched <= {bound} ({}% of the {} sojourn samples: only skbs \
+             queued before sockmem attached), got {} (note: sockmem also counts dequeues of skbs \
+             its filter excluded, e.g. other tests' tbf traffic; see \
+             completeness_counts_only_filtered_traffic)",
+            r.rate,
+            UNMATCHED_MAX_FRACTION * 100.0,
+            r.count,
+            r.unmatched
+        );
+    }
+    assert!(
+        fast.mean_ns < slow.mean_ns,
+        "expected a lower mean qdisc sojourn at tbf {} than at {}: got {:.3} ms vs {:.3} ms",
+        fast.rate,
+        slow.rate,
+        fast.mean_ns / 1e6,
+        slow.mean_ns / 1e6
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. No qdisc
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn no_qdisc_means_bypass_and_no_sojourn() {
+    const P: u16 = 22201;
+    let pair = NetnsPair::new("noq", 111);
+    let q = pair.tx_qdisc_stats();
+    assert!(
+        q.kind_is_noqueue,
+        "premise: expected a fresh veth in a new namespace to have noqueue, tc says:\n{}",
+        pair.tx_qdisc_show()
+    );
+    let before = pair.tx_dev_stats();
+    let tracer = start_hist(&["--json", "-P", &P.to_string(), "--tcp"]);
+    let total = 8 * MIB;
+    let r = TcpFlow::start(&pair, P, "smtx-noq", TcpFlowOpts::bytes(total)).finish();
+    assert_eq!(
+        r.received, total,
+        "expected {total} bytes received, got {}",
+        r.received
+    );
+    thread::sleep(SETTLE);
+    let doc = stop_hist_json(tracer, "total");
+    let after = pair.tx_dev_stats();
+    let dev_skbs = after.1 - before.1;
+
+    for h in ["qdisc_enqueue", "qdisc_dequeue", "dev_queue_xmit", "driver_xmit"] {
+        if !doc.hook_attached(h) {
+            eprintln!(
+                "SKIP no_qdisc_means_bypass_and_no_sojourn: hook {h} not attached on this kernel: \
+                 {}",
+                doc.hook_reason(h)
+            );
+            return;
+        }
+    }
+    let soj = doc.total("qdisc_sojourn");
+    let below = doc.total("below_tcp");
+    let driver = doc.total("driver_time");
+    let bypass = doc.completeness("qdisc_bypass");
+    eprintln!(
+        "noqueue: {}; {}; {}; completeness {}; veth sent {dev_skbs} skbs",
+        hist_brief(soj),
+        hist_brief(below),
+        hist_brief(driver),
+        doc.completeness_line()
+    );
+    assert_eq!(
+        hist_u64(soj, "count"),
+        0,
+        "expected no qdisc_sojourn samples on a noqueue veth, got {}",
+        hist_brief(soj)
+    );
+    assert!(
+        bypass > 0,
+        "expected completeness.qdisc_bypass > 0 (skbs reached the driver without a qdisc), got \
+         {bypass}: {}",
+        doc.completeness_line()
+    );
+    // Every data skb of the sender went dev_queue_xmit -> driver without a qdisc: the bypass
+    // count holds at least those (it also holds the receiver's ACKs, which match the port too).
+    // A few of the veth's packets are not the socket's (ARP, IPv6 ND): 90% of them.
+    assert!(
+        bypass as f64 >= 0.9 * dev_skbs as f64,
+        "expected qdisc_bypass >= 90% of the {dev_skbs} skbs the sender veth sent, got {bypass}"
+    );
+    assert!(
+        hist_u64(below, "count") > 0 || hist_u64(driver, "count") > 0,
+        "expected below_tcp or driver_time samples (the skbs were seen below TCP), got {} and {}",
+        hist_brief(below),
+        hist_brief(driver)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Stalled receiver: sendmsg time is blocking time
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn stalled_receiver_sendmsg_time_is_blocking() {
+    const P: u16 = 22301;
+    const SNDTIMEO: Duration = Duration::from_millis(300);
+    const LONG_NS: u64 = 250_000_000;
+    // Writes that slept for buffer space take ~300 ms, the others well under 1 ms: anything at or
+    // above 2^27 ns (134 ms, a bucket bound) is a blocked write, on both sides.
+    const BLOCKED_NS: u64 = 1 << 27;
+    let pair = NetnsPair::new("stall", 112);
+    let tracer = start_hist(&["--json", "-P", &P.to_string(), "--tcp"]);
+    let st = BlockingStalledTcp::start(&pair, P, "smtx-stall", SNDTIMEO);
+    let t0 = Instant::now();
+    st.wait_blocked(1, Duration::from_secs(15));
+    thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
+    let records = st.stop_writing(Duration::from_secs(5));
+    let doc = stop_hist_json(tracer, "total");
+    st.finish();
+
+    let long: Vec<&WriteRecord> = records
+        .iter()
+        .filter(|r| r.took >= Duration::from_nanos(BLOCKED_NS))
+        .collect();
+    let eagain = records.iter().filter(|r| r.wrote.is_none()).count();
+    let send = doc.total("sendmsg_time");
+    let blocked = doc.total("send_blocked");
+    eprintln!(
+        "stalled: {} writes, {} took >= 134 ms ({eagain} EAGAIN), longest {:?}; {}; {}",
+        records.len(),
+        long.len(),
+        records.iter().map(|r| r.took).max().unwrap_or_default(),
+        hist_brief(send),
+        hist_brief(blocked)
+    );
+    assert!(
+        long.len() >= 3,
+        "premise: expected >= 3 writes blocked for ~{SNDTIMEO:?} in ~2 s, the sender saw {} of \
+         {} writes take >= 134 ms",
+        long.len(),
+        records.len()
+    );
+    // sockmem was attached before the connection existed and stopped after the last write: it
+    // saw every write of this socket, once.
+    assert_eq!(
+        hist_u64(send, "count"),
+        records.len() as u64,
+        "expected one sendmsg_time sample per write the sender made ({}), got {}",
+        records.len(),
+        hist_brief(send)
+    );
+    let sock_long: u64 = send["buckets"]
+        .as_array()
+        .expect("buckets array")
+        .iter()
+        .filter(|b| get_u64(b, "lo") >= BLOCKED_NS)
+        .map(|b| get_u64(b, "count"))
+        .sum();
+    assert_eq!(
+        sock_long,
+        long.len() as u64,
+        "expected as many sendmsg_time samples >= 134 ms as writes the sender timed >= 134 ms \
+         ({}), got {sock_long}: {}",
+        long.len(),
+        hist_brief(send)
+    );
+    let max = hist_u64(send, "max");
+    assert!(
+        max >= LONG_NS,
+        "expected sendmsg_time max >= 250 ms (writes sleep ~{SNDTIMEO:?}), got {}",
+        hist_brief(send)
+    );
+    let longest_write = records.iter().map(|r| r.took).max().unwrap_or_default();
+    assert!(
+        Duration::from_nanos(max) <= longest_write,
+        "expected sendmsg_time max ({max} ns) <= the longest write the sender timed \
+         ({longest_write:?}): the kernel's part of a write cannot be longer than the write"
+    );
+    // p99: the blocked writes are more than 1% of all writes (asserted above: >= 3 of them),
+    // so the 99th percentile falls in their bucket [268 ms, 537 ms), capped at max.
+    assert!(
+        hist_u64(send, "p99") >= LONG_NS,
+        "expected sendmsg_time p99 >= 250 ms ({} of {} writes blocked ~300 ms), got {}",
+        long.len(),
+        records.len(),
+        hist_brief(send)
+    );
+    if doc.hook_attached("send_blocked") {
+        let (b, s) = (hist_u64(blocked, "sum"), hist_u64(send, "sum"));
+        assert!(
+            b as f64 >= 0.8 * s as f64,
+            "expected send_blocked sum >= 80% of sendmsg_time sum ({s} ns), got {b} ns: {}",
+            hist_brief(blocked)
+        );
+    } else {
+        eprintln!(
+            "stalled: send_blocked not attached ({}); checked sendmsg_time only",
+            doc.hook_reason("send_blocked")
+        );
+        assert_eq!(
+            hist_u64(blocked, "count"),
+            0,
+            "expected no send_blocked samples with the hook unattached, got {}",
+            hist_brief(blocked)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. --per socket
+// ---------------------------------------------------------------------------------------------
+
+fn socket_label(k: &SockKey) -> String {
+    format!("{}:{} > {}:{} tcp", k.laddr, k.lport, k.raddr, k.rport)
+}
+
+/// Waits until the sender's qdisc is empty (every skb dequeued).
+fn wait_qdisc_empty(pair: &NetnsPair) {
+    let mut last = QdiscStats::default();
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = pair.tx_qdisc_stats();
+        last.qlen == 0
+    });
+    assert!(ok, "expected the sender's qdisc to drain within 10 s, last {last:?}");
+}
+
+#[test]
+fn per_socket_splits_two_flows() {
+    const P1: u16 = 22401;
+    const P2: u16 = 22402;
+    let pair = NetnsPair::new("persk", 113);
+    pair.set_tbf("100mbit", "256kb", "200ms");
+    let rx = pair.rx_addr.to_string();
+    // Both runs are attached before the first packet and stopped after the last one is through
+    // the qdisc (the flows hold their sockets open: no FIN after the stop), so they see exactly
+    // the same enqueues and dequeues: their qdisc_sojourn counts must be equal.
+    let split = start_hist(&["--json", "--per", "socket", "-a", &rx]);
+    let whole = start_hist(&["--json", "-a", &rx]);
+    let total = 4 * MIB;
+    let f1 = TcpFlow::start(&pair, P1, "smtx-persk1", TcpFlowOpts::bytes(total).hold_open());
+    let f2 = TcpFlow::start(&pair, P2, "smtx-persk2", TcpFlowOpts::bytes(total).hold_open());
+    f1.wait_received(total, Duration::from_secs(30));
+    f2.wait_received(total, Duration::from_secs(30));
+    wait_qdisc_empty(&pair);
+    thread::sleep(SETTLE);
+    let split = stop_hist_json(split, "socket");
+    let whole = stop_hist_json(whole, "total");
+    let (k1, k2) = (f1.key.clone(), f2.key.clone());
+    f1.finish();
+    f2.finish();
+
+    let keyed = split.keyed("qdisc_sojourn");
+    for h in &keyed {
+        eprintln!("per socket: {}", hist_brief(h));
+    }
+    let mut keys = split.keys("qdisc_sojourn");
+    keys.sort();
+    let mut expected = vec![socket_label(&k1), socket_label(&k2)];
+    expected.sort();
+    assert_eq!(
+        keys, expected,
+        "expected exactly the two sender sockets as qdisc_sojourn keys, got {} keys",
+        keys.len()
+    );
+    for h in &keyed {
+        assert!(
+            hist_u64(h, "count") > 0,
+            "expected samples for each flow, got {}",
+            hist_brief(h)
+        );
+    }
+    let sum: u64 = keyed.iter().map(|h| hist_u64(h, "count")).sum();
+    let split_total = hist_u64(split.total("qdisc_sojourn"), "count");
+    let whole_total = hist_u64(whole.total("qdisc_sojourn"), "count");
+    eprintln!("per socket: keyed sum {sum}, total {split_total}; un-split run total {whole_total}");
+    assert_eq!(
+        sum, split_total,
+        "expected the per-socket qdisc_sojourn counts to add up to the run's total {split_total}, \
+         got {sum}"
+    );
+    assert_eq!(
+        split_total, whole_total,
+        "expected the --per socket run and the simultaneous un-split run to count the same \
+         qdisc_sojourn samples (same skbs, same window): {split_total} vs {whole_total}"
+    );
+    // The sums agree too, up to the few ns by which the two programs' clocks are read apart
+    // for each sample: within 1%.
+    let (s1, s2) = (
+        hist_u64(split.total("qdisc_sojourn"), "sum") as f64,
+        hist_u64(whole.total("qdisc_sojourn"), "sum") as f64,
+    );
+    assert!(
+        (s1 - s2).abs() <= 0.01 * s1.max(s2),
+        "expected the two runs' qdisc_sojourn sums to agree within 1%, got {s1} vs {s2}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. --per pid, --per iface
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn per_pid_and_iface_labels() {
+    const P: u16 = 22501;
+    let pair = NetnsPair::new("perpi", 114);
+    pair.set_tbf("100mbit", "256kb", "200ms");
+    let p = P.to_string();
+    let by_pid = start_hist(&["--json", "--per", "pid", "-P", &p]);
+    let by_iface = start_hist(&["--json", "--per", "iface", "-P", &p]);
+    let total = 4 * MIB;
+    let flow = TcpFlow::start(&pair, P, "smtx-perpid", TcpFlowOpts::bytes(total).hold_open());
+    flow.wait_received(total, Duration::from_secs(30));
+    wait_qdisc_empty(&pair);
+    thread::sleep(SETTLE);
+    let by_pid = stop_hist_json(by_pid, "pid");
+    let by_iface = stop_hist_json(by_iface, "iface");
+    let sender = flow.sender.clone();
+    flow.finish();
+
+    // --per pid: "<tgid> <comm>" of the thread that wrote.
+    let label = format!("{} {}", sender.tgid, sender.comm);
+    for kind in ["qdisc_sojourn", "sendmsg_time"] {
+        let keys = by_pid.keys(kind);
+        eprintln!("per pid {kind}: keys {keys:?}");
+        let h = by_pid.keyed_one(kind, &label).unwrap_or_else(|| {
+            panic!("expected a {kind} key {label:?} (sender thread's tgid and comm), got {keys:?}")
+        });
+        let total = hist_u64(by_pid.total(kind), "count");
+        assert!(
+            total > 0 && hist_u64(h, "count") == total,
+            "expected every {kind} sample ({total}) under the sender {label:?}: only it sent on \
+             port {P}; got {}",
+            hist_brief(h)
+        );
+    }
+    for h in by_pid.doc["histograms"].as_array().unwrap() {
+        let key = get_str(h, "key");
+        let ok = key
+            .split_once(' ')
+            .is_some_and(|(pid, comm)| pid.parse::<u32>().is_ok() && !comm.is_empty());
+        assert!(ok, "expected every --per pid key to be \"<tgid> <comm>\", got {key:?}");
+    }
+
+    // --per iface: qdisc samples on the sender veth, socket-level ones under "(no interface)".
+    let keys = by_iface.keys("qdisc_sojourn");
+    eprintln!(
+        "per iface: qdisc_sojourn keys {keys:?}, sendmsg_time keys {:?}, driver_time keys {:?}",
+        by_iface.keys("sendmsg_time"),
+        by_iface.keys("driver_time")
+    );
+    assert_eq!(
+        keys,
+        vec![pair.tx_if.clone()],
+        "expected the sender veth {:?} as the only qdisc_sojourn key",
+        pair.tx_if
+    );
+    let h = by_iface.keyed_one("qdisc_sojourn", &pair.tx_if).unwrap();
+    assert_eq!(
+        hist_u64(h, "count"),
+        hist_u64(by_iface.total("qdisc_sojourn"), "count"),
+        "expected all qdisc_sojourn samples under {:?}",
+        pair.tx_if
+    );
+    assert!(hist_u64(h, "count") > 0, "expected samples: {}", hist_brief(h));
+    assert_eq!(
+        by_iface.keys("sendmsg_time"),
+        vec!["(no interface)".to_string()],
+        "expected sendmsg_time (a socket-level measure) only under \"(no interface)\""
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Text output, -o
+// ---------------------------------------------------------------------------------------------
+
+/// The `@kind` names of a text report, in order, with whether each said "no samples".
+fn text_blocks(text: &str) -> Vec<(String, bool)> {
+    text.lines()
+        .filter(|l| l.starts_with('@'))
+        .map(|l| {
+            let name: String = l[1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (name, l.ends_with(": no samples"))
+        })
+        .collect()
+}
+
+/// The `count N` of block `@kind` in a text report.
+fn text_count(text: &str, kind: &str) -> Option<u64> {
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if l.starts_with(&format!("@{kind} ")) || l.starts_with(&format!("@{kind}[")) {
+            let next = lines.next()?;
+            return next.strip_prefix("count ")?.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn hist_text_output() {
+    const P: u16 = 22601;
+    let pair = NetnsPair::new("text", 115);
+    pair.set_tbf("100mbit", "256kb", "200ms");
+    let p = P.to_string();
+    let file = tmp_path("hist.txt");
+    let file_s = file.to_str().expect("utf-8 tmp path").to_string();
+    let to_stdout = start_hist(&["-P", &p]);
+    let to_file = start_hist(&["-P", &p, "-o", &file_s]);
+    let total = 4 * MIB;
+    let flow = TcpFlow::start(&pair, P, "smtx-text", TcpFlowOpts::bytes(total).hold_open());
+    flow.wait_received(total, Duration::from_secs(30));
+    wait_qdisc_empty(&pair);
+    thread::sleep(SETTLE);
+    let a = to_stdout.stop();
+    let b = to_file.stop();
+    flow.finish();
+    a.assert_no_panic();
+    a.assert_success();
+    b.assert_no_panic();
+    b.assert_success();
+    let text = a.stdout;
+    let from_file = fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("expected the -o file {file_s} once sockmem exited: {e}"));
+    let _ = fs::remove_file(&file);
+    eprintln!("text output:\n{text}");
+
+    let header = text.lines().next().unwrap_or("");
+    assert!(
+        header.starts_with("sockmem hist: "),
+        "expected a first line \"sockmem hist: ...\", got {header:?}"
+    );
+    // The qdisc_sojourn block: title, count line, rows "[lo, hi)  n |@@@ |".
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("@qdisc_sojourn ("))
+        .unwrap_or_else(|| panic!("expected a \"@qdisc_sojourn (unit)\" block, got:\n{text}"));
+    assert!(
+        lines.get(at + 1).is_some_and(|l| l.starts_with("count ")
+            && ["mean ", "p50 ", "p90 ", "p99 ", "max "]
+                .iter()
+                .all(|w| l.contains(w))),
+        "expected a \"count .. mean .. p50 .. p90 .. p99 .. max ..\" line after the title, got {:?}",
+        lines.get(at + 1)
+    );
+    let rows: Vec<&&str> = lines[at + 2..]
+        .iter()
+        .take_while(|l| l.starts_with('['))
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.contains(") ") && r.ends_with('|')),
+        "expected \"[lo, hi)  count |...|\" rows under @qdisc_sojourn, got {rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("|@")),
+        "expected at least one row with a bar \"|@\", got {rows:?}"
+    );
+    let blocks = text_blocks(&text);
+    let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names, HIST_KINDS,
+        "expected one block per kind, in order (no --per: totals only)"
+    );
+    let send_blocked_attached = header.contains("send_blocked via");
+    if !send_blocked_attached {
+        assert!(
+            text.lines().any(|l| l == "@send_blocked: no samples"),
+            "expected \"@send_blocked: no samples\" with send_blocked not attached (header: \
+             {header:?})"
+        );
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("sendmsg: ")),
+        "expected the completeness lines at the end, got:\n{}",
+        tail(&text, 600)
+    );
+
+    // -o: nothing on stdout, the same report in the file, complete at exit.
+    assert!(
+        b.stdout.trim().is_empty(),
+        "expected nothing on stdout with -o, got {:?}",
+        tail(&b.stdout, 500)
+    );
+    assert!(
+        from_file.starts_with("sockmem hist: "),
+        "expected the -o file to start with the header, got {:?}",
+        from_file.chars().take(200).collect::<String>()
+    );
+    assert_eq!(
+        text_blocks(&from_file),
+        blocks,
+        "expected the same blocks (kinds, with/without samples) in the -o file as on stdout"
+    );
+    let last = from_file.lines().last().unwrap_or("");
+    assert!(
+        from_file.ends_with('\n') && last.starts_with("sendmsg: "),
+        "expected the -o file to end with the completeness line \"sendmsg: ...\\n\" (complete at \
+         exit), it ends {:?}",
+        tail(&from_file, 300)
+    );
+    let (c1, c2) = (
+        text_count(&text, "qdisc_sojourn"),
+        text_count(&from_file, "qdisc_sojourn"),
+    );
+    assert!(
+        c1.is_some() && c1 == c2,
+        "expected the same qdisc_sojourn count on stdout and in the file (same skbs), got {c1:?} \
+         and {c2:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Usage errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn hist_bad_input() {
+    let cases: [&[&str]; 3] = [
+        &["hist", "--per", "thread"],
+        &["hist", "--duration", "0"],
+        &["hist", "--port", "0"],
+    ];
+    for args in cases {
+        let out = run_sockmem(args, CMD_TIMEOUT);
+        out.assert_no_panic();
+        assert_eq!(
+            out.code(),
+            Some(2),
+            "expected exit code 2 for {args:?}, got {}",
+            out.describe()
+        );
+        assert!(
+            !out.stderr.trim().is_empty(),
+            "expected a message on stderr for {args:?}"
+        );
+        assert!(
+            out.stdout.trim().is_empty(),
+            "expected no histograms on stdout for {args:?}, got {:?}",
+            tail(&out.stdout, 300)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Completeness and window
+// ---------------------------------------------------------------------------------------------
+
+/// A filter that matches nothing must give empty histograms and a completeness report about
+/// nothing: its counters describe the histograms printed, not the rest of the machine.
+#[test]
+fn completeness_counts_only_filtered_traffic() {
+    const P_TRAFFIC: u16 = 22801;
+    const P_FILTER: u16 = 22802;
+    let pair = NetnsPair::new("compl", 116);
+    pair.set_tbf("100mbit", "256kb", "200ms");
+    let tracer = start_hist(&["--json", "-P", &P_FILTER.to_string()]);
+    let total = 4 * MIB;
+    let r = TcpFlow::start(&pair, P_TRAFFIC, "smtx-compl", TcpFlowOpts::bytes(total)).finish();
+    assert_eq!(r.received, total, "expected {total} bytes received");
+    thread::sleep(SETTLE);
+    let doc = stop_hist_json(tracer, "total");
+    eprintln!("filtered out: completeness {}", doc.completeness_line());
+    for kind in HIST_KINDS {
+        let h = doc.total(kind);
+        assert_eq!(
+            hist_u64(h, "count"),
+            0,
+            "expected no {kind} samples with -P {P_FILTER} (traffic only on {P_TRAFFIC}), got {}",
+            hist_brief(h)
+        );
+    }
+    let fields = [
+        "skbs_tracked",
+        "skbs_freed",
+        "skbs_in_flight",
+        "skbs_lost",
+        "qdisc_bypass",
+        "qdisc_unmatched",
+        "sends_started",
+        "sends_matched",
+        "sends_unmatched",
+        "sends_in_flight",
+        "hist_full",
+    ];
+    let nonzero: Vec<String> = fields
+        .iter()
+        .filter(|f| doc.completeness(f) != 0)
+        .map(|f| format!("{f}={}", doc.completeness(f)))
+        .collect();
+    assert!(
+        nonzero.is_empty(),
+        "expected every completeness counter 0 with -P {P_FILTER} matching no traffic ({} \
+         bytes went through the tbf on port {P_TRAFFIC}), got {}",
+        total,
+        nonzero.join(", ")
+    );
+}
+
+/// The histograms cover the window `duration_s` reports, which starts when the ready file is
+/// written: no sample from before.
+#[test]
+fn samples_start_at_ready() {
+    const P: u16 = 22901;
+    let pair = NetnsPair::new("window", 117);
+    pair.set_tbf("400mbit", "256kb", "200ms");
+    let flow = TcpFlow::start(&pair, P, "smtx-window", TcpFlowOpts::until_stopped());
+    thread::sleep(Duration::from_millis(500));
+    let sampler = QdiscSampler::start(&pair.tx_ns, &pair.tx_if, Duration::from_millis(5));
+    let spawned = Instant::now();
+    let tracer = start_hist(&["--json", "-P", &P.to_string(), "--tcp"]);
+    // The ready file was written at most one 20 ms poll before this.
+    let seen_ready = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let doc = stop_hist_json(tracer, "total");
+    let exited = Instant::now();
+    let samples = sampler.finish();
+    flow.finish();
+
+    // Veth skbs from a reading surely before the ready file (40 ms before it was seen) to a
+    // reading after the exit: every skb sockmem may count left in between.
+    let before = samples
+        .iter()
+        .rev()
+        .find(|s| s.at + Duration::from_millis(40) <= seen_ready)
+        .expect("a qdisc reading before the ready file");
+    let after = samples
+        .iter()
+        .find(|s| s.at >= exited)
+        .expect("a qdisc reading after sockmem exited");
+    let at_spawn = samples
+        .iter()
+        .rev()
+        .find(|s| s.at <= spawned)
+        .expect("a reading before sockmem started");
+    let window_skbs = after.dev_tx_packets - before.dev_tx_packets;
+    let since_spawn = after.dev_tx_packets - at_spawn.dev_tx_packets;
+    let soj = doc.total("qdisc_sojourn");
+    let count = hist_u64(soj, "count");
+    let duration_s = hist_f64(&doc.doc, "duration_s");
+    eprintln!(
+        "window: qdisc_sojourn count {count}, duration_s {duration_s:.3}; veth sent {window_skbs} \
+         skbs from {:.0} ms before the ready file was seen to after exit ({:.3} s), \
+         {since_spawn} since sockmem was started ({:.3} s before ready)",
+        (seen_ready - before.at).as_secs_f64() * 1e3,
+        (after.at - before.at).as_secs_f64(),
+        (seen_ready - spawned).as_secs_f64()
+    );
+    assert!(count > 0, "expected qdisc_sojourn samples, got {}", hist_brief(soj));
+    assert!(
+        count <= window_skbs,
+        "expected at most {window_skbs} qdisc_sojourn samples (skbs the veth sent from before the \
+         ready file to after exit; duration_s {duration_s:.3}), got {count}: sockmem counted skbs \
+         that left the qdisc before it reported being ready ({since_spawn} left since it was \
+         started)"
+    );
+}
