@@ -43,6 +43,9 @@ pub struct FieldOffsets {
     pub dev_name: u32,
     /// `msghdr.msg_iter.count` (size_t): bytes `sendmsg` still has to copy.
     pub msg_iter_count: u32,
+    /// `sk_buff.head`: tells a followed skb from a later one at the same address.
+    pub skb_head: u32,
+    pub _pad: u32,
 }
 
 /// In-kernel filters; a zero field means "any".
@@ -84,9 +87,9 @@ pub const MODE_TRACE: u32 = 0;
 /// Events are aggregated into histograms in the kernel; nothing goes to the ring buffer.
 pub const MODE_HIST: u32 = 1;
 
-const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<Filter>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 144);
+const _: () = assert!(core::mem::size_of::<Config>() == 152);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

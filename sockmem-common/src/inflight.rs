@@ -6,6 +6,9 @@
 #[derive(Clone, Copy, Debug)]
 pub struct SkbTrack {
     pub sk: u64,
+    /// `skb->head` when first seen: an entry whose skb no longer has it is stale (the skb was
+    /// freed where no hook sees it and its memory reused).
+    pub head: u64,
     /// When seen at `dev_queue_xmit` (0: not seen there).
     pub queued_ns: u64,
     /// When handed to the driver (0: not yet).
@@ -25,7 +28,7 @@ pub struct SendStart {
     pub ts_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SkbTrack>() == 40);
+const _: () = assert!(core::mem::size_of::<SkbTrack>() == 48);
 const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
 
 #[cfg(feature = "user")]

@@ -22,4 +22,5 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const SKBS: &str = "SKBS";
     pub const SENDS: &str = "SENDS";
+    pub const RUNNING: &str = "RUNNING";
 }

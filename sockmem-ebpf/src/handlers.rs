@@ -20,8 +20,8 @@ use sockmem_common::{
 use crate::{
     filter,
     kernel::{self, SendMemory, SocketId},
-    Owner, ACK_STASH, COUNTERS, EVENTS, HISTS, HIST_KEY, LOST, OWNERS, SENDS, SKBS, WAITS,
-    ZERO_HIST,
+    Owner, ACK_STASH, COUNTERS, EVENTS, HISTS, LOST, OWNERS, SCRATCH, SCRATCH_DEPTH, SENDS, SKBS,
+    WAITS, ZERO_HIST,
 };
 
 #[inline(always)]
@@ -37,7 +37,8 @@ fn now() -> u64 {
 }
 
 /// The process an event is attributed to.
-struct Sender {
+#[repr(C)]
+pub struct Sender {
     tgid: u32,
     pid: u32,
     comm: [u8; 16],
@@ -46,22 +47,20 @@ struct Sender {
 }
 
 #[inline(always)]
-fn current_task() -> Sender {
+fn current_task(s: &mut Sender) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    Sender {
-        tgid: (pid_tgid >> 32) as u32,
-        pid: pid_tgid as u32,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        from_send: false,
-        iface_seen: false,
-    }
+    s.tgid = (pid_tgid >> 32) as u32;
+    s.pid = pid_tgid as u32;
+    s.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    s.from_send = false;
+    s.iface_seen = false;
 }
 
 /// In `sendmsg` (process context) the current task is the sender: remember it for the skb events
 /// that fire later in softirq, where "current" is whoever happened to be running.
 #[inline(always)]
-fn record_sender(sk: u64) -> Sender {
-    let mut s = current_task();
+fn record_sender(sk: u64, s: &mut Sender) {
+    current_task(s);
     s.from_send = true;
     let mut iface_seen = 0;
     if let Some(prev) = unsafe { OWNERS.get(sk) } {
@@ -76,20 +75,19 @@ fn record_sender(sk: u64) -> Sender {
         _pad: 0,
     };
     let _ = OWNERS.insert(sk, owner, BPF_ANY as u64);
-    s
 }
 
 #[inline(always)]
-fn sender_of(sk: u64) -> Sender {
+fn sender_of(sk: u64, s: &mut Sender) {
     match unsafe { OWNERS.get(sk) } {
-        Some(o) => Sender {
-            tgid: o.tgid,
-            pid: o.pid,
-            comm: o.comm,
-            from_send: true,
-            iface_seen: o.iface_seen != 0,
-        },
-        None => current_task(),
+        Some(o) => {
+            s.tgid = o.tgid;
+            s.pid = o.pid;
+            s.comm = o.comm;
+            s.from_send = true;
+            s.iface_seen = o.iface_seen != 0;
+        }
+        None => current_task(s),
     }
 }
 
@@ -101,12 +99,57 @@ fn mark_iface_seen(sk: u64) {
 }
 
 /// The skb part of an event.
-struct SkbView {
+#[repr(C)]
+pub struct SkbView {
     skb: u64,
     len: u32,
     truesize: u32,
     ifindex: u32,
     ifname: [u8; 16],
+}
+
+/// What one hook observed, built in place in a per-CPU scratch slot (the BPF stack cannot hold
+/// it next to the rest of the path).
+#[repr(C)]
+pub struct Observed {
+    hook: u8,
+    has_skb: bool,
+    sk: u64,
+    id: SocketId,
+    sender: Sender,
+    skb: SkbView,
+    /// The histogram key being updated (`hist`).
+    key: HistKey,
+}
+
+/// A scratch slot for one handler; slots stack per CPU, because a program can be interrupted
+/// by a softirq that runs another one.
+struct Scratch(*mut Observed);
+
+impl Scratch {
+    #[inline(always)]
+    fn take() -> Option<Scratch> {
+        let depth = SCRATCH_DEPTH.get_ptr_mut(0)?;
+        let d = unsafe { *depth };
+        let slot = SCRATCH.get_ptr_mut(d)?;
+        unsafe { *depth = d + 1 };
+        Some(Scratch(slot))
+    }
+
+    #[inline(always)]
+    fn get(&self) -> &mut Observed {
+        // SAFETY: a map value of this CPU, owned by this handler until `drop`.
+        unsafe { &mut *self.0 }
+    }
+}
+
+impl Drop for Scratch {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(depth) = SCRATCH_DEPTH.get_ptr_mut(0) {
+            unsafe { *depth = (*depth).saturating_sub(1) };
+        }
+    }
 }
 
 /// A latency for a histogram: `(HistKind as u8, ns)`; kind 0 = none.
@@ -158,11 +201,11 @@ impl Extra {
     }
 }
 
-/// Fills the per-CPU scratch key with this event's histogram key, as `--per` asks. The key
-/// lives in a map, not on the BPF stack, which the rest of the path already fills.
+/// Fills the scratch record's histogram key for this event, as `--per` asks.
 #[inline(always)]
-fn hist_key(sk: u64, id: &SocketId, sender: &Sender, ifname: &[u8; 16]) -> Option<*mut HistKey> {
-    let key = HIST_KEY.get_ptr_mut(0)?;
+fn hist_key(ob: &mut Observed) -> *mut HistKey {
+    let (sk, id, sender) = (ob.sk, &ob.id, &ob.sender);
+    let key: *mut HistKey = &mut ob.key;
     let per = unsafe { core::ptr::read_volatile(&kernel::config().per) };
     unsafe {
         (*key).kind = 0;
@@ -186,17 +229,19 @@ fn hist_key(sk: u64, id: &SocketId, sender: &Sender, ifname: &[u8; 16]) -> Optio
             (*key).id = sender.tgid as u64;
             (*key).name = sender.comm;
         } else if per == Per::Iface as u32 {
-            (*key).name = *ifname;
+            if ob.has_skb {
+                (*key).name = ob.skb.ifname;
+            }
         }
     }
-    Some(key)
+    key
 }
 
 /// Adds `value` to the histogram `kind` of `key`, creating it from a zeroed per-CPU template
 /// (a 544-byte value cannot be built on the BPF stack either).
 #[inline(always)]
 fn record(kind: u8, key: *mut HistKey, value: u64) {
-    // SAFETY: `key` points into the per-CPU scratch map; programs do not nest on a CPU here.
+    // SAFETY: `key` points into this handler's own scratch slot.
     let key = unsafe {
         (*key).kind = kind;
         &*key
@@ -232,11 +277,9 @@ fn record(kind: u8, key: *mut HistKey, value: u64) {
 /// Histogram mode: the event becomes samples of the value histograms and of the latencies it
 /// completes. Not inlined: a BPF function of its own keeps its stack apart from the event path's.
 #[inline(never)]
-fn aggregate(sk: u64, id: &SocketId, sender: &Sender, ifname: &[u8; 16], x: &Extra) {
-    let mem = kernel::send_memory(sk);
-    let Some(key) = hist_key(sk, id, sender, ifname) else {
-        return;
-    };
+fn aggregate(ob: &mut Observed, x: &Extra) {
+    let mem = kernel::send_memory(ob.sk);
+    let key = hist_key(ob);
     record(
         HistKind::WmemQueued as u8,
         key,
@@ -254,18 +297,15 @@ fn aggregate(sk: u64, id: &SocketId, sender: &Sender, ifname: &[u8; 16], x: &Ext
     }
 }
 
-/// Reserves, fills in place and submits one event; counts a failed reserve as lost.
-#[inline(always)]
-fn emit(hook: Hook, sk: u64, id: &SocketId, sender: &Sender, skb: Option<&SkbView>, x: Extra) {
+/// Reserves, fills in place and submits one event (or, for `hist`, aggregates it); counts a
+/// failed reserve as lost. Not inlined: its own BPF frame keeps each program's stack in bounds.
+#[inline(never)]
+fn emit(ob: &mut Observed, x: &Extra) {
     if unsafe { core::ptr::read_volatile(&kernel::config().mode) } == MODE_HIST {
-        let no_iface = [0u8; 16];
-        let ifname = match skb {
-            Some(s) => &s.ifname,
-            None => &no_iface,
-        };
-        aggregate(sk, id, sender, ifname, &x);
+        aggregate(ob, x);
         return;
     }
+    let (sk, id, sender) = (ob.sk, &ob.id, &ob.sender);
     let Some(mut entry) = EVENTS.reserve::<SockEvent>(0) else {
         if let Some(lost) = LOST.get_ptr_mut(0) {
             unsafe { *lost += 1 };
@@ -295,60 +335,83 @@ fn emit(hook: Hook, sk: u64, id: &SocketId, sender: &Sender, skb: Option<&SkbVie
         (*e).rport = id.rport;
         (*e).family = id.family;
         (*e).protocol = id.protocol;
-        (*e).hook = hook as u8;
+        (*e).hook = ob.hook;
         (*e)._pad = [0; 3];
         (*e).comm = sender.comm;
         (*e).laddr = id.laddr;
         (*e).raddr = id.raddr;
-        match skb {
-            Some(s) => {
-                (*e).skb = s.skb;
-                (*e).skb_len = s.len;
-                (*e).skb_truesize = s.truesize;
-                (*e).ifindex = s.ifindex;
-                (*e).ifname = s.ifname;
-                flags |= FLAG_HAS_SKB;
-            }
-            None => {
-                (*e).skb = 0;
-                (*e).skb_len = 0;
-                (*e).skb_truesize = 0;
-                (*e).ifindex = 0;
-                (*e).ifname = [0; 16];
-            }
+        if ob.has_skb {
+            let s = &ob.skb;
+            (*e).skb = s.skb;
+            (*e).skb_len = s.len;
+            (*e).skb_truesize = s.truesize;
+            (*e).ifindex = s.ifindex;
+            (*e).ifname = s.ifname;
+            flags |= FLAG_HAS_SKB;
+        } else {
+            (*e).skb = 0;
+            (*e).skb_len = 0;
+            (*e).skb_truesize = 0;
+            (*e).ifindex = 0;
+            (*e).ifname = [0; 16];
         }
         (*e).flags = flags;
     }
     entry.submit(0);
 }
 
-/// A socket-level event (no skb). `in_send` is true for hooks that run in the sender's
-/// `sendmsg` context.
+/// Identifies a socket and its sender into `ob` and applies every filter but the interface's;
+/// false if filtered out. `in_send` is true in the sender's `sendmsg` context (the sender is then
+/// recorded).
 #[inline(always)]
-pub fn socket_event(hook: Hook, sk: u64, in_send: bool, x: Extra) {
-    if !kernel::ready() {
-        return;
+fn admit(ob: &mut Observed, sk: u64, in_send: bool) -> bool {
+    ob.sk = sk;
+    ob.has_skb = false;
+    if !kernel::socket_id(sk, &mut ob.id) || !filter::socket_passes(&ob.id) {
+        return false;
     }
-    let Some(id) = kernel::socket_id(sk) else {
-        return;
-    };
-    if !filter::socket_passes(&id) {
-        return;
-    }
-    let sender = if in_send {
-        record_sender(sk)
+    if in_send {
+        record_sender(sk, &mut ob.sender);
     } else {
-        sender_of(sk)
+        sender_of(sk, &mut ob.sender);
+    }
+    filter::sender_passes(ob.sender.tgid, &ob.sender.comm)
+}
+
+/// Whether the filters keep a socket (recording its sender when `in_send`).
+#[inline(always)]
+fn socket_kept(sk: u64, in_send: bool) -> bool {
+    if !kernel::ready() {
+        return false;
+    }
+    let Some(scratch) = Scratch::take() else {
+        return false;
     };
-    if !filter::sender_passes(sender.tgid, &sender.comm) {
-        return;
+    let ob = scratch.get();
+    admit(ob, sk, in_send) && (!filter::has_iface_filter() || ob.sender.iface_seen)
+}
+
+/// A socket-level event (no skb); false if filtered out.
+#[inline(always)]
+pub fn socket_event(hook: Hook, sk: u64, in_send: bool, x: Extra) -> bool {
+    if !kernel::ready() {
+        return false;
+    }
+    let Some(scratch) = Scratch::take() else {
+        return false;
+    };
+    let ob = scratch.get();
+    ob.hook = hook as u8;
+    if !admit(ob, sk, in_send) {
+        return false;
     }
     // A socket event has no interface: with an interface filter, keep the sockets that have sent
     // through that interface.
-    if filter::has_iface_filter() && !sender.iface_seen {
-        return;
+    if filter::has_iface_filter() && !ob.sender.iface_seen {
+        return false;
     }
-    emit(hook, sk, &id, &sender, None, x);
+    emit(ob, &x);
+    true
 }
 
 /// Where an skb event's interface comes from.
@@ -361,18 +424,16 @@ pub enum Dev {
     None,
 }
 
-/// An skb-level event. `sk` is the owning socket; `read_skb` is false when the skb may already
-/// be gone (its sizes then come from `len`).
+/// An skb-level event; false if filtered out. `sk` is the owning socket; `read_skb` is false
+/// when the skb may already be gone (its length then comes from `len`).
 #[inline(always)]
 fn skb_event(hook: Hook, skb: u64, sk: u64, dev: Dev, read_skb: bool, len: u32, x: Extra) -> bool {
-    let Some(id) = kernel::socket_id(sk) else {
+    let Some(scratch) = Scratch::take() else {
         return false;
     };
-    if !filter::socket_passes(&id) {
-        return false;
-    }
-    let sender = sender_of(sk);
-    if !filter::sender_passes(sender.tgid, &sender.comm) {
+    let ob = scratch.get();
+    ob.hook = hook as u8;
+    if !admit(ob, sk, false) {
         return false;
     }
     let dev = match dev {
@@ -380,26 +441,25 @@ fn skb_event(hook: Hook, skb: u64, sk: u64, dev: Dev, read_skb: bool, len: u32, 
         Dev::Given(d) => d,
         Dev::None => 0,
     };
-    let (ifindex, ifname) = kernel::device(dev);
-    if !filter::iface_passes(&ifname) {
+    let v = &mut ob.skb;
+    kernel::device(dev, &mut v.ifindex, &mut v.ifname);
+    if !filter::iface_passes(&v.ifname) {
         return false;
     }
     if filter::has_iface_filter() {
         mark_iface_seen(sk);
     }
-    let (len, truesize) = if read_skb {
-        kernel::skb_sizes(skb)
+    v.skb = skb;
+    if read_skb {
+        let (l, t) = kernel::skb_sizes(skb);
+        v.len = l;
+        v.truesize = t;
     } else {
-        (len, 0)
-    };
-    let view = SkbView {
-        skb,
-        len,
-        truesize,
-        ifindex,
-        ifname,
-    };
-    emit(hook, sk, &id, &sender, Some(&view), x);
+        v.len = len;
+        v.truesize = 0;
+    }
+    ob.has_skb = true;
+    emit(ob, &x);
     true
 }
 
@@ -407,34 +467,38 @@ fn skb_event(hook: Hook, skb: u64, sk: u64, dev: Dev, read_skb: bool, len: u32, 
 
 #[inline(always)]
 pub fn tcp_sendmsg(sk: u64, msg: u64) {
+    let starting = !send_ongoing(sk);
     let mut x = Extra::value(kernel::msg_left(msg));
-    if send_start(sk) {
+    if starting {
         x.flags = FLAG_SEND_START;
     }
-    socket_event(Hook::TcpSendmsg, sk, true, x);
-}
-
-/// Remembers when this thread's `sendmsg` on `sk` started; true if this call is the start.
-#[inline(always)]
-fn send_start(sk: u64) -> bool {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if matches!(unsafe { SENDS.get(tid) }, Some(s) if s.sk == sk) {
-        return false;
+    if socket_event(Hook::TcpSendmsg, sk, true, x) && starting {
+        send_started(sk);
     }
-    let start = SendStart {
-        sk,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    let _ = SENDS.insert(tid, start, BPF_ANY as u64);
-    count(counter::SEND_STARTED);
-    true
 }
 
-/// Entry of any `*_sendmsg` (kprobe backend): only remembers the socket for the return probe.
+/// Whether this thread is already inside a `sendmsg` on `sk` (a later chunk of the same call).
+#[inline(always)]
+fn send_ongoing(sk: u64) -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    matches!(unsafe { SENDS.get(tid) }, Some(s) if s.sk == sk)
+}
+
+/// Remembers when this thread's `sendmsg` on `sk` started (only for sockets the filters keep).
+#[inline(always)]
+fn send_started(sk: u64) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let start = SendStart { sk, ts_ns: now() };
+    if SENDS.insert(tid, start, BPF_ANY as u64).is_ok() {
+        count(counter::SEND_STARTED);
+    }
+}
+
+/// Entry of any `*_sendmsg` (kprobe backend): only remembers the start for the return probe.
 #[inline(always)]
 pub fn sendmsg_enter(sk: u64) {
-    if kernel::ready() {
-        send_start(sk);
+    if !send_ongoing(sk) && socket_kept(sk, true) {
+        send_started(sk);
     }
 }
 
@@ -459,12 +523,23 @@ pub fn sendmsg_return(sk: u64, ret: i32) {
     }
     let mut x = Extra::timed(ret as i64, duration);
     if duration > 0 {
-        count(counter::SEND_MATCHED);
         x = x.with_sample(HistKind::SendmsgTime, duration);
-    } else {
-        count(counter::SEND_UNMATCHED);
     }
-    socket_event(Hook::SendmsgReturn, sk, true, x);
+    if socket_event(Hook::SendmsgReturn, sk, true, x) {
+        let matched = if duration > 0 {
+            counter::SEND_MATCHED
+        } else {
+            counter::SEND_UNMATCHED
+        };
+        count(matched);
+    }
+}
+
+/// Drops what is known about an skb address the filters do not keep: an entry left there by
+/// an earlier skb freed unseen must not be taken for this one.
+#[inline(always)]
+fn forget(skb: u64) {
+    let _ = SKBS.remove(skb);
 }
 
 /// Starts following an skb below the transport.
@@ -472,6 +547,7 @@ pub fn sendmsg_return(sk: u64, ret: i32) {
 fn track(skb: u64, sk: u64, queued_ns: u64, xmit_ns: u64) {
     let t = SkbTrack {
         sk,
+        head: kernel::skb_head(skb),
         queued_ns,
         xmit_ns,
         enqueued_ns: 0,
@@ -489,18 +565,11 @@ pub fn dev_queue_xmit(skb: u64) {
         return;
     }
     let sk = kernel::skb_sk(skb);
-    if sk != 0
-        && skb_event(
-            Hook::DevQueueXmit,
-            skb,
-            sk,
-            Dev::FromSkb,
-            true,
-            0,
-            Extra::value(0),
-        )
-    {
+    let x = Extra::value(0);
+    if sk != 0 && skb_event(Hook::DevQueueXmit, skb, sk, Dev::FromSkb, true, 0, x) {
         track(skb, sk, now(), 0);
+    } else {
+        forget(skb);
     }
 }
 
@@ -549,17 +618,20 @@ pub fn qdisc_dequeue(skb: u64) {
         return;
     }
     let mut x = Extra::value(0);
-    match SKBS.get_ptr_mut(skb) {
-        Some(t) if unsafe { (*t).enqueued_ns } != 0 => unsafe {
-            x = x.with_sample(
-                HistKind::QdiscSojourn,
-                now().saturating_sub((*t).enqueued_ns),
-            );
-            (*t).enqueued_ns = 0;
-        },
-        _ => count(counter::QDISC_UNMATCHED),
+    let mut matched = false;
+    if let Some(t) = SKBS.get_ptr_mut(skb) {
+        unsafe {
+            if (*t).enqueued_ns != 0 {
+                let sojourn = now().saturating_sub((*t).enqueued_ns);
+                x = x.with_sample(HistKind::QdiscSojourn, sojourn);
+                (*t).enqueued_ns = 0;
+                matched = true;
+            }
+        }
     }
-    skb_event(Hook::QdiscDequeue, skb, sk, Dev::FromSkb, true, 0, x);
+    if skb_event(Hook::QdiscDequeue, skb, sk, Dev::FromSkb, true, 0, x) && !matched {
+        count(counter::QDISC_UNMATCHED);
+    }
 }
 
 #[inline(always)]
@@ -568,17 +640,9 @@ pub fn driver_xmit(skb: u64, dev: u64) {
         return;
     }
     let sk = kernel::skb_sk(skb);
-    if sk == 0
-        || !skb_event(
-            Hook::DriverXmit,
-            skb,
-            sk,
-            Dev::Given(dev),
-            true,
-            0,
-            Extra::value(0),
-        )
-    {
+    let x = Extra::value(0);
+    if sk == 0 || !skb_event(Hook::DriverXmit, skb, sk, Dev::Given(dev), true, 0, x) {
+        forget(skb);
         return;
     }
     match SKBS.get_ptr_mut(skb) {
@@ -621,8 +685,12 @@ pub fn skb_freed(hook: Hook, skb: u64, reason: u32) {
     let Some(t) = (unsafe { SKBS.get(skb) }) else {
         return;
     };
-    let (sk, queued_ns, xmit_ns) = (t.sk, t.queued_ns, t.xmit_ns);
+    let (sk, head, queued_ns, xmit_ns) = (t.sk, t.head, t.queued_ns, t.xmit_ns);
     let _ = SKBS.remove(skb);
+    // Same address, other buffer: a later skb, not the one that was followed.
+    if kernel::skb_head(skb) != head {
+        return;
+    }
     count(counter::SKB_FREED);
     let value = match hook {
         Hook::SkbDrop => reason as i64,

@@ -9,7 +9,7 @@ use core::ptr::read_volatile;
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use sockmem_common::Config;
 
-use crate::CONFIG;
+use crate::{CONFIG, RUNNING};
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -22,9 +22,12 @@ pub fn config() -> &'static Config {
     unsafe { &*core::ptr::addr_of!(CONFIG) }
 }
 
+/// The loader filled the configuration, and userspace has switched the programs on (after
+/// attaching every hook, so that all hooks start together).
 #[inline(always)]
 pub fn ready() -> bool {
-    unsafe { read_volatile(&config().ready) == 1 }
+    let configured = unsafe { read_volatile(&config().ready) } == 1;
+    configured && matches!(RUNNING.get(0), Some(&1))
 }
 
 #[inline(always)]
@@ -41,6 +44,7 @@ fn read<T>(base: u64, field: &u32) -> Option<T> {
 }
 
 /// Who a socket is and what it carries: everything the filters look at.
+#[repr(C)]
 pub struct SocketId {
     pub family: u16,
     pub protocol: u8,
@@ -50,39 +54,37 @@ pub struct SocketId {
     pub raddr: [u8; 16],
 }
 
-/// Reads the identity of an IPv4/IPv6 TCP/UDP socket; `None` for anything else.
+/// Fills `id` with the identity of an IPv4/IPv6 TCP/UDP socket; false for anything else.
+/// In place, because the BPF stack is too small for copies of it.
 #[inline(always)]
-pub fn socket_id(sk: u64) -> Option<SocketId> {
+pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
     let o = &config().offsets;
-    let family: u16 = read(sk, &o.sk_family)?;
-    if family != AF_INET && family != AF_INET6 {
-        return None;
-    }
-    let protocol: u16 = read(sk, &o.sk_protocol)?;
-    let protocol = protocol as u8;
-    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
-        return None;
-    }
-    let lport: u16 = read(sk, &o.sk_num)?;
-    let dport_be: u16 = read(sk, &o.sk_dport)?;
-    let mut id = SocketId {
-        family,
-        protocol,
-        lport,
-        rport: u16::from_be(dport_be),
-        laddr: [0; 16],
-        raddr: [0; 16],
+    let Some(family) = read::<u16>(sk, &o.sk_family) else {
+        return false;
     };
+    if family != AF_INET && family != AF_INET6 {
+        return false;
+    }
+    let protocol = read::<u16>(sk, &o.sk_protocol).unwrap_or(0) as u8;
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return false;
+    }
+    id.family = family;
+    id.protocol = protocol;
+    id.lport = read(sk, &o.sk_num).unwrap_or(0);
+    id.rport = u16::from_be(read(sk, &o.sk_dport).unwrap_or(0));
+    id.laddr = [0; 16];
+    id.raddr = [0; 16];
     if family == AF_INET {
-        let l: [u8; 4] = read(sk, &o.sk_rcv_saddr)?;
-        let r: [u8; 4] = read(sk, &o.sk_daddr)?;
+        let l: [u8; 4] = read(sk, &o.sk_rcv_saddr).unwrap_or([0; 4]);
+        let r: [u8; 4] = read(sk, &o.sk_daddr).unwrap_or([0; 4]);
         id.laddr[..4].copy_from_slice(&l);
         id.raddr[..4].copy_from_slice(&r);
     } else {
-        id.laddr = read(sk, &o.sk_v6_rcv_saddr)?;
-        id.raddr = read(sk, &o.sk_v6_daddr)?;
+        id.laddr = read(sk, &o.sk_v6_rcv_saddr).unwrap_or([0; 16]);
+        id.raddr = read(sk, &o.sk_v6_daddr).unwrap_or([0; 16]);
     }
-    Some(id)
+    true
 }
 
 /// The two send-side counters and the send buffer, as read right now.
@@ -110,6 +112,11 @@ pub fn skb_sk(skb: u64) -> u64 {
 }
 
 #[inline(always)]
+pub fn skb_head(skb: u64) -> u64 {
+    read(skb, &config().offsets.skb_head).unwrap_or(0)
+}
+
+#[inline(always)]
 pub fn skb_dev(skb: u64) -> u64 {
     read(skb, &config().offsets.skb_dev).unwrap_or(0)
 }
@@ -124,14 +131,12 @@ pub fn skb_sizes(skb: u64) -> (u32, u32) {
     )
 }
 
-/// `(ifindex, name)` of a net_device; zeros when `dev` is 0 or unreadable.
+/// Interface index and name of a net_device; zeros when `dev` is 0 or unreadable.
 #[inline(always)]
-pub fn device(dev: u64) -> (u32, [u8; 16]) {
+pub fn device(dev: u64, ifindex: &mut u32, name: &mut [u8; 16]) {
     let o = &config().offsets;
-    (
-        read(dev, &o.dev_ifindex).unwrap_or(0),
-        read(dev, &o.dev_name).unwrap_or([0; 16]),
-    )
+    *ifindex = read(dev, &o.dev_ifindex).unwrap_or(0);
+    *name = read(dev, &o.dev_name).unwrap_or([0; 16]);
 }
 
 /// `msg_data_left(msg)`: bytes a `sendmsg` call still has to copy.

@@ -9,7 +9,7 @@ mod kernel;
 
 use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use sockmem_common::{
@@ -21,6 +21,10 @@ use sockmem_common::{
 /// Filled by the loader (offsets from BTF, filters) before any program is attached.
 #[no_mangle]
 static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+/// `[0]` = 1 while the programs should work; set by userspace once every hook is attached.
+#[map]
+static RUNNING: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Events to userspace; the loader resizes it (`--ring-size`).
 #[map]
@@ -46,9 +50,13 @@ static SENDS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0
 #[map]
 static HISTS: PerCpuHashMap<HistKey, Hist> = PerCpuHashMap::with_max_entries(4096, 0);
 
-/// Scratch space for the key of the histogram being updated.
+/// Per-CPU scratch for what a handler observed, one slot per nesting level.
 #[map]
-static HIST_KEY: PerCpuArray<HistKey> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<handlers::Observed> = PerCpuArray::with_max_entries(4, 0);
+
+/// How many scratch slots are in use on this CPU.
+#[map]
+static SCRATCH_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Never written: the zeroed value new histograms are created from.
 #[map]

@@ -37,7 +37,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         )),
         None => Box::new(BufWriter::new(io::stdout())),
     };
-    let session::Session { mut ebpf, reports } = session::start(&session::Options {
+    let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel(),
         btf: args.btf.as_deref(),
         backend: args.backend,
@@ -46,13 +46,15 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         per,
         verbose: args.verbose,
     })?;
-    let maps = HistMaps::take(&mut ebpf)?;
+    let maps = HistMaps::take(&mut session.ebpf)?;
     session::write_ready_file(args.ready_file.as_deref())?;
     let started = Instant::now();
     runtime.block_on(wait(args.duration))?;
     let elapsed = started.elapsed().as_secs_f64();
-    // Detach everything before reading, so the numbers are one consistent snapshot.
-    drop(ebpf);
+    // Stop every program at once, then detach, so the numbers are one consistent snapshot.
+    session.set_running(false)?;
+    let reports = std::mem::take(&mut session.reports);
+    drop(session);
     let report = maps.read(per)?;
 
     let kernel = loader::kernel_release();

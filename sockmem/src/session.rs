@@ -4,8 +4,11 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use aya::Ebpf;
-use sockmem_common::{Config, Filter, Per};
+use aya::{
+    maps::{Array, MapData},
+    Ebpf,
+};
+use sockmem_common::{names, Config, Filter, Per};
 
 use crate::{
     attach::{self, HookReport, Mode},
@@ -57,7 +60,25 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
     };
     let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
     report_hooks(&reports, o.verbose);
-    Ok(Session { ebpf, reports })
+    let mut session = Session { ebpf, reports };
+    // Every hook starts at once, only now: none counts what the others missed.
+    session.set_running(true)?;
+    Ok(session)
+}
+
+impl Session {
+    /// Switches every program on or off at once (they stay attached).
+    pub fn set_running(&mut self, on: bool) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::RUNNING)
+            .ok_or_else(|| anyhow::anyhow!("map `{}` missing from the eBPF object", names::RUNNING))?;
+        let mut running: Array<&mut MapData, u32> =
+            Array::try_from(map).context("opening the on/off switch")?;
+        running
+            .set(0, u32::from(on), 0)
+            .context("switching the programs on or off")
+    }
 }
 
 pub fn hook_lines(reports: &[HookReport]) -> Vec<HookLine> {

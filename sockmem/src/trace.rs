@@ -67,7 +67,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let _runtime_context = runtime.enter();
-    let session::Session { mut ebpf, reports } = session::start(&session::Options {
+    let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel(),
         btf: args.btf.as_deref(),
         backend: args.backend,
@@ -76,8 +76,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         per: Per::Total,
         verbose: args.verbose,
     })?;
-    let mut stream = EventStream::new(&mut ebpf)?;
-    let losses = LossCounter::new(&mut ebpf)?;
+    let mut stream = EventStream::new(&mut session.ebpf)?;
+    let losses = LossCounter::new(&mut session.ebpf)?;
 
     let out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::new(
@@ -94,7 +94,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let info = RunInfo {
         kernel: loader::kernel_release(),
         ring_size: args.ring_size,
-        hooks: session::hook_lines(&reports),
+        hooks: session::hook_lines(&session.reports),
     };
     let start_ns = monotonic_ns();
     let started = Instant::now();
@@ -144,14 +144,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        // Whatever is already in the ring buffer was asked for: print it before the summary.
+        // Stop producing, then print whatever is already in the ring buffer: it was asked for.
+        session.set_running(false)?;
         stream.drain(|b| pipe.record(b))?;
         anyhow::Ok(())
     });
-    // Detach every program before printing the summary, so nothing more is counted.
     let lost_per_cpu = losses.per_cpu()?;
     drop(stream);
-    drop(ebpf);
+    drop(session);
     let Pipeline {
         tracker,
         mut sink,

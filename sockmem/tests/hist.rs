@@ -32,6 +32,26 @@ fn stop_hist_json(t: Tracer, per: &str) -> HistDoc {
         .unwrap_or_else(|e| panic!("bad `sockmem hist --json` output ({e}): {}", out.describe()))
 }
 
+/// Hooks the qdisc and skb checks need.
+const QDISC_HOOKS: [&str; 3] = ["dev_queue_xmit", "qdisc_enqueue", "qdisc_dequeue"];
+/// Hooks `sendmsg_time` needs (`tcp:tcp_sendmsg_locked` is a 6.12+ tracepoint).
+const SENDMSG_HOOKS: [&str; 2] = ["tcp_sendmsg", "sendmsg_ret"];
+
+/// If one of `hooks` is not attached in `doc`, prints why the test `test` is skipped (the
+/// kernel feature that is missing, as sockmem reports it) and returns true.
+fn skip_without(test: &str, doc: &HistDoc, hooks: &[&str]) -> bool {
+    for h in hooks {
+        if !doc.hook_attached(h) {
+            eprintln!(
+                "SKIP {test}: sockmem could not attach hook {h} on this kernel: {}",
+                doc.hook_reason(h)
+            );
+            return true;
+        }
+    }
+    false
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. qdisc sojourn vs Little's law
 // ---------------------------------------------------------------------------------------------
@@ -60,7 +80,10 @@ struct LittleRun {
     w_bytes_ns: f64,
     samples: usize,
     sampled_s: f64,
+    max_qlen: u64,
     drops: u64,
+    /// The document, for its hooks list.
+    doc: HistDoc,
 }
 
 impl LittleRun {
@@ -116,11 +139,7 @@ fn little_run(pair: &NetnsPair, port: u16, rate: &'static str) -> LittleRun {
     }
     l_skbs /= span;
     l_bytes /= span;
-    let l_unweighted = samples.iter().map(|s| s.q.qlen as f64).sum::<f64>() / samples.len() as f64;
     let max_qlen = samples.iter().map(|s| s.q.qlen).max().unwrap_or(0);
-    eprintln!(
-        "little {rate}: unweighted L {l_unweighted:.3} weighted {l_skbs:.3} max qlen {max_qlen}"
-    );
     let lambda_skbs = (last.dev_tx_packets - first.dev_tx_packets) as f64 / span;
     let lambda_bytes = (last.q.sent_bytes - first.q.sent_bytes) as f64 / span;
     let lambda_segs = (last.q.sent_pkts - first.q.sent_pkts) as f64 / span;
@@ -142,16 +161,19 @@ fn little_run(pair: &NetnsPair, port: u16, rate: &'static str) -> LittleRun {
         w_bytes_ns: l_bytes / lambda_bytes * 1e9,
         samples: samples.len(),
         sampled_s: span,
+        max_qlen,
         drops: last.q.drops - first.q.drops,
+        doc,
     }
 }
 
 fn print_little(r: &LittleRun) {
     eprintln!(
-        "little {}: sockmem sojourn count {} mean {:.2} ms p50 {:.2} ms p99 {:.2} ms over {:.2} s, \
-         qdisc_unmatched {}; tc {} samples over {:.2} s: L {:.2} skbs / {:.0} B, λ {:.1} skbs/s \
-         {:.0} B/s ({:.0} segs/s), W(skbs) {:.2} ms, W(bytes) {:.2} ms, naive W(qlen/segs) \
-         {:.3} ms, drops {}; sockmem/W(skbs) = {:.3}, skbs dequeued per tc rate {:.0}",
+        "little {}: sockmem sojourn count {} mean {:.2} ms p50 {:.2} ms p99 {:.2} ms over \
+         {:.2} s, qdisc_unmatched {}; tc {} samples over {:.2} s: L {:.2} skbs (max {}) / \
+         {:.0} B, λ {:.1} skbs/s {:.0} B/s ({:.0} segs/s), W(skbs) {:.2} ms, W(bytes) {:.2} ms, \
+         naive W(qlen/segs) {:.3} ms, drops {}; sockmem/W(skbs) = {:.3}; the veth's rate over \
+         duration_s gives {:.0} skbs",
         r.rate,
         r.count,
         r.mean_ns / 1e6,
@@ -162,6 +184,7 @@ fn print_little(r: &LittleRun) {
         r.samples,
         r.sampled_s,
         r.l_skbs,
+        r.max_qlen,
         r.l_bytes,
         r.lambda_skbs,
         r.lambda_bytes,
@@ -178,14 +201,19 @@ fn print_little(r: &LittleRun) {
 /// `mean sojourn (sockmem) / W (Little's law from tc)` must lie in
 /// `[1 - LITTLE_TOLERANCE, 1 + LITTLE_TOLERANCE]`.
 ///
-/// Measured on the 2-core development VM (kernel 6.18, BBR, 20 ms sampling, 3 s windows), over
-/// 18 runs of this test (alone and alongside the other tests): 40mbit 0.99 .. 1.30, 400mbit
-/// 0.95 .. 1.24, typically 1.0 .. 1.13. The spread comes from BBR's queue moving on a scale of
-/// tens of ms (2 to 15 skbs in the queue) seen through ~150 samples, and from sockmem's window
-/// starting a little earlier than the sampled one (it aggregates from its first attached
-/// program on). ±35% keeps a margin over the worst run seen while still failing for a mean that
-/// is off by a unit factor or by the segments-vs-skbs factor (~20-40x here).
-const LITTLE_TOLERANCE: f64 = 0.35;
+/// W = L / λ with both in skbs: L from tc's `qlen` (skbs), λ from the veth's `tx_packets`
+/// (one per skb). tc's `Sent .. pkt` counts GSO *segments* (~20-40 per skb here), so
+/// `qlen / (Sent pkt rate)` would be 20-40x too small; the byte version (backlog bytes / byte
+/// rate) is a byte-weighted mean, printed for comparison only.
+///
+/// Measured on the 2-core development VM (kernel 6.18, BBR, 20 ms sampling, 3 s windows) over
+/// 22 runs, 14 alone and 8 alongside the other tests of this file: ratio at 40mbit 0.93 ..
+/// 1.30, at 400mbit 0.95 .. 1.22; 31 of the 44 within ±5%, 42 within ±15%. The spread comes
+/// from BBR's queue moving on a scale of tens of ms (1 to 15 skbs) seen through ~150 samples,
+/// and from sockmem's window starting up to a few hundred ms before the sampled one (see
+/// `samples_start_at_ready`). ±40% keeps a margin over the worst run seen (+30%) and still
+/// fails for any unit or skbs-vs-segments mistake, or a mean 1.7x too large or too small.
+const LITTLE_TOLERANCE: f64 = 0.40;
 
 /// qdisc_unmatched may hold the skbs already queued when sockmem attached (a handful, the queue
 /// holds at most ~15 here) and requeues; it must stay below this fraction of the sojourn count.
@@ -196,6 +224,13 @@ fn qdisc_sojourn_agrees_with_littles_law() {
     let pair = NetnsPair::new("little", 110);
     let slow = little_run(&pair, 22101, "40mbit");
     print_little(&slow);
+    if skip_without(
+        "qdisc_sojourn_agrees_with_littles_law",
+        &slow.doc,
+        &QDISC_HOOKS,
+    ) {
+        return;
+    }
     let fast = little_run(&pair, 22102, "400mbit");
     print_little(&fast);
 
@@ -279,15 +314,17 @@ fn no_qdisc_means_bypass_and_no_sojourn() {
     let after = pair.tx_dev_stats();
     let dev_skbs = after.1 - before.1;
 
-    for h in ["qdisc_enqueue", "qdisc_dequeue", "dev_queue_xmit", "driver_xmit"] {
-        if !doc.hook_attached(h) {
-            eprintln!(
-                "SKIP no_qdisc_means_bypass_and_no_sojourn: hook {h} not attached on this kernel: \
-                 {}",
-                doc.hook_reason(h)
-            );
-            return;
-        }
+    if skip_without(
+        "no_qdisc_means_bypass_and_no_sojourn",
+        &doc,
+        &[
+            "dev_queue_xmit",
+            "qdisc_enqueue",
+            "qdisc_dequeue",
+            "driver_xmit",
+        ],
+    ) {
+        return;
     }
     let soj = doc.total("qdisc_sojourn");
     let below = doc.total("below_tcp");
@@ -348,6 +385,13 @@ fn stalled_receiver_sendmsg_time_is_blocking() {
     let records = st.stop_writing(Duration::from_secs(5));
     let doc = stop_hist_json(tracer, "total");
     st.finish();
+    if skip_without(
+        "stalled_receiver_sendmsg_time_is_blocking",
+        &doc,
+        &SENDMSG_HOOKS,
+    ) {
+        return;
+    }
 
     let long: Vec<&WriteRecord> = records
         .iter()
@@ -365,9 +409,9 @@ fn stalled_receiver_sendmsg_time_is_blocking() {
         hist_brief(blocked)
     );
     assert!(
-        long.len() >= 3,
-        "premise: expected >= 3 writes blocked for ~{SNDTIMEO:?} in ~2 s, the sender saw {} of \
-         {} writes take >= 134 ms",
+        long.len() >= 3 && long.len() * 100 > records.len(),
+        "premise: expected >= 3 writes, and more than 1% of them, blocked for ~{SNDTIMEO:?} in \
+         ~2 s; the sender saw {} of {} writes take >= 134 ms",
         long.len(),
         records.len()
     );
@@ -407,8 +451,8 @@ fn stalled_receiver_sendmsg_time_is_blocking() {
         "expected sendmsg_time max ({max} ns) <= the longest write the sender timed \
          ({longest_write:?}): the kernel's part of a write cannot be longer than the write"
     );
-    // p99: the blocked writes are more than 1% of all writes (asserted above: >= 3 of them),
-    // so the 99th percentile falls in their bucket [268 ms, 537 ms), capped at max.
+    // p99: the blocked writes are more than 1% of all writes (premise above), so the 99th
+    // percentile falls in their bucket [268 ms, 537 ms), capped at max.
     assert!(
         hist_u64(send, "p99") >= LONG_NS,
         "expected sendmsg_time p99 >= 250 ms ({} of {} writes blocked ~300 ms), got {}",
@@ -452,7 +496,10 @@ fn wait_qdisc_empty(pair: &NetnsPair) {
         last = pair.tx_qdisc_stats();
         last.qlen == 0
     });
-    assert!(ok, "expected the sender's qdisc to drain within 10 s, last {last:?}");
+    assert!(
+        ok,
+        "expected the sender's qdisc to drain within 10 s, last {last:?}"
+    );
 }
 
 #[test]
@@ -465,20 +512,35 @@ fn per_socket_splits_two_flows() {
     // Both runs are attached before the first packet and stopped after the last one is through
     // the qdisc (the flows hold their sockets open: no FIN after the stop), so they see exactly
     // the same enqueues and dequeues: their qdisc_sojourn counts must be equal.
+    let dev_before = pair.tx_dev_stats();
     let split = start_hist(&["--json", "--per", "socket", "-a", &rx]);
     let whole = start_hist(&["--json", "-a", &rx]);
     let total = 4 * MIB;
-    let f1 = TcpFlow::start(&pair, P1, "smtx-persk1", TcpFlowOpts::bytes(total).hold_open());
-    let f2 = TcpFlow::start(&pair, P2, "smtx-persk2", TcpFlowOpts::bytes(total).hold_open());
+    let f1 = TcpFlow::start(
+        &pair,
+        P1,
+        "smtx-persk1",
+        TcpFlowOpts::bytes(total).hold_open(),
+    );
+    let f2 = TcpFlow::start(
+        &pair,
+        P2,
+        "smtx-persk2",
+        TcpFlowOpts::bytes(total).hold_open(),
+    );
     f1.wait_received(total, Duration::from_secs(30));
     f2.wait_received(total, Duration::from_secs(30));
     wait_qdisc_empty(&pair);
     thread::sleep(SETTLE);
     let split = stop_hist_json(split, "socket");
     let whole = stop_hist_json(whole, "total");
+    let dev_skbs = pair.tx_dev_stats().1 - dev_before.1;
     let (k1, k2) = (f1.key.clone(), f2.key.clone());
     f1.finish();
     f2.finish();
+    if skip_without("per_socket_splits_two_flows", &split, &QDISC_HOOKS) {
+        return;
+    }
 
     let keyed = split.keyed("qdisc_sojourn");
     for h in &keyed {
@@ -489,7 +551,8 @@ fn per_socket_splits_two_flows() {
     let mut expected = vec![socket_label(&k1), socket_label(&k2)];
     expected.sort();
     assert_eq!(
-        keys, expected,
+        keys,
+        expected,
         "expected exactly the two sender sockets as qdisc_sojourn keys, got {} keys",
         keys.len()
     );
@@ -503,7 +566,10 @@ fn per_socket_splits_two_flows() {
     let sum: u64 = keyed.iter().map(|h| hist_u64(h, "count")).sum();
     let split_total = hist_u64(split.total("qdisc_sojourn"), "count");
     let whole_total = hist_u64(whole.total("qdisc_sojourn"), "count");
-    eprintln!("per socket: keyed sum {sum}, total {split_total}; un-split run total {whole_total}");
+    eprintln!(
+        "per socket: keyed sum {sum}, total {split_total}; un-split run total {whole_total}; \
+         the sender veth sent {dev_skbs} skbs"
+    );
     assert_eq!(
         sum, split_total,
         "expected the per-socket qdisc_sojourn counts to add up to the run's total {split_total}, \
@@ -513,6 +579,14 @@ fn per_socket_splits_two_flows() {
         split_total, whole_total,
         "expected the --per socket run and the simultaneous un-split run to count the same \
          qdisc_sojourn samples (same skbs, same window): {split_total} vs {whole_total}"
+    );
+    // Every skb of the two sockets that left the qdisc went out on the veth, which also sent
+    // a few packets of no socket (ARP, IPv6 neighbour discovery): the count is the veth's, up
+    // to those.
+    assert!(
+        split_total <= dev_skbs && split_total + 20 >= dev_skbs,
+        "expected the qdisc_sojourn count {split_total} to equal the {dev_skbs} skbs the sender \
+         veth sent during the run, less at most 20 packets of no socket"
     );
     // The sums agree too, up to the few ns by which the two programs' clocks are read apart
     // for each sample: within 1%.
@@ -539,7 +613,12 @@ fn per_pid_and_iface_labels() {
     let by_pid = start_hist(&["--json", "--per", "pid", "-P", &p]);
     let by_iface = start_hist(&["--json", "--per", "iface", "-P", &p]);
     let total = 4 * MIB;
-    let flow = TcpFlow::start(&pair, P, "smtx-perpid", TcpFlowOpts::bytes(total).hold_open());
+    let flow = TcpFlow::start(
+        &pair,
+        P,
+        "smtx-perpid",
+        TcpFlowOpts::bytes(total).hold_open(),
+    );
     flow.wait_received(total, Duration::from_secs(30));
     wait_qdisc_empty(&pair);
     thread::sleep(SETTLE);
@@ -547,6 +626,10 @@ fn per_pid_and_iface_labels() {
     let by_iface = stop_hist_json(by_iface, "iface");
     let sender = flow.sender.clone();
     flow.finish();
+    let needed: Vec<&str> = QDISC_HOOKS.iter().chain(&SENDMSG_HOOKS).copied().collect();
+    if skip_without("per_pid_and_iface_labels", &by_pid, &needed) {
+        return;
+    }
 
     // --per pid: "<tgid> <comm>" of the thread that wrote.
     let label = format!("{} {}", sender.tgid, sender.comm);
@@ -569,7 +652,10 @@ fn per_pid_and_iface_labels() {
         let ok = key
             .split_once(' ')
             .is_some_and(|(pid, comm)| pid.parse::<u32>().is_ok() && !comm.is_empty());
-        assert!(ok, "expected every --per pid key to be \"<tgid> <comm>\", got {key:?}");
+        assert!(
+            ok,
+            "expected every --per pid key to be \"<tgid> <comm>\", got {key:?}"
+        );
     }
 
     // --per iface: qdisc samples on the sender veth, socket-level ones under "(no interface)".
@@ -592,7 +678,11 @@ fn per_pid_and_iface_labels() {
         "expected all qdisc_sojourn samples under {:?}",
         pair.tx_if
     );
-    assert!(hist_u64(h, "count") > 0, "expected samples: {}", hist_brief(h));
+    assert!(
+        hist_u64(h, "count") > 0,
+        "expected samples: {}",
+        hist_brief(h)
+    );
     assert_eq!(
         by_iface.keys("sendmsg_time"),
         vec!["(no interface)".to_string()],
@@ -624,7 +714,12 @@ fn text_count(text: &str, kind: &str) -> Option<u64> {
     while let Some(l) = lines.next() {
         if l.starts_with(&format!("@{kind} ")) || l.starts_with(&format!("@{kind}[")) {
             let next = lines.next()?;
-            return next.strip_prefix("count ")?.split_whitespace().next()?.parse().ok();
+            return next
+                .strip_prefix("count ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok();
         }
     }
     None
@@ -663,6 +758,18 @@ fn hist_text_output() {
         header.starts_with("sockmem hist: "),
         "expected a first line \"sockmem hist: ...\", got {header:?}"
     );
+    // The header lists the attached hooks ("qdisc_enqueue via tracepoint, ...").
+    if let Some(h) = QDISC_HOOKS
+        .iter()
+        .find(|h| !header.contains(&format!("{h} via ")))
+    {
+        eprintln!(
+            "SKIP hist_text_output: sockmem could not attach hook {h} on this kernel (its \
+             stderr says why):\n{}",
+            a.stderr
+        );
+        return;
+    }
     // The qdisc_sojourn block: title, count line, rows "[lo, hi)  n |@@@ |".
     let lines: Vec<&str> = text.lines().collect();
     let at = lines
@@ -830,11 +937,14 @@ fn completeness_counts_only_filtered_traffic() {
     );
 }
 
-/// The histograms cover the window `duration_s` reports, which starts when the ready file is
-/// written: no sample from before.
+/// The histograms cover the window `duration_s` reports (from the ready file to the stop): a
+/// steady flow's skb rate computed from the document (`count / duration_s`) is the rate at
+/// which the veth really sent them.
 #[test]
 fn samples_start_at_ready() {
     const P: u16 = 22901;
+    /// The flow through tbf 400mbit is steady: its skb rate moves by ~1% between 3 s windows.
+    const RATE_TOLERANCE: f64 = 0.05;
     let pair = NetnsPair::new("window", 117);
     pair.set_tbf("400mbit", "256kb", "200ms");
     let flow = TcpFlow::start(&pair, P, "smtx-window", TcpFlowOpts::until_stopped());
@@ -849,9 +959,12 @@ fn samples_start_at_ready() {
     let exited = Instant::now();
     let samples = sampler.finish();
     flow.finish();
+    if skip_without("samples_start_at_ready", &doc, &QDISC_HOOKS) {
+        return;
+    }
 
-    // Veth skbs from a reading surely before the ready file (40 ms before it was seen) to a
-    // reading after the exit: every skb sockmem may count left in between.
+    // The veth's skbs from a reading surely before the ready file (40 ms before it was seen) to
+    // a reading after the exit: every skb sockmem may count within its window left in between.
     let before = samples
         .iter()
         .rev()
@@ -867,24 +980,95 @@ fn samples_start_at_ready() {
         .find(|s| s.at <= spawned)
         .expect("a reading before sockmem started");
     let window_skbs = after.dev_tx_packets - before.dev_tx_packets;
+    let window_s = (after.at - before.at).as_secs_f64();
+    let lambda = window_skbs as f64 / window_s;
     let since_spawn = after.dev_tx_packets - at_spawn.dev_tx_packets;
     let soj = doc.total("qdisc_sojourn");
     let count = hist_u64(soj, "count");
     let duration_s = hist_f64(&doc.doc, "duration_s");
+    let rate = count as f64 / duration_s;
     eprintln!(
-        "window: qdisc_sojourn count {count}, duration_s {duration_s:.3}; veth sent {window_skbs} \
-         skbs from {:.0} ms before the ready file was seen to after exit ({:.3} s), \
-         {since_spawn} since sockmem was started ({:.3} s before ready)",
+        "window: qdisc_sojourn count {count} in duration_s {duration_s:.3} = {rate:.0} skbs/s; \
+         veth sent {window_skbs} skbs in {window_s:.3} s = {lambda:.0} skbs/s (from {:.0} ms \
+         before the ready file was seen to after exit); {since_spawn} since sockmem was started \
+         {:.3} s before ready; sockmem's count covers {:.3} s at the veth's rate",
         (seen_ready - before.at).as_secs_f64() * 1e3,
-        (after.at - before.at).as_secs_f64(),
-        (seen_ready - spawned).as_secs_f64()
+        (seen_ready - spawned).as_secs_f64(),
+        count as f64 / lambda
     );
-    assert!(count > 0, "expected qdisc_sojourn samples, got {}", hist_brief(soj));
     assert!(
-        count <= window_skbs,
-        "expected at most {window_skbs} qdisc_sojourn samples (skbs the veth sent from before the \
-         ready file to after exit; duration_s {duration_s:.3}), got {count}: sockmem counted skbs \
-         that left the qdisc before it reported being ready ({since_spawn} left since it was \
-         started)"
+        count > 0,
+        "expected qdisc_sojourn samples, got {}",
+        hist_brief(soj)
+    );
+    assert!(
+        count <= since_spawn,
+        "expected at most the {since_spawn} skbs the veth sent since sockmem was started, got \
+         {count}"
+    );
+    assert!(
+        rate <= lambda * (1.0 + RATE_TOLERANCE),
+        "expected count / duration_s = {count} / {duration_s:.3} s = {rate:.0} skbs/s to be at \
+         most the veth's {lambda:.0} skbs/s + {:.0}%; sockmem's count is what the veth sends in \
+         {:.3} s: its histograms hold samples from before the window duration_s reports (from \
+         programs attached before the ready file)",
+        RATE_TOLERANCE * 100.0,
+        count as f64 / lambda
+    );
+}
+
+/// Samples keyed by interface may only name interfaces the filtered socket's skbs crossed. A
+/// second namespace pair carries traffic the filter excludes, after the filtered flow is done.
+#[test]
+fn skb_samples_stay_with_their_socket() {
+    const P: u16 = 22951;
+    const P_OTHER: u16 = 22952;
+    let mine = NetnsPair::new("own", 118);
+    // The harness's tbf (burst 32kb) splits every TSO skb larger than 32 KiB into segments and
+    // frees the original with consume_skb: the other flow's skbs are freed where sockmem sees it.
+    let other = NetnsPair::with_tbf("other", 119);
+    let tracer = start_hist(&["--json", "--per", "iface", "-P", &P.to_string()]);
+    // Both flows at once, then the other one alone: skbs of the filtered flow that are freed
+    // where no hook sees it (most, on a veth) leave their tracking entries behind, and the other
+    // flow's skbs reuse those addresses.
+    let total = 8 * MIB;
+    let other_total = 48 * MIB;
+    let o = TcpFlow::start(
+        &other,
+        P_OTHER,
+        "smtx-other",
+        TcpFlowOpts::bytes(other_total),
+    );
+    let r = TcpFlow::start(&mine, P, "smtx-own", TcpFlowOpts::bytes(total)).finish();
+    assert_eq!(
+        r.received, total,
+        "expected {total} bytes received on port {P}"
+    );
+    let r = o.finish();
+    assert_eq!(
+        r.received, other_total,
+        "expected {other_total} bytes received on port {P_OTHER}"
+    );
+    thread::sleep(SETTLE);
+    let doc = stop_hist_json(tracer, "iface");
+    eprintln!("own vs other: completeness {}", doc.completeness_line());
+    let allowed = [
+        mine.tx_if.clone(),
+        mine.rx_if.clone(),
+        "(no interface)".to_string(),
+    ];
+    let mut wrong = Vec::new();
+    for h in doc.doc["histograms"].as_array().unwrap() {
+        eprintln!("own vs other: {}", hist_brief(h));
+        if !allowed.iter().any(|a| a == get_str(h, "key")) {
+            wrong.push(hist_brief(h));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "expected -P {P} histograms keyed only by the interfaces its skbs crossed {allowed:?}; \
+         got samples on other interfaces (those of the flow on port {P_OTHER}, which the filter \
+         excludes):\n{}",
+        wrong.join("\n")
     );
 }

@@ -1831,6 +1831,8 @@ impl QdiscSampler {
                 k += 1;
                 samples.push(read());
             }
+            // One reading taken after the stop was asked for.
+            samples.push(read());
             samples
         }));
         recv_setup(&first_rx, &mut h, &what);
