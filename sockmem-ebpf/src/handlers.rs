@@ -137,6 +137,7 @@ impl Scratch {
     }
 
     #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
     fn get(&self) -> &mut Observed {
         // SAFETY: a map value of this CPU, owned by this handler until `drop`.
         unsafe { &mut *self.0 }
@@ -228,10 +229,8 @@ fn hist_key(ob: &mut Observed) -> *mut HistKey {
         } else if per == Per::Pid as u32 {
             (*key).id = sender.tgid as u64;
             (*key).name = sender.comm;
-        } else if per == Per::Iface as u32 {
-            if ob.has_skb {
-                (*key).name = ob.skb.ifname;
-            }
+        } else if per == Per::Iface as u32 && ob.has_skb {
+            (*key).name = ob.skb.ifname;
         }
     }
     key
@@ -252,6 +251,8 @@ fn record(kind: u8, key: *mut HistKey, value: u64) {
             let Some(zero) = ZERO_HIST.get_ptr(0) else {
                 return;
             };
+            // By reference: a copy of the 544-byte value would not fit on the BPF stack.
+            #[allow(clippy::needless_borrows_for_generic_args)]
             let _ = HISTS.insert(key, unsafe { &*zero }, 0);
             match HISTS.get_ptr_mut(key) {
                 Some(h) => h,

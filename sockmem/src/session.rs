@@ -69,10 +69,9 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
 impl Session {
     /// Switches every program on or off at once (they stay attached).
     pub fn set_running(&mut self, on: bool) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::RUNNING)
-            .ok_or_else(|| anyhow::anyhow!("map `{}` missing from the eBPF object", names::RUNNING))?;
+        let map = self.ebpf.map_mut(names::RUNNING).ok_or_else(|| {
+            anyhow::anyhow!("map `{}` missing from the eBPF object", names::RUNNING)
+        })?;
         let mut running: Array<&mut MapData, u32> =
             Array::try_from(map).context("opening the on/off switch")?;
         running

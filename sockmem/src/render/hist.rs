@@ -22,7 +22,7 @@ pub fn human(v: u64, unit: Unit) -> String {
     while i + 1 < steps.len() && v >= steps[i + 1] {
         i += 1;
     }
-    if v % steps[i] == 0 {
+    if v.is_multiple_of(steps[i]) {
         format!("{}{}", v / steps[i], names[i])
     } else {
         format!("{:.1}{}", v as f64 / steps[i] as f64, names[i])
@@ -40,7 +40,7 @@ fn bound(v: u64) -> String {
         (20, "M"),
         (10, "K"),
     ] {
-        if v >= 1 << shift && v % (1 << shift) == 0 {
+        if v >= 1 << shift && v.is_multiple_of(1 << shift) {
             return format!("{}{suffix}", v >> shift);
         }
     }
