@@ -13,6 +13,8 @@ pub struct SkbTrack {
     pub queued_ns: u64,
     /// When handed to the driver (0: not yet).
     pub xmit_ns: u64,
+    /// The device it was handed to: the driver's return must name the same one.
+    pub xmit_dev: u64,
     /// When enqueued on a qdisc, until dequeued (0: not in a qdisc).
     pub enqueued_ns: u64,
     /// 1 once enqueued on a qdisc.
@@ -28,7 +30,7 @@ pub struct SendStart {
     pub ts_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SkbTrack>() == 48);
+const _: () = assert!(core::mem::size_of::<SkbTrack>() == 56);
 const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
 
 #[cfg(feature = "user")]

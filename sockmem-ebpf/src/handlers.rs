@@ -516,23 +516,25 @@ pub fn sendmsg_return_of_thread(ret: i64) {
 pub fn sendmsg_return(sk: u64, ret: i32) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let mut duration = 0;
+    // Matched is not "took > 0": a coarse clock (some VMs) can give a real call 0 ns.
+    let mut matched = false;
     if let Some(s) = unsafe { SENDS.get(tid) } {
         if s.sk == sk {
             duration = now().saturating_sub(s.ts_ns);
+            matched = true;
         }
         let _ = SENDS.remove(tid);
     }
     let mut x = Extra::timed(ret as i64, duration);
-    if duration > 0 {
+    if matched {
         x = x.with_sample(HistKind::SendmsgTime, duration);
     }
     if socket_event(Hook::SendmsgReturn, sk, true, x) {
-        let matched = if duration > 0 {
+        count(if matched {
             counter::SEND_MATCHED
         } else {
             counter::SEND_UNMATCHED
-        };
-        count(matched);
+        });
     }
 }
 
@@ -551,6 +553,7 @@ fn track(skb: u64, sk: u64, queued_ns: u64, xmit_ns: u64) {
         head: kernel::skb_head(skb),
         queued_ns,
         xmit_ns,
+        xmit_dev: 0,
         enqueued_ns: 0,
         qdisc_seen: 0,
         _pad: 0,
@@ -649,6 +652,7 @@ pub fn driver_xmit(skb: u64, dev: u64) {
     match SKBS.get_ptr_mut(skb) {
         Some(t) => unsafe {
             (*t).xmit_ns = now();
+            (*t).xmit_dev = dev;
             // Seen at dev_queue_xmit but never enqueued: no qdisc, or the qdisc let it bypass.
             if (*t).queued_ns != 0 && (*t).qdisc_seen == 0 {
                 count(counter::QDISC_BYPASS);
@@ -656,7 +660,12 @@ pub fn driver_xmit(skb: u64, dev: u64) {
         },
         // A segment made below dev_queue_xmit (e.g. a qdisc splitting a GSO skb): track it
         // from here so its driver return and free are seen too.
-        None => track(skb, sk, 0, now()),
+        None => {
+            track(skb, sk, 0, now());
+            if let Some(t) = SKBS.get_ptr_mut(skb) {
+                unsafe { (*t).xmit_dev = dev };
+            }
+        }
     }
 }
 
@@ -671,6 +680,10 @@ pub fn driver_done(skb: u64, rc: i32, dev: u64, len: u32) {
         return;
     };
     let (sk, xmit_ns) = (t.sk, t.xmit_ns);
+    // Another device: an entry left by an skb freed unseen, not this transmission.
+    if t.xmit_dev != dev {
+        return;
+    }
     let duration = if xmit_ns == 0 { 0 } else { now() - xmit_ns };
     let x = Extra::timed(rc as i64, duration);
     skb_event(Hook::DriverDone, skb, sk, Dev::Given(dev), false, len, x);

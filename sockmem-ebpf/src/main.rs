@@ -171,7 +171,8 @@ pub fn tp_tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
 
 // ---- fentry / fexit backend (BTF trampolines: arguments are the function's) ----
 
-/// The return value of an fexit program's function (0 if the helper is unavailable).
+/// The return value of an fexit program's function (0 if the helper is unavailable). The
+/// functions here return `int`: callers truncate to `i32`, as the upper half is not defined.
 #[inline(always)]
 fn ret(ctx: &FExitContext) -> i64 {
     ctx.ret::<i64>().unwrap_or(0)
@@ -293,7 +294,7 @@ pub fn fentry_sk_stream_wait_memory(ctx: FEntryContext) -> i32 {
 
 #[fexit(function = "sk_stream_wait_memory")]
 pub fn fexit_sk_stream_wait_memory(ctx: FExitContext) -> i32 {
-    handlers::wait_exit(ret(&ctx));
+    handlers::wait_exit(ret(&ctx) as i32 as i64);
     0
 }
 
@@ -427,7 +428,7 @@ pub fn kprobe_sk_stream_wait_memory(ctx: ProbeContext) -> i32 {
 
 #[kretprobe]
 pub fn kretprobe_sk_stream_wait_memory(ctx: RetProbeContext) -> i32 {
-    handlers::wait_exit(ctx.ret::<i64>());
+    handlers::wait_exit(ctx.ret::<i64>() as i32 as i64);
     0
 }
 

@@ -583,8 +583,19 @@ fn per_socket_splits_two_flows() {
     // Every skb of the two sockets that left the qdisc went out on the veth, which also sent
     // a few packets of no socket (ARP, IPv6 neighbour discovery): the count is the veth's, up
     // to those.
+    // Only the tracepoint sees exactly one dequeue per skb; `sch_direct_xmit` (fentry, kprobe)
+    // also sees requeues and bypasses, so its count is not the veth's.
+    let dequeue_backend = split.hook("qdisc_dequeue")["backend"]
+        .as_str()
+        .unwrap_or("");
+    if dequeue_backend != "tracepoint" {
+        eprintln!(
+            "per socket: qdisc_dequeue via {dequeue_backend}: count not compared with the veth's"
+        );
+    }
     assert!(
-        split_total <= dev_skbs && split_total + 20 >= dev_skbs,
+        dequeue_backend != "tracepoint"
+            || (split_total <= dev_skbs && split_total + 20 >= dev_skbs),
         "expected the qdisc_sojourn count {split_total} to equal the {dev_skbs} skbs the sender \
          veth sent during the run, less at most 20 packets of no socket"
     );

@@ -133,8 +133,21 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
         .current_dir(&root)
         .env("SOCKMEM_EBPF_OBJ", &obj)
         .arg("test")
-        .args(extra))
+        .args(with_one_test_thread(extra)))
     .context("tests")
+}
+
+/// `cargo test` arguments that run one test at a time: the timing tests (Little's law, sampling
+/// windows) disturb each other on a 2-core machine.
+fn with_one_test_thread(extra: &[String]) -> Vec<String> {
+    let mut args = extra.to_vec();
+    if !args.iter().any(|a| a == "--") {
+        args.push("--".into());
+    }
+    if !args.iter().any(|a| a.starts_with("--test-threads")) {
+        args.push("--test-threads=1".into());
+    }
+    args
 }
 
 fn unsafe_geteuid() -> u32 {

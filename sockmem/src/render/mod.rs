@@ -49,8 +49,8 @@ pub trait Sink {
 pub fn describe(e: &Event) -> String {
     use sockmem_common::Hook::*;
     match e.hook {
-        TcpSendmsg if e.send_start => format!("start size_goal={}", e.value),
-        TcpSendmsg => format!("size_goal={}", e.value),
+        TcpSendmsg if e.send_start => format!("start left={}", e.value),
+        TcpSendmsg => format!("left={}", e.value),
         SendmsgReturn if e.duration_ns > 0 => {
             format!("ret={} took={}", e.value, human_ns(e.duration_ns))
         }

@@ -30,7 +30,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// How long `sockmem trace` may take to attach everything and write its ready file.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attaching every program takes seconds under an emulated (TCG) VM.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `sockmem` may take to exit after SIGTERM (or after its `--duration`).
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Read/write timeout given to every socket.
