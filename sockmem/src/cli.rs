@@ -90,10 +90,18 @@ pub struct HistArgs {
     /// Write the histograms to this file instead of standard output.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Attach through this backend only (see `trace --backend`).
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// How the programs are loaded and attached; shared by `trace` and `hist`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SessionArgs {
+    /// Attach through this backend only (default: the best each hook can get, in the order
+    /// fentry, kprobe, tracepoint). Hooks without such an attach point keep theirs.
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<Backend>,
-    /// Write this file once every program is attached.
+    /// Write this file once every program is attached (for scripts that start traffic then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
     /// Read kernel types from this BTF file instead of /sys/kernel/btf/vmlinux.
@@ -146,19 +154,8 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes: a power of two, at least 4096 (K and M suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
     pub ring_size: u32,
-    /// Write this file once every program is attached (for scripts that start traffic then).
-    #[arg(long, value_name = "PATH")]
-    pub ready_file: Option<PathBuf>,
-    /// Read kernel types from this BTF file instead of /sys/kernel/btf/vmlinux.
-    #[arg(long, value_name = "PATH")]
-    pub btf: Option<PathBuf>,
-    /// Say which hooks were attached, how, and why others were not.
-    #[arg(short = 'v', long)]
-    pub verbose: bool,
-    /// Attach through this backend only (default: the best each hook can get, in the order
-    /// fentry, kprobe, tracepoint). Hooks without such an attach point keep theirs.
-    #[arg(long, value_name = "BACKEND")]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,7 +327,7 @@ mod tests {
         let Command::Trace(t) = cli.command else {
             panic!("trace parses as Trace")
         };
-        assert_eq!(t.backend, Some(Backend::Kprobe));
+        assert_eq!(t.session.backend, Some(Backend::Kprobe));
         let f = t.filters.to_kernel();
         assert_eq!(f.addr_family, 10);
         assert_eq!(f.addr[15], 1);

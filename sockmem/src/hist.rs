@@ -39,15 +39,13 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
     };
     let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel(),
-        btf: args.btf.as_deref(),
-        backend: args.backend,
+        args: &args.session,
         ring_size: 4096,
         mode: MODE_HIST,
         per,
-        verbose: args.verbose,
     })?;
     let maps = HistMaps::take(&mut session.ebpf)?;
-    session::write_ready_file(args.ready_file.as_deref())?;
+    session::write_ready_file(args.session.ready_file.as_deref())?;
     let started = Instant::now();
     runtime.block_on(wait(args.duration))?;
     let elapsed = started.elapsed().as_secs_f64();

@@ -13,6 +13,7 @@ use sockmem_common::{names, Config, Filter, Per};
 use crate::{
     attach::{self, HookReport, Mode},
     btf::Btf,
+    cli::SessionArgs,
     features::Kernel,
     hooks::Backend,
     loader,
@@ -21,13 +22,11 @@ use crate::{
 
 pub struct Options<'a> {
     pub filter: Filter,
-    pub btf: Option<&'a Path>,
-    pub backend: Option<Backend>,
+    pub args: &'a SessionArgs,
     pub ring_size: u32,
     /// `MODE_TRACE` or `MODE_HIST`.
     pub mode: u32,
     pub per: Per,
-    pub verbose: bool,
 }
 
 pub struct Session {
@@ -46,20 +45,20 @@ pub fn kernel_btf(path: Option<&Path>) -> anyhow::Result<Btf> {
 /// Loads and attaches; the programs start running when this returns.
 pub fn start(o: &Options) -> anyhow::Result<Session> {
     loader::check_privileges()?;
-    let btf = kernel_btf(o.btf)?;
+    let btf = kernel_btf(o.args.btf.as_deref())?;
     let config = Config {
         mode: o.mode,
         per: o.per as u32,
         ..loader::config(&btf, o.filter)?
     };
     let mut ebpf = loader::load(&config, o.ring_size)?;
-    let kernel = Kernel::new(&btf, o.btf);
-    let mode = match o.backend {
+    let kernel = Kernel::new(&btf, o.args.btf.as_deref());
+    let mode = match o.args.backend {
         Some(b) => Mode::Forced(b),
         None => Mode::Auto,
     };
     let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
-    report_hooks(&reports, o.verbose);
+    report_hooks(&reports, o.args.verbose);
     let mut session = Session { ebpf, reports };
     // Every hook starts at once, only now: none counts what the others missed.
     session.set_running(true)?;

@@ -69,12 +69,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let _runtime_context = runtime.enter();
     let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel(),
-        btf: args.btf.as_deref(),
-        backend: args.backend,
+        args: &args.session,
         ring_size: args.ring_size,
         mode: MODE_TRACE,
         per: Per::Total,
-        verbose: args.verbose,
     })?;
     let mut stream = EventStream::new(&mut session.ebpf)?;
     let losses = LossCounter::new(&mut session.ebpf)?;
@@ -100,7 +98,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     sink.header(&info)?;
     sink.flush()?;
-    session::write_ready_file(args.ready_file.as_deref())?;
+    session::write_ready_file(args.session.ready_file.as_deref())?;
     eprintln!(
         "sockmem: tracing{}; Ctrl-C to end",
         args.duration
