@@ -5,6 +5,7 @@
 //! and runs the tests.
 mod build;
 mod setup;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,42 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run a command as root in a VM booting a Debian kernel (qemu), the host's files visible.
+    ///
+    /// Exits with the command's exit code; 124 on timeout, 125 when the VM could not run it.
+    VmRun {
+        /// Kernel series: 6.1 or 6.12 (the newest Debian package of that series).
+        #[arg(long)]
+        kernel: String,
+        /// Seconds before the VM is killed.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Set a variable in the guest (SOCKMEM_* and RUST_* pass through anyway).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Build the integration tests, then run them in VMs: each kernel × each backend of
+    /// SOCKMEM_TEST_BACKENDS (default: tracepoint kprobe fentry).
+    VmTest {
+        /// Kernel series: 6.1, 6.12, a comma-separated list, or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Seconds before one VM (one kernel × backend) is killed.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Build the tests optimized (debug builds run markedly slower under TCG).
+        #[arg(long)]
+        release: bool,
+        /// How many VMs to run at once (each uses about one core).
+        #[arg(long, short, default_value_t = 1)]
+        jobs: usize,
+        /// Extra arguments for the test executables, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +88,25 @@ fn main() -> ExitCode {
         Command::Build { debug } => build::build_all(!debug).map(|_| ()),
         Command::Run { debug, args } => build::run(!debug, &args),
         Command::Test { args } => build::test(&args),
+        Command::VmRun {
+            kernel,
+            timeout,
+            env,
+            command,
+        } => vm::run_cli(&kernel, timeout, &env, &command),
+        Command::VmTest {
+            kernel,
+            timeout,
+            release,
+            jobs,
+            args,
+        } => vm::test_cli(&vm::TestOptions {
+            kernels: &kernel,
+            timeout,
+            release,
+            jobs,
+            extra: &args,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,387 @@
+//! Running commands, and the integration tests, as root inside a VM that boots a Debian
+//! distribution kernel under qemu (TCG), with the host's root visible read-only under a tmpfs
+//! overlay: host-built binaries and host tools run unchanged, at the same paths.
+//!
+//! Everything lives under `target/vm/`: `debs/` (kernel packages), `kernels/<package>/` (unpacked,
+//! plus `vmlinux`), `run-<pid>-<n>/` (one VM run: initramfs, command, output, console log, exit
+//! code; removed after the run unless the VM failed or the guest kernel warned).
+
+mod host;
+mod initramfs;
+mod kernel;
+mod qemu;
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::build::{build_ebpf, workspace_root};
+use qemu::Outcome;
+
+/// The kernel series `--kernel all` stands for.
+const ALL_KERNELS: &[&str] = &["6.1", "6.12"];
+/// Backends `vm-test` runs when `SOCKMEM_TEST_BACKENDS` is unset.
+const DEFAULT_BACKENDS: &str = "tracepoint kprobe fentry";
+/// Host variables passed into the guest, by prefix.
+const PASS_ENV_PREFIXES: &[&str] = &["SOCKMEM_", "RUST_"];
+/// Exit codes of `vm-run` when the command did not run to its end (as `timeout` and
+/// `git bisect run` use them).
+const EXIT_TIMEOUT: i32 = 124;
+const EXIT_VM_FAILED: i32 = 125;
+
+fn vm_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("vm")
+}
+
+/// A fresh run directory name: several VMs may run at once, from one xtask or several.
+fn run_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    vm_dir().join(format!("run-{}-{n}", std::process::id()))
+}
+
+/// `cargo xtask vm-run`: exits with the command's exit code, 124 on timeout, 125 when the VM
+/// could not run it.
+pub fn run_cli(series: &str, timeout: u64, env: &[String], command: &[String]) -> ! {
+    let code = match run_command(series, timeout, env, command) {
+        Ok(Outcome::Exited(code)) => code,
+        Ok(Outcome::TimedOut) => EXIT_TIMEOUT,
+        Ok(Outcome::Failed) => EXIT_VM_FAILED,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            EXIT_VM_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_command(
+    series: &str,
+    timeout: u64,
+    env: &[String],
+    command: &[String],
+) -> anyhow::Result<Outcome> {
+    if command.is_empty() {
+        bail!("no command: `cargo xtask vm-run --kernel 6.1 -- uname -r`");
+    }
+    let mut vars = guest_env();
+    for kv in env {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--env `{kv}`: expected NAME=VALUE"))?;
+        vars.push((k.to_owned(), v.to_owned()));
+    }
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let exec = command.iter().map(|a| sh_quote(a)).collect::<Vec<_>>();
+    let script = script(&cwd, &vars, &format!("exec {}", exec.join(" ")))?;
+    host::ensure_packages()?;
+    let kernel = kernel::prepare(&vm_dir(), series)?;
+    let run = qemu::run(&qemu::Spec {
+        kernel: &kernel,
+        script,
+        timeout: Duration::from_secs(timeout),
+        run_dir: run_dir(),
+        stream: true,
+    })?;
+    if let Some(report) = run.report {
+        eprint!("{report}");
+    }
+    Ok(run.outcome)
+}
+
+/// The guest command's environment: a clean one like a root login's, plus pass-through.
+fn guest_env() -> Vec<(String, String)> {
+    // The host's PATH, so that the same tools are found (e.g. ~/.cargo/bin).
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut vars = vec![
+        ("PATH".to_owned(), path),
+        ("HOME".to_owned(), "/root".to_owned()),
+        ("USER".to_owned(), "root".to_owned()),
+        ("LOGNAME".to_owned(), "root".to_owned()),
+    ];
+    vars.extend(
+        std::env::vars().filter(|(k, _)| PASS_ENV_PREFIXES.iter().any(|p| k.starts_with(p))),
+    );
+    vars
+}
+
+/// A guest script that enters `cwd`, sets `vars`, then runs `body`.
+fn script(cwd: &std::path::Path, vars: &[(String, String)], body: &str) -> anyhow::Result<String> {
+    let cwd = cwd
+        .to_str()
+        .with_context(|| format!("`{}` is not UTF-8", cwd.display()))?;
+    let mut s = format!("cd {} || exit {EXIT_VM_FAILED}\n", sh_quote(cwd));
+    for (k, v) in vars {
+        let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            bail!("`{k}` is not a valid environment variable name");
+        }
+        s += &format!("export {k}={}\n", sh_quote(v));
+    }
+    s += body;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Quotes for sh: `it's` → `'it'\''s'`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// An integration test executable of package sockmem.
+struct TestExe {
+    name: String,
+    path: String,
+}
+
+pub struct TestOptions<'a> {
+    /// "all", or comma-separated series.
+    pub kernels: &'a str,
+    /// Seconds for one VM (one kernel × backend).
+    pub timeout: u64,
+    /// Build the tests optimized: they run several times faster under TCG.
+    pub release: bool,
+    /// How many VMs at once.
+    pub jobs: usize,
+    /// Extra arguments for the test executables.
+    pub extra: &'a [String],
+}
+
+/// One kernel × backend run.
+struct Cell<'a> {
+    series: &'a str,
+    kernel: &'a kernel::Kernel,
+    backend: &'a str,
+}
+
+/// `cargo xtask vm-test`: every integration test executable, on each kernel × backend.
+pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
+    let series: Vec<&str> = match opts.kernels {
+        "all" => ALL_KERNELS.to_vec(),
+        list => list.split(',').map(str::trim).collect(),
+    };
+    let backends_var = std::env::var("SOCKMEM_TEST_BACKENDS");
+    let backends: Vec<&str> = backends_var
+        .as_deref()
+        .unwrap_or(DEFAULT_BACKENDS)
+        .split([' ', ','])
+        .filter(|b| !b.is_empty())
+        .collect();
+    if backends.is_empty() {
+        bail!("SOCKMEM_TEST_BACKENDS names no backend");
+    }
+    host::ensure_packages()?;
+    let kernels = series
+        .iter()
+        .map(|k| kernel::prepare(&vm_dir(), k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tests = build_tests(opts.release)?;
+    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    eprintln!("xtask: test executables: {}", names.join(", "));
+
+    let cells: Vec<Cell> = series
+        .iter()
+        .zip(&kernels)
+        .flat_map(|(series, kernel)| {
+            backends.iter().map(move |backend| Cell {
+                series,
+                kernel,
+                backend,
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let jobs = opts.jobs.clamp(1, cells.len().max(1));
+    // One VM uses about one host core (TCG); with several at once each cell's output is
+    // printed whole when it ends, rather than streamed.
+    let stream = jobs == 1;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<(Outcome, Duration)>>> = Mutex::new(vec![None; cells.len()]);
+    let run_cells = || -> anyhow::Result<()> {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(cell) = cells.get(i) else {
+                return Ok(());
+            };
+            let header = format!(
+                "xtask: ==== kernel {} ({}), backend {} ====",
+                cell.series, cell.kernel.package, cell.backend
+            );
+            if stream {
+                eprintln!("{header}");
+            }
+            let cell_start = Instant::now();
+            let run = run_tests(cell, &tests, opts, stream)?;
+            let took = cell_start.elapsed();
+            if !stream {
+                // Whole, under the locks, so that cells running at once do not interleave.
+                let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+                let _ = writeln!(err, "{header}");
+                let _ = out.write_all(&run.stdout);
+                let _ = out.flush();
+                let _ = err.write_all(&run.stderr);
+                let _ = writeln!(
+                    err,
+                    "xtask: ==== ended after {:.0} s ====",
+                    took.as_secs_f64()
+                );
+            }
+            if let Some(report) = &run.report {
+                eprint!("{report}");
+            }
+            results.lock().expect("no thread panics holding it")[i] = Some((run.outcome, took));
+        }
+    };
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs).map(|_| s.spawn(run_cells)).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| bail!("a VM worker panicked")))
+            .collect::<anyhow::Result<Vec<()>>>()
+    })?;
+    let results = results.into_inner().expect("no thread panics holding it");
+
+    println!(
+        "\n{:<8} {:<24} {:<12} {:<10} time",
+        "kernel", "release", "backend", "result"
+    );
+    let mut failed = 0;
+    for (cell, result) in cells.iter().zip(&results) {
+        let Some((outcome, took)) = result else {
+            continue;
+        };
+        let result = match outcome {
+            Outcome::Exited(0) => "pass".to_owned(),
+            Outcome::Exited(code) => format!("FAIL ({code})"),
+            Outcome::TimedOut => "TIMEOUT".to_owned(),
+            Outcome::Failed => "VM FAILED".to_owned(),
+        };
+        if *outcome != Outcome::Exited(0) {
+            failed += 1;
+        }
+        println!(
+            "{:<8} {:<24} {:<12} {result:<10} {:.0} s",
+            cell.series,
+            cell.kernel.release,
+            cell.backend,
+            took.as_secs_f64()
+        );
+    }
+    println!(
+        "(in {:.0} s, {jobs} VM(s) at once)",
+        start.elapsed().as_secs_f64()
+    );
+    println!("vm-test: {} passed, {failed} failed", cells.len() - failed);
+    if failed > 0 {
+        bail!("{failed} of {} kernel × backend runs failed", cells.len());
+    }
+    Ok(())
+}
+
+/// Runs every test executable in one VM; the guest command fails if any of them did.
+fn run_tests(
+    cell: &Cell,
+    tests: &[TestExe],
+    opts: &TestOptions,
+    stream: bool,
+) -> anyhow::Result<qemu::Run> {
+    let mut vars = guest_env();
+    vars.retain(|(k, _)| k != "SOCKMEM_TEST_BACKEND");
+    vars.push(("SOCKMEM_TEST_BACKEND".into(), cell.backend.into()));
+    let mut body = String::from("rc=0\n");
+    for t in tests {
+        body += &format!("echo {}\n", sh_quote(&format!("==> {}", t.name)));
+        let mut line = vec![sh_quote(&t.path), "--test-threads=1".to_owned()];
+        line.extend(opts.extra.iter().map(|a| sh_quote(a)));
+        body += &format!("{} || rc=1\n", line.join(" "));
+    }
+    body += "exit $rc";
+    // cargo test runs integration tests from the package's directory.
+    let package_dir = workspace_root().join("sockmem");
+    qemu::run(&qemu::Spec {
+        kernel: cell.kernel,
+        script: script(&package_dir, &vars, &body)?,
+        timeout: Duration::from_secs(opts.timeout),
+        run_dir: run_dir(),
+        stream,
+    })
+}
+
+/// Builds the tests as `cargo xtask test` would and returns package sockmem's integration test
+/// executables (from cargo's JSON messages).
+fn build_tests(release: bool) -> anyhow::Result<Vec<TestExe>> {
+    let obj = build_ebpf()?;
+    let root = workspace_root();
+    let mut c = Command::new("cargo");
+    c.current_dir(&root)
+        .env("SOCKMEM_EBPF_OBJ", &obj)
+        // Only the integration tests (tests/*.rs) and the binary they run; not --workspace:
+        // the eBPF crate does not build for the host.
+        .args(["test", "--no-run", "--package", "sockmem", "--test", "*"])
+        .arg("--message-format=json")
+        .args(release.then_some("--release"))
+        .stderr(Stdio::inherit());
+    let out = c.output().with_context(|| format!("running {c:?}"))?;
+    if !out.status.success() {
+        bail!("building the tests failed ({})", out.status);
+    }
+    let manifest = root.join("sockmem/Cargo.toml");
+    let manifest = manifest.to_string_lossy();
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let is_test = json_str(line, "reason").as_deref() == Some("compiler-artifact")
+            && json_str(line, "manifest_path").as_deref() == Some(&*manifest)
+            && line.contains(r#""kind":["test"]"#);
+        if let (true, Some(path)) = (is_test, json_str(line, "executable")) {
+            // deps/trace-0123abcd → trace
+            let file = path.rsplit('/').next().unwrap_or(&path);
+            let name = file.rsplit_once('-').map_or(file, |(n, _)| n).to_owned();
+            tests.push(TestExe { name, path });
+        }
+    }
+    if tests.is_empty() {
+        bail!("cargo built no integration test of package sockmem (sockmem/tests/)");
+    }
+    Ok(tests)
+}
+
+/// The string value of `"key":"…"` in one line of cargo's compact JSON. Enough for the
+/// top-level keys we read: a quote inside a string value is always escaped, so the pattern
+/// cannot match inside one.
+fn json_str(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    loop {
+        match chars.next()? {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                c => out.push(c), // \" \\ \/
+            },
+            c => out.push(c),
+        }
+    }
+}
