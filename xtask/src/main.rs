@@ -69,12 +69,13 @@ enum Command {
         /// Seconds before one VM (one kernel × backend) is killed.
         #[arg(long, default_value_t = 900)]
         timeout: u64,
-        /// Build the tests optimized (debug builds run markedly slower under TCG).
+        /// Build the tests unoptimized (they run about twice as long under TCG).
         #[arg(long)]
-        release: bool,
-        /// How many VMs to run at once (each uses about one core).
-        #[arg(long, short, default_value_t = 1)]
-        jobs: usize,
+        debug: bool,
+        /// How many VMs to run at once (each uses about one core; default: one per core).
+        /// With more than one, each run's output is printed whole when it ends.
+        #[arg(long, short)]
+        jobs: Option<usize>,
         /// Extra arguments for the test executables, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -97,13 +98,13 @@ fn main() -> ExitCode {
         Command::VmTest {
             kernel,
             timeout,
-            release,
+            debug,
             jobs,
             args,
         } => vm::test_cli(&vm::TestOptions {
             kernels: &kernel,
             timeout,
-            release,
+            release: !debug,
             jobs,
             extra: &args,
         }),

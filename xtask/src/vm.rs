@@ -81,6 +81,9 @@ fn run_command(
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--env `{kv}`: expected NAME=VALUE"))?;
+        if !valid_name(k) {
+            bail!("--env: `{k}` is not a valid environment variable name");
+        }
         vars.push((k.to_owned(), v.to_owned()));
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;
@@ -112,10 +115,18 @@ fn guest_env() -> Vec<(String, String)> {
         ("USER".to_owned(), "root".to_owned()),
         ("LOGNAME".to_owned(), "root".to_owned()),
     ];
-    vars.extend(
-        std::env::vars().filter(|(k, _)| PASS_ENV_PREFIXES.iter().any(|p| k.starts_with(p))),
-    );
+    // vars_os: std::env::vars panics on a variable that is not UTF-8.
+    vars.extend(std::env::vars_os().filter_map(|(k, v)| {
+        let (k, v) = (k.into_string().ok()?, v.into_string().ok()?);
+        let pass = PASS_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) && valid_name(&k);
+        pass.then_some((k, v))
+    }));
     vars
+}
+
+fn valid_name(k: &str) -> bool {
+    k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A guest script that enters `cwd`, sets `vars`, then runs `body`.
@@ -125,11 +136,6 @@ fn script(cwd: &std::path::Path, vars: &[(String, String)], body: &str) -> anyho
         .with_context(|| format!("`{}` is not UTF-8", cwd.display()))?;
     let mut s = format!("cd {} || exit {EXIT_VM_FAILED}\n", sh_quote(cwd));
     for (k, v) in vars {
-        let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            bail!("`{k}` is not a valid environment variable name");
-        }
         s += &format!("export {k}={}\n", sh_quote(v));
     }
     s += body;
@@ -153,10 +159,10 @@ pub struct TestOptions<'a> {
     pub kernels: &'a str,
     /// Seconds for one VM (one kernel × backend).
     pub timeout: u64,
-    /// Build the tests optimized: they run several times faster under TCG.
+    /// Build the tests optimized: debug builds run markedly slower under TCG.
     pub release: bool,
-    /// How many VMs at once.
-    pub jobs: usize,
+    /// How many VMs at once; default: one per host core.
+    pub jobs: Option<usize>,
     /// Extra arguments for the test executables.
     pub extra: &'a [String],
 }
@@ -205,9 +211,10 @@ pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
         })
         .collect();
     let start = Instant::now();
-    let jobs = opts.jobs.clamp(1, cells.len().max(1));
-    // One VM uses about one host core (TCG); with several at once each cell's output is
-    // printed whole when it ends, rather than streamed.
+    // One VM keeps about one host core busy (TCG), hence one VM per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = opts.jobs.unwrap_or(cores).clamp(1, cells.len().max(1));
+    // With several VMs at once each cell's output is printed whole when it ends.
     let stream = jobs == 1;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<(Outcome, Duration)>>> = Mutex::new(vec![None; cells.len()]);

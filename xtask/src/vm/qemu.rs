@@ -88,7 +88,18 @@ pub fn run(spec: &Spec) -> anyhow::Result<Run> {
     .join(" ");
     let mut qemu = Command::new(host::QEMU);
     qemu.args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-machine", "pc", "-accel", "tcg", "-cpu", "max"])
+        // thread=single: with one host thread per vCPU (MTTCG), a vCPU can run stale code while
+        // another patches kernel text (static keys, as when a tracepoint or kprobe is enabled),
+        // and the guest oopses on a stray int3 (6.12) or livelocks in it (6.1). One thread
+        // for both vCPUs keeps two guest CPUs and a correct kernel; a VM then uses one core.
+        .args([
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg,thread=single",
+            "-cpu",
+            "max",
+        ])
         .args(["-smp", "2", "-m", "1G", "-no-reboot"])
         .args(["-bios", host::QBOOT])
         .arg("-kernel")
