@@ -1,8 +1,7 @@
 //! `sockmem hist`: aggregate in the kernel for a while, then print latency and size histograms.
 
 use std::{
-    fs::File,
-    io::{self, BufWriter, IsTerminal, Write},
+    io::{self, IsTerminal, Write},
     time::{Duration, Instant},
 };
 
@@ -31,12 +30,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         .map(PerArg::to_kernel)
         .unwrap_or(sockmem_common::Per::Total);
     // Open the output first: a bad path should fail before any program runs.
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(BufWriter::new(
-            File::create(path).with_context(|| format!("creating `{}`", path.display()))?,
-        )),
-        None => Box::new(BufWriter::new(io::stdout())),
-    };
+    let mut out = session::open_output(args.output.as_deref())?;
     let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel(),
         args: &args.session,

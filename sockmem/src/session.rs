@@ -1,7 +1,11 @@
 //! What every tracing command does before its own work: check privileges, read BTF, load the
 //! programs with their configuration, attach every hook, and say what was attached.
 
-use std::path::Path;
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::Path,
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -129,4 +133,14 @@ pub fn write_ready_file(path: Option<&Path>) -> anyhow::Result<()> {
             .with_context(|| format!("writing the ready file `{}`", p.display()))?;
     }
     Ok(())
+}
+
+/// Where results go: `path`, or standard output; buffered either way.
+pub fn open_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating `{}`", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout())),
+    })
 }

@@ -2,8 +2,7 @@
 //! duration ends, Ctrl-C or SIGTERM.
 
 use std::{
-    fs::File,
-    io::{self, BufWriter, Write},
+    io,
     time::{Duration, Instant},
 };
 
@@ -77,12 +76,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut stream = EventStream::new(&mut session.ebpf)?;
     let losses = LossCounter::new(&mut session.ebpf)?;
 
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(BufWriter::new(
-            File::create(path).with_context(|| format!("creating `{}`", path.display()))?,
-        )),
-        None => Box::new(BufWriter::new(io::stdout())),
-    };
+    let out = session::open_output(args.output.as_deref())?;
     let mut sink: Box<dyn Sink> = if args.json {
         Box::new(JsonSink::new(out))
     } else {
