@@ -58,10 +58,6 @@ mkdir -p /mnt/rw/upper /mnt/rw/work
 mount -t overlay -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work overlay /newroot \
     || fail "mounting the overlay"
 R=/newroot
-RUN="$sockmem_vm_run"
-[ -d "$R$RUN" ] || fail "no run directory '$RUN'"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 run "$R$RUN" \
-    || fail "mounting the run directory"
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
@@ -74,10 +70,16 @@ mount -t bpf bpf $R/sys/fs/bpf
 mount -t tracefs tracefs $R/sys/kernel/tracing
 mount -t debugfs debugfs $R/sys/kernel/debug
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
+# After the tmpfs mounts, so that a run directory under /tmp or /run stays visible.
+RUN="$sockmem_vm_run"
+mkdir -p "$R$RUN"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 run "$R$RUN" \
+    || fail "mounting the run directory '$RUN'"
 # This kernel's modules where the guest's modprobe (the host's kmod) looks for them; the kernel's
-# own module requests (tc qdiscs, ...) run it through /bin/modprobe-guest.
+# own module requests (tc qdiscs, ...) run it through /bin/modprobe-guest. Bound from the host's
+# root itself, which no tmpfs hides.
 mkdir -p "$R/lib/modules/@RELEASE@"
-mount --bind "$R@MODULES_DIR@" "$R/lib/modules/@RELEASE@" || fail "binding the modules"
+mount --bind "/mnt/host@MODULES_DIR@" "$R/lib/modules/@RELEASE@" || fail "binding the modules"
 echo /bin/modprobe-guest > /proc/sys/kernel/modprobe
 ip link set lo up
 # The command's stdout and stderr: virtio serial ports named by the host (not ttys, so the bytes

@@ -82,24 +82,20 @@ pub fn run(spec: &Spec) -> anyhow::Result<Run> {
         "reboot=t",
         // TCG makes the speculation mitigations costly and they protect nothing here.
         "mitigations=off",
+        // Attaching and detaching eBPF programs waits for RCU grace periods: shorten them.
         "rcupdate.rcu_expedited=1",
         &format!("sockmem_vm_run={run_path}"),
     ]
     .join(" ");
     let mut qemu = Command::new(host::QEMU);
     qemu.args(["-nodefaults", "-no-user-config", "-display", "none"])
+        // No KVM: this machine's /dev/kvm cannot run stock kernels.
         // thread=single: with one host thread per vCPU (MTTCG), a vCPU can run stale code while
         // another patches kernel text (static keys, as when a tracepoint or kprobe is enabled),
         // and the guest oopses on a stray int3 (6.12) or livelocks in it (6.1). One thread
         // for both vCPUs keeps two guest CPUs and a correct kernel; a VM then uses one core.
-        .args([
-            "-machine",
-            "pc",
-            "-accel",
-            "tcg,thread=single",
-            "-cpu",
-            "max",
-        ])
+        .args(["-accel", "tcg,thread=single"])
+        .args(["-machine", "pc", "-cpu", "max"])
         .args(["-smp", "2", "-m", "1G", "-no-reboot"])
         .args(["-bios", host::QBOOT])
         .arg("-kernel")
