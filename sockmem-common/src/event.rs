@@ -87,23 +87,6 @@ impl Hook {
             Hook::SendBlocked => "send_blocked",
         }
     }
-
-    /// Whether the event concerns one skb (and so carries length, truesize and interface).
-    pub fn has_skb(self) -> bool {
-        matches!(
-            self,
-            Hook::DevQueueXmit
-                | Hook::QdiscEnqueue
-                | Hook::QdiscDequeue
-                | Hook::DriverXmit
-                | Hook::DriverDone
-                | Hook::SkbFree
-                | Hook::SkbDrop
-                | Hook::TcpRetransmit
-                | Hook::WmemCharge
-                | Hook::WmemRelease
-        )
-    }
 }
 
 /// `flags` bit: pid/tgid/comm are those of the last process that called `sendmsg` on the socket

@@ -69,12 +69,13 @@ pub struct Event {
     pub send_start: bool,
 }
 
-fn c_string(bytes: &[u8]) -> String {
+/// A NUL-padded kernel name (comm, interface) as text.
+pub fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn address(family: u16, bytes: [u8; 16]) -> Result<IpAddr, DecodeError> {
+pub fn address(family: u16, bytes: [u8; 16]) -> Result<IpAddr, DecodeError> {
     match family as i32 {
         libc::AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(
             bytes[0], bytes[1], bytes[2], bytes[3],

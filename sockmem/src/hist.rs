@@ -21,10 +21,7 @@ use crate::{
 };
 
 pub fn run(args: HistArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = session::runtime()?;
     let per = args
         .per
         .map(PerArg::to_kernel)

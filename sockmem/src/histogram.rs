@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
 };
 
 use anyhow::{anyhow, Context as _};
@@ -16,6 +16,8 @@ use sockmem_common::{
     inflight::{SendStart, SkbTrack},
     names,
 };
+
+use crate::decode::{address, c_string};
 
 /// What a histogram's values are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,17 +119,8 @@ impl Histogram {
     }
 }
 
-fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 fn ip(family: u16, bytes: [u8; 16]) -> IpAddr {
-    if family as i32 == libc::AF_INET6 {
-        IpAddr::V6(Ipv6Addr::from(bytes))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    }
+    address(family, bytes).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// A key in words, as `--per` split it.

@@ -144,3 +144,11 @@ pub fn open_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
         None => Box::new(BufWriter::new(io::stdout())),
     })
 }
+
+/// The single-threaded tokio runtime every command waits in.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}

@@ -6,7 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use tokio::{
     signal::unix::{signal, SignalKind},
     time::{interval, sleep_until, MissedTickBehavior},
@@ -61,10 +60,7 @@ impl Pipeline {
 }
 
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
     let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel(),
