@@ -45,6 +45,10 @@ pub struct FieldOffsets {
     pub msg_iter_count: u32,
     /// `sk_buff.head`: tells a followed skb from a later one at the same address.
     pub skb_head: u32,
+    /// `sk_buff.next`: qdiscs dequeue and drivers are handed lists of skbs.
+    pub skb_next: u32,
+    /// `sock.__sk_common.skc_refcnt` (`refcount_t`): 0 while the socket is being destroyed.
+    pub sk_refcnt: u32,
     pub _pad: u32,
 }
 
@@ -87,9 +91,9 @@ pub const MODE_TRACE: u32 = 0;
 /// Events are aggregated into histograms in the kernel; nothing goes to the ring buffer.
 pub const MODE_HIST: u32 = 1;
 
-const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 88);
 const _: () = assert!(core::mem::size_of::<Filter>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 152);
+const _: () = assert!(core::mem::size_of::<Config>() == 160);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

@@ -96,6 +96,12 @@ pub const FLAG_OWNER_FROM_SEND: u8 = 1;
 pub const FLAG_HAS_SKB: u8 = 2;
 /// `flags` bit: first `tcp_sendmsg` chunk of one `sendmsg` call.
 pub const FLAG_SEND_START: u8 = 4;
+/// `flags` bit: the event ran in softirq on a socket whose sender is not known yet (no
+/// `sendmsg` seen): pid/tgid are 0 and comm is empty rather than the interrupted task's.
+pub const FLAG_OWNER_UNKNOWN: u8 = 8;
+/// `flags` bit: a `wmem_release` of the 1 that TCP Small Queues keeps on `sk_wmem_alloc` after
+/// `tcp_wfree` and drops later (`value` 0: no skb bytes).
+pub const FLAG_TSQ_REFERENCE: u8 = 16;
 
 /// One observation of a socket's send-side memory at a hook.
 #[repr(C)]

@@ -106,7 +106,10 @@ pub mod counter {
     pub const SEND_UNMATCHED: u32 = 6;
     /// Samples dropped because the histogram map was full.
     pub const HIST_FULL: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// skb lists (bulk dequeues, lists handed to the driver) longer than the programs walk:
+    /// the skbs past the limit were not seen at that hook.
+    pub const LIST_CUT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 /// The slot of a value: 0 for 0, else `floor(log2(v)) + 1`. Written with shifts and compares

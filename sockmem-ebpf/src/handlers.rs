@@ -11,7 +11,9 @@ use aya_ebpf::{
 };
 use sockmem_common::{
     config::MODE_HIST,
-    event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_SEND_START},
+    event::{
+        FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN, FLAG_SEND_START, FLAG_TSQ_REFERENCE,
+    },
     hist::{counter, slot, Per},
     inflight::{SendStart, SkbTrack},
     HistKey, HistKind, Hook, SockEvent,
@@ -20,8 +22,8 @@ use sockmem_common::{
 use crate::{
     filter,
     kernel::{self, SendMemory, SocketId},
-    Owner, ACK_STASH, COUNTERS, EVENTS, HISTS, LOST, OWNERS, SCRATCH, SCRATCH_DEPTH, SENDS, SKBS,
-    WAITS, ZERO_HIST,
+    Owner, ACK_STASH, COUNTERS, EVENTS, HISTS, IN_SOFTIRQ, IN_TCP_WFREE, LOST, OWNERS, SCRATCH,
+    SCRATCH_DEPTH, SENDS, SKBS, WAITS, ZERO_HIST,
 };
 
 #[inline(always)]
@@ -44,6 +46,8 @@ pub struct Sender {
     comm: [u8; 16],
     from_send: bool,
     iface_seen: bool,
+    /// In softirq with no `sendmsg` seen: the current task is not the sender.
+    unknown: bool,
 }
 
 #[inline(always)]
@@ -54,6 +58,7 @@ fn current_task(s: &mut Sender) {
     s.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     s.from_send = false;
     s.iface_seen = false;
+    s.unknown = false;
 }
 
 /// In `sendmsg` (process context) the current task is the sender: remember it for the skb events
@@ -78,7 +83,7 @@ fn record_sender(sk: u64, s: &mut Sender) {
 }
 
 #[inline(always)]
-fn sender_of(sk: u64, s: &mut Sender) {
+fn sender_of(sk: u64, hook: u8, s: &mut Sender) {
     match unsafe { OWNERS.get(sk) } {
         Some(o) => {
             s.tgid = o.tgid;
@@ -86,8 +91,46 @@ fn sender_of(sk: u64, s: &mut Sender) {
             s.comm = o.comm;
             s.from_send = true;
             s.iface_seen = o.iface_seen != 0;
+            s.unknown = false;
+        }
+        // Above the qdisc, in process context, the current task is the socket's user. In
+        // softirq it is whoever was interrupted, and below the qdisc whoever ran the qdisc
+        // (often another socket's sender): name nobody rather than the wrong process.
+        None if in_softirq() || below_qdisc(hook) => {
+            s.tgid = 0;
+            s.pid = 0;
+            s.comm = [0; 16];
+            s.from_send = false;
+            s.iface_seen = false;
+            s.unknown = true;
         }
         None => current_task(s),
+    }
+}
+
+/// Hooks that run wherever the device queue is serviced (any socket's sender may be the
+/// current task), not in the path of the socket's own transmit.
+#[inline(always)]
+fn below_qdisc(hook: u8) -> bool {
+    hook == Hook::QdiscDequeue as u8
+        || hook == Hook::DriverXmit as u8
+        || hook == Hook::DriverDone as u8
+        || hook == Hook::WmemRelease as u8
+        || hook == Hook::SkbFree as u8
+        || hook == Hook::SkbDrop as u8
+}
+
+/// Whether this CPU is running a softirq (tracked by the `irq:softirq_*` programs).
+#[inline(always)]
+fn in_softirq() -> bool {
+    matches!(IN_SOFTIRQ.get(0), Some(&n) if n != 0)
+}
+
+/// `irq:softirq_entry` / `softirq_exit`. Softirqs do not nest on one CPU, so a flag suffices.
+#[inline(always)]
+pub fn softirq(entering: bool) {
+    if let Some(f) = IN_SOFTIRQ.get_ptr_mut(0) {
+        unsafe { *f = u32::from(entering) };
     }
 }
 
@@ -318,6 +361,9 @@ fn emit(ob: &mut Observed, x: &Extra) {
     if sender.from_send {
         flags |= FLAG_OWNER_FROM_SEND;
     }
+    if sender.unknown {
+        flags |= FLAG_OWNER_UNKNOWN;
+    }
     let e = entry.as_mut_ptr();
     // SAFETY: `e` points at a reserved ring-buffer slot of the right size and alignment; every
     // field is written before submit.
@@ -374,7 +420,7 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool) -> bool {
     if in_send {
         record_sender(sk, &mut ob.sender);
     } else {
-        sender_of(sk, &mut ob.sender);
+        sender_of(sk, ob.hook, &mut ob.sender);
     }
     filter::sender_passes(ob.sender.tgid, &ob.sender.comm)
 }
@@ -389,6 +435,7 @@ fn socket_kept(sk: u64, in_send: bool) -> bool {
         return false;
     };
     let ob = scratch.get();
+    ob.hook = 0;
     admit(ob, sk, in_send) && (!filter::has_iface_filter() || ob.sender.iface_seen)
 }
 
@@ -612,8 +659,53 @@ pub fn qdisc_enqueue(skb: u64) {
     }
 }
 
+/// The most skbs of one list the programs follow. Without BQL (veth, most virtual devices)
+/// `dequeue_skb` bulks at most 8 skbs; with BQL the device's byte limit keeps lists short.
+const SKB_LIST_MAX: u32 = 16;
+
+/// Calls `each` for every skb of the list starting at `first`, at most `len` of them; a list
+/// longer than [`SKB_LIST_MAX`] is counted as cut.
 #[inline(always)]
-pub fn qdisc_dequeue(skb: u64) {
+fn for_each_in_list(first: u64, len: u32, each: impl Fn(u64)) {
+    let mut skb = first;
+    let mut i = 0;
+    while i < SKB_LIST_MAX {
+        if skb == 0 || i >= len {
+            return;
+        }
+        // Read before the handler: the skb stays linked while its hook runs, but read it once.
+        let next = kernel::skb_next(skb);
+        each(skb);
+        skb = next;
+        i += 1;
+    }
+    if skb != 0 && i < len {
+        count(counter::LIST_CUT);
+    }
+}
+
+/// A dequeue handed out `packets` skbs linked from `first` (bulk dequeue); `u32::MAX` when the
+/// hook does not say how many (the list then ends at a null `next`).
+#[inline(always)]
+pub fn qdisc_dequeue_list(first: u64, packets: u32) {
+    if !kernel::ready() {
+        return;
+    }
+    for_each_in_list(first, packets, qdisc_dequeue);
+}
+
+/// The driver is handed the list starting at `first` (`dev_hard_start_xmit`).
+#[inline(always)]
+pub fn driver_xmit_list(first: u64, dev: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    for_each_in_list(first, u32::MAX, |skb| driver_xmit(skb, dev));
+}
+
+/// One skb leaves the qdisc. Not inlined: list walks call it once per skb.
+#[inline(never)]
+fn qdisc_dequeue(skb: u64) {
     if !kernel::ready() || skb == 0 {
         return;
     }
@@ -638,7 +730,8 @@ pub fn qdisc_dequeue(skb: u64) {
     }
 }
 
-#[inline(always)]
+/// One skb is handed to the driver. Not inlined: list walks call it once per skb.
+#[inline(never)]
 pub fn driver_xmit(skb: u64, dev: u64) {
     if !kernel::ready() {
         return;
@@ -786,6 +879,55 @@ pub fn wmem_release(skb: u64) {
         samples: [(0, 0); 2],
     };
     skb_event(Hook::WmemRelease, skb, sk, Dev::FromSkb, true, 0, x);
+}
+
+/// `tcp_wfree` gives back all of an skb's truesize but 1, and keeps that 1 as a reference on
+/// `sk_wmem_alloc` (TCP Small Queues) that `sk_free` drops: right away, or later from the TSQ
+/// tasklet/work when the socket was queued to send more. The release event above reports the
+/// truesize; the deferred drop is reported by [`tsq_reference_released`], so that the counters
+/// of the last event of a drained socket read 0 as they do in the kernel.
+#[inline(always)]
+pub fn tcp_wfree(skb: u64) {
+    let sk = kernel::skb_sk(skb);
+    if let Some(w) = IN_TCP_WFREE.get_ptr_mut(0) {
+        unsafe { *w = sk };
+    }
+    wmem_release(skb);
+}
+
+/// `tcp_wfree` returned: its own `sk_free` call, if any, is behind us.
+#[inline(always)]
+pub fn tcp_wfree_done() {
+    if let Some(w) = IN_TCP_WFREE.get_ptr_mut(0) {
+        unsafe { *w = 0 };
+    }
+}
+
+/// `sk_free` on a live TCP socket outside `tcp_wfree`: the TSQ reference is dropped.
+/// (Inside `tcp_wfree` the release event already counted it; on a socket being destroyed
+/// `sk_refcnt` is 0 and nothing is reported.)
+#[inline(always)]
+pub fn tsq_reference_released(sk: u64) {
+    if !kernel::ready() || sk == 0 {
+        return;
+    }
+    if matches!(IN_TCP_WFREE.get(0), Some(&w) if w == sk) {
+        return;
+    }
+    if kernel::sk_protocol(sk) != kernel::IPPROTO_TCP
+        || kernel::sk_refcnt(sk) == 0
+        || kernel::wmem_alloc(sk) < 1
+    {
+        return;
+    }
+    let x = Extra {
+        value: 0,
+        duration_ns: 0,
+        flags: FLAG_TSQ_REFERENCE,
+        alloc_adjust: -1,
+        samples: [(0, 0); 2],
+    };
+    socket_event(Hook::WmemRelease, sk, false, x);
 }
 
 /// `tcp_ack` entry: remember `sk_wmem_queued` to report what this ACK freed. Per CPU, because

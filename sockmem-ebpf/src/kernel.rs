@@ -107,6 +107,23 @@ pub fn send_memory(sk: u64) -> SendMemory {
 }
 
 #[inline(always)]
+pub fn sk_protocol(sk: u64) -> u8 {
+    read::<u16>(sk, &config().offsets.sk_protocol).unwrap_or(0) as u8
+}
+
+/// `sk_refcnt`: 0 once the socket is being destroyed.
+#[inline(always)]
+pub fn sk_refcnt(sk: u64) -> u32 {
+    read(sk, &config().offsets.sk_refcnt).unwrap_or(0)
+}
+
+/// `sk_wmem_alloc` as ss shows it (the refcount less the socket's own 1).
+#[inline(always)]
+pub fn wmem_alloc(sk: u64) -> i32 {
+    read::<i32>(sk, &config().offsets.sk_wmem_alloc).unwrap_or(1) - 1
+}
+
+#[inline(always)]
 pub fn skb_sk(skb: u64) -> u64 {
     read(skb, &config().offsets.skb_sk).unwrap_or(0)
 }
@@ -114,6 +131,12 @@ pub fn skb_sk(skb: u64) -> u64 {
 #[inline(always)]
 pub fn skb_head(skb: u64) -> u64 {
     read(skb, &config().offsets.skb_head).unwrap_or(0)
+}
+
+/// The next skb of a list (a bulk dequeue, a list handed to the driver); 0 at the end.
+#[inline(always)]
+pub fn skb_next(skb: u64) -> u64 {
+    read(skb, &config().offsets.skb_next).unwrap_or(0)
 }
 
 #[inline(always)]

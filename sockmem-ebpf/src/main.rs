@@ -54,6 +54,14 @@ static HISTS: PerCpuHashMap<HistKey, Hist> = PerCpuHashMap::with_max_entries(409
 #[map]
 static SCRATCH: PerCpuArray<handlers::Observed> = PerCpuArray::with_max_entries(4, 0);
 
+/// The socket whose `tcp_wfree` runs on this CPU (see `handlers::tcp_wfree`).
+#[map]
+static IN_TCP_WFREE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 while this CPU runs a softirq (see `handlers::softirq`).
+#[map]
+static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// How many scratch slots are in use on this CPU.
 #[map]
 static SCRATCH_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
@@ -104,6 +112,20 @@ pub fn tp_sock_send_length(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+// ---- execution context (not hooks: they tell softirq from process context) ----
+
+#[raw_tracepoint(tracepoint = "softirq_entry")]
+pub fn tp_softirq_entry(_ctx: RawTracePointContext) -> i32 {
+    handlers::softirq(true);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "softirq_exit")]
+pub fn tp_softirq_exit(_ctx: RawTracePointContext) -> i32 {
+    handlers::softirq(false);
+    0
+}
+
 #[raw_tracepoint(tracepoint = "net_dev_queue")]
 pub fn tp_net_dev_queue(ctx: RawTracePointContext) -> i32 {
     handlers::dev_queue_xmit(ctx.arg(0));
@@ -118,7 +140,8 @@ pub fn tp_qdisc_enqueue(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "qdisc_dequeue")]
 pub fn tp_qdisc_dequeue(ctx: RawTracePointContext) -> i32 {
-    handlers::qdisc_dequeue(ctx.arg(3));
+    // qdisc_dequeue(qdisc, txq, packets, skb): `skb` heads a list of `packets` skbs.
+    handlers::qdisc_dequeue_list(ctx.arg(3), ctx.arg::<u64>(2) as u32);
     0
 }
 
@@ -216,13 +239,13 @@ pub fn fexit_dev_qdisc_enqueue(ctx: FExitContext) -> i32 {
 
 #[fentry(function = "sch_direct_xmit")]
 pub fn fentry_sch_direct_xmit(ctx: FEntryContext) -> i32 {
-    handlers::qdisc_dequeue(ctx.arg(0));
+    handlers::qdisc_dequeue_list(ctx.arg(0), u32::MAX);
     0
 }
 
 #[fentry(function = "dev_hard_start_xmit")]
 pub fn fentry_dev_hard_start_xmit(ctx: FEntryContext) -> i32 {
-    handlers::driver_xmit(ctx.arg(0), ctx.arg(1));
+    handlers::driver_xmit_list(ctx.arg(0), ctx.arg(1));
     0
 }
 
@@ -258,7 +281,19 @@ pub fn fentry_skb_set_owner_w(ctx: FEntryContext) -> i32 {
 
 #[fentry(function = "tcp_wfree")]
 pub fn fentry_tcp_wfree(ctx: FEntryContext) -> i32 {
-    handlers::wmem_release(ctx.arg(0));
+    handlers::tcp_wfree(ctx.arg(0));
+    0
+}
+
+#[fexit(function = "tcp_wfree")]
+pub fn fexit_tcp_wfree(_ctx: FExitContext) -> i32 {
+    handlers::tcp_wfree_done();
+    0
+}
+
+#[fentry(function = "sk_free")]
+pub fn fentry_sk_free(ctx: FEntryContext) -> i32 {
+    handlers::tsq_reference_released(ctx.arg(0));
     0
 }
 
@@ -342,7 +377,7 @@ pub fn kprobe_dev_qdisc_enqueue(ctx: ProbeContext) -> i32 {
 #[kprobe]
 pub fn kprobe_sch_direct_xmit(ctx: ProbeContext) -> i32 {
     if let Some(skb) = ctx.arg(0) {
-        handlers::qdisc_dequeue(skb);
+        handlers::qdisc_dequeue_list(skb, u32::MAX);
     }
     0
 }
@@ -350,7 +385,7 @@ pub fn kprobe_sch_direct_xmit(ctx: ProbeContext) -> i32 {
 #[kprobe]
 pub fn kprobe_dev_hard_start_xmit(ctx: ProbeContext) -> i32 {
     if let (Some(skb), Some(dev)) = (ctx.arg(0), ctx.arg(1)) {
-        handlers::driver_xmit(skb, dev);
+        handlers::driver_xmit_list(skb, dev);
     }
     0
 }
@@ -395,11 +430,33 @@ pub fn kprobe_skb_set_owner_w(ctx: ProbeContext) -> i32 {
     0
 }
 
-/// Attached to `tcp_wfree`, `sock_wfree` and `__sock_wfree`.
+/// Attached to `sock_wfree` and `__sock_wfree`.
 #[kprobe]
 pub fn kprobe_wfree(ctx: ProbeContext) -> i32 {
     if let Some(skb) = ctx.arg(0) {
         handlers::wmem_release(skb);
+    }
+    0
+}
+
+#[kprobe]
+pub fn kprobe_tcp_wfree(ctx: ProbeContext) -> i32 {
+    if let Some(skb) = ctx.arg(0) {
+        handlers::tcp_wfree(skb);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_tcp_wfree(_ctx: RetProbeContext) -> i32 {
+    handlers::tcp_wfree_done();
+    0
+}
+
+#[kprobe]
+pub fn kprobe_sk_free(ctx: ProbeContext) -> i32 {
+    if let Some(sk) = ctx.arg(0) {
+        handlers::tsq_reference_released(sk);
     }
     0
 }

@@ -12,7 +12,7 @@ use sockmem_common::Hook;
 
 use crate::{
     features::Kernel,
-    hooks::{Attach, Attachment, Backend, HookDef, Variant, HOOKS},
+    hooks::{Attach, Attachment, Backend, HookDef, Variant, CONTEXT, HOOKS},
 };
 
 /// Which backends to try.
@@ -339,6 +339,16 @@ pub fn describe_choices(reports: &[HookReport]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Attaches the [`CONTEXT`] programs. Without them events in softirq on sockets with no
+/// `sendmsg` seen are attributed to the interrupted task, so a failure is worth a warning only.
+pub fn attach_context(ebpf: &mut Ebpf, kernel: &Kernel) -> Result<(), String> {
+    let mut loaded = HashSet::new();
+    for a in CONTEXT {
+        attach_one(ebpf, kernel, a, &mut loaded)?;
+    }
+    Ok(())
 }
 
 /// Context for errors of the whole attach step.

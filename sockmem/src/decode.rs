@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sockmem_common::{
-    event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_SEND_START},
+    event::{
+        FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN, FLAG_SEND_START, FLAG_TSQ_REFERENCE,
+    },
     Hook, SockEvent,
 };
 
@@ -46,6 +48,27 @@ pub struct SkbInfo {
     pub iface: String,
 }
 
+/// Who an event's pid/tgid/comm describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// The socket's last `sendmsg` caller (events in softirq keep naming the sender).
+    Sendmsg,
+    /// The task running when the hook fired (process context, no `sendmsg` seen yet).
+    Current,
+    /// In softirq before any `sendmsg` on the socket was seen: nobody to name.
+    Unknown,
+}
+
+impl Owner {
+    pub fn name(self) -> &'static str {
+        match self {
+            Owner::Sendmsg => "sendmsg",
+            Owner::Current => "current",
+            Owner::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub ts_ns: u64,
@@ -53,8 +76,8 @@ pub struct Event {
     pub pid: u32,
     pub tgid: u32,
     pub comm: String,
-    /// pid/comm are the socket's last `sendmsg` caller (not the interrupted task).
-    pub owner_from_send: bool,
+    /// Whose pid/comm these are.
+    pub owner: Owner,
     pub hook: Hook,
     pub sk: u64,
     pub protocol: Protocol,
@@ -67,6 +90,8 @@ pub struct Event {
     pub value: i64,
     pub duration_ns: u64,
     pub send_start: bool,
+    /// A `wmem_release` of TCP Small Queues' 1-byte reference, not of skb bytes.
+    pub tsq_reference: bool,
 }
 
 /// A NUL-padded kernel name (comm, interface) as text.
@@ -118,7 +143,13 @@ impl Event {
             pid: raw.pid,
             tgid: raw.tgid,
             comm: c_string(&raw.comm),
-            owner_from_send: raw.flags & FLAG_OWNER_FROM_SEND != 0,
+            owner: if raw.flags & FLAG_OWNER_FROM_SEND != 0 {
+                Owner::Sendmsg
+            } else if raw.flags & FLAG_OWNER_UNKNOWN != 0 {
+                Owner::Unknown
+            } else {
+                Owner::Current
+            },
             hook,
             sk: raw.sk,
             protocol,
@@ -131,6 +162,7 @@ impl Event {
             value: raw.value,
             duration_ns: raw.duration_ns,
             send_start: raw.flags & FLAG_SEND_START != 0,
+            tsq_reference: raw.flags & FLAG_TSQ_REFERENCE != 0,
         })
     }
 }
@@ -179,7 +211,7 @@ pub(crate) mod tests {
         assert_eq!(e.local.to_string(), "198.18.0.1:40000");
         assert_eq!(e.remote.to_string(), "198.18.0.2:5201");
         assert_eq!(e.comm, "sender");
-        assert!(e.owner_from_send);
+        assert_eq!(e.owner, Owner::Sendmsg);
         let skb = e.skb.expect("FLAG_HAS_SKB gives skb info");
         assert_eq!((skb.len, skb.truesize, skb.ifindex), (1500, 2304, 7));
         assert_eq!(skb.iface, "veth0");

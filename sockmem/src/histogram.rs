@@ -143,6 +143,8 @@ pub fn label(key: &HistKey, per: Per) -> String {
                 fmt(ip(key.family, key.raddr), key.rport)
             )
         }
+        // Softirq work on a socket before its first seen `sendmsg` has no sender.
+        Per::Pid if key.id == 0 && key.name[0] == 0 => "(unknown sender)".to_owned(),
         Per::Pid => format!("{} {}", key.id, c_string(&key.name)),
         Per::Iface => match c_string(&key.name) {
             n if n.is_empty() => "(no interface)".to_owned(),
@@ -168,6 +170,8 @@ pub struct Completeness {
     pub sends_unmatched: u64,
     pub sends_in_flight: u64,
     pub hist_full: u64,
+    /// skb lists longer than the programs walk (skbs past the limit unseen at that hook).
+    pub lists_cut: u64,
 }
 
 /// Everything `sockmem hist` prints.
@@ -275,6 +279,7 @@ impl HistMaps {
             sends_unmatched: c(counter::SEND_UNMATCHED)?,
             sends_in_flight,
             hist_full: c(counter::HIST_FULL)?,
+            lists_cut: c(counter::LIST_CUT)?,
         };
         Ok(Report {
             histograms,

@@ -189,11 +189,15 @@ pub const HOOKS: &[HookDef] = &[
     ]},
     HookDef { hook: Hook::WmemRelease, variants: &[
         v(F, &[at("fentry_tcp_wfree", FEntry("tcp_wfree")),
+               at("fexit_tcp_wfree", FExit("tcp_wfree")),
                at("fentry_sock_wfree", FEntry("sock_wfree")),
-               opt("fentry_sock_wfree_inner", FEntry("__sock_wfree"))]),
-        v(K, &[at("kprobe_wfree", KProbe("tcp_wfree")),
+               opt("fentry_sock_wfree_inner", FEntry("__sock_wfree")),
+               at("fentry_sk_free", FEntry("sk_free"))]),
+        v(K, &[at("kprobe_tcp_wfree", KProbe("tcp_wfree")),
+               at("kretprobe_tcp_wfree", KRetProbe("tcp_wfree")),
                at("kprobe_wfree", KProbe("sock_wfree")),
-               opt("kprobe_wfree", KProbe("__sock_wfree"))]),
+               opt("kprobe_wfree", KProbe("__sock_wfree")),
+               at("kprobe_sk_free", KProbe("sk_free"))]),
     ]},
     HookDef { hook: Hook::SkbFree, variants: &[
         v(T, &[tp("tp_consume_skb", "skb", "consume_skb", &[(0, SKB)])]),
@@ -220,6 +224,13 @@ pub const HOOKS: &[HookDef] = &[
         v(K, &[at("kprobe_tcp_v4_destroy_sock", KProbe("tcp_v4_destroy_sock"))]),
         v(T, &[tp("tp_tcp_destroy_sock", "tcp", "tcp_destroy_sock", &[(0, SK)])]),
     ]},
+];
+
+/// Programs that are not hooks but keep state the hooks read: whether a CPU is in softirq,
+/// where the current task is not the sender. Raw tracepoints every kernel has.
+pub const CONTEXT: &[Attachment] = &[
+    tp("tp_softirq_entry", "irq", "softirq_entry", &[]),
+    tp("tp_softirq_exit", "irq", "softirq_exit", &[]),
 ];
 
 impl HookDef {

@@ -51,6 +51,8 @@ const FIELDS: &[Field] = &[
     Field { strukt: "net_device", path: "name", size: 16, slot: |o| &mut o.dev_name },
     Field { strukt: "msghdr", path: "msg_iter.count", size: 8, slot: |o| &mut o.msg_iter_count },
     Field { strukt: "sk_buff", path: "head", size: 8, slot: |o| &mut o.skb_head },
+    Field { strukt: "sk_buff", path: "next", size: 8, slot: |o| &mut o.skb_next },
+    Field { strukt: "sock", path: "__sk_common.skc_refcnt", size: 4, slot: |o| &mut o.sk_refcnt },
 ];
 
 /// Every offset the programs need, or the first field this kernel lacks.

@@ -62,6 +62,12 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
         None => Mode::Auto,
     };
     let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
+    if let Err(why) = attach::attach_context(&mut ebpf, &kernel) {
+        eprintln!(
+            "sockmem: warning: cannot tell softirq from process context ({why}); events in \
+             softirq on sockets with no sendmsg seen name the interrupted task"
+        );
+    }
     report_hooks(&reports, o.args.verbose);
     let mut session = Session { ebpf, reports };
     // Every hook starts at once, only now: none counts what the others missed.

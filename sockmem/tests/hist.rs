@@ -36,6 +36,8 @@ fn stop_hist_json(t: Tracer, per: &str) -> HistDoc {
 const QDISC_HOOKS: [&str; 3] = ["dev_queue_xmit", "qdisc_enqueue", "qdisc_dequeue"];
 /// Hooks `sendmsg_time` needs (`tcp:tcp_sendmsg_locked` is a 6.12+ tracepoint).
 const SENDMSG_HOOKS: [&str; 2] = ["tcp_sendmsg", "sendmsg_ret"];
+/// The `--per pid` key of samples with no known sender.
+const UNKNOWN_SENDER: &str = "(unknown sender)";
 
 /// If one of `hooks` is not attached in `doc`, prints why the test `test` is skipped (the
 /// kernel feature that is missing, as sockmem reports it) and returns true.
@@ -651,21 +653,27 @@ fn per_pid_and_iface_labels() {
             panic!("expected a {kind} key {label:?} (sender thread's tgid and comm), got {keys:?}")
         });
         let total = hist_u64(by_pid.total(kind), "count");
+        // The handshake's last ACK leaves in softirq before the first sendmsg: nobody to name.
+        let unknown = by_pid
+            .keyed_one(kind, UNKNOWN_SENDER)
+            .map_or(0, |u| hist_u64(u, "count"));
         assert!(
-            total > 0 && hist_u64(h, "count") == total,
-            "expected every {kind} sample ({total}) under the sender {label:?}: only it sent on \
-             port {P}; got {}",
+            total > 0 && hist_u64(h, "count") + unknown == total && unknown <= 2,
+            "expected every {kind} sample ({total}) under the sender {label:?} (only it sent on \
+             port {P}) but at most 2 handshake skbs under {UNKNOWN_SENDER:?}; got {} and \
+             {unknown} unknown",
             hist_brief(h)
         );
     }
     for h in by_pid.doc["histograms"].as_array().unwrap() {
         let key = get_str(h, "key");
-        let ok = key
-            .split_once(' ')
-            .is_some_and(|(pid, comm)| pid.parse::<u32>().is_ok() && !comm.is_empty());
+        let ok = key == UNKNOWN_SENDER
+            || key
+                .split_once(' ')
+                .is_some_and(|(pid, comm)| pid.parse::<u32>().is_ok() && !comm.is_empty());
         assert!(
             ok,
-            "expected every --per pid key to be \"<tgid> <comm>\", got {key:?}"
+            "expected every --per pid key to be \"<tgid> <comm>\" or {UNKNOWN_SENDER:?}, got {key:?}"
         );
     }
 
@@ -933,6 +941,7 @@ fn completeness_counts_only_filtered_traffic() {
         "sends_unmatched",
         "sends_in_flight",
         "hist_full",
+        "lists_cut",
     ];
     let nonzero: Vec<String> = fields
         .iter()
@@ -948,14 +957,11 @@ fn completeness_counts_only_filtered_traffic() {
     );
 }
 
-/// The histograms cover the window `duration_s` reports (from the ready file to the stop): a
-/// steady flow's skb rate computed from the document (`count / duration_s`) is the rate at
-/// which the veth really sent them.
+/// The histograms cover the window from the ready file to the stop, not the time the programs
+/// took to attach: no more samples than skbs the veth sent in a bracket around that window.
 #[test]
 fn samples_start_at_ready() {
     const P: u16 = 22901;
-    /// The flow through tbf 400mbit is steady: its skb rate moves by ~1% between 3 s windows.
-    const RATE_TOLERANCE: f64 = 0.05;
     let pair = NetnsPair::new("window", 117);
     pair.set_tbf("400mbit", "256kb", "200ms");
     let flow = TcpFlow::start(&pair, P, "smtx-window", TcpFlowOpts::until_stopped());
@@ -1017,14 +1023,14 @@ fn samples_start_at_ready() {
         "expected at most the {since_spawn} skbs the veth sent since sockmem was started, got \
          {count}"
     );
+    // The programs count from just before the ready file to the exit: within the readings'
+    // bracket. (Not a rate: the flow is slower while the programs load, notably in VMs.)
     assert!(
-        rate <= lambda * (1.0 + RATE_TOLERANCE),
-        "expected count / duration_s = {count} / {duration_s:.3} s = {rate:.0} skbs/s to be at \
-         most the veth's {lambda:.0} skbs/s + {:.0}%; sockmem's count is what the veth sends in \
-         {:.3} s: its histograms hold samples from before the window duration_s reports (from \
-         programs attached before the ready file)",
-        RATE_TOLERANCE * 100.0,
-        count as f64 / lambda
+        count <= window_skbs,
+        "expected at most the {window_skbs} skbs the veth sent from {:.0} ms before the ready \
+         file was seen to after sockmem exited, got {count}: its histograms hold samples from \
+         before the ready file (from programs attached before it)",
+        (seen_ready - before.at).as_secs_f64() * 1e3
     );
 }
 

@@ -37,8 +37,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, then run every test (unit and integration: needs root) plus fmt and clippy checks.
+    /// Build, then run fmt and clippy checks, every test on this kernel (unit and integration:
+    /// needs root), then the integration tests in VMs on Debian's 6.1 and 6.12 (`vm-test`).
     Test {
+        /// Only this machine's kernel: skip the VM matrix.
+        #[arg(long)]
+        host: bool,
         /// Extra arguments for `cargo test`, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -82,13 +86,29 @@ enum Command {
     },
 }
 
+/// The host suite, then (unless `host_only`) every backend on the distribution kernels: the
+/// backends this kernel cannot run.
+fn test(host_only: bool, args: &[String]) -> anyhow::Result<()> {
+    build::test(args)?;
+    if host_only {
+        return Ok(());
+    }
+    vm::test_cli(&vm::TestOptions {
+        kernels: "all",
+        timeout: 900,
+        release: true,
+        jobs: None,
+        extra: &[],
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::ensure_toolchain(),
         Command::Build { debug } => build::build_all(!debug).map(|_| ()),
         Command::Run { debug, args } => build::run(!debug, &args),
-        Command::Test { args } => build::test(&args),
+        Command::Test { host, args } => test(host, &args),
         Command::VmRun {
             kernel,
             timeout,

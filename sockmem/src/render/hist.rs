@@ -135,6 +135,13 @@ fn write_completeness(out: &mut impl Write, c: &Completeness) -> io::Result<()> 
             c.hist_full
         )?;
     }
+    if c.lists_cut > 0 {
+        writeln!(
+            out,
+            "warning: {} skb lists were longer than sockmem follows: their later skbs were not seen dequeued or transmitted",
+            c.lists_cut
+        )?;
+    }
     Ok(())
 }
 

@@ -116,11 +116,7 @@ impl<W: Write> Sink for JsonSink<W> {
             pid: e.pid,
             tgid: e.tgid,
             comm: &e.comm,
-            owner: if e.owner_from_send {
-                "sendmsg"
-            } else {
-                "current"
-            },
+            owner: e.owner.name(),
             hook: e.hook.name(),
             sk: format!("{:#x}", e.sk),
             skb: skb.map(|s| format!("{:#x}", s.skb)),

@@ -62,6 +62,7 @@ pub fn describe(e: &Event) -> String {
             human_ns(e.duration_ns)
         ),
         SkbDrop => format!("reason={} after={}", e.value, human_ns(e.duration_ns)),
+        WmemRelease if e.tsq_reference => "tsq reference dropped".to_owned(),
         _ => String::new(),
     }
 }

@@ -3,7 +3,10 @@
 use std::io::{self, Write};
 
 use super::{describe, RunInfo, Sink, Summary};
-use crate::{decode::Event, track::Deltas};
+use crate::{
+    decode::{Event, Owner},
+    track::Deltas,
+};
 
 pub struct TextSink<W: Write> {
     out: W,
@@ -43,13 +46,18 @@ impl<W: Write> Sink for TextSink<W> {
             ),
             None => ("-".to_owned(), "-".to_owned()),
         };
+        // In softirq before the socket's first `sendmsg`: no process to name.
+        let (tgid, comm) = match e.owner {
+            Owner::Unknown => ("-".to_owned(), "-"),
+            _ => (e.tgid.to_string(), e.comm.as_str()),
+        };
         writeln!(
             self.out,
             "{:>11.6} {:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
             time_s,
             e.cpu,
-            e.tgid,
-            e.comm,
+            tgid,
+            comm,
             e.hook.name(),
             e.protocol.name(),
             e.local.to_string(),
