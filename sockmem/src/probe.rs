@@ -24,6 +24,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let mut ebpf = loader::load(&config, 4096)?;
     let kernel = Kernel::new(&btf, args.btf.as_deref());
     let reports = attach::attach_all(&mut ebpf, &kernel, Mode::ProbeAll)?;
+    let softirq = attach::attach_context(&mut ebpf, &kernel).err();
     drop(ebpf);
     let facts = Facts {
         kernel: loader::kernel_release(),
@@ -33,6 +34,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "/sys/kernel/btf/vmlinux".to_owned()),
         kprobes: kernel.kprobe_support().err(),
+        softirq,
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -48,6 +50,8 @@ struct Facts {
     btf: String,
     /// Why kprobes cannot be used, if they cannot.
     kprobes: Option<String>,
+    /// Why softirq cannot be told from process context, if it cannot.
+    softirq: Option<String>,
 }
 
 fn status(r: &HookReport, backend: Backend) -> (&'static str, String) {
@@ -76,6 +80,17 @@ fn write_table(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> i
     match &facts.kprobes {
         None => writeln!(out, "kprobes: supported")?,
         Some(why) => writeln!(out, "kprobes: no: {why}")?,
+    }
+    match &facts.softirq {
+        None => writeln!(
+            out,
+            "softirq: tracked (irq:softirq_entry/exit): events of senders not yet seen are not \
+             attributed to the interrupted task"
+        )?,
+        Some(why) => writeln!(
+            out,
+            "softirq: not tracked: {why}; such events name the interrupted task"
+        )?,
     }
     writeln!(out)?;
     writeln!(
@@ -132,6 +147,8 @@ struct JsonProbe<'a> {
     btf: &'a str,
     kprobes: bool,
     kprobes_reason: Option<&'a str>,
+    softirq_tracked: bool,
+    softirq_reason: Option<&'a str>,
     hooks: Vec<JsonHook>,
 }
 
@@ -161,6 +178,8 @@ fn write_json(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> io
             btf: &facts.btf,
             kprobes: facts.kprobes.is_none(),
             kprobes_reason: facts.kprobes.as_deref(),
+            softirq_tracked: facts.softirq.is_none(),
+            softirq_reason: facts.softirq.as_deref(),
             hooks,
         },
     )?;

@@ -46,6 +46,17 @@ fn probe_explains_every_hook_and_chooses_the_best_available() {
         Some(kprobe_pmu),
         "expected probe's kprobe support to match the kprobe PMU's presence ({kprobe_pmu}): {p}"
     );
+    // Every kernel of the matrix has the softirq tracepoints sender attribution relies on.
+    let softirq_tp = Path::new("/sys/kernel/tracing/events/irq/softirq_entry").exists()
+        || Path::new("/sys/kernel/debug/tracing/events/irq/softirq_entry").exists();
+    if softirq_tp {
+        assert_eq!(
+            p["softirq_tracked"].as_bool(),
+            Some(true),
+            "expected softirq tracking where irq:softirq_entry exists: {}",
+            p["softirq_reason"]
+        );
+    }
     for h in hooks(&p) {
         let name = h["hook"].as_str().expect("hook name");
         let statuses: Vec<(&str, &str)> = BACKENDS.iter().map(|b| status(h, b)).collect();
