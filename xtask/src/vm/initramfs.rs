@@ -65,12 +65,13 @@ mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mount -t tmpfs -o mode=0755 tmpfs $R/run
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp
+# Not /tmp: the host's /tmp stays visible (writes go to the overlay's tmpfs), so a workspace
+# cloned under /tmp is where the host has it.
 mount -t bpf bpf $R/sys/fs/bpf
 mount -t tracefs tracefs $R/sys/kernel/tracing
 mount -t debugfs debugfs $R/sys/kernel/debug
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup
-# After the tmpfs mounts, so that a run directory under /tmp or /run stays visible.
+# After the tmpfs mounts, so that a run directory under /run stays visible.
 RUN="$sockmem_vm_run"
 mkdir -p "$R$RUN"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 run "$R$RUN" \

@@ -71,11 +71,14 @@ pub fn prepare(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
         unpack(&deb, &root)?;
     }
     let release = release_of(&root)?;
-    Ok(Kernel {
+    let kernel = Kernel {
         package,
         release,
         root,
-    })
+    };
+    // Now, once: the VMs that boot it may start at the same time.
+    kernel.vmlinux()?;
+    Ok(kernel)
 }
 
 /// "6.12" → (6, 12).
@@ -287,7 +290,10 @@ pub fn decompress(tool: &str, package: &str, data: &[u8]) -> anyhow::Result<Vec<
 
 /// Writes through a temporary file and a rename, so that concurrent runs never see half a file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // Unique per call: VMs start from several threads at once.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     fs::write(&tmp, data).with_context(|| format!("writing `{}`", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("writing `{}`", path.display()))
 }
