@@ -887,17 +887,7 @@ fn hist_bad_input() {
     ];
     for args in cases {
         let out = run_sockmem(args, CMD_TIMEOUT);
-        out.assert_no_panic();
-        assert_eq!(
-            out.code(),
-            Some(2),
-            "expected exit code 2 for {args:?}, got {}",
-            out.describe()
-        );
-        assert!(
-            !out.stderr.trim().is_empty(),
-            "expected a message on stderr for {args:?}"
-        );
+        out.assert_usage_error(args);
         assert!(
             out.stdout.trim().is_empty(),
             "expected no histograms on stdout for {args:?}, got {:?}",

@@ -90,6 +90,21 @@ impl CmdOutput {
         );
     }
 
+    /// A usage error: no panic, exit code 2, a message on stderr (`args` names the case).
+    pub fn assert_usage_error(&self, args: &[&str]) {
+        self.assert_no_panic();
+        assert_eq!(
+            self.code(),
+            Some(2),
+            "expected exit code 2 for {args:?}, got {}",
+            self.describe()
+        );
+        assert!(
+            !self.stderr.trim().is_empty(),
+            "expected a message on stderr for {args:?}"
+        );
+    }
+
     pub fn assert_no_panic(&self) {
         assert!(
             !self.stderr.contains("panicked at") && !self.stdout.contains("panicked at"),
@@ -333,24 +348,7 @@ impl NetnsPair {
 
     /// Replaces the sender veth's root qdisc by `tbf rate <rate> burst 32kb latency 50ms`.
     pub fn add_tbf(&self, rate: &str) {
-        ns_checked(
-            &self.tx_ns,
-            "tc",
-            &[
-                "qdisc",
-                "replace",
-                "dev",
-                &self.tx_if,
-                "root",
-                "tbf",
-                "rate",
-                rate,
-                "burst",
-                "32kb",
-                "latency",
-                "50ms",
-            ],
-        );
+        self.set_tbf(rate, "32kb", "50ms");
     }
 
     pub fn rx_sockaddr(&self, port: u16) -> SocketAddr {
@@ -481,6 +479,42 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// Waits for a value a helper thread sends once it is set up; if the thread died instead,
 /// panics with its panic message.
+/// Returns once `release` is set (or after [`HOLD_TIMEOUT`]): a socket held open meanwhile.
+fn hold_until(release: &AtomicBool) {
+    let held = Instant::now();
+    while !release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A receiver on `port` that accepts one connection and never reads from it, until
+/// `release(shared)` is set; returns once it listens.
+fn spawn_stalled_receiver<S: Send + Sync + 'static>(
+    pair: &NetnsPair,
+    port: u16,
+    shared: &Arc<S>,
+    release: fn(&S) -> &AtomicBool,
+) -> Option<JoinHandle<()>> {
+    let addr = pair.rx_sockaddr(port);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let sh = shared.clone();
+    let mut rx = Some(spawn_in_netns(
+        &format!("smrx-{port}"),
+        &pair.rx_ns,
+        move || {
+            let s = listen_accept(addr, ready_tx);
+            hold_until(release(&sh));
+            drop(s);
+        },
+    ));
+    recv_setup(
+        &ready_rx,
+        &mut rx,
+        &format!("stalled receiver on port {port}"),
+    );
+    rx
+}
+
 fn recv_setup<T, R>(rx: &mpsc::Receiver<T>, h: &mut Option<JoinHandle<R>>, what: &str) -> T {
     match rx.recv_timeout(Duration::from_secs(20)) {
         Ok(v) => v,
@@ -748,10 +782,7 @@ impl TcpFlow {
             }
             sh.sender_done.store(true, Ordering::SeqCst);
             if o.hold_open {
-                let held = Instant::now();
-                while !sh.release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
-                    thread::sleep(Duration::from_millis(10));
-                }
+                hold_until(&sh.release);
             }
             drop(s);
             sent
@@ -845,25 +876,7 @@ impl StalledTcp {
         let shared = Arc::new(FlowShared::default());
         let addr = pair.rx_sockaddr(port);
 
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let sh = shared.clone();
-        let mut rx = Some(spawn_in_netns(
-            &format!("smrx-{port}"),
-            &pair.rx_ns,
-            move || {
-                let s = listen_accept(addr, ready_tx);
-                let held = Instant::now();
-                while !sh.release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
-                    thread::sleep(Duration::from_millis(10));
-                }
-                drop(s);
-            },
-        ));
-        recv_setup(
-            &ready_rx,
-            &mut rx,
-            &format!("stalled receiver on port {port}"),
-        );
+        let rx = spawn_stalled_receiver(pair, port, &shared, |sh| &sh.release);
 
         let (info_tx, info_rx) = mpsc::channel();
         let sh = shared.clone();
@@ -900,10 +913,7 @@ impl StalledTcp {
                 );
             }
             sh.sender_done.store(true, Ordering::SeqCst);
-            let held = Instant::now();
-            while !sh.release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
-                thread::sleep(Duration::from_millis(10));
-            }
+            hold_until(&sh.release);
             drop(s);
             sent
         }));
@@ -1899,25 +1909,7 @@ impl BlockingStalledTcp {
         let shared = Arc::new(BlockingShared::default());
         let addr = pair.rx_sockaddr(port);
 
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let sh = shared.clone();
-        let mut rx = Some(spawn_in_netns(
-            &format!("smrx-{port}"),
-            &pair.rx_ns,
-            move || {
-                let s = listen_accept(addr, ready_tx);
-                let held = Instant::now();
-                while !sh.release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
-                    thread::sleep(Duration::from_millis(10));
-                }
-                drop(s);
-            },
-        ));
-        recv_setup(
-            &ready_rx,
-            &mut rx,
-            &format!("stalled receiver on port {port}"),
-        );
+        let rx = spawn_stalled_receiver(pair, port, &shared, |sh| &sh.release);
 
         let (info_tx, info_rx) = mpsc::channel();
         let sh = shared.clone();
@@ -1959,10 +1951,7 @@ impl BlockingStalledTcp {
                     .push(WriteRecord { took, wrote });
             }
             sh.writes_done.store(true, Ordering::SeqCst);
-            let held = Instant::now();
-            while !sh.release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
-                thread::sleep(Duration::from_millis(10));
-            }
+            hold_until(&sh.release);
             drop(s);
         }));
         let (sender, key) = recv_setup(
