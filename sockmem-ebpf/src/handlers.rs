@@ -688,18 +688,12 @@ fn for_each_in_list(first: u64, len: u32, each: impl Fn(u64)) {
 /// hook does not say how many (the list then ends at a null `next`).
 #[inline(always)]
 pub fn qdisc_dequeue_list(first: u64, packets: u32) {
-    if !kernel::ready() {
-        return;
-    }
     for_each_in_list(first, packets, qdisc_dequeue);
 }
 
 /// The driver is handed the list starting at `first` (`dev_hard_start_xmit`).
 #[inline(always)]
 pub fn driver_xmit_list(first: u64, dev: u64) {
-    if !kernel::ready() {
-        return;
-    }
     for_each_in_list(first, u32::MAX, |skb| driver_xmit(skb, dev));
 }
 

@@ -65,7 +65,7 @@ pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
     if family != AF_INET && family != AF_INET6 {
         return false;
     }
-    let protocol = read::<u16>(sk, &o.sk_protocol).unwrap_or(0) as u8;
+    let protocol = sk_protocol(sk);
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return false;
     }
@@ -97,11 +97,9 @@ pub struct SendMemory {
 #[inline(always)]
 pub fn send_memory(sk: u64) -> SendMemory {
     let o = &config().offsets;
-    let alloc: i32 = read(sk, &o.sk_wmem_alloc).unwrap_or(1);
     SendMemory {
         wmem_queued: read(sk, &o.sk_wmem_queued).unwrap_or(0),
-        // The refcount starts at 1 for the socket itself; ss and sock_diag show it minus 1.
-        wmem_alloc: alloc - 1,
+        wmem_alloc: wmem_alloc(sk),
         sndbuf: read(sk, &o.sk_sndbuf).unwrap_or(0),
     }
 }
@@ -117,7 +115,7 @@ pub fn sk_refcnt(sk: u64) -> u32 {
     read(sk, &config().offsets.sk_refcnt).unwrap_or(0)
 }
 
-/// `sk_wmem_alloc` as ss shows it (the refcount less the socket's own 1).
+/// `sk_wmem_alloc` as ss and sock_diag show it: the refcount starts at 1 for the socket itself.
 #[inline(always)]
 pub fn wmem_alloc(sk: u64) -> i32 {
     read::<i32>(sk, &config().offsets.sk_wmem_alloc).unwrap_or(1) - 1
