@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use sockmem_common::{Filter, Per};
 
-use crate::hooks::Backend;
+use crate::attach::hooks::Backend;
 
 const EXAMPLES: &str = "\
 EXAMPLES:

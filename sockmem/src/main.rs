@@ -1,20 +1,11 @@
 //! sockmem: where do a socket's send bytes sit, and for how long?
 mod attach;
-mod btf;
 mod cli;
-mod decode;
-mod features;
-mod hist;
-mod histogram;
-mod hooks;
-mod loader;
-mod offsets;
-mod probe;
+mod cmd;
+mod kernel;
+mod pipeline;
 mod render;
 mod session;
-mod stream;
-mod trace;
-mod track;
 
 use std::process::ExitCode;
 
@@ -24,9 +15,9 @@ fn main() -> ExitCode {
     // Usage errors exit with code 2 from here.
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Trace(args) => trace::run(args),
-        cli::Command::Hist(args) => hist::run(args),
-        cli::Command::Probe(args) => probe::run(args),
+        cli::Command::Trace(args) => cmd::trace::run(args),
+        cli::Command::Hist(args) => cmd::hist::run(args),
+        cli::Command::Probe(args) => cmd::probe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

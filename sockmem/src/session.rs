@@ -15,12 +15,9 @@ use aya::{
 use sockmem_common::{names, Config, Filter, Per};
 
 use crate::{
-    attach::{self, HookReport, Mode},
-    btf::Btf,
+    attach::{self, hooks::Backend, loader, HookReport, Mode},
     cli::SessionArgs,
-    features::Kernel,
-    hooks::Backend,
-    loader,
+    kernel::{btf::Btf, features::Kernel},
     render::HookLine,
 };
 

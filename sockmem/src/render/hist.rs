@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use sockmem_common::hist::slot_bounds;
 
-use crate::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
+use crate::pipeline::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
 
 const BAR: usize = 40;
 

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{describe, RunInfo, Sink, Summary};
-use crate::{decode::Event, track::Deltas};
+use crate::pipeline::{decode::Event, track::Deltas};
 
 pub struct JsonSink<W: Write> {
     out: W,
@@ -160,7 +160,7 @@ impl<W: Write> Sink for JsonSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::tests::raw_event;
+    use crate::pipeline::decode::tests::raw_event;
     use sockmem_common::Hook;
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::{decode::Event, track::Deltas};
+use crate::pipeline::{decode::Event, track::Deltas};
 
 pub mod hist;
 pub mod json;

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{describe, RunInfo, Sink, Summary};
-use crate::{
+use crate::pipeline::{
     decode::{Event, Owner},
     track::Deltas,
 };
@@ -84,7 +84,7 @@ impl<W: Write> Sink for TextSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::tests::raw_event;
+    use crate::pipeline::decode::tests::raw_event;
     use sockmem_common::{event::FLAG_HAS_SKB, Hook};
 
     #[test]

@@ -10,10 +10,11 @@ use aya::{
 };
 use sockmem_common::Hook;
 
-use crate::{
-    features::Kernel,
-    hooks::{Attach, Attachment, Backend, HookDef, Variant, CONTEXT, HOOKS},
-};
+pub mod hooks;
+pub mod loader;
+
+use crate::kernel::features::Kernel;
+use hooks::{Attach, Attachment, Backend, HookDef, Variant, CONTEXT, HOOKS};
 
 /// Which backends to try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

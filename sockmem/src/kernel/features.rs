@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::btf::Btf;
+use crate::kernel::btf::Btf;
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 const KALLSYMS: &str = "/proc/kallsyms";

@@ -14,13 +14,15 @@ use tokio::{
 use sockmem_common::{config::MODE_TRACE, Per};
 
 use crate::{
+    attach::loader,
     cli::TraceArgs,
-    decode::Event,
-    loader,
+    pipeline::{
+        decode::Event,
+        stream::{EventStream, LossCounter},
+        track::SocketTracker,
+    },
     render::{json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
     session,
-    stream::{EventStream, LossCounter},
-    track::SocketTracker,
 };
 
 fn monotonic_ns() -> u64 {

@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _};
 use aya::{Ebpf, EbpfLoader};
 use sockmem_common::{config::MODE_TRACE, names, Config, Filter, Per};
 
-use crate::{btf::Btf, offsets};
+use crate::kernel::{btf::Btf, offsets};
 
 /// The object `cargo xtask build` produced; empty when built without it.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SOCKMEM_EBPF_OBJ"));

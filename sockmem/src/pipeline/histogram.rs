@@ -17,7 +17,7 @@ use sockmem_common::{
     names,
 };
 
-use crate::decode::{address, c_string};
+use crate::pipeline::decode::{address, c_string};
 
 /// What a histogram's values are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

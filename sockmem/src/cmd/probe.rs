@@ -8,11 +8,10 @@ use serde::Serialize;
 use sockmem_common::Filter;
 
 use crate::{
-    attach::{self, HookReport, Mode, Outcome},
+    attach::{self, hooks::Backend, loader, HookReport, Mode, Outcome},
     cli::ProbeArgs,
-    features::Kernel,
-    hooks::Backend,
-    loader, session,
+    kernel::features::Kernel,
+    session,
 };
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {

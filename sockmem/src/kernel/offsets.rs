@@ -2,7 +2,7 @@
 
 use sockmem_common::FieldOffsets;
 
-use crate::btf::{Btf, BtfError};
+use crate::kernel::btf::{Btf, BtfError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {

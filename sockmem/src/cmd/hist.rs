@@ -13,9 +13,9 @@ use tokio::{
 };
 
 use crate::{
+    attach::loader,
     cli::{HistArgs, PerArg},
-    histogram::HistMaps,
-    loader,
+    pipeline::histogram::HistMaps,
     render::hist::{write_json, write_text, JsonContext},
     session,
 };

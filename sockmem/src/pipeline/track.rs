@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sockmem_common::Hook;
 
-use crate::decode::Event;
+use crate::pipeline::decode::Event;
 
 /// How much each counter moved since the same socket's previous event. A socket's first event
 /// counts from zero.
@@ -41,7 +41,7 @@ impl SocketTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{tests::raw_event, Event};
+    use crate::pipeline::decode::{tests::raw_event, Event};
 
     fn event(sk: u64, hook: Hook, q: i32, a: i32) -> Event {
         let mut raw = raw_event(hook);

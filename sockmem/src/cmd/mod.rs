@@ -1,0 +1,4 @@
+//! One file per subcommand, each a thin layer over the shared session, pipeline and sinks.
+pub mod hist;
+pub mod probe;
+pub mod trace;
