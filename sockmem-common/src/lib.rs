@@ -4,14 +4,20 @@
 //! size assertion: a layout change on one side without the other fails to compile.
 #![no_std]
 
+// clap's `ValueEnum` derive (userspace only) names `std`.
+#[cfg(feature = "user")]
+extern crate std;
+
 pub mod config;
 pub mod event;
 pub mod hist;
 pub mod inflight;
+pub mod registry;
 
 pub use config::{Config, FieldOffsets, Filter};
-pub use event::{Hook, SockEvent};
+pub use event::SockEvent;
 pub use hist::{Hist, HistKey, HistKind, Per};
+pub use registry::{Backend, Hook, HookSpec, Stage};
 
 /// Names of the maps and globals, shared so that the loader cannot drift from the programs.
 pub mod names {

@@ -6,15 +6,21 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel};
 use sockmem_common::Config;
 
-use crate::{CONFIG, RUNNING};
+use crate::maps::{CONFIG, RUNNING};
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+
+/// CLOCK_MONOTONIC, ns.
+#[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
 
 #[inline(always)]
 pub fn config() -> &'static Config {

@@ -9,7 +9,7 @@ use sockmem_common::{config::MODE_TRACE, names, Config, Filter, Per};
 use crate::kernel::{btf::Btf, offsets};
 
 /// The object `cargo xtask build` produced; empty when built without it.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SOCKMEM_EBPF_OBJ"));
+pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SOCKMEM_EBPF_OBJ"));
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;

@@ -14,7 +14,7 @@ pub mod hooks;
 pub mod loader;
 
 use crate::kernel::features::Kernel;
-use hooks::{Attach, Attachment, Backend, HookDef, Variant, CONTEXT, HOOKS};
+use hooks::{Attach, Attachment, Backend, HookSpec, Variant, CONTEXT};
 
 /// Which backends to try.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,8 +85,8 @@ pub fn attach_hooks(
     mode: Mode,
 ) -> anyhow::Result<Vec<HookReport>> {
     let mut reports = Vec::new();
-    for def in HOOKS {
-        reports.push(attach_hook(ebpf, kernel, def, mode));
+    for spec in hooks::hooks() {
+        reports.push(attach_hook(ebpf, kernel, spec, mode));
     }
     if let Mode::Forced(backend) = mode {
         // A forced backend that works for no hook at all is an error; one that works for some
@@ -123,7 +123,7 @@ pub fn attach_hooks(
     Ok(reports)
 }
 
-fn attach_hook(ebpf: &mut Ebpf, kernel: &Kernel, def: &HookDef, mode: Mode) -> HookReport {
+fn attach_hook(ebpf: &mut Ebpf, kernel: &Kernel, def: &HookSpec, mode: Mode) -> HookReport {
     let mut report = HookReport {
         hook: def.hook,
         chosen: None,
@@ -149,7 +149,7 @@ fn attach_hook(ebpf: &mut Ebpf, kernel: &Kernel, def: &HookDef, mode: Mode) -> H
         }
         let outcome = match try_variant(ebpf, kernel, variant) {
             Ok(missing) => Outcome::Available {
-                attach: variant.describe(),
+                attach: hooks::describe(variant),
                 missing,
             },
             Err(why) => {

@@ -3,6 +3,8 @@
 
 use std::io;
 
+use sockmem_common::registry::Field;
+
 use crate::pipeline::{decode::Event, track::Deltas};
 
 pub mod hist;
@@ -45,25 +47,32 @@ pub trait Sink {
     fn flush(&mut self) -> io::Result<()>;
 }
 
-/// The hook-specific part of an event in words, e.g. `ret=65536 took=1.2ms`.
+/// The hook-specific part of an event in words, e.g. `ret=65536 took=1.2ms`: the fields the
+/// hook's registry entry names, with their names.
 pub fn describe(e: &Event) -> String {
-    use sockmem_common::Hook::*;
-    match e.hook {
-        TcpSendmsg if e.send_start => format!("start left={}", e.value),
-        TcpSendmsg => format!("left={}", e.value),
-        SendmsgReturn if e.duration_ns > 0 => {
-            format!("ret={} took={}", e.value, human_ns(e.duration_ns))
-        }
-        SendmsgReturn => format!("ret={}", e.value),
-        DriverDone => format!("rc={} in_driver={}", e.value, human_ns(e.duration_ns)),
-        SkbFree => format!(
-            "{} after={}",
-            if e.value != 0 { "charged" } else { "orphaned" },
-            human_ns(e.duration_ns)
-        ),
-        SkbDrop => format!("reason={} after={}", e.value, human_ns(e.duration_ns)),
-        WmemRelease if e.tsq_reference => "tsq reference dropped".to_owned(),
-        _ => String::new(),
+    if e.tsq_reference {
+        return "tsq reference dropped".to_owned();
+    }
+    let spec = e.hook.spec();
+    let mut words = Vec::new();
+    if e.send_start {
+        words.push("start".to_owned());
+    }
+    words.extend(field(spec.value, e.value, e.value.to_string()));
+    words.extend(field(
+        spec.duration,
+        e.duration_ns as i64,
+        human_ns(e.duration_ns),
+    ));
+    words.join(" ")
+}
+
+fn field(f: Field, raw: i64, shown: String) -> Option<String> {
+    match f {
+        Field::Hidden => None,
+        Field::NamedIfNonzero(_) if raw == 0 => None,
+        Field::Named(name) | Field::NamedIfNonzero(name) => Some(format!("{name}={shown}")),
+        Field::Choice(nonzero, zero) => Some(if raw != 0 { nonzero } else { zero }.to_owned()),
     }
 }
 
@@ -87,5 +96,46 @@ mod tests {
         assert_eq!(human_ns(12_345), "12.3us");
         assert_eq!(human_ns(45_600_000), "45.6ms");
         assert_eq!(human_ns(12_000_000_000), "12.00s");
+    }
+
+    #[test]
+    fn info_text_names_the_fields_the_registry_declares() {
+        use sockmem_common::{
+            event::{FLAG_SEND_START, FLAG_TSQ_REFERENCE},
+            Hook,
+        };
+
+        use crate::pipeline::decode::tests::raw_event;
+        let info = |hook: Hook, value: i64, duration_ns: u64, flags: u8| {
+            let mut raw = raw_event(hook);
+            (raw.value, raw.duration_ns, raw.flags) = (value, duration_ns, flags);
+            describe(&Event::from_raw(&raw).expect("a valid record"))
+        };
+        let cases = [
+            (
+                info(Hook::TcpSendmsg, 65536, 0, FLAG_SEND_START),
+                "start left=65536",
+            ),
+            (info(Hook::TcpSendmsg, 1000, 0, 0), "left=1000"),
+            (
+                info(Hook::SendmsgReturn, 65536, 147_200, 0),
+                "ret=65536 took=147.2us",
+            ),
+            (info(Hook::SendmsgReturn, -11, 0, 0), "ret=-11"),
+            (info(Hook::SendBlocked, 0, 25_000_000, 0), "took=25.0ms"),
+            (info(Hook::DriverDone, 0, 641, 0), "rc=0 in_driver=641ns"),
+            (info(Hook::SkbFree, 1, 12_200, 0), "charged after=12.2us"),
+            (info(Hook::SkbFree, 0, 12_200, 0), "orphaned after=12.2us"),
+            (info(Hook::SkbDrop, 2, 900, 0), "reason=2 after=900ns"),
+            (info(Hook::QdiscEnqueue, 0, 0, 0), ""),
+            (info(Hook::WmemRelease, -2304, 0, 0), ""),
+            (
+                info(Hook::WmemRelease, 0, 0, FLAG_TSQ_REFERENCE),
+                "tsq reference dropped",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 }

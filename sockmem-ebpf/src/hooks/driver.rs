@@ -1,0 +1,113 @@
+//! The driver and the skb's end: hand-off, the driver's return, free or drop.
+
+use sockmem_common::{hist::counter, HistKind, Hook};
+
+use crate::{
+    kernel::{self, now},
+    maps::{count, SKBS},
+    observe::{skb_event, Dev},
+    sink::Extra,
+    skbs::{for_each_in_list, forget, track},
+};
+
+/// The driver is handed the list starting at `first` (`dev_hard_start_xmit`).
+#[inline(always)]
+pub fn xmit_list(first: u64, dev: u64) {
+    for_each_in_list(first, u32::MAX, |skb| xmit(skb, dev));
+}
+
+/// One skb is handed to the driver. Not inlined: list walks call it once per skb.
+#[inline(never)]
+pub fn xmit(skb: u64, dev: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    let sk = kernel::skb_sk(skb);
+    let x = Extra::value(0);
+    if sk == 0 || !skb_event(Hook::DriverXmit, skb, sk, Dev::Given(dev), true, 0, x) {
+        forget(skb);
+        return;
+    }
+    match SKBS.get_ptr_mut(skb) {
+        Some(t) => unsafe {
+            (*t).xmit_ns = now();
+            (*t).xmit_dev = dev;
+            // Seen at dev_queue_xmit but never enqueued: no qdisc, or the qdisc let it bypass.
+            if (*t).queued_ns != 0 && (*t).qdisc_seen == 0 {
+                count(counter::QDISC_BYPASS);
+            }
+        },
+        // A segment made below dev_queue_xmit (e.g. a qdisc splitting a GSO skb): track it
+        // from here so its driver return and free are seen too.
+        None => {
+            track(skb, sk, 0, now());
+            if let Some(t) = SKBS.get_ptr_mut(skb) {
+                unsafe { (*t).xmit_dev = dev };
+            }
+        }
+    }
+}
+
+/// After `ndo_start_xmit` returns the skb may already be freed: only tracked skbs, and the skb
+/// itself is not read.
+#[inline(always)]
+pub fn done(skb: u64, rc: u64, dev: u64, len: u64) {
+    let (rc, len) = (rc as i32, len as u32);
+    if !kernel::ready() {
+        return;
+    }
+    let Some(t) = (unsafe { SKBS.get(skb) }) else {
+        return;
+    };
+    let (sk, xmit_ns) = (t.sk, t.xmit_ns);
+    // Another device: an entry left by an skb freed unseen, not this transmission.
+    if t.xmit_dev != dev {
+        return;
+    }
+    let duration = if xmit_ns == 0 { 0 } else { now() - xmit_ns };
+    let x = Extra::timed(rc as i64, duration);
+    skb_event(Hook::DriverDone, skb, sk, Dev::Given(dev), false, len, x);
+}
+
+/// `consume_skb`: a tracked skb is freed (value: still charged to the socket).
+#[inline(always)]
+pub fn skb_free(skb: u64) {
+    skb_freed(Hook::SkbFree, skb, 0);
+}
+
+/// `kfree_skb`: a tracked skb is dropped (value: the drop reason).
+#[inline(always)]
+pub fn skb_drop(skb: u64, reason: u64) {
+    skb_freed(Hook::SkbDrop, skb, reason as u32);
+}
+
+#[inline(always)]
+fn skb_freed(hook: Hook, skb: u64, reason: u32) {
+    if !kernel::ready() {
+        return;
+    }
+    let Some(t) = (unsafe { SKBS.get(skb) }) else {
+        return;
+    };
+    let (sk, head, queued_ns, xmit_ns) = (t.sk, t.head, t.queued_ns, t.xmit_ns);
+    let _ = SKBS.remove(skb);
+    // Same address, other buffer: a later skb, not the one that was followed.
+    if kernel::skb_head(skb) != head {
+        return;
+    }
+    count(counter::SKB_FREED);
+    let value = match hook {
+        Hook::SkbDrop => reason as i64,
+        _ => (kernel::skb_sk(skb) == sk) as i64,
+    };
+    let t_now = now();
+    let since = if queued_ns != 0 { queued_ns } else { xmit_ns };
+    let mut x = Extra::timed(value, t_now.saturating_sub(since));
+    if xmit_ns != 0 {
+        x = x.with_sample(HistKind::DriverTime, t_now.saturating_sub(xmit_ns));
+    }
+    if queued_ns != 0 {
+        x = x.with_sample(HistKind::BelowTcp, t_now.saturating_sub(queued_ns));
+    }
+    skb_event(hook, skb, sk, Dev::FromSkb, true, 0, x);
+}

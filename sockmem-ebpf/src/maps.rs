@@ -1,0 +1,102 @@
+//! Every map and global the programs share with each other and with userspace.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+};
+use sockmem_common::{
+    hist::{Hist, HistKey},
+    inflight::{SendStart, SkbTrack},
+    Config,
+};
+
+use crate::scratch::Observed;
+
+/// Filled by the loader (offsets from BTF, filters) before any program is attached.
+#[no_mangle]
+pub static CONFIG: Config = unsafe { core::mem::zeroed() };
+
+/// `[0]` = 1 while the programs should work; set by userspace once every hook is attached.
+#[map]
+pub static RUNNING: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Events to userspace; the loader resizes it (`--ring-size`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Ring-buffer reserve failures, per CPU.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last process that called `sendmsg` on a socket, keyed by `struct sock *`.
+#[map]
+pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(16384, 0);
+
+/// skbs seen at `dev_queue_xmit` that passed the filters, keyed by `struct sk_buff *`.
+#[map]
+pub static SKBS: LruHashMap<u64, SkbTrack> = LruHashMap::with_max_entries(65536, 0);
+
+/// `sendmsg` calls in progress, keyed by thread id.
+#[map]
+pub static SENDS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0);
+
+/// Histograms (`sockmem hist`), summed over CPUs in userspace.
+#[map]
+pub static HISTS: PerCpuHashMap<HistKey, Hist> = PerCpuHashMap::with_max_entries(4096, 0);
+
+/// Per-CPU scratch for what a handler observed, one slot per nesting level.
+#[map]
+pub static SCRATCH: PerCpuArray<Observed> = PerCpuArray::with_max_entries(4, 0);
+
+/// The socket whose `tcp_wfree` runs on this CPU (see `hooks::wmem::tcp_wfree`).
+#[map]
+pub static IN_TCP_WFREE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// 1 while this CPU runs a softirq (see `sender::softirq_entry`).
+#[map]
+pub static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// How many scratch slots are in use on this CPU.
+#[map]
+pub static SCRATCH_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Never written: the zeroed value new histograms are created from.
+#[map]
+pub static ZERO_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(1, 0);
+
+/// How complete the histograms are (see `sockmem_common::hist::counter`).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(sockmem_common::hist::counter::COUNT, 0);
+
+/// `sk_stream_wait_memory` calls in progress, keyed by thread id.
+#[map]
+pub static WAITS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0);
+
+/// `sk_wmem_queued` at `tcp_ack` entry, per CPU.
+#[map]
+pub static ACK_STASH: PerCpuArray<AckStash> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct AckStash {
+    pub sk: u64,
+    pub wmem_queued: i64,
+}
+
+#[repr(C)]
+pub struct Owner {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: [u8; 16],
+    /// 1 once an skb of this socket passed the interface filter.
+    pub iface_seen: u32,
+    pub _pad: u32,
+}
+
+/// Adds one to a completeness counter (`sockmem_common::hist::counter`).
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *c += 1 };
+    }
+}

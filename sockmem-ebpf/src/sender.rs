@@ -1,0 +1,119 @@
+//! Who an event is attributed to: the last process that called `sendmsg` on the socket, the
+//! current task where that is the socket's user, or nobody.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+};
+use sockmem_common::Hook;
+
+use crate::maps::{Owner, IN_SOFTIRQ, OWNERS};
+
+/// The process an event is attributed to.
+#[repr(C)]
+pub struct Sender {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: [u8; 16],
+    pub from_send: bool,
+    pub iface_seen: bool,
+    /// In softirq with no `sendmsg` seen: the current task is not the sender.
+    pub unknown: bool,
+}
+
+#[inline(always)]
+pub fn current_task(s: &mut Sender) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    s.tgid = (pid_tgid >> 32) as u32;
+    s.pid = pid_tgid as u32;
+    s.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    s.from_send = false;
+    s.iface_seen = false;
+    s.unknown = false;
+}
+
+/// In `sendmsg` (process context) the current task is the sender: remember it for the skb events
+/// that fire later in softirq, where "current" is whoever happened to be running.
+#[inline(always)]
+pub fn record_sender(sk: u64, s: &mut Sender) {
+    current_task(s);
+    s.from_send = true;
+    let mut iface_seen = 0;
+    if let Some(prev) = unsafe { OWNERS.get(sk) } {
+        iface_seen = prev.iface_seen;
+    }
+    s.iface_seen = iface_seen != 0;
+    let owner = Owner {
+        tgid: s.tgid,
+        pid: s.pid,
+        comm: s.comm,
+        iface_seen,
+        _pad: 0,
+    };
+    let _ = OWNERS.insert(sk, owner, BPF_ANY as u64);
+}
+
+#[inline(always)]
+pub fn sender_of(sk: u64, hook: u8, s: &mut Sender) {
+    match unsafe { OWNERS.get(sk) } {
+        Some(o) => {
+            s.tgid = o.tgid;
+            s.pid = o.pid;
+            s.comm = o.comm;
+            s.from_send = true;
+            s.iface_seen = o.iface_seen != 0;
+            s.unknown = false;
+        }
+        // Above the qdisc, in process context, the current task is the socket's user. In
+        // softirq it is whoever was interrupted, and below the qdisc whoever ran the qdisc
+        // (often another socket's sender): name nobody rather than the wrong process.
+        None if in_softirq() || below_qdisc(hook) => {
+            s.tgid = 0;
+            s.pid = 0;
+            s.comm = [0; 16];
+            s.from_send = false;
+            s.iface_seen = false;
+            s.unknown = true;
+        }
+        None => current_task(s),
+    }
+}
+
+/// Hooks that run wherever the device queue is serviced (any socket's sender may be the
+/// current task), not in the path of the socket's own transmit: `runs: BelowQdisc` in the
+/// registry.
+#[inline(always)]
+fn below_qdisc(hook: u8) -> bool {
+    hook < 32 && Hook::BELOW_QDISC & (1 << hook) != 0
+}
+
+/// Whether this CPU is running a softirq (tracked by the `irq:softirq_*` programs).
+#[inline(always)]
+fn in_softirq() -> bool {
+    matches!(IN_SOFTIRQ.get(0), Some(&n) if n != 0)
+}
+
+/// `irq:softirq_entry` / `softirq_exit`. Softirqs do not nest on one CPU, so a flag suffices.
+#[inline(always)]
+fn set_softirq(entering: bool) {
+    if let Some(f) = IN_SOFTIRQ.get_ptr_mut(0) {
+        unsafe { *f = u32::from(entering) };
+    }
+}
+
+#[inline(always)]
+pub fn softirq_entry() {
+    set_softirq(true);
+}
+
+#[inline(always)]
+pub fn softirq_exit() {
+    set_softirq(false);
+}
+
+#[inline(always)]
+pub fn mark_iface_seen(sk: u64) {
+    if let Some(o) = OWNERS.get_ptr_mut(sk) {
+        unsafe { (*o).iface_seen = 1 };
+    }
+}

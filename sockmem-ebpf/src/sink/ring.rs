@@ -1,0 +1,75 @@
+//! `trace`: one `SockEvent` per admitted event, written in place in the ring buffer.
+
+use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use sockmem_common::{
+    event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN},
+    SockEvent,
+};
+
+use super::Extra;
+use crate::{
+    kernel::{self, SendMemory},
+    maps::{EVENTS, LOST},
+    scratch::Observed,
+};
+
+/// Reserves, fills in place and submits one event; counts a failed reserve as lost.
+#[inline(always)]
+pub fn submit(ob: &mut Observed, x: &Extra) {
+    let (sk, id, sender) = (ob.sk, &ob.id, &ob.sender);
+    let Some(mut entry) = EVENTS.reserve::<SockEvent>(0) else {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    let mem: SendMemory = kernel::send_memory(sk);
+    let mut flags = x.flags;
+    if sender.from_send {
+        flags |= FLAG_OWNER_FROM_SEND;
+    }
+    if sender.unknown {
+        flags |= FLAG_OWNER_UNKNOWN;
+    }
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at a reserved ring-buffer slot of the right size and alignment; every
+    // field is written before submit.
+    unsafe {
+        (*e).ts_ns = bpf_ktime_get_ns();
+        (*e).sk = sk;
+        (*e).value = x.value;
+        (*e).duration_ns = x.duration_ns;
+        (*e).tgid = sender.tgid;
+        (*e).pid = sender.pid;
+        (*e).cpu = bpf_get_smp_processor_id();
+        (*e).wmem_queued = mem.wmem_queued;
+        (*e).wmem_alloc = mem.wmem_alloc + x.alloc_adjust;
+        (*e).sndbuf = mem.sndbuf;
+        (*e).lport = id.lport;
+        (*e).rport = id.rport;
+        (*e).family = id.family;
+        (*e).protocol = id.protocol;
+        (*e).hook = ob.hook;
+        (*e)._pad = [0; 3];
+        (*e).comm = sender.comm;
+        (*e).laddr = id.laddr;
+        (*e).raddr = id.raddr;
+        if ob.has_skb {
+            let s = &ob.skb;
+            (*e).skb = s.skb;
+            (*e).skb_len = s.len;
+            (*e).skb_truesize = s.truesize;
+            (*e).ifindex = s.ifindex;
+            (*e).ifname = s.ifname;
+            flags |= FLAG_HAS_SKB;
+        } else {
+            (*e).skb = 0;
+            (*e).skb_len = 0;
+            (*e).skb_truesize = 0;
+            (*e).ifindex = 0;
+            (*e).ifname = [0; 16];
+        }
+        (*e).flags = flags;
+    }
+    entry.submit(0);
+}
