@@ -61,8 +61,9 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
     let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
     if let Err(why) = attach::attach_context(&mut ebpf, &kernel) {
         eprintln!(
-            "sockmem: warning: cannot tell softirq from process context ({why}); events in \
-             softirq on sockets with no sendmsg seen name the interrupted task"
+            "sockmem: warning: cannot tell softirq from process context ({}); events in \
+             softirq on sockets with no sendmsg seen name the interrupted task",
+            why.explain()
         );
     }
     report_hooks(&reports, o.args.verbose);

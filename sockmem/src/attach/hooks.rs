@@ -17,6 +17,30 @@ pub fn describe(variant: &Variant) -> String {
     seen.join("+")
 }
 
+/// The README's hook table: one row per hook, in the order of the data path.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| hook | stage | fentry | kprobe | tracepoint | what it shows |\n|---|---|---|---|---|---|\n",
+    );
+    for spec in hooks() {
+        let cell = |b: Backend| {
+            spec.variant(b)
+                .map(|v| format!("`{}`", describe(v).replace('+', "`, `")))
+                .unwrap_or_else(|| "–".to_owned())
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            spec.hook.name(),
+            spec.stage.name(),
+            cell(Backend::Fentry),
+            cell(Backend::Kprobe),
+            cell(Backend::Tracepoint),
+            spec.shows
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +57,33 @@ mod tests {
             describe(spec.variant(Backend::Tracepoint).unwrap()),
             "sock:sock_send_length"
         );
+    }
+
+    /// The README's table is the registry's. `SOCKMEM_BLESS=1` rewrites it.
+    #[test]
+    fn readme_hook_table_is_generated_from_the_registry() {
+        const BEGIN: &str =
+            "<!-- hook table: generated from the registry, see attach/hooks.rs -->\n";
+        const END: &str = "<!-- end of hook table -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md is readable");
+        let start = readme
+            .find(BEGIN)
+            .expect("README has the hook table's start marker")
+            + BEGIN.len();
+        let end = start
+            + readme[start..]
+                .find(END)
+                .expect("README has the hook table's end marker");
+        let want = markdown_table();
+        if readme[start..end] != want {
+            if std::env::var_os("SOCKMEM_BLESS").is_some() {
+                let updated = format!("{}{want}{}", &readme[..start], &readme[end..]);
+                std::fs::write(path, updated).expect("README.md is writable");
+            } else {
+                panic!("README's hook table is out of date (rerun with SOCKMEM_BLESS=1):\n{want}");
+            }
+        }
     }
 
     /// Every program the registry names is in the built object with the program type its attach

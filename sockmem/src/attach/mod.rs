@@ -10,10 +10,12 @@ use aya::{
 };
 use sockmem_common::Hook;
 
+pub mod error;
 pub mod hooks;
 pub mod loader;
 
 use crate::kernel::features::Kernel;
+pub use error::AttachError;
 use hooks::{Attach, Attachment, Backend, HookSpec, Variant, CONTEXT};
 
 /// Which backends to try.
@@ -27,14 +29,14 @@ pub enum Mode {
     ProbeAll,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Outcome {
     /// Attached at these points; optional points that were missing are listed.
     Available {
         attach: String,
         missing: Vec<String>,
     },
-    Unavailable(String),
+    Unavailable(AttachError),
     /// A better backend was chosen before this one was tried.
     NotTried,
     /// This hook has no attach point for this backend.
@@ -69,7 +71,7 @@ impl HookReport {
         self.outcomes
             .iter()
             .filter_map(|(b, o)| match o {
-                Outcome::Unavailable(why) => Some(format!("{b}: {why}")),
+                Outcome::Unavailable(why) => Some(format!("{b}: {}", why.explain())),
                 _ => None,
             })
             .collect::<Vec<_>>()
@@ -99,7 +101,7 @@ pub fn attach_hooks(
             let why: Vec<String> = applicable
                 .iter()
                 .map(|r| match r.outcome(backend) {
-                    Outcome::Unavailable(why) => format!("  {}: {why}", r.hook.name()),
+                    Outcome::Unavailable(why) => format!("  {}: {}", r.hook.name(), why.explain()),
                     _ => format!("  {}: not attached", r.hook.name()),
                 })
                 .collect();
@@ -171,13 +173,17 @@ fn attach_hook(ebpf: &mut Ebpf, kernel: &Kernel, def: &HookSpec, mode: Mode) -> 
 }
 
 /// Attaches every point of a variant; returns the optional points that are missing.
-fn try_variant(ebpf: &mut Ebpf, kernel: &Kernel, variant: &Variant) -> Result<Vec<String>, String> {
+fn try_variant(
+    ebpf: &mut Ebpf,
+    kernel: &Kernel,
+    variant: &Variant,
+) -> Result<Vec<String>, AttachError> {
     let mut loaded = HashSet::new();
     let mut missing = Vec::new();
     for a in variant.attachments {
         match attach_one(ebpf, kernel, a, &mut loaded) {
             Ok(()) => {}
-            Err(why) if a.optional => missing.push(format!("{}: {why}", a.attach)),
+            Err(why) if a.optional => missing.push(format!("{}: {}", a.attach, why.explain())),
             Err(why) => return Err(why),
         }
     }
@@ -189,7 +195,7 @@ fn attach_one(
     kernel: &Kernel,
     a: &Attachment,
     loaded: &mut HashSet<&'static str>,
-) -> Result<(), String> {
+) -> Result<(), AttachError> {
     // Checks that need no syscall come first, so the reason names the real cause.
     let symbol = match a.attach {
         Attach::Tracepoint {
@@ -209,92 +215,69 @@ fn attach_one(
     let first = loaded.insert(a.program);
     let program = ebpf
         .program_mut(a.program)
-        .ok_or_else(|| format!("program `{}` is missing from the eBPF object", a.program))?;
+        .ok_or(AttachError::ProgramMissing { program: a.program })?;
     let result: Result<(), ProgramError> = match (a.attach, program) {
         (Attach::Tracepoint { .. }, Program::RawTracePoint(p)) => {
             if first {
-                p.load().map_err(load_error)?;
+                p.load().map_err(AttachError::from_load)?;
             }
             p.attach(&symbol).map(drop)
         }
         (Attach::KProbe(_) | Attach::KRetProbe(_), Program::KProbe(p)) => {
             if first {
-                p.load().map_err(load_error)?;
+                p.load().map_err(AttachError::from_load)?;
             }
             p.attach(&symbol, 0).map(drop)
         }
         (Attach::FEntry(_), Program::FEntry(p)) => {
-            p.load(&symbol, kernel.aya_btf()?).map_err(load_error)?;
+            p.load(&symbol, kernel.aya_btf()?)
+                .map_err(AttachError::from_load)?;
             p.attach().map(drop)
         }
         (Attach::FExit(_), Program::FExit(p)) => {
-            p.load(&symbol, kernel.aya_btf()?).map_err(load_error)?;
+            p.load(&symbol, kernel.aya_btf()?)
+                .map_err(AttachError::from_load)?;
             p.attach().map(drop)
         }
         (attach, _) => {
-            return Err(format!(
-                "program `{}` is not of the kind {attach:?} needs",
-                a.program
-            ))
+            return Err(AttachError::ProgramKind {
+                program: a.program,
+                attach: attach.to_string(),
+            })
         }
     };
-    result.map_err(|e| format!("attaching to `{}`: {}", a.attach, chain(&e)))
+    result.map_err(|e| AttachError::Attach {
+        attach: a.attach.to_string(),
+        source: std::sync::Arc::new(e),
+    })
 }
 
 fn check_tracepoint(
     kernel: &Kernel,
     category: &str,
     name: &str,
-    args: &[(usize, &str)],
-) -> Result<(), String> {
-    let params = kernel
-        .btf
-        .tracepoint_params(name)
-        .map_err(|_| format!("tracepoint `{category}:{name}` does not exist in this kernel"))?;
+    args: &[(usize, &'static str)],
+) -> Result<(), AttachError> {
+    let tracepoint = || format!("{category}:{name}");
+    let params =
+        kernel
+            .btf
+            .tracepoint_params(name)
+            .map_err(|_| AttachError::TracepointMissing {
+                tracepoint: tracepoint(),
+            })?;
     for &(index, want) in args {
         let have = params.get(index).map(|(_, ty)| ty.as_str());
         if !have.is_some_and(|ty| ty.contains(want)) {
-            return Err(format!(
-                "tracepoint `{category}:{name}` argument {index} is `{}`, sockmem expects `{want}`",
-                have.unwrap_or("missing")
-            ));
+            return Err(AttachError::TracepointSignature {
+                tracepoint: tracepoint(),
+                index,
+                have: have.unwrap_or("missing").to_owned(),
+                want,
+            });
         }
     }
     Ok(())
-}
-
-/// A load failure in words: the verifier log's tail when there is one.
-fn load_error(err: ProgramError) -> String {
-    match err {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            let log = verifier_log.to_string();
-            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-            if lines.is_empty() {
-                format!("load refused: {io_error}")
-            } else {
-                let tail = lines[lines.len().saturating_sub(12)..].join("\n    ");
-                format!(
-                    "the verifier rejected the program ({io_error}); end of its log:\n    {tail}"
-                )
-            }
-        }
-        other => format!("load failed: {}", chain(&other)),
-    }
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// Unloads (and so detaches) every program of a variant; used when it did not fully attach.
@@ -330,7 +313,7 @@ pub fn describe_choices(reports: &[HookReport]) -> Vec<String> {
         for (b, o) in &r.outcomes {
             match o {
                 Outcome::Unavailable(why) if r.chosen.is_some() => {
-                    lines.push(format!("  {b} not used: {why}"))
+                    lines.push(format!("  {b} not used: {}", why.explain()))
                 }
                 Outcome::Available { missing, .. } if !missing.is_empty() => {
                     lines.push(format!("  {b} without {}", missing.join(", ")))
@@ -344,7 +327,7 @@ pub fn describe_choices(reports: &[HookReport]) -> Vec<String> {
 
 /// Attaches the [`CONTEXT`] programs. Without them events in softirq on sockets with no
 /// `sendmsg` seen are attributed to the interrupted task, so a failure is worth a warning only.
-pub fn attach_context(ebpf: &mut Ebpf, kernel: &Kernel) -> Result<(), String> {
+pub fn attach_context(ebpf: &mut Ebpf, kernel: &Kernel) -> Result<(), AttachError> {
     let mut loaded = HashSet::new();
     for a in CONTEXT {
         attach_one(ebpf, kernel, a, &mut loaded)?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sockmem_common::Filter;
 
 use crate::{
-    attach::{self, hooks::Backend, loader, HookReport, Mode, Outcome},
+    attach::{self, hooks::Backend, loader, AttachError, HookReport, Mode, Outcome},
     cli::ProbeArgs,
     kernel::features::Kernel,
     session,
@@ -48,12 +48,24 @@ struct Facts {
     kernel: String,
     btf: String,
     /// Why kprobes cannot be used, if they cannot.
-    kprobes: Option<String>,
+    kprobes: Option<AttachError>,
     /// Why softirq cannot be told from process context, if it cannot.
-    softirq: Option<String>,
+    softirq: Option<AttachError>,
 }
 
-fn status(r: &HookReport, backend: Backend) -> (&'static str, String) {
+/// One hook × backend cell: status, reason code (when unavailable) and detail.
+struct Cell {
+    status: &'static str,
+    code: Option<&'static str>,
+    detail: String,
+}
+
+fn status(r: &HookReport, backend: Backend) -> Cell {
+    let cell = |status, detail| Cell {
+        status,
+        code: None,
+        detail,
+    };
     match r.outcome(backend) {
         Outcome::Available { attach, missing } => {
             let mut detail = attach.clone();
@@ -65,11 +77,15 @@ fn status(r: &HookReport, backend: Backend) -> (&'static str, String) {
             } else {
                 "available"
             };
-            (s, detail)
+            cell(s, detail)
         }
-        Outcome::Unavailable(why) => ("unavailable", why.clone()),
-        Outcome::NotTried => ("not tried", String::new()),
-        Outcome::NotApplicable => ("n/a", format!("no {backend} attach point for this hook")),
+        Outcome::Unavailable(why) => Cell {
+            status: "unavailable",
+            code: Some(why.code()),
+            detail: why.explain(),
+        },
+        Outcome::NotTried => cell("not tried", String::new()),
+        Outcome::NotApplicable => cell("n/a", format!("no {backend} attach point for this hook")),
     }
 }
 
@@ -78,7 +94,7 @@ fn write_table(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> i
     writeln!(out, "BTF:     {} (readable)", facts.btf)?;
     match &facts.kprobes {
         None => writeln!(out, "kprobes: supported")?,
-        Some(why) => writeln!(out, "kprobes: no: {why}")?,
+        Some(why) => writeln!(out, "kprobes: no: {}", why.explain())?,
     }
     match &facts.softirq {
         None => writeln!(
@@ -88,7 +104,8 @@ fn write_table(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> i
         )?,
         Some(why) => writeln!(
             out,
-            "softirq: not tracked: {why}; such events name the interrupted task"
+            "softirq: not tracked: {}; such events name the interrupted task",
+            why.explain()
         )?,
     }
     writeln!(out)?;
@@ -99,7 +116,9 @@ fn write_table(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> i
     )?;
     for r in reports {
         for b in Backend::ALL {
-            let (s, detail) = status(r, b);
+            let Cell {
+                status: s, detail, ..
+            } = status(r, b);
             // Multi-line details (verifier logs) stay readable under the row.
             let detail = detail.replace('\n', "\n                                        ");
             writeln!(
@@ -130,6 +149,8 @@ fn write_table(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> i
 struct JsonBackend {
     backend: &'static str,
     status: &'static str,
+    /// Stable reason code when `status` is "unavailable" (`AttachError::code`).
+    code: Option<&'static str>,
     detail: String,
 }
 
@@ -145,9 +166,11 @@ struct JsonProbe<'a> {
     kernel: &'a str,
     btf: &'a str,
     kprobes: bool,
-    kprobes_reason: Option<&'a str>,
+    kprobes_code: Option<&'static str>,
+    kprobes_reason: Option<String>,
     softirq_tracked: bool,
-    softirq_reason: Option<&'a str>,
+    softirq_code: Option<&'static str>,
+    softirq_reason: Option<String>,
     hooks: Vec<JsonHook>,
 }
 
@@ -160,10 +183,15 @@ fn write_json(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> io
             backends: Backend::ALL
                 .iter()
                 .map(|&b| {
-                    let (status, detail) = status(r, b);
+                    let Cell {
+                        status,
+                        code,
+                        detail,
+                    } = status(r, b);
                     JsonBackend {
                         backend: b.name(),
                         status,
+                        code,
                         detail,
                     }
                 })
@@ -176,9 +204,11 @@ fn write_json(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> io
             kernel: &facts.kernel,
             btf: &facts.btf,
             kprobes: facts.kprobes.is_none(),
-            kprobes_reason: facts.kprobes.as_deref(),
+            kprobes_code: facts.kprobes.as_ref().map(AttachError::code),
+            kprobes_reason: facts.kprobes.as_ref().map(AttachError::explain),
             softirq_tracked: facts.softirq.is_none(),
-            softirq_reason: facts.softirq.as_deref(),
+            softirq_code: facts.softirq.as_ref().map(AttachError::code),
+            softirq_reason: facts.softirq.as_ref().map(AttachError::explain),
             hooks,
         },
     )?;

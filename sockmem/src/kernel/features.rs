@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::kernel::btf::Btf;
+use crate::{attach::AttachError, kernel::btf::Btf};
 
 const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 const KALLSYMS: &str = "/proc/kallsyms";
@@ -15,9 +15,9 @@ const KALLSYMS: &str = "/proc/kallsyms";
 pub struct Kernel<'a> {
     pub btf: &'a Btf,
     btf_path: Option<PathBuf>,
-    aya_btf: OnceCell<Result<aya::Btf, String>>,
-    kallsyms: OnceCell<Result<BTreeSet<String>, String>>,
-    kprobes: OnceCell<Result<(), String>>,
+    aya_btf: OnceCell<Result<aya::Btf, AttachError>>,
+    kallsyms: OnceCell<Result<BTreeSet<String>, AttachError>>,
+    kprobes: OnceCell<Result<(), AttachError>>,
 }
 
 impl<'a> Kernel<'a> {
@@ -32,15 +32,13 @@ impl<'a> Kernel<'a> {
     }
 
     /// Whether kprobes can be created at all.
-    pub fn kprobe_support(&self) -> Result<(), String> {
+    pub fn kprobe_support(&self) -> Result<(), AttachError> {
         self.kprobes
             .get_or_init(|| {
                 if Path::new(KPROBE_PMU).exists() {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "kernel built without CONFIG_KPROBES (no `{KPROBE_PMU}`)"
-                    ))
+                    Err(AttachError::KprobesUnsupported { pmu: KPROBE_PMU })
                 }
             })
             .clone()
@@ -48,44 +46,48 @@ impl<'a> Kernel<'a> {
 
     /// The symbol a kprobe on `func` attaches to: the name itself, or a compiler-made clone of
     /// it such as `func.isra.0` when only that exists.
-    pub fn kprobe_symbol(&self, func: &str) -> Result<String, String> {
+    pub fn kprobe_symbol(&self, func: &str) -> Result<String, AttachError> {
         self.kprobe_support()?;
         let syms = self
             .kallsyms
             .get_or_init(|| {
                 std::fs::read_to_string(KALLSYMS)
                     .map(|s| text_symbols(&s))
-                    .map_err(|e| format!("reading `{KALLSYMS}`: {e}"))
+                    .map_err(|e| AttachError::KallsymsUnreadable {
+                        path: KALLSYMS,
+                        source: e.into(),
+                    })
             })
             .as_ref()
             .map_err(Clone::clone)?;
-        resolve_symbol(syms, func).ok_or_else(|| {
-            format!("function `{func}` is not in `{KALLSYMS}` (inlined in this kernel?)")
+        resolve_symbol(syms, func).ok_or_else(|| AttachError::SymbolMissing {
+            func: func.to_owned(),
+            path: KALLSYMS,
         })
     }
 
     /// aya's parse of the kernel BTF, for fentry/fexit loads.
-    pub fn aya_btf(&self) -> Result<&aya::Btf, String> {
+    pub fn aya_btf(&self) -> Result<&aya::Btf, AttachError> {
         self.aya_btf
             .get_or_init(|| {
                 match &self.btf_path {
                     Some(p) => aya::Btf::parse_file(p, aya::Endianness::default()),
                     None => aya::Btf::from_sys_fs(),
                 }
-                .map_err(|e| format!("loading BTF for fentry: {e}"))
+                .map_err(|e| AttachError::BtfUnavailable { source: e.into() })
             })
             .as_ref()
             .map_err(Clone::clone)
     }
 
     /// Whether fentry could target `func`: it needs the function in BTF.
-    pub fn fentry_target(&self, func: &str) -> Result<(), String> {
+    pub fn fentry_target(&self, func: &str) -> Result<(), AttachError> {
         if self.btf.has_function(func) {
             Ok(())
         } else {
-            Err(format!(
-                "function `{func}` has no BTF entry (inlined or not traceable in this kernel)"
-            ))
+            Err(AttachError::NoBtfFunction {
+                func: func.to_owned(),
+            })
         }
     }
 }
