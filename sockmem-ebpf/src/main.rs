@@ -7,12 +7,13 @@
 //! - `observe`: the hook-independent path: identify the socket (`kernel`), attribute it
 //!   (`sender`), filter (`filter`), then hand it to a sink;
 //! - `sink`: the ring buffer (`trace`) or the histograms (`hist`);
-//! - `maps`, `scratch`: shared state, per-CPU scratch slots.
+//! - `maps`, `scratch`: shared state, per-CPU scratch slots; `diag`: `--debug` lines.
 #![no_std]
 #![no_main]
 
 #[macro_use]
 mod entry;
+mod diag;
 mod filter;
 mod hooks;
 mod kernel;

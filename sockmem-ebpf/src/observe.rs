@@ -21,7 +21,7 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool) -> bool {
         return false;
     }
     if in_send {
-        record_sender(sk, &mut ob.sender);
+        record_sender(sk, ob.id.lport, &mut ob.sender);
     } else {
         sender_of(sk, ob.hook, &mut ob.sender);
     }

@@ -42,7 +42,10 @@ impl Scratch {
     pub fn take() -> Option<Scratch> {
         let depth = SCRATCH_DEPTH.get_ptr_mut(0)?;
         let d = unsafe { *depth };
-        let slot = SCRATCH.get_ptr_mut(d)?;
+        let Some(slot) = SCRATCH.get_ptr_mut(d) else {
+            crate::diag::scratch_exhausted(d);
+            return None;
+        };
         unsafe { *depth = d + 1 };
         Some(Scratch(slot))
     }

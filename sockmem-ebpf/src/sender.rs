@@ -35,12 +35,13 @@ pub fn current_task(s: &mut Sender) {
 /// In `sendmsg` (process context) the current task is the sender: remember it for the skb events
 /// that fire later in softirq, where "current" is whoever happened to be running.
 #[inline(always)]
-pub fn record_sender(sk: u64, s: &mut Sender) {
+pub fn record_sender(sk: u64, lport: u16, s: &mut Sender) {
     current_task(s);
     s.from_send = true;
     let mut iface_seen = 0;
-    if let Some(prev) = unsafe { OWNERS.get(sk) } {
-        iface_seen = prev.iface_seen;
+    match unsafe { OWNERS.get(sk) } {
+        Some(prev) => iface_seen = prev.iface_seen,
+        None => crate::diag::new_sender(s.tgid, lport),
     }
     s.iface_seen = iface_seen != 0;
     let owner = Owner {

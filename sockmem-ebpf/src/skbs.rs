@@ -55,5 +55,6 @@ pub fn for_each_in_list(first: u64, len: u32, each: impl Fn(u64)) {
     }
     if skb != 0 && i < len {
         count(counter::LIST_CUT);
+        crate::diag::list_cut(SKB_LIST_MAX);
     }
 }

@@ -110,6 +110,10 @@ pub struct SessionArgs {
     /// Say which hooks were attached, how, and why others were not.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Forward the eBPF programs' diagnostic lines (aya-log) to stderr: rare conditions such as
+    /// a socket's first sender, exhausted scratch slots or cut skb lists.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 /// Filters shared by every command. All of them apply in the kernel.

@@ -30,6 +30,48 @@ pub struct Options<'a> {
     pub per: Per,
 }
 
+mod debug_log {
+    //! `--debug`: the programs' aya-log lines on stderr, as they come.
+
+    use anyhow::Context as _;
+    use aya::Ebpf;
+    use aya_log::EbpfLogger;
+    use tokio::io::{unix::AsyncFd, Interest};
+
+    /// Prints each record as one `sockmem: ebpf: …` line. Our own because all it does is this
+    /// one format; a logging framework's configuration would add nothing here.
+    struct StderrLog;
+
+    impl log::Log for StderrLog {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            eprintln!("sockmem: ebpf: {}", record.args());
+        }
+        fn flush(&self) {}
+    }
+
+    /// Reads the programs' log ring buffer on the tokio runtime the command runs on, for as long
+    /// as that runtime runs.
+    pub fn forward(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+        let logger = EbpfLogger::init_with_logger(ebpf, StderrLog)
+            .context("opening the eBPF programs' log (aya-log)")?;
+        // SAFETY: the logger owns its ring buffer's fd, which stays open and the same until the
+        // AsyncFd (and with it the logger) is dropped.
+        let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("waiting on the eBPF programs' log")?;
+        tokio::spawn(async move {
+            while let Ok(mut ready) = fd.readable_mut().await {
+                ready.get_inner_mut().flush();
+                ready.clear_ready();
+            }
+        });
+        Ok(())
+    }
+}
+
 pub struct Session {
     pub ebpf: Ebpf,
     pub reports: Vec<HookReport>,
@@ -52,7 +94,7 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
         per: o.per as u32,
         ..loader::config(&btf, o.filter)?
     };
-    let mut ebpf = loader::load(&config, o.ring_size)?;
+    let mut ebpf = loader::load(&config, o.ring_size, o.args.debug)?;
     let kernel = Kernel::new(&btf, o.args.btf.as_deref());
     let mode = match o.args.backend {
         Some(b) => Mode::Forced(b),
@@ -67,6 +109,9 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
         );
     }
     report_hooks(&reports, o.args.verbose);
+    if o.args.debug {
+        debug_log::forward(&mut ebpf)?;
+    }
     let mut session = Session { ebpf, reports };
     // Every hook starts at once, only now: none counts what the others missed.
     session.set_running(true)?;

@@ -93,6 +93,7 @@ fn skb_freed(hook: Hook, skb: u64, reason: u32) {
     let _ = SKBS.remove(skb);
     // Same address, other buffer: a later skb, not the one that was followed.
     if kernel::skb_head(skb) != head {
+        crate::diag::stale_skb(skb);
         return;
     }
     count(counter::SKB_FREED);

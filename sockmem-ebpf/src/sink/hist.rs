@@ -68,6 +68,7 @@ fn record(kind: u8, key: *mut HistKey, value: u64) {
                 Some(h) => h,
                 None => {
                     count(counter::HIST_FULL);
+                    crate::diag::hist_full();
                     return;
                 }
             }

@@ -18,6 +18,7 @@ pub fn describe(variant: &Variant) -> String {
 }
 
 /// The README's hook table: one row per hook, in the order of the data path.
+#[cfg(test)]
 pub fn markdown_table() -> String {
     let mut out = String::from(
         "| hook | stage | fentry | kprobe | tracepoint | what it shows |\n|---|---|---|---|---|---|\n",

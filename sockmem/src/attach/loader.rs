@@ -67,8 +67,14 @@ pub fn config(btf: &Btf, filter: Filter) -> anyhow::Result<Config> {
     })
 }
 
-/// Loads the object (maps created, programs not yet loaded into the kernel).
-pub fn load(config: &Config, ring_size: u32) -> anyhow::Result<Ebpf> {
+/// aya-log's level global in the object (`aya_log_common::Level` as `u8`; 0 = off).
+const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+const LOG_LEVEL_OFF: u8 = 0;
+const LOG_LEVEL_DEBUG: u8 = 4;
+
+/// Loads the object (maps created, programs not yet loaded into the kernel). The programs'
+/// diagnostic lines (aya-log) are written only with `debug`.
+pub fn load(config: &Config, ring_size: u32, debug: bool) -> anyhow::Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
         bail!(
             "this sockmem binary was built without its eBPF programs; build it with `cargo xtask build`"
@@ -77,6 +83,15 @@ pub fn load(config: &Config, ring_size: u32) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
     EbpfLoader::new()
         .override_global(names::CONFIG, config, true)
+        .override_global(
+            AYA_LOG_LEVEL,
+            &if debug {
+                LOG_LEVEL_DEBUG
+            } else {
+                LOG_LEVEL_OFF
+            },
+            true,
+        )
         .map_max_entries(names::EVENTS, ring_size)
         .load(EBPF_OBJECT)
         .context("loading sockmem's eBPF object")

@@ -22,6 +22,7 @@ use crate::{
 
 pub fn run(args: HistArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
+    let _runtime_context = runtime.enter();
     let per = args
         .per
         .map(PerArg::to_kernel)

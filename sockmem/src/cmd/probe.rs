@@ -20,7 +20,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let mut config = loader::config(&btf, Filter::default())?;
     // Every backend really gets loaded and attached; the programs must not emit meanwhile.
     config.ready = 0;
-    let mut ebpf = loader::load(&config, 4096)?;
+    let mut ebpf = loader::load(&config, 4096, false)?;
     let kernel = Kernel::new(&btf, args.btf.as_deref());
     let reports = attach::attach_all(&mut ebpf, &kernel, Mode::ProbeAll)?;
     let softirq = attach::attach_context(&mut ebpf, &kernel).err();
