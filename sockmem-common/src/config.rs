@@ -49,6 +49,11 @@ pub struct FieldOffsets {
     pub skb_next: u32,
     /// `sock.__sk_common.skc_refcnt` (`refcount_t`): 0 while the socket is being destroyed.
     pub sk_refcnt: u32,
+    /// `sock.sk_socket` (`struct socket *`, NULL once the socket is orphaned).
+    pub sk_socket: u32,
+    /// From a `struct socket` to its inode's `i_ino`: the socket lives in a `socket_alloc` next
+    /// to its `vfs_inode`, so this is `socket_alloc.vfs_inode + inode.i_ino - socket_alloc.socket`.
+    pub socket_ino: u32,
     pub _pad: u32,
 }
 
@@ -91,9 +96,9 @@ pub const MODE_TRACE: u32 = 0;
 /// Events are aggregated into histograms in the kernel; nothing goes to the ring buffer.
 pub const MODE_HIST: u32 = 1;
 
-const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 96);
 const _: () = assert!(core::mem::size_of::<Filter>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 160);
+const _: () = assert!(core::mem::size_of::<Config>() == 168);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

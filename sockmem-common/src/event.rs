@@ -10,6 +10,9 @@ pub const FLAG_SEND_START: u8 = 4;
 /// `flags` bit: the event ran in softirq on a socket whose sender is not known yet (no
 /// `sendmsg` seen): pid/tgid are 0 and comm is empty rather than the interrupted task's.
 pub const FLAG_OWNER_UNKNOWN: u8 = 8;
+/// `flags` bit: the socket was being freed when read (`sk_wmem_alloc` at 0): the counters are
+/// not reported.
+pub const FLAG_SOCK_FREED: u8 = 32;
 /// `flags` bit: a `wmem_release` of the 1 that TCP Small Queues keeps on `sk_wmem_alloc` after
 /// `tcp_wfree` and drops later (`value` 0: no skb bytes).
 pub const FLAG_TSQ_REFERENCE: u8 = 16;
@@ -20,8 +23,15 @@ pub const FLAG_TSQ_REFERENCE: u8 = 16;
 pub struct SockEvent {
     /// `bpf_ktime_get_ns()`, CLOCK_MONOTONIC.
     pub ts_ns: u64,
-    /// Socket identity: the kernel address of `struct sock`.
+    /// Kernel address of `struct sock` (shown only on request: it reveals the kernel's layout,
+    /// and addresses are reused).
     pub sk: u64,
+    /// The socket's identity: stamped when sockmem first sees the socket, unique for as long as
+    /// sockmem runs, also across address reuse (see `SockIdent`).
+    pub sock_id: u64,
+    /// The socket's inode number (`ss -e` `ino:`, sock_diag `idiag_inode`); 0 when the socket
+    /// has no file (not yet accepted, or closed).
+    pub ino: u64,
     /// Kernel address of the skb (0 for socket-level events).
     pub skb: u64,
     /// Hook-specific value (see [`Hook`]).
@@ -61,7 +71,7 @@ pub struct SockEvent {
     pub raddr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<SockEvent>() == 152);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 168);
 const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
 
 #[cfg(feature = "user")]

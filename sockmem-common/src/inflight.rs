@@ -30,7 +30,23 @@ pub struct SendStart {
     pub ts_ns: u64,
 }
 
+/// What sockmem knows of a socket, keyed by the address of its `struct sock`. The address is
+/// reused once a socket is freed, so an entry belongs to the socket with its inode number: a
+/// socket with another (nonzero) inode at the same address is a new one and gets a new `id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockIdent {
+    /// Unique while sockmem runs: a per-CPU counter with the CPU in the low byte.
+    pub id: u64,
+    /// The inode number when the socket had a file; 0 if never seen with one.
+    pub ino: u64,
+    /// The last nonzero local port: TCP clears it before `tcp_destroy_sock` fires.
+    pub lport: u16,
+    pub _pad: [u16; 3],
+}
+
 const _: () = assert!(core::mem::size_of::<SkbTrack>() == 56);
+const _: () = assert!(core::mem::size_of::<SockIdent>() == 24);
 const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
 
 #[cfg(feature = "user")]

@@ -100,6 +100,15 @@ pub struct SendMemory {
     pub sndbuf: i32,
 }
 
+impl SendMemory {
+    /// The socket's own reference on `sk_wmem_alloc` is gone: it is being freed, and what is
+    /// read is not its counters.
+    #[inline(always)]
+    pub fn freed(&self) -> bool {
+        self.wmem_alloc < 0
+    }
+}
+
 #[inline(always)]
 pub fn send_memory(sk: u64) -> SendMemory {
     let o = &config().offsets;
@@ -121,10 +130,19 @@ pub fn sk_refcnt(sk: u64) -> u32 {
     read(sk, &config().offsets.sk_refcnt).unwrap_or(0)
 }
 
-/// `sk_wmem_alloc` as ss and sock_diag show it: the refcount starts at 1 for the socket itself.
+/// `sk_wmem_alloc` as ss and sock_diag show it: the refcount starts at 1 for the socket itself,
+/// and drops to 0 only when the socket is freed (then this is -1: see `SendMemory::freed`).
 #[inline(always)]
 pub fn wmem_alloc(sk: u64) -> i32 {
     read::<i32>(sk, &config().offsets.sk_wmem_alloc).unwrap_or(1) - 1
+}
+
+/// The inode number of the socket's file (`sock_i_ino`); 0 when it has none (orphaned).
+#[inline(always)]
+pub fn sock_ino(sk: u64) -> u64 {
+    let o = &config().offsets;
+    let socket: u64 = read(sk, &o.sk_socket).unwrap_or(0);
+    read(socket, &o.socket_ino).unwrap_or(0)
 }
 
 #[inline(always)]

@@ -4,7 +4,7 @@
 //!   program and attach mechanism, each calling its handler in `hooks/` (one module per stage:
 //!   `send`, `qdisc`, `driver`, `wmem`, `tcp`);
 //! - `skbs`: skbs followed below the transport;
-//! - `observe`: the hook-independent path: identify the socket (`kernel`), attribute it
+//! - `observe`: the hook-independent path: identify the socket (`kernel`, `ident`), attribute it
 //!   (`sender`), filter (`filter`), then hand it to a sink;
 //! - `sink`: the ring buffer (`trace`) or the histograms (`hist`);
 //! - `maps`, `scratch`: shared state, per-CPU scratch slots; `diag`: `--debug` lines.
@@ -16,6 +16,7 @@ mod entry;
 mod diag;
 mod filter;
 mod hooks;
+mod ident;
 mod kernel;
 mod maps;
 mod observe;

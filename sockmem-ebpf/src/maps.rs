@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use sockmem_common::{
     hist::{Hist, HistKey},
-    inflight::{SendStart, SkbTrack},
+    inflight::{SendStart, SkbTrack, SockIdent},
     Config,
 };
 
@@ -28,7 +28,15 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The last process that called `sendmsg` on a socket, keyed by `struct sock *`.
+/// Every socket seen, keyed by `struct sock *`: its id (see `ident`).
+#[map]
+pub static SOCKETS: LruHashMap<u64, SockIdent> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-CPU counter the socket ids are made from.
+#[map]
+pub static NEXT_SOCK_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The last process that called `sendmsg` on a socket, keyed by socket id.
 #[map]
 pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(16384, 0);
 

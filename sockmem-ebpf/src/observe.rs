@@ -3,7 +3,7 @@
 
 use crate::scratch::Observed;
 use crate::{
-    filter, kernel,
+    filter, ident, kernel,
     scratch::Scratch,
     sender::{mark_iface_seen, record_sender, sender_of},
     sink::{emit, Extra},
@@ -17,13 +17,17 @@ use sockmem_common::Hook;
 fn admit(ob: &mut Observed, sk: u64, in_send: bool) -> bool {
     ob.sk = sk;
     ob.has_skb = false;
-    if !kernel::socket_id(sk, &mut ob.id) || !filter::socket_passes(&ob.id) {
+    if !kernel::socket_id(sk, &mut ob.id) {
+        return false;
+    }
+    ob.sock = ident::identify(sk, &mut ob.id.lport, &mut ob.ino);
+    if !filter::socket_passes(&ob.id) {
         return false;
     }
     if in_send {
-        record_sender(sk, ob.id.lport, &mut ob.sender);
+        record_sender(ob.sock, ob.id.lport, &mut ob.sender);
     } else {
-        sender_of(sk, ob.hook, &mut ob.sender);
+        sender_of(ob.sock, ob.hook, &mut ob.sender);
     }
     filter::sender_passes(ob.sender.tgid, &ob.sender.comm)
 }
@@ -106,7 +110,7 @@ pub fn skb_event(
         return false;
     }
     if filter::has_iface_filter() {
-        mark_iface_seen(sk);
+        mark_iface_seen(ob.sock);
     }
     v.skb = skb;
     if read_skb {

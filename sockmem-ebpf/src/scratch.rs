@@ -26,6 +26,9 @@ pub struct Observed {
     pub hook: u8,
     pub has_skb: bool,
     pub sk: u64,
+    /// The socket's id (`ident`), and its inode number.
+    pub sock: u64,
+    pub ino: u64,
     pub id: SocketId,
     pub sender: Sender,
     pub skb: SkbView,

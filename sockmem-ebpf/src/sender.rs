@@ -35,11 +35,11 @@ pub fn current_task(s: &mut Sender) {
 /// In `sendmsg` (process context) the current task is the sender: remember it for the skb events
 /// that fire later in softirq, where "current" is whoever happened to be running.
 #[inline(always)]
-pub fn record_sender(sk: u64, lport: u16, s: &mut Sender) {
+pub fn record_sender(sock: u64, lport: u16, s: &mut Sender) {
     current_task(s);
     s.from_send = true;
     let mut iface_seen = 0;
-    match unsafe { OWNERS.get(sk) } {
+    match unsafe { OWNERS.get(sock) } {
         Some(prev) => iface_seen = prev.iface_seen,
         None => crate::diag::new_sender(s.tgid, lport),
     }
@@ -51,12 +51,12 @@ pub fn record_sender(sk: u64, lport: u16, s: &mut Sender) {
         iface_seen,
         _pad: 0,
     };
-    let _ = OWNERS.insert(sk, owner, BPF_ANY as u64);
+    let _ = OWNERS.insert(sock, owner, BPF_ANY as u64);
 }
 
 #[inline(always)]
-pub fn sender_of(sk: u64, hook: u8, s: &mut Sender) {
-    match unsafe { OWNERS.get(sk) } {
+pub fn sender_of(sock: u64, hook: u8, s: &mut Sender) {
+    match unsafe { OWNERS.get(sock) } {
         Some(o) => {
             s.tgid = o.tgid;
             s.pid = o.pid;
@@ -113,8 +113,8 @@ pub fn softirq_exit() {
 }
 
 #[inline(always)]
-pub fn mark_iface_seen(sk: u64) {
-    if let Some(o) = OWNERS.get_ptr_mut(sk) {
+pub fn mark_iface_seen(sock: u64) {
+    if let Some(o) = OWNERS.get_ptr_mut(sock) {
         unsafe { (*o).iface_seen = 1 };
     }
 }

@@ -152,6 +152,11 @@ pub struct TraceArgs {
     /// One JSON object per line (a header, the events, a summary).
     #[arg(long)]
     pub json: bool,
+    /// Also output the kernel addresses of `struct sock` and `struct sk_buff` (JSON `sk`,
+    /// `skb`). Off by default: they reveal the kernel's memory layout to whoever reads the
+    /// output, and sockets are identified by `sock` (and `ino`) anyway.
+    #[arg(long)]
+    pub kernel_addrs: bool,
     /// Write events to this file instead of standard output.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,

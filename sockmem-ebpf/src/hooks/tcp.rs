@@ -4,7 +4,7 @@
 use sockmem_common::Hook;
 
 use crate::{
-    kernel,
+    ident, kernel,
     maps::{ACK_STASH, OWNERS},
     observe::{skb_event, socket_event, Dev},
     sink::Extra,
@@ -34,7 +34,9 @@ pub fn ack(sk: u64) {
 #[inline(always)]
 pub fn destroy(sk: u64) {
     socket_event(Hook::SockDestroy, sk, false, Extra::value(0));
-    let _ = OWNERS.remove(sk);
+    if let Some(sock) = ident::known(sk) {
+        let _ = OWNERS.remove(sock);
+    }
 }
 
 /// `tcp_ack` entry: remember `sk_wmem_queued` to report what this ACK freed. Per CPU, because

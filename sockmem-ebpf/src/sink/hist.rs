@@ -15,7 +15,7 @@ use crate::{
 /// Fills the scratch record's histogram key for this event, as `--per` asks.
 #[inline(always)]
 fn hist_key(ob: &mut Observed) -> *mut HistKey {
-    let (sk, id, sender) = (ob.sk, &ob.id, &ob.sender);
+    let (id, sender) = (&ob.id, &ob.sender);
     let key: *mut HistKey = &mut ob.key;
     let per = unsafe { core::ptr::read_volatile(&kernel::config().per) };
     unsafe {
@@ -33,7 +33,7 @@ fn hist_key(ob: &mut Observed) -> *mut HistKey {
             (*key).family = id.family;
             (*key).lport = id.lport;
             (*key).rport = id.rport;
-            (*key).id = sk;
+            (*key).id = ob.sock;
             (*key).laddr = id.laddr;
             (*key).raddr = id.raddr;
         } else if per == Per::Pid as u32 {
@@ -92,13 +92,16 @@ fn record(kind: u8, key: *mut HistKey, value: u64) {
 pub fn aggregate(ob: &mut Observed, x: &Extra) {
     let mem = kernel::send_memory(ob.sk);
     let key = hist_key(ob);
-    record(
-        HistKind::WmemQueued as u8,
-        key,
-        mem.wmem_queued.max(0) as u64,
-    );
-    let alloc = (mem.wmem_alloc + x.alloc_adjust).max(0) as u64;
-    record(HistKind::WmemAlloc as u8, key, alloc);
+    // A socket being freed has no counters to sample; its latencies still count.
+    if !mem.freed() {
+        record(
+            HistKind::WmemQueued as u8,
+            key,
+            mem.wmem_queued.max(0) as u64,
+        );
+        let alloc = (mem.wmem_alloc + x.alloc_adjust).max(0) as u64;
+        record(HistKind::WmemAlloc as u8, key, alloc);
+    }
     let mut i = 0;
     while i < 2 {
         let (kind, ns) = x.samples[i];

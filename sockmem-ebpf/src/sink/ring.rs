@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use sockmem_common::{
-    event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN},
+    event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN, FLAG_SOCK_FREED},
     SockEvent,
 };
 
@@ -31,20 +31,32 @@ pub fn submit(ob: &mut Observed, x: &Extra) {
     if sender.unknown {
         flags |= FLAG_OWNER_UNKNOWN;
     }
+    let freed = mem.freed();
+    if freed {
+        flags |= FLAG_SOCK_FREED;
+    }
     let e = entry.as_mut_ptr();
     // SAFETY: `e` points at a reserved ring-buffer slot of the right size and alignment; every
     // field is written before submit.
     unsafe {
         (*e).ts_ns = bpf_ktime_get_ns();
         (*e).sk = sk;
+        (*e).sock_id = ob.sock;
+        (*e).ino = ob.ino;
         (*e).value = x.value;
         (*e).duration_ns = x.duration_ns;
         (*e).tgid = sender.tgid;
         (*e).pid = sender.pid;
         (*e).cpu = bpf_get_smp_processor_id();
-        (*e).wmem_queued = mem.wmem_queued;
-        (*e).wmem_alloc = mem.wmem_alloc + x.alloc_adjust;
-        (*e).sndbuf = mem.sndbuf;
+        if freed {
+            (*e).wmem_queued = 0;
+            (*e).wmem_alloc = 0;
+            (*e).sndbuf = 0;
+        } else {
+            (*e).wmem_queued = mem.wmem_queued;
+            (*e).wmem_alloc = mem.wmem_alloc + x.alloc_adjust;
+            (*e).sndbuf = mem.sndbuf;
+        }
         (*e).lport = id.lport;
         (*e).rport = id.rport;
         (*e).family = id.family;

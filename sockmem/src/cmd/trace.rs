@@ -76,7 +76,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
 
     let out = session::open_output(args.output.as_deref())?;
     let mut sink: Box<dyn Sink> = if args.json {
-        Box::new(JsonSink::new(out))
+        Box::new(JsonSink::new(out, args.kernel_addrs))
     } else {
         Box::new(TextSink::new(out))
     };

@@ -13,6 +13,8 @@ pub enum OffsetError {
         #[source]
         source: BtfError,
     },
+    #[error("unexpected layout in this kernel: {what}")]
+    Layout { what: &'static str },
     #[error("`{strukt}.{path}` is {actual} bytes in this kernel; sockmem reads it as {expected}")]
     Size {
         strukt: &'static str,
@@ -53,6 +55,14 @@ const FIELDS: &[Field] = &[
     Field { strukt: "sk_buff", path: "head", size: 8, slot: |o| &mut o.skb_head },
     Field { strukt: "sk_buff", path: "next", size: 8, slot: |o| &mut o.skb_next },
     Field { strukt: "sock", path: "__sk_common.skc_refcnt", size: 4, slot: |o| &mut o.sk_refcnt },
+    Field { strukt: "sock", path: "sk_socket", size: 8, slot: |o| &mut o.sk_socket },
+];
+
+/// The three locations `FieldOffsets::socket_ino` is computed from.
+const SOCKET_INO: [(&str, &str, u32); 3] = [
+    ("socket_alloc", "socket", 0),
+    ("socket_alloc", "vfs_inode", 0),
+    ("inode", "i_ino", 8),
 ];
 
 /// Every offset the programs need, or the first field this kernel lacks.
@@ -76,6 +86,32 @@ pub fn resolve(btf: &Btf) -> Result<FieldOffsets, OffsetError> {
         }
         *(f.slot)(&mut offsets) = loc.offset;
     }
+    let mut at = [0u32; 3];
+    for (slot, &(strukt, path, size)) in at.iter_mut().zip(&SOCKET_INO) {
+        let loc = btf
+            .member_offset(strukt, path)
+            .map_err(|source| OffsetError::Missing {
+                strukt,
+                path,
+                source,
+            })?;
+        if size != 0 && loc.size != size {
+            return Err(OffsetError::Size {
+                strukt,
+                path,
+                expected: size,
+                actual: loc.size,
+            });
+        }
+        *slot = loc.offset;
+    }
+    // `socket` comes first in `socket_alloc` in every kernel; a layout where it does not would
+    // need a signed offset.
+    offsets.socket_ino = (at[1] + at[2])
+        .checked_sub(at[0])
+        .ok_or(OffsetError::Layout {
+            what: "`socket_alloc.socket` after `socket_alloc.vfs_inode`",
+        })?;
     Ok(offsets)
 }
 

@@ -4,7 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use sockmem_common::{
     event::{
-        FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN, FLAG_SEND_START, FLAG_TSQ_REFERENCE,
+        FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN, FLAG_SEND_START, FLAG_SOCK_FREED,
+        FLAG_TSQ_REFERENCE,
     },
     Hook, SockEvent,
 };
@@ -79,7 +80,14 @@ pub struct Event {
     /// Whose pid/comm these are.
     pub owner: Owner,
     pub hook: Hook,
+    /// Kernel address of `struct sock` (output only on request).
     pub sk: u64,
+    /// The socket's identity, unique while sockmem runs (also across address reuse).
+    pub sock_id: u64,
+    /// The socket's inode number (`ss -e` `ino:`); 0 when it had no file when first seen.
+    pub ino: u64,
+    /// The socket was being freed: the counters are 0, not read.
+    pub freed: bool,
     pub protocol: Protocol,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -152,6 +160,9 @@ impl Event {
             },
             hook,
             sk: raw.sk,
+            sock_id: raw.sock_id,
+            ino: raw.ino,
+            freed: raw.flags & FLAG_SOCK_FREED != 0,
             protocol,
             local,
             remote,
@@ -176,6 +187,8 @@ pub(crate) mod tests {
         let mut raw: SockEvent = unsafe { std::mem::zeroed() };
         raw.ts_ns = 1_000_000_000;
         raw.sk = 0xffff_8880_1234_5678;
+        raw.sock_id = 0x301;
+        raw.ino = 123_456;
         raw.hook = hook as u8;
         raw.family = libc::AF_INET as u16;
         raw.protocol = libc::IPPROTO_TCP as u8;

@@ -9,11 +9,13 @@ use crate::pipeline::{decode::Event, track::Deltas};
 
 pub struct JsonSink<W: Write> {
     out: W,
+    /// Output `sk`/`skb` kernel addresses (`--kernel-addrs`).
+    kernel_addrs: bool,
 }
 
 impl<W: Write> JsonSink<W> {
-    pub fn new(out: W) -> Self {
-        JsonSink { out }
+    pub fn new(out: W, kernel_addrs: bool) -> Self {
+        JsonSink { out, kernel_addrs }
     }
 
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
@@ -52,19 +54,28 @@ struct JsonEvent<'a> {
     comm: &'a str,
     owner: &'static str,
     hook: &'static str,
-    sk: String,
+    /// The socket's identity while sockmem runs.
+    sock: u64,
+    /// The socket's inode number, as `ss -e` shows it (`ino:`); 0 when unknown.
+    ino: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     skb: Option<String>,
+    /// Whether the event carries an skb.
+    has_skb: bool,
     family: &'static str,
     proto: &'static str,
     laddr: String,
     lport: u16,
     raddr: String,
     rport: u16,
-    wmem_queued: i32,
+    /// `null` when the socket was being freed (nothing to read).
+    wmem_queued: Option<i32>,
     wmem_queued_delta: i64,
-    wmem_alloc: i32,
+    wmem_alloc: Option<i32>,
     wmem_alloc_delta: i64,
-    sndbuf: i32,
+    sndbuf: Option<i32>,
     len: Option<u32>,
     truesize: Option<u32>,
     ifindex: Option<u32>,
@@ -80,7 +91,7 @@ struct JsonSummary<'a> {
     events: u64,
     lost: u64,
     lost_per_cpu: &'a [u64],
-    sockets: usize,
+    sockets: u64,
     elapsed_s: f64,
 }
 
@@ -118,19 +129,24 @@ impl<W: Write> Sink for JsonSink<W> {
             comm: &e.comm,
             owner: e.owner.name(),
             hook: e.hook.name(),
-            sk: format!("{:#x}", e.sk),
-            skb: skb.map(|s| format!("{:#x}", s.skb)),
+            sock: e.sock_id,
+            ino: e.ino,
+            sk: self.kernel_addrs.then(|| format!("{:#x}", e.sk)),
+            skb: skb
+                .filter(|_| self.kernel_addrs)
+                .map(|s| format!("{:#x}", s.skb)),
+            has_skb: skb.is_some(),
             family: if e.local.is_ipv4() { "ipv4" } else { "ipv6" },
             proto: e.protocol.name(),
             laddr: e.local.ip().to_string(),
             lport: e.local.port(),
             raddr: e.remote.ip().to_string(),
             rport: e.remote.port(),
-            wmem_queued: e.wmem_queued,
+            wmem_queued: (!e.freed).then_some(e.wmem_queued),
             wmem_queued_delta: d.wmem_queued,
-            wmem_alloc: e.wmem_alloc,
+            wmem_alloc: (!e.freed).then_some(e.wmem_alloc),
             wmem_alloc_delta: d.wmem_alloc,
-            sndbuf: e.sndbuf,
+            sndbuf: (!e.freed).then_some(e.sndbuf),
             len: skb.map(|s| s.len),
             truesize: skb.map(|s| s.truesize),
             ifindex: skb.map(|s| s.ifindex).filter(|&i| i != 0),
@@ -166,7 +182,7 @@ mod tests {
     #[test]
     fn every_line_is_a_json_object() {
         let mut buf = Vec::new();
-        let mut sink = JsonSink::new(&mut buf);
+        let mut sink = JsonSink::new(&mut buf, false);
         sink.header(&RunInfo {
             kernel: "6.18".into(),
             ring_size: 4096,
@@ -209,8 +225,31 @@ mod tests {
         assert_eq!(ev["wmem_queued_delta"], -5);
         assert_eq!(ev["wmem_alloc_delta"], 3);
         assert!(ev["len"].is_null() && ev["iface"].is_null());
-        assert_eq!(ev["sk"], "0xffff888012345678");
+        assert_eq!(ev["sock"], 0x301);
+        assert_eq!(ev["ino"], 123_456);
+        assert!(
+            ev.get("sk").is_none() && ev.get("skb").is_none(),
+            "kernel addresses only on request: {ev}"
+        );
         assert_eq!(lines[2]["lost"], 2);
         assert_eq!(lines[2]["lost_per_cpu"][0], 2);
+    }
+
+    #[test]
+    fn kernel_addresses_on_request_and_no_counters_of_a_freed_socket() {
+        let mut buf = Vec::new();
+        let mut sink = JsonSink::new(&mut buf, true);
+        let mut raw = raw_event(Hook::SkbFree);
+        raw.flags |= sockmem_common::event::FLAG_SOCK_FREED | sockmem_common::event::FLAG_HAS_SKB;
+        raw.skb = 0xffff_8880_0000_1000;
+        let e = Event::from_raw(&raw).unwrap();
+        sink.event(&e, Deltas::default(), 0.0).unwrap();
+        let ev: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
+        assert_eq!(ev["sk"], "0xffff888012345678");
+        assert_eq!(ev["skb"], "0xffff888000001000");
+        assert!(
+            ev["wmem_alloc"].is_null() && ev["wmem_queued"].is_null(),
+            "{ev}"
+        );
     }
 }

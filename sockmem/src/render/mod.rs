@@ -35,7 +35,8 @@ pub struct Summary {
     pub events: u64,
     pub lost: u64,
     pub lost_per_cpu: Vec<u64>,
-    pub sockets: usize,
+    /// Sockets seen, destroyed ones included.
+    pub sockets: u64,
     pub elapsed_s: f64,
 }
 

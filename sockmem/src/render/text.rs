@@ -22,6 +22,15 @@ fn with_delta(value: i32, delta: i64) -> String {
     format!("{value}({delta:+})")
 }
 
+/// A counter with its change, or `-` when the socket was being freed (nothing to read).
+fn counter(e: &Event, value: i32, delta: i64) -> String {
+    if e.freed {
+        "-".to_owned()
+    } else {
+        with_delta(value, delta)
+    }
+}
+
 impl<W: Write> Sink for TextSink<W> {
     // The header uses the event line's widths with literal titles, so columns line up.
     #[allow(clippy::write_literal)]
@@ -62,9 +71,9 @@ impl<W: Write> Sink for TextSink<W> {
             e.protocol.name(),
             e.local.to_string(),
             e.remote.to_string(),
-            with_delta(e.wmem_queued, d.wmem_queued),
-            with_delta(e.wmem_alloc, d.wmem_alloc),
-            e.sndbuf,
+            counter(e, e.wmem_queued, d.wmem_queued),
+            counter(e, e.wmem_alloc, d.wmem_alloc),
+            if e.freed { "-".to_owned() } else { e.sndbuf.to_string() },
             len,
             iface,
             describe(e),
