@@ -160,7 +160,7 @@ pub struct TraceArgs {
     /// Write events to this file instead of standard output.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Ring buffer size in bytes: a power of two, at least 4096 (K and M suffixes allowed).
+    /// Ring buffer size in bytes: a power of two from 4096 to 1G (K, M and G suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
     pub ring_size: u32,
     #[command(flatten)]
@@ -208,6 +208,7 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
     let (digits, mult) = match s.as_bytes().last() {
         Some(b'k' | b'K') => (&s[..s.len() - 1], 1u64 << 10),
         Some(b'm' | b'M') => (&s[..s.len() - 1], 1u64 << 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 1u64 << 30),
         _ => (s, 1),
     };
     let n: u64 = digits
@@ -216,7 +217,7 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
     let bytes = n.saturating_mul(mult);
     if bytes < 4096 || !bytes.is_power_of_two() || bytes > 1 << 30 {
         return Err(format!(
-            "{bytes} bytes: the ring buffer must be a power of two from 4096 to 1G"
+            "{bytes} bytes: the ring buffer must be a power of two from 4096 (4K) to 1073741824 (1G)"
         ));
     }
     Ok(bytes as u32)
@@ -278,6 +279,7 @@ mod tests {
             &["trace", "--addr", "nonsense"],
             &["trace", "--ring-size", "1000"],
             &["trace", "--ring-size", "3M"],
+            &["trace", "--ring-size", "2G"],
             &["trace", "--comm", "a-name-longer-than-15"],
             &["trace", "--iface", "a/b"],
             &["trace", "--duration", "0"],
@@ -328,6 +330,20 @@ mod tests {
         assert_eq!(&f.addr[..4], &[10, 1, 2, 3]);
         assert_eq!(&f.comm[..7], b"iperf3\0");
         assert_eq!(&f.ifname[..6], b"veth0\0");
+    }
+
+    #[test]
+    fn ring_sizes_up_to_the_limit_the_message_names() {
+        for (arg, bytes) in [
+            ("4096", 4096),
+            ("4K", 4096),
+            ("4M", 4 << 20),
+            ("1G", 1 << 30),
+        ] {
+            assert_eq!(parse_ring_size(arg), Ok(bytes), "{arg}");
+        }
+        let err = parse_ring_size("2G").expect_err("above the limit");
+        assert!(err.contains("1G"), "{err}");
     }
 
     #[test]

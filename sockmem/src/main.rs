@@ -3,6 +3,7 @@ mod attach;
 mod cli;
 mod cmd;
 mod kernel;
+mod output;
 mod pipeline;
 mod render;
 mod session;

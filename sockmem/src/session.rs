@@ -2,12 +2,11 @@
 //! programs with their configuration, attach every hook, and say what was attached.
 
 use std::{
-    fs::File,
     io::{self, BufWriter, Write},
     path::Path,
 };
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use aya::{
     maps::{Array, MapData},
     Ebpf,
@@ -17,8 +16,9 @@ use sockmem_common::{names, Config, Filter, Per};
 use crate::{
     attach::{self, hooks::Backend, loader, HookReport, Mode},
     cli::SessionArgs,
-    kernel::{btf::Btf, features::Kernel},
-    render::HookLine,
+    kernel::{btf::Btf, features::Kernel, offsets},
+    output::{self, OutputFile},
+    render::{Finish, HookLine},
 };
 
 pub struct Options<'a> {
@@ -78,11 +78,52 @@ pub struct Session {
 }
 
 /// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
+/// A `--btf` file is read whole: anything far larger than a kernel's BTF (5–10 MB) is not one.
+const BTF_MAX_BYTES: u64 = 256 << 20;
+
 pub fn kernel_btf(path: Option<&Path>) -> anyhow::Result<Btf> {
-    match path {
-        Some(p) => Btf::from_path(p).with_context(|| format!("reading BTF from `{}`", p.display())),
-        None => Btf::from_sys_fs().context("reading the running kernel's BTF"),
+    let Some(p) = path else {
+        return Btf::from_sys_fs().context("reading the running kernel's BTF");
+    };
+    // Checked before reading: a FIFO would block forever, /dev/zero would never end.
+    let meta =
+        std::fs::metadata(p).with_context(|| format!("reading BTF from `{}`", p.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "`{}` is not a regular file; --btf takes a BTF file",
+            p.display()
+        );
     }
+    if meta.len() > BTF_MAX_BYTES {
+        bail!(
+            "`{}` is {} MiB, far larger than any kernel's BTF; --btf takes a BTF file",
+            p.display(),
+            meta.len() >> 20
+        );
+    }
+    let btf = Btf::from_path(p).with_context(|| format!("reading BTF from `{}`", p.display()))?;
+    check_matches_running_kernel(p, &btf)?;
+    Ok(btf)
+}
+
+/// A BTF file from another kernel gives wrong offsets, so garbage or no events. Where the running
+/// kernel's own BTF can be read, the offsets sockmem needs must be the same in both.
+fn check_matches_running_kernel(p: &Path, btf: &Btf) -> anyhow::Result<()> {
+    let Ok(live) = Btf::from_sys_fs() else {
+        return Ok(());
+    };
+    let theirs = offsets::resolve(btf)
+        .with_context(|| format!("`{}` lacks what sockmem reads", p.display()))?;
+    let ours = offsets::resolve(&live).context("resolving offsets from the running kernel")?;
+    if theirs != ours {
+        bail!(
+            "`{}` does not match the running kernel ({}): the struct layouts sockmem reads \
+             differ from /sys/kernel/btf/vmlinux",
+            p.display(),
+            loader::kernel_release()
+        );
+    }
+    Ok(())
 }
 
 /// Loads and attaches; the programs start running when this returns.
@@ -178,20 +219,62 @@ fn report_hooks(reports: &[HookReport], verbose: bool) {
 /// Tells a waiting script that every program is attached.
 pub fn write_ready_file(path: Option<&Path>) -> anyhow::Result<()> {
     if let Some(p) = path {
-        std::fs::write(p, b"ready\n")
-            .with_context(|| format!("writing the ready file `{}`", p.display()))?;
+        output::write_whole(p, b"ready\n").context("writing the ready file")?;
     }
     Ok(())
 }
 
-/// Where results go: `path`, or standard output; buffered either way.
-pub fn open_output(path: Option<&Path>) -> anyhow::Result<Box<dyn Write>> {
+/// Where results go: standard output, or a file that is in place only once it is complete.
+pub enum Output {
+    Stdout(BufWriter<io::Stdout>),
+    File(OutputFile),
+}
+
+/// Opens `path` (checked and created now, so a bad path fails before any program runs), or
+/// standard output; buffered either way.
+pub fn open_output(path: Option<&Path>) -> anyhow::Result<Output> {
     Ok(match path {
-        Some(p) => Box::new(BufWriter::new(
-            File::create(p).with_context(|| format!("creating `{}`", p.display()))?,
-        )),
-        None => Box::new(BufWriter::new(io::stdout())),
+        Some(p) => Output::File(OutputFile::create(p).context("opening the output file")?),
+        None => Output::Stdout(BufWriter::new(io::stdout())),
     })
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::Stdout(w) => w.write(buf),
+            Output::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(w) => w.flush(),
+            Output::File(f) => f.flush(),
+        }
+    }
+}
+
+impl Finish for Output {
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Output::Stdout(mut w) => w.flush(),
+            Output::File(f) => f.commit().map_err(io::Error::other),
+        }
+    }
+}
+
+/// Whether standard output is a pipe whose reader has gone (`poll` reports an error on the
+/// write end then), so a command with nothing to write can still notice.
+pub fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & libc::POLLERR != 0
 }
 
 /// The single-threaded tokio runtime every command waits in.

@@ -25,14 +25,42 @@ pub fn check_privileges() -> anyhow::Result<()> {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        return Ok(());
+    match missing_capabilities(caps) {
+        None => Ok(()),
+        Some(missing) => bail!(
+            "loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON \
+             (this process lacks {missing}); run with sudo, or `cargo xtask run` which does"
+        ),
     }
-    bail!(
-        "loading eBPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON \
-         (this process has neither); run with sudo, or `cargo xtask run` which does"
-    )
+}
+
+/// What an effective capability set lacks for loading tracing programs, in words.
+fn missing_capabilities(caps: u64) -> Option<&'static str> {
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return None;
+    }
+    match (has(CAP_BPF), has(CAP_PERFMON)) {
+        (true, true) => None,
+        (true, false) => Some("CAP_PERFMON"),
+        (false, true) => Some("CAP_BPF"),
+        (false, false) => Some("both"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_names_the_missing_capability() {
+        let bit = |c: u32| 1u64 << c;
+        assert_eq!(missing_capabilities(bit(CAP_SYS_ADMIN)), None);
+        assert_eq!(missing_capabilities(bit(CAP_BPF) | bit(CAP_PERFMON)), None);
+        assert_eq!(missing_capabilities(bit(CAP_BPF)), Some("CAP_PERFMON"));
+        assert_eq!(missing_capabilities(bit(CAP_PERFMON)), Some("CAP_BPF"));
+        assert_eq!(missing_capabilities(0), Some("both"));
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so they load too.

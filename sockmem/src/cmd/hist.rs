@@ -1,7 +1,7 @@
 //! `sockmem hist`: aggregate in the kernel for a while, then print latency and size histograms.
 
 use std::{
-    io::{self, IsTerminal, Write},
+    io::{self, IsTerminal},
     time::{Duration, Instant},
 };
 
@@ -16,7 +16,10 @@ use crate::{
     attach::loader,
     cli::{HistArgs, PerArg},
     pipeline::histogram::HistMaps,
-    render::hist::{write_json, write_text, JsonContext},
+    render::{
+        hist::{write_json, write_text, JsonContext},
+        Finish as _,
+    },
     session,
 };
 
@@ -77,13 +80,14 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         );
         write_text(&mut out, &header, &report)?;
     }
-    out.flush().context("writing the histograms")
+    out.finish().context("writing the histograms")
 }
 
 /// Until the duration ends, Ctrl-C or SIGTERM; a countdown on stderr when it is a terminal.
 async fn wait(duration: Option<Duration>) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let start = tokio::time::Instant::now();
     let deadline = start + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
     let tty = io::stderr().is_terminal();
@@ -96,6 +100,7 @@ async fn wait(duration: Option<Duration>) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
             _ = sleep_until(deadline) => break,
             _ = tick.tick(), if tty => {
                 let done = start.elapsed().as_secs();

@@ -64,6 +64,8 @@ impl Pipeline {
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    // Checked before any program runs; the file is in place only when the run succeeds.
+    let out = session::open_output(args.output.as_deref())?;
     let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel(),
         args: &args.session,
@@ -74,7 +76,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut stream = EventStream::new(&mut session.ebpf)?;
     let losses = LossCounter::new(&mut session.ebpf)?;
 
-    let out = session::open_output(args.output.as_deref())?;
     let mut sink: Box<dyn Sink> = if args.json {
         Box::new(JsonSink::new(out, args.kernel_addrs))
     } else {
@@ -107,6 +108,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let outcome = runtime.block_on(async {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
+        // A closed terminal or an explicit hangup ends the run as SIGTERM does: output kept.
+        let mut sighup = signal(SignalKind::hangup())?;
+        let to_stdout = args.output.is_none();
         let deadline = tokio::time::Instant::now()
             + args.duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
         let mut tick = interval(Duration::from_secs(1));
@@ -121,8 +125,13 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
                 }
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
+                _ = sighup.recv() => break,
                 _ = sleep_until(deadline) => break,
                 _ = tick.tick() => {
+                    // `sockmem trace | head -1` with nothing to print: notice the reader left.
+                    if to_stdout && session::stdout_reader_gone() {
+                        return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
+                    }
                     let total: u64 = losses.per_cpu().map(|v| v.iter().sum()).unwrap_or(0);
                     if total > lost_seen {
                         eprintln!(
@@ -157,7 +166,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     };
     outcome?;
     sink.summary(&summary)?;
-    sink.flush()?;
+    sink.finish()?;
     eprintln!(
         "sockmem: {} events from {} sockets in {:.1} s, {} lost",
         summary.events, summary.sockets, summary.elapsed_s, summary.lost

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{describe, RunInfo, Sink, Summary};
+use super::{describe, Finish, RunInfo, Sink, Summary};
 use crate::pipeline::{decode::Event, track::Deltas};
 
 pub struct JsonSink<W: Write> {
@@ -95,7 +95,7 @@ struct JsonSummary<'a> {
     elapsed_s: f64,
 }
 
-impl<W: Write> Sink for JsonSink<W> {
+impl<W: Finish> Sink for JsonSink<W> {
     fn header(&mut self, info: &RunInfo) -> io::Result<()> {
         let hooks = info
             .hooks
@@ -170,6 +170,10 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.out.finish()
     }
 }
 

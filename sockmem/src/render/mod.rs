@@ -40,12 +40,25 @@ pub struct Summary {
     pub elapsed_s: f64,
 }
 
+/// An output that needs a last step once everything is written (a file is put in place).
+pub trait Finish: io::Write {
+    fn finish(self) -> io::Result<()>;
+}
+
+impl Finish for &mut Vec<u8> {
+    fn finish(self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub trait Sink {
     fn header(&mut self, info: &RunInfo) -> io::Result<()>;
     /// `time_s` is seconds since tracing started.
     fn event(&mut self, e: &Event, d: Deltas, time_s: f64) -> io::Result<()>;
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// Flushes and completes the output (see [`Finish`]).
+    fn finish(self: Box<Self>) -> io::Result<()>;
 }
 
 /// The hook-specific part of an event in words, e.g. `ret=65536 took=1.2ms`: the fields the

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use super::{describe, RunInfo, Sink, Summary};
+use super::{describe, Finish, RunInfo, Sink, Summary};
 use crate::pipeline::{
     decode::{Event, Owner},
     track::Deltas,
@@ -31,7 +31,7 @@ fn counter(e: &Event, value: i32, delta: i64) -> String {
     }
 }
 
-impl<W: Write> Sink for TextSink<W> {
+impl<W: Finish> Sink for TextSink<W> {
     // The header uses the event line's widths with literal titles, so columns line up.
     #[allow(clippy::write_literal)]
     fn header(&mut self, _info: &RunInfo) -> io::Result<()> {
@@ -87,6 +87,10 @@ impl<W: Write> Sink for TextSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.out.finish()
     }
 }
 

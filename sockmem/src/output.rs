@@ -1,0 +1,264 @@
+//! Files sockmem writes for the user (`-o`, `--ready-file`), written so that they cannot hurt:
+//!
+//! - a regular file is written to a new temporary file beside it (created exclusively, never
+//!   through a link) and renamed over the target only when the run succeeded, so a failed run
+//!   leaves the old file as it was and a reader never sees half a file;
+//! - a path that is a symbolic link to a regular file is refused: in a shared directory such a
+//!   link can be planted to make root truncate a file of someone else's choosing;
+//! - a path that is not a regular file (a FIFO, a terminal, `/dev/null`, `/dev/stdout`) is
+//!   written in place, as the user meant.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, BufWriter, Write},
+    os::unix::fs::{FileTypeExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("`{0}` is a symbolic link to a regular file; give the file's own path")]
+    Symlink(PathBuf),
+    #[error("`{0}` is a directory")]
+    Directory(PathBuf),
+    #[error("cannot create a file in `{dir}`")]
+    Create {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening `{path}`")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing `{path}`")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("moving the finished output into place as `{path}`")]
+    Rename {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A file being written: complete at the target path only after [`OutputFile::commit`].
+pub struct OutputFile {
+    path: PathBuf,
+    /// The temporary file renamed over `path` at commit; `None` when writing in place.
+    temp: Option<PathBuf>,
+    out: BufWriter<File>,
+}
+
+impl OutputFile {
+    /// Checks the target and opens what will be written: fails before any work is done when
+    /// the path cannot be written.
+    pub fn create(path: &Path) -> Result<OutputFile, OutputError> {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                // A link to something that is not a regular file (`/dev/stdout`, a FIFO) is
+                // where the user wants the bytes; one to a regular file is refused.
+                match fs::metadata(path) {
+                    Ok(t) if !t.is_file() && !t.is_dir() => return in_place(path),
+                    _ => return Err(OutputError::Symlink(path.to_path_buf())),
+                }
+            }
+            Ok(m) if m.is_dir() => return Err(OutputError::Directory(path.to_path_buf())),
+            Ok(m) if is_special(&m.file_type()) => return in_place(path),
+            _ => {}
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_else(|| "output".to_owned());
+        let mut last = None;
+        for attempt in 0..16u32 {
+            let temp = dir.join(format!(
+                ".{name}.sockmem-{}-{attempt}.tmp",
+                std::process::id()
+            ));
+            // Exclusive and without following links: nothing planted at this name is used.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o644)
+                .open(&temp)
+            {
+                Ok(f) => {
+                    return Ok(OutputFile {
+                        path: path.to_path_buf(),
+                        temp: Some(temp),
+                        out: BufWriter::new(f),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(OutputError::Create { dir, source: e }),
+            }
+        }
+        Err(OutputError::Create {
+            dir,
+            source: last.unwrap_or_else(|| io::Error::other("no free temporary name")),
+        })
+    }
+
+    /// Writes everything, then puts the file in place. Without a commit (an error, a panic)
+    /// the temporary file is removed and the target stays as it was.
+    pub fn commit(mut self) -> Result<(), OutputError> {
+        let write_err = |source| OutputError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        self.out.flush().map_err(write_err)?;
+        if let Some(temp) = self.temp.take() {
+            let synced = self.out.get_ref().sync_all();
+            if let Err(source) = synced.and_then(|()| fs::rename(&temp, &self.path)) {
+                let _ = fs::remove_file(&temp);
+                return Err(OutputError::Rename {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for OutputFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf).map_err(|e| named(e, &self.path))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush().map_err(|e| named(e, &self.path))
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if let Some(temp) = &self.temp {
+            let _ = fs::remove_file(temp);
+        }
+    }
+}
+
+/// An I/O error that says which file it happened on (keeping its kind: a closed pipe stays
+/// recognisable as one).
+fn named(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("writing `{}`: {e}", path.display()))
+}
+
+fn is_special(t: &fs::FileType) -> bool {
+    t.is_fifo() || t.is_char_device() || t.is_block_device() || t.is_socket()
+}
+
+fn in_place(path: &Path) -> Result<OutputFile, OutputError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|source| OutputError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(OutputFile {
+        path: path.to_path_buf(),
+        temp: None,
+        out: BufWriter::new(f),
+    })
+}
+
+/// Writes a small file whole (the ready file), with the same care.
+pub fn write_whole(path: &Path, contents: &[u8]) -> Result<(), OutputError> {
+    let mut f = OutputFile::create(path)?;
+    f.write_all(contents).map_err(|source| OutputError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    f.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sockmem-output-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn the_target_changes_only_at_commit() {
+        let d = scratch_dir("commit");
+        let target = d.join("events.json");
+        fs::write(&target, b"old").unwrap();
+        let mut f = OutputFile::create(&target).unwrap();
+        f.write_all(b"new").unwrap();
+        f.flush().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"old", "untouched until commit");
+        f.commit().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert_eq!(
+            fs::read_dir(&d).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_run_leaves_the_old_file_and_no_temporary() {
+        let d = scratch_dir("fail");
+        let target = d.join("out.txt");
+        fs::write(&target, b"keep me").unwrap();
+        {
+            let mut f = OutputFile::create(&target).unwrap();
+            f.write_all(b"partial").unwrap();
+            // Dropped without commit: the run failed.
+        }
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_link_to_a_regular_file_is_refused_and_its_target_untouched() {
+        let d = scratch_dir("link");
+        let victim = d.join("victim");
+        fs::write(&victim, b"secret").unwrap();
+        let link = d.join("out");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = OutputFile::create(&link).err().expect("a link is refused");
+        assert!(matches!(err, OutputError::Symlink(_)), "{err}");
+        assert_eq!(fs::read(&victim).unwrap(), b"secret");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn devices_are_written_in_place_and_errors_name_the_file() {
+        let mut null = OutputFile::create(Path::new("/dev/null")).unwrap();
+        null.write_all(b"x").unwrap();
+        null.commit().unwrap();
+        assert!(Path::new("/dev/null").exists());
+        if Path::new("/dev/full").exists() {
+            let mut full = OutputFile::create(Path::new("/dev/full")).unwrap();
+            let err = full
+                .write_all(&[0; 65536])
+                .expect_err("/dev/full is always full");
+            assert!(format!("{err}").contains("/dev/full"), "{err}");
+            assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        }
+        let err = OutputFile::create(Path::new("/"))
+            .err()
+            .expect("a directory");
+        assert!(matches!(err, OutputError::Directory(_)), "{err}");
+    }
+}
