@@ -48,21 +48,6 @@ fn missing_capabilities(caps: u64) -> Option<&'static str> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_message_names_the_missing_capability() {
-        let bit = |c: u32| 1u64 << c;
-        assert_eq!(missing_capabilities(bit(CAP_SYS_ADMIN)), None);
-        assert_eq!(missing_capabilities(bit(CAP_BPF) | bit(CAP_PERFMON)), None);
-        assert_eq!(missing_capabilities(bit(CAP_BPF)), Some("CAP_PERFMON"));
-        assert_eq!(missing_capabilities(bit(CAP_PERFMON)), Some("CAP_BPF"));
-        assert_eq!(missing_capabilities(0), Some("both"));
-    }
-}
-
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so they load too.
 fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
@@ -123,4 +108,19 @@ pub fn load(config: &Config, ring_size: u32, debug: bool) -> anyhow::Result<Ebpf
         .map_max_entries(names::EVENTS, ring_size)
         .load(EBPF_OBJECT)
         .context("loading sockmem's eBPF object")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_names_the_missing_capability() {
+        let bit = |c: u32| 1u64 << c;
+        assert_eq!(missing_capabilities(bit(CAP_SYS_ADMIN)), None);
+        assert_eq!(missing_capabilities(bit(CAP_BPF) | bit(CAP_PERFMON)), None);
+        assert_eq!(missing_capabilities(bit(CAP_BPF)), Some("CAP_PERFMON"));
+        assert_eq!(missing_capabilities(bit(CAP_PERFMON)), Some("CAP_BPF"));
+        assert_eq!(missing_capabilities(0), Some("both"));
+    }
 }
