@@ -51,27 +51,71 @@ pub struct FieldOffsets {
     pub sk_refcnt: u32,
     /// `sock.sk_socket` (`struct socket *`, NULL once the socket is orphaned).
     pub sk_socket: u32,
+    /// `sk_buff.network_header` and `transport_header` (u16, from `head`): the addresses and
+    /// ports of a datagram sent on an unconnected UDP socket are only in its headers.
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
     /// From a `struct socket` to its inode's `i_ino`: the socket lives in a `socket_alloc` next
     /// to its `vfs_inode`, so this is `socket_alloc.vfs_inode + inode.i_ino - socket_alloc.socket`.
     pub socket_ino: u32,
     pub _pad: u32,
 }
 
-/// In-kernel filters; a zero field means "any".
+/// How many `--port`s and `--addr`s the programs take.
+pub const FILTER_PORTS: usize = 8;
+pub const FILTER_NETS: usize = 8;
+
+/// An address range: `(address & mask) == addr`, compared as two 64-bit words of the 16 address
+/// bytes (IPv4 in the first 4), so a check costs no loop in the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Net {
+    /// The network's bytes, already masked, as `u64::from_le_bytes` of each half.
+    pub addr: [u64; 2],
+    pub mask: [u64; 2],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub _pad: [u16; 3],
+}
+
+impl Net {
+    /// Whether 16 address bytes of this family fall in the range.
+    #[inline(always)]
+    pub fn contains(&self, family: u16, bytes: &[u8; 16]) -> bool {
+        let (lo, hi) = words(bytes);
+        family == self.family
+            && lo & self.mask[0] == self.addr[0]
+            && hi & self.mask[1] == self.addr[1]
+    }
+}
+
+/// The two little-endian words of 16 address bytes.
+#[inline(always)]
+pub fn words(b: &[u8; 16]) -> (u64, u64) {
+    (
+        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+    )
+}
+
+/// In-kernel filters; a zero count or field means "any".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Process id (tgid) of the socket's sender.
     pub tgid: u32,
-    /// Either end's port, host order.
-    pub port: u16,
     /// `IPPROTO_TCP` or `IPPROTO_UDP`.
     pub protocol: u8,
-    /// Family of `addr` (`AF_INET` or `AF_INET6`); 0 = no address filter.
-    pub addr_family: u8,
-    /// Either end's address, network order (IPv4 in the first 4 bytes).
-    pub addr: [u8; 16],
-    /// Sender's comm, NUL-padded; `comm[0] == 0` = any.
+    /// How many of `ports` are set: a socket passes with any of them at either end.
+    pub n_ports: u8,
+    /// How many of `nets` are set: a socket passes with an address in any at either end.
+    pub n_nets: u8,
+    /// How many leading bytes of `comm` the sender's command name must have (a prefix).
+    pub comm_len: u8,
+    /// Ports, host order.
+    pub ports: [u16; FILTER_PORTS],
+    pub nets: [Net; FILTER_NETS],
+    /// Sender's comm prefix, NUL-padded.
     pub comm: [u8; 16],
     /// Interface name, NUL-padded; `ifname[0] == 0` = any.
     pub ifname: [u8; 16],
@@ -96,9 +140,10 @@ pub const MODE_TRACE: u32 = 0;
 /// Events are aggregated into histograms in the kernel; nothing goes to the ring buffer.
 pub const MODE_HIST: u32 = 1;
 
-const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 96);
-const _: () = assert!(core::mem::size_of::<Filter>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 168);
+const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<Net>() == 40);
+const _: () = assert!(core::mem::size_of::<Filter>() == 376);
+const _: () = assert!(core::mem::size_of::<Config>() == 496);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

@@ -42,8 +42,18 @@ pub struct SockIdent {
     pub ino: u64,
     /// The last nonzero local port: TCP clears it before `tcp_destroy_sock` fires.
     pub lport: u16,
-    pub _pad: [u16; 3],
+    /// The remote port `verdict` was decided with: a socket that connects later is judged
+    /// again.
+    pub verdict_rport: u16,
+    /// The socket filters' verdict: 0 not decided yet, [`VERDICT_PASS`] or [`VERDICT_FAIL`].
+    pub verdict: u8,
+    /// 1 once a datagram of this unconnected UDP socket passed the filters by its headers.
+    pub datagram_passed: u8,
+    pub _pad: u16,
 }
+
+pub const VERDICT_PASS: u8 = 1;
+pub const VERDICT_FAIL: u8 = 2;
 
 const _: () = assert!(core::mem::size_of::<SkbTrack>() == 56);
 const _: () = assert!(core::mem::size_of::<SockIdent>() == 24);

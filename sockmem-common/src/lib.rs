@@ -14,7 +14,7 @@ pub mod hist;
 pub mod inflight;
 pub mod registry;
 
-pub use config::{Config, FieldOffsets, Filter};
+pub use config::{Config, FieldOffsets, Filter, Net};
 pub use event::SockEvent;
 pub use hist::{Hist, HistKey, HistKind, Per};
 pub use registry::{Backend, Hook, HookSpec, Stage};

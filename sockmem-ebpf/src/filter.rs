@@ -1,59 +1,63 @@
-//! In-kernel filters: events that fail them never take ring-buffer space.
+//! In-kernel filters: events that fail them never take ring-buffer space. A socket's verdict on
+//! the socket filters is cached with its identity (`ident`), so the lists below run once per
+//! socket, not per event.
 
 use core::ptr::read_volatile;
 
-use crate::kernel::{config, SocketId, AF_INET};
+use sockmem_common::config::{FILTER_NETS, FILTER_PORTS};
 
-#[inline(always)]
-fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
-    let mut i = 0;
-    while i < 16 {
-        if a[i] != b[i] {
-            return false;
-        }
-        if a[i] == 0 {
-            return true;
-        }
-        i += 1;
-    }
-    true
-}
+use crate::kernel::{config, SocketId};
 
-/// Filters on the socket itself: protocol, port and address (either end).
-#[inline(always)]
+/// Filters on the socket itself: protocol, ports and addresses (either end).
+#[inline(never)]
 pub fn socket_passes(id: &SocketId) -> bool {
     let f = &config().filter;
     let protocol = unsafe { read_volatile(&f.protocol) };
     if protocol != 0 && protocol != id.protocol {
         return false;
     }
-    let port = unsafe { read_volatile(&f.port) };
-    if port != 0 && port != id.lport && port != id.rport {
-        return false;
-    }
-    let family = unsafe { read_volatile(&f.addr_family) } as u16;
-    if family != 0 {
-        if family != id.family {
-            return false;
-        }
-        let addr: [u8; 16] = unsafe { read_volatile(&f.addr) };
-        let len = if family == AF_INET { 4 } else { 16 };
-        let mut l = true;
-        let mut r = true;
+    let n = unsafe { read_volatile(&f.n_ports) } as usize;
+    if n != 0 {
+        let mut hit = false;
         let mut i = 0;
-        while i < len {
-            l &= id.laddr[i] == addr[i];
-            r &= id.raddr[i] == addr[i];
+        while i < FILTER_PORTS {
+            if i < n {
+                let p = unsafe { read_volatile(&f.ports[i]) };
+                hit |= p == id.lport || p == id.rport;
+            }
             i += 1;
         }
-        if !l && !r {
+        if !hit {
+            return false;
+        }
+    }
+    let n = unsafe { read_volatile(&f.n_nets) } as usize;
+    if n != 0 {
+        let mut hit = false;
+        let mut i = 0;
+        while i < FILTER_NETS {
+            if i < n {
+                let net = unsafe { read_volatile(&f.nets[i]) };
+                hit |= net.contains(id.family, &id.laddr) || net.contains(id.family, &id.raddr);
+            }
+            i += 1;
+        }
+        if !hit {
             return false;
         }
     }
     true
 }
 
-/// Filters on the sending process.
+/// Whether a port or address filter is set: unconnected UDP sockets are then judged per
+/// datagram, from its headers.
+#[inline(always)]
+pub fn has_endpoint_filter() -> bool {
+    let f = &config().filter;
+    unsafe { read_volatile(&f.n_ports) != 0 || read_volatile(&f.n_nets) != 0 }
+}
+
+/// Filters on the sending process: its tgid, and a prefix of its command name.
 #[inline(always)]
 pub fn sender_passes(tgid: u32, comm: &[u8; 16]) -> bool {
     let f = &config().filter;
@@ -61,8 +65,16 @@ pub fn sender_passes(tgid: u32, comm: &[u8; 16]) -> bool {
     if want != 0 && want != tgid {
         return false;
     }
+    let len = unsafe { read_volatile(&f.comm_len) } as usize;
     let want: [u8; 16] = unsafe { read_volatile(&f.comm) };
-    want[0] == 0 || eq16(&want, comm)
+    let mut i = 0;
+    while i < 16 {
+        if i < len && comm[i] != want[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Whether an interface filter is set at all.
@@ -74,5 +86,18 @@ pub fn has_iface_filter() -> bool {
 #[inline(always)]
 pub fn iface_passes(name: &[u8; 16]) -> bool {
     let want: [u8; 16] = unsafe { read_volatile(&config().filter.ifname) };
-    want[0] == 0 || eq16(&want, name)
+    if want[0] == 0 {
+        return true;
+    }
+    let mut i = 0;
+    while i < 16 {
+        if want[i] != name[i] {
+            return false;
+        }
+        if want[i] == 0 {
+            return true;
+        }
+        i += 1;
+    }
+    true
 }

@@ -25,10 +25,11 @@ fn next_id() -> u64 {
     }
 }
 
-/// The id of the socket at `sk`, and its inode number (0 when never seen with a file). Fills a
-/// zero `lport` from what was seen before (TCP clears it before `tcp_destroy_sock`).
+/// The entry of the socket at `sk` (created at first sight: new id, inode number, local
+/// port), or `None` when the map has no room. Fills a zero `lport` from what was seen before
+/// (TCP clears it before `tcp_destroy_sock`).
 #[inline(always)]
-pub fn identify(sk: u64, lport: &mut u16, ino: &mut u64) -> u64 {
+pub fn identify(sk: u64, lport: &mut u16) -> Option<*mut SockIdent> {
     let now_ino = kernel::sock_ino(sk);
     if let Some(e) = SOCKETS.get_ptr_mut(sk) {
         // SAFETY: a map value, valid for this program's run.
@@ -42,8 +43,7 @@ pub fn identify(sk: u64, lport: &mut u16, ino: &mut u64) -> u64 {
                 } else {
                     (*e).lport = *lport;
                 }
-                *ino = (*e).ino;
-                return (*e).id;
+                return Some(e);
             }
         }
     }
@@ -51,11 +51,13 @@ pub fn identify(sk: u64, lport: &mut u16, ino: &mut u64) -> u64 {
         id: next_id(),
         ino: now_ino,
         lport: *lport,
-        _pad: [0; 3],
+        verdict_rport: 0,
+        verdict: 0,
+        datagram_passed: 0,
+        _pad: 0,
     };
     let _ = SOCKETS.insert(sk, fresh, BPF_ANY as u64);
-    *ino = now_ino;
-    fresh.id
+    SOCKETS.get_ptr_mut(sk)
 }
 
 /// The id already given to the socket at `sk`, if any.

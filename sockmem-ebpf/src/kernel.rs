@@ -137,6 +137,59 @@ pub fn wmem_alloc(sk: u64) -> i32 {
     read::<i32>(sk, &config().offsets.sk_wmem_alloc).unwrap_or(1) - 1
 }
 
+/// Fills `id`'s addresses and ports from a UDP datagram's IP and UDP headers (an unconnected
+/// socket's destination is only there); false when they cannot be read.
+#[inline(always)]
+pub fn datagram_endpoints(skb: u64, id: &mut SocketId) -> bool {
+    let o = &config().offsets;
+    let head: u64 = read(skb, &o.skb_head).unwrap_or(0);
+    let nh: u16 = read(skb, &o.skb_network_header).unwrap_or(u16::MAX);
+    let th: u16 = read(skb, &o.skb_transport_header).unwrap_or(u16::MAX);
+    // `~0` marks a header that is not set.
+    if head == 0 || nh == u16::MAX || th == u16::MAX {
+        return false;
+    }
+    let ip = head + nh as u64;
+    let udp = head + th as u64;
+    let Some(first) = read_at::<u8>(ip) else {
+        return false;
+    };
+    id.laddr = [0; 16];
+    id.raddr = [0; 16];
+    match first >> 4 {
+        4 => {
+            let (Some(s), Some(d)) = (read_at::<[u8; 4]>(ip + 12), read_at::<[u8; 4]>(ip + 16))
+            else {
+                return false;
+            };
+            id.family = AF_INET;
+            id.laddr[..4].copy_from_slice(&s);
+            id.raddr[..4].copy_from_slice(&d);
+        }
+        6 => {
+            let (Some(s), Some(d)) = (read_at::<[u8; 16]>(ip + 8), read_at::<[u8; 16]>(ip + 24))
+            else {
+                return false;
+            };
+            id.family = AF_INET6;
+            id.laddr = s;
+            id.raddr = d;
+        }
+        _ => return false,
+    }
+    let (Some(sport), Some(dport)) = (read_at::<u16>(udp), read_at::<u16>(udp + 2)) else {
+        return false;
+    };
+    id.lport = u16::from_be(sport);
+    id.rport = u16::from_be(dport);
+    true
+}
+
+#[inline(always)]
+fn read_at<T>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
+}
+
 /// The inode number of the socket's file (`sock_i_ino`); 0 when it has none (orphaned).
 #[inline(always)]
 pub fn sock_ino(sk: u64) -> u64 {

@@ -1,27 +1,36 @@
 //! The hook-independent event path: identify the socket → resolve the sender → filter → sink.
 //! Nothing is reserved in the ring buffer before the filters pass.
 
-use crate::scratch::Observed;
 use crate::{
-    filter, ident, kernel,
-    scratch::Scratch,
+    filter, ident,
+    kernel::{self, SocketId},
+    scratch::{Observed, Scratch},
     sender::{mark_iface_seen, record_sender, sender_of},
     sink::{emit, Extra},
 };
-use sockmem_common::Hook;
+use sockmem_common::{
+    inflight::{SockIdent, VERDICT_FAIL, VERDICT_PASS},
+    Hook,
+};
 
 /// Identifies a socket and its sender into `ob` and applies every filter but the interface's;
 /// false if filtered out. `in_send` is true in the sender's `sendmsg` context (the sender is then
-/// recorded).
+/// recorded). `skb` (0 for socket events) is the datagram an unconnected UDP socket is judged by.
 #[inline(always)]
-fn admit(ob: &mut Observed, sk: u64, in_send: bool) -> bool {
+fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64) -> bool {
     ob.sk = sk;
     ob.has_skb = false;
     if !kernel::socket_id(sk, &mut ob.id) {
         return false;
     }
-    ob.sock = ident::identify(sk, &mut ob.id.lport, &mut ob.ino);
-    if !filter::socket_passes(&ob.id) {
+    let Some(e) = ident::identify(sk, &mut ob.id.lport) else {
+        return false;
+    };
+    // SAFETY: a map value, valid for this program's run.
+    let e = unsafe { &mut *e };
+    ob.sock = e.id;
+    ob.ino = e.ino;
+    if !socket_verdict(e, &mut ob.id, skb) {
         return false;
     }
     if in_send {
@@ -30,6 +39,33 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool) -> bool {
         sender_of(ob.sock, ob.hook, &mut ob.sender);
     }
     filter::sender_passes(ob.sender.tgid, &ob.sender.comm)
+}
+
+/// The socket filters' verdict, decided once per socket (again if it connects later).
+/// An unconnected UDP socket has no remote end: with a port or address filter each datagram is
+/// judged by its headers (and shown with them), and the socket's own events pass once one of
+/// its datagrams has.
+#[inline(always)]
+fn socket_verdict(e: &mut SockIdent, id: &mut SocketId, skb: u64) -> bool {
+    if id.protocol == kernel::IPPROTO_UDP && id.rport == 0 && filter::has_endpoint_filter() {
+        if skb == 0 {
+            return e.datagram_passed != 0;
+        }
+        if !kernel::datagram_endpoints(skb, id) || !filter::socket_passes(id) {
+            return false;
+        }
+        e.datagram_passed = 1;
+        return true;
+    }
+    if e.verdict == 0 || e.verdict_rport != id.rport {
+        e.verdict = if filter::socket_passes(id) {
+            VERDICT_PASS
+        } else {
+            VERDICT_FAIL
+        };
+        e.verdict_rport = id.rport;
+    }
+    e.verdict == VERDICT_PASS
 }
 
 /// Whether the filters keep a socket (recording its sender when `in_send`).
@@ -43,7 +79,7 @@ pub fn socket_kept(sk: u64, in_send: bool) -> bool {
     };
     let ob = scratch.get();
     ob.hook = 0;
-    admit(ob, sk, in_send) && (!filter::has_iface_filter() || ob.sender.iface_seen)
+    admit(ob, sk, in_send, 0) && (!filter::has_iface_filter() || ob.sender.iface_seen)
 }
 
 /// A socket-level event (no skb); false if filtered out.
@@ -57,7 +93,7 @@ pub fn socket_event(hook: Hook, sk: u64, in_send: bool, x: Extra) -> bool {
     };
     let ob = scratch.get();
     ob.hook = hook as u8;
-    if !admit(ob, sk, in_send) {
+    if !admit(ob, sk, in_send, 0) {
         return false;
     }
     // A socket event has no interface: with an interface filter, keep the sockets that have sent
@@ -96,7 +132,7 @@ pub fn skb_event(
     };
     let ob = scratch.get();
     ob.hook = hook as u8;
-    if !admit(ob, sk, false) {
+    if !admit(ob, sk, false, if read_skb { skb } else { 0 }) {
         return false;
     }
     let dev = match dev {

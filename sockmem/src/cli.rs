@@ -4,7 +4,10 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use sockmem_common::{Filter, Per};
+use sockmem_common::{
+    config::{FILTER_NETS, FILTER_PORTS},
+    Filter, Net, Per,
+};
 
 use crate::attach::hooks::Backend;
 
@@ -122,15 +125,19 @@ pub struct FilterArgs {
     /// Only sockets whose sender has this process id (tgid).
     #[arg(short = 'p', long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
-    /// Only sockets whose sender's command name (thread comm, at most 15 bytes) is exactly this.
+    /// Only sockets whose sender's command name (thread comm, at most 15 bytes) starts with
+    /// this (`python3` matches `python3.11`).
     #[arg(short = 'c', long, value_parser = parse_comm)]
     pub comm: Option<String>,
-    /// Only sockets with this port at either end.
+    /// Only sockets with this port at either end; repeat for any of several (at most 8).
     #[arg(short = 'P', long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
-    /// Only sockets with this IPv4 or IPv6 address at either end.
-    #[arg(short = 'a', long)]
-    pub addr: Option<IpAddr>,
+    pub port: Vec<u16>,
+    /// Only sockets with an address in this network at either end: an address or CIDR
+    /// (`10.0.0.2`, `10.0.0.0/24`, `fd00::/64`); repeat for any of several (at most 8). An IPv4
+    /// network also matches IPv4-mapped IPv6 addresses (`::ffff:10.0.0.2`, dual-stack sockets),
+    /// and an IPv4-mapped one the IPv4 addresses.
+    #[arg(short = 'a', long, value_parser = parse_net)]
+    pub addr: Vec<IpNet>,
     /// Only skbs on this interface (name), and sockets that sent through it.
     #[arg(short = 'i', long, value_parser = parse_ifname)]
     pub iface: Option<String>,
@@ -177,6 +184,26 @@ pub struct ProbeArgs {
     pub btf: Option<PathBuf>,
 }
 
+impl Cli {
+    /// Parses the command line; values that clap alone cannot judge (how many ports and
+    /// networks fit the programs) are usage errors too, with clap's exit code 2.
+    pub fn parse_valid() -> Cli {
+        let cli = Cli::parse();
+        let filters = match &cli.command {
+            Command::Trace(t) => Some(&t.filters),
+            Command::Hist(h) => Some(&h.filters),
+            Command::Probe(_) => None,
+        };
+        if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
+            use clap::CommandFactory;
+            Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, e)
+                .exit();
+        }
+        cli
+    }
+}
+
 fn parse_comm(s: &str) -> Result<String, String> {
     match s.len() {
         0 => Err("must not be empty".into()),
@@ -184,6 +211,77 @@ fn parse_comm(s: &str) -> Result<String, String> {
         n => Err(format!(
             "is {n} bytes; the kernel keeps at most 15 bytes of a command name"
         )),
+    }
+}
+
+/// An address range from `--addr`: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let (a, p) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("`{a}` is not an IPv4 or IPv6 address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match p {
+        None => max,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("`/{p}`: the prefix length must be 0 to {max}")),
+        },
+    };
+    Ok(IpNet { addr, prefix })
+}
+
+impl IpNet {
+    /// The in-kernel ranges: an IPv4 network also as its IPv4-mapped IPv6 range.
+    fn to_kernel(self) -> Vec<Net> {
+        let range = |family: i32, bytes: [u8; 16], prefix: u32| {
+            let mut mask = [0u8; 16];
+            for (i, m) in mask.iter_mut().enumerate() {
+                let bits = prefix.saturating_sub(8 * i as u32).min(8);
+                *m = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+            }
+            let masked: [u8; 16] = std::array::from_fn(|i| bytes[i] & mask[i]);
+            let (a0, a1) = sockmem_common::config::words(&masked);
+            let (m0, m1) = sockmem_common::config::words(&mask);
+            Net {
+                addr: [a0, a1],
+                mask: [m0, m1],
+                family: family as u16,
+                _pad: [0; 3],
+            }
+        };
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mut v4 = [0u8; 16];
+                v4[..4].copy_from_slice(&a.octets());
+                let mapped = a.to_ipv6_mapped().octets();
+                vec![
+                    range(libc::AF_INET, v4, self.prefix as u32),
+                    range(libc::AF_INET6, mapped, 96 + self.prefix as u32),
+                ]
+            }
+            // An IPv4-mapped range also matches the plain IPv4 addresses it maps.
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) if self.prefix >= 96 => {
+                    let mut plain = [0u8; 16];
+                    plain[..4].copy_from_slice(&v4.octets());
+                    vec![
+                        range(libc::AF_INET6, a.octets(), self.prefix as u32),
+                        range(libc::AF_INET, plain, self.prefix as u32 - 96),
+                    ]
+                }
+                _ => vec![range(libc::AF_INET6, a.octets(), self.prefix as u32)],
+            },
+        }
     }
 }
 
@@ -224,11 +322,10 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 }
 
 impl FilterArgs {
-    /// The in-kernel form of the filters.
-    pub fn to_kernel(&self) -> Filter {
+    /// The in-kernel form of the filters; too many ports or networks is a usage error.
+    pub fn to_kernel(&self) -> Result<Filter, String> {
         let mut f = Filter {
             tgid: self.pid.unwrap_or(0),
-            port: self.port.unwrap_or(0),
             protocol: match (self.tcp, self.udp) {
                 (true, _) => libc::IPPROTO_TCP as u8,
                 (_, true) => libc::IPPROTO_UDP as u8,
@@ -236,24 +333,32 @@ impl FilterArgs {
             },
             ..Filter::default()
         };
-        match self.addr {
-            Some(IpAddr::V4(a)) => {
-                f.addr_family = libc::AF_INET as u8;
-                f.addr[..4].copy_from_slice(&a.octets());
-            }
-            Some(IpAddr::V6(a)) => {
-                f.addr_family = libc::AF_INET6 as u8;
-                f.addr = a.octets();
-            }
-            None => {}
+        if self.port.len() > FILTER_PORTS {
+            return Err(format!("at most {FILTER_PORTS} --port values"));
         }
+        for (slot, p) in f.ports.iter_mut().zip(&self.port) {
+            *slot = *p;
+        }
+        f.n_ports = self.port.len() as u8;
+        let nets: Vec<Net> = self.addr.iter().flat_map(|n| n.to_kernel()).collect();
+        if nets.len() > FILTER_NETS {
+            return Err(format!(
+                "at most {FILTER_NETS} address ranges (an IPv4 --addr counts twice: also as \
+                 IPv4-mapped IPv6)"
+            ));
+        }
+        for (slot, n) in f.nets.iter_mut().zip(&nets) {
+            *slot = *n;
+        }
+        f.n_nets = nets.len() as u8;
         if let Some(c) = &self.comm {
             f.comm[..c.len()].copy_from_slice(c.as_bytes());
+            f.comm_len = c.len() as u8;
         }
         if let Some(i) = &self.iface {
             f.ifname[..i.len()].copy_from_slice(i.as_bytes());
         }
-        f
+        Ok(f)
     }
 }
 
@@ -322,14 +427,75 @@ mod tests {
         };
         assert_eq!(t.ring_size, 65536);
         assert_eq!(t.duration, Some(Duration::from_millis(1500)));
-        let f = t.filters.to_kernel();
+        let f = t.filters.to_kernel().expect("fits the programs");
         assert_eq!(f.tgid, 42);
-        assert_eq!(f.port, 5201);
+        assert_eq!((f.n_ports, f.ports[0]), (1, 5201));
         assert_eq!(f.protocol, 17);
-        assert_eq!(f.addr_family, 2);
-        assert_eq!(&f.addr[..4], &[10, 1, 2, 3]);
-        assert_eq!(&f.comm[..7], b"iperf3\0");
+        assert_eq!(f.n_nets, 2, "an IPv4 address and its IPv4-mapped IPv6 form");
+        let v4 = |a: [u8; 4]| {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a);
+            b
+        };
+        assert!(f.nets[0].contains(2, &v4([10, 1, 2, 3])));
+        assert!(!f.nets[0].contains(2, &v4([10, 1, 2, 4])));
+        assert!(
+            !f.nets[0].contains(10, &v4([10, 1, 2, 3])),
+            "family matters"
+        );
+        let mapped = "::ffff:10.1.2.3"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        assert!(f.nets[1].contains(10, &mapped), "dual-stack peer");
+        assert_eq!((&f.comm[..7], f.comm_len), (&b"iperf3\0"[..], 6));
         assert_eq!(&f.ifname[..6], b"veth0\0");
+    }
+
+    #[test]
+    fn cidr_ranges_and_repeated_values() {
+        let cli = parse(&[
+            "trace",
+            "-a",
+            "10.0.0.0/24",
+            "-a",
+            "fd00::/64",
+            "-P",
+            "80",
+            "-P",
+            "443",
+        ])
+        .expect("valid arguments");
+        let Command::Trace(t) = cli.command else {
+            panic!("trace parses as Trace")
+        };
+        let f = t.filters.to_kernel().expect("fits the programs");
+        assert_eq!((f.n_ports, &f.ports[..2]), (2, &[80, 443][..]));
+        assert_eq!(f.n_nets, 3);
+        let v4 = |a: [u8; 4]| {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a);
+            b
+        };
+        let in_any = |family, b: &[u8; 16]| f.nets[..3].iter().any(|n| n.contains(family, b));
+        assert!(in_any(2, &v4([10, 0, 0, 200])));
+        assert!(!in_any(2, &v4([10, 0, 1, 1])));
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert!(in_any(10, &v6("fd00::1234")));
+        assert!(in_any(10, &v6("::ffff:10.0.0.9")));
+        assert!(!in_any(10, &v6("fd00:0:0:1::1")));
+        for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0/8", "x/1"] {
+            assert!(parse(&["trace", "-a", bad]).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (1..=9)
+            .flat_map(|p| ["-P".to_owned(), p.to_string()])
+            .collect();
+        let mut args = vec!["trace"];
+        args.extend(many.iter().map(String::as_str));
+        let Command::Trace(t) = parse(&args).expect("clap takes them").command else {
+            panic!("trace parses as Trace")
+        };
+        assert!(t.filters.to_kernel().is_err(), "nine ports do not fit");
     }
 
     #[test]
@@ -353,9 +519,12 @@ mod tests {
             panic!("trace parses as Trace")
         };
         assert_eq!(t.session.backend, Some(Backend::Kprobe));
-        let f = t.filters.to_kernel();
-        assert_eq!(f.addr_family, 10);
-        assert_eq!(f.addr[15], 1);
-        assert_eq!(f.addr[0], 0xfd);
+        let f = t.filters.to_kernel().expect("fits the programs");
+        assert_eq!(f.n_nets, 1);
+        let addr = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        assert!(f.nets[0].contains(10, &addr));
+        let mut other = addr;
+        other[15] = 2;
+        assert!(!f.nets[0].contains(10, &other), "a /128 is one address");
     }
 }

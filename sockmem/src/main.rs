@@ -10,11 +10,9 @@ mod session;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // Usage errors exit with code 2 from here.
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_valid();
     let result = match cli.command {
         cli::Command::Trace(args) => cmd::trace::run(args),
         cli::Command::Hist(args) => cmd::hist::run(args),

@@ -33,7 +33,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
     // Open the output first: a bad path should fail before any program runs.
     let mut out = session::open_output(args.output.as_deref())?;
     let mut session = session::start(&session::Options {
-        filter: args.filters.to_kernel(),
+        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
         args: &args.session,
         ring_size: 4096,
         mode: MODE_HIST,

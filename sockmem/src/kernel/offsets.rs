@@ -56,6 +56,8 @@ const FIELDS: &[Field] = &[
     Field { strukt: "sk_buff", path: "next", size: 8, slot: |o| &mut o.skb_next },
     Field { strukt: "sock", path: "__sk_common.skc_refcnt", size: 4, slot: |o| &mut o.sk_refcnt },
     Field { strukt: "sock", path: "sk_socket", size: 8, slot: |o| &mut o.sk_socket },
+    Field { strukt: "sk_buff", path: "network_header", size: 2, slot: |o| &mut o.skb_network_header },
+    Field { strukt: "sk_buff", path: "transport_header", size: 2, slot: |o| &mut o.skb_transport_header },
 ];
 
 /// The three locations `FieldOffsets::socket_ino` is computed from.
