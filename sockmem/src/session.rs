@@ -15,8 +15,8 @@ use sockmem_common::{names, Config, Filter, Per};
 
 use crate::{
     attach::{self, hooks::Backend, loader, HookReport, Mode},
-    cli::SessionArgs,
-    kernel::{btf::Btf, features::Kernel, offsets},
+    cli::{FilterArgs, SessionArgs},
+    kernel::{btf::Btf, features::Kernel, interfaces, offsets},
     output::{self, OutputFile},
     render::{Finish, HookLine},
 };
@@ -78,6 +78,59 @@ pub struct Session {
 }
 
 /// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
+/// Checks the filters against the machine: an interface no namespace has is an error (listing
+/// the real ones); a process id or command name that nothing running has is worth a warning
+/// (it may start later).
+pub fn check_filters(f: &FilterArgs) -> anyhow::Result<()> {
+    if let Some(iface) = &f.iface {
+        let all = interfaces::all();
+        if !all.contains_key(iface) {
+            let known: Vec<String> = all
+                .iter()
+                .map(|(name, ns)| match ns.contains("this") {
+                    true => name.clone(),
+                    false => format!("{name} ({})", ns.iter().next().cloned().unwrap_or_default()),
+                })
+                .collect();
+            bail!(
+                "no interface `{iface}` in any network namespace; there are: {}",
+                known.join(", ")
+            );
+        }
+    }
+    if let Some(pid) = f.pid {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "sockmem: warning: no process {pid} is running; --pid {pid} matches nothing \
+                 unless it starts"
+            );
+        }
+    }
+    if let Some(comm) = &f.comm {
+        if !any_thread_named(comm) {
+            eprintln!(
+                "sockmem: warning: no running thread's command name starts with `{comm}` \
+                 (see `ps -eLo comm`); --comm matches nothing until one does"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn any_thread_named(prefix: &str) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.flatten().any(|p| {
+        std::fs::read_dir(p.path().join("task")).is_ok_and(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim_end_matches('\n').starts_with(prefix))
+            })
+        })
+    })
+}
+
 /// A `--btf` file is read whole: anything far larger than a kernel's BTF (5–10 MB) is not one.
 const BTF_MAX_BYTES: u64 = 256 << 20;
 

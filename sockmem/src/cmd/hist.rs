@@ -30,6 +30,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         .per
         .map(PerArg::to_kernel)
         .unwrap_or(sockmem_common::Per::Total);
+    session::check_filters(&args.filters)?;
     // Open the output first: a bad path should fail before any program runs.
     let mut out = session::open_output(args.output.as_deref())?;
     let mut session = session::start(&session::Options {

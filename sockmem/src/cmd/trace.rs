@@ -64,6 +64,7 @@ impl Pipeline {
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    session::check_filters(&args.filters)?;
     // Checked before any program runs; the file is in place only when the run succeeds.
     let out = session::open_output(args.output.as_deref())?;
     let mut session = session::start(&session::Options {

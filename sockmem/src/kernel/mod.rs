@@ -2,4 +2,5 @@
 //! attach (kprobes, symbols, fentry targets).
 pub mod btf;
 pub mod features;
+pub mod interfaces;
 pub mod offsets;
