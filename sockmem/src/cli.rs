@@ -117,6 +117,10 @@ pub struct SessionArgs {
     /// a socket's first sender, exhausted scratch slots or cut skb lists.
     #[arg(long)]
     pub debug: bool,
+    /// Fail when a hook's program does not load although the kernel has its attach point
+    /// (a verifier rejection, say), instead of warning and running without it.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Filters shared by every command. All of them apply in the kernel.

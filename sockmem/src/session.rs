@@ -195,6 +195,21 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
         None => Mode::Auto,
     };
     let reports = attach::attach_all(&mut ebpf, &kernel, mode)?;
+    let defects = attach::defects(&reports);
+    for (hook, backend, why) in &defects {
+        eprintln!(
+            "sockmem: warning: hook `{}` did not load via {backend} although this kernel has its \
+             attach point: {}",
+            hook.name(),
+            why.explain()
+        );
+    }
+    if o.args.strict && !defects.is_empty() {
+        bail!(
+            "--strict: {} hook program(s) failed to load (warnings above)",
+            defects.len()
+        );
+    }
     if let Err(why) = attach::attach_context(&mut ebpf, &kernel) {
         eprintln!(
             "sockmem: warning: cannot tell softirq from process context ({}); events in \

@@ -88,6 +88,21 @@ impl AttachError {
         }
     }
 
+    /// The kernel has the attach point but sockmem's program did not load or attach there: a
+    /// defect to report loudly, not a fact of the kernel (missing hook, policy refusing a program
+    /// type).
+    pub fn is_defect(&self) -> bool {
+        matches!(
+            self,
+            AttachError::TracepointSignature { .. }
+                | AttachError::ProgramMissing { .. }
+                | AttachError::ProgramKind { .. }
+                | AttachError::VerifierRejected { .. }
+                | AttachError::Load { .. }
+                | AttachError::Attach { .. }
+        )
+    }
+
     /// The message with its causes, `a: b: c`, as users read it.
     pub fn explain(&self) -> String {
         format!("{:#}", anyhow::Error::new(self.clone()))

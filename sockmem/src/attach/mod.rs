@@ -294,6 +294,19 @@ fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
     }
 }
 
+/// Load failures of hooks whose attach point the kernel has: `(hook, backend, why)`.
+pub fn defects(reports: &[HookReport]) -> Vec<(Hook, Backend, &AttachError)> {
+    reports
+        .iter()
+        .flat_map(|r| {
+            r.outcomes.iter().filter_map(move |(b, o)| match o {
+                Outcome::Unavailable(e) if e.is_defect() => Some((r.hook, *b, e)),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
 /// `sockmem trace -v`: which backend each hook got and why the better ones did not work.
 pub fn describe_choices(reports: &[HookReport]) -> Vec<String> {
     let mut lines = Vec::new();
@@ -338,4 +351,41 @@ pub fn attach_context(ebpf: &mut Ebpf, kernel: &Kernel) -> Result<(), AttachErro
 /// Context for errors of the whole attach step.
 pub fn attach_all(ebpf: &mut Ebpf, kernel: &Kernel, mode: Mode) -> anyhow::Result<Vec<HookReport>> {
     attach_hooks(ebpf, kernel, mode).context("attaching sockmem's hooks")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn only_failures_at_existing_attach_points_are_defects() {
+        let eperm = || Arc::new(std::io::Error::from_raw_os_error(libc::EPERM));
+        let report = HookReport {
+            hook: Hook::QdiscDequeue,
+            chosen: Some(Backend::Tracepoint),
+            outcomes: vec![
+                (
+                    Backend::Fentry,
+                    Outcome::Unavailable(AttachError::LoadRefused { source: eperm() }),
+                ),
+                (
+                    Backend::Kprobe,
+                    Outcome::Unavailable(AttachError::KprobesUnsupported { pmu: "x" }),
+                ),
+                (
+                    Backend::Tracepoint,
+                    Outcome::Unavailable(AttachError::VerifierRejected {
+                        log_tail: "BPF program is too large".into(),
+                        source: eperm(),
+                    }),
+                ),
+            ],
+        };
+        let d = defects(std::slice::from_ref(&report));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].0, d[0].1), (Hook::QdiscDequeue, Backend::Tracepoint));
+        assert_eq!(d[0].2.code(), "verifier_rejected");
+    }
 }
