@@ -55,10 +55,11 @@ pub struct FieldOffsets {
     /// ports of a datagram sent on an unconnected UDP socket are only in its headers.
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
+    /// `task_struct.pid` (the thread id): whom `sched_switch` switches in.
+    pub task_pid: u32,
     /// From a `struct socket` to its inode's `i_ino`: the socket lives in a `socket_alloc` next
     /// to its `vfs_inode`, so this is `socket_alloc.vfs_inode + inode.i_ino - socket_alloc.socket`.
     pub socket_ino: u32,
-    pub _pad: u32,
 }
 
 /// How many `--port`s and `--addr`s the programs take.
@@ -132,7 +133,11 @@ pub struct Config {
     pub mode: u32,
     /// A [`crate::Per`] as `u32`: how histograms are keyed.
     pub per: u32,
-    pub _pad: u32,
+    /// How many of `send_syscalls` are set.
+    pub n_send_syscalls: u32,
+    /// This architecture's numbers of the system calls that send on a socket (`write`, `writev`,
+    /// `sendto`, `sendmsg`, `sendmmsg`, `pwritev2`): `send_blocked` measures sleeps inside them.
+    pub send_syscalls: [u32; 6],
 }
 
 /// Every event goes to the ring buffer.
@@ -143,7 +148,7 @@ pub const MODE_HIST: u32 = 1;
 const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 104);
 const _: () = assert!(core::mem::size_of::<Net>() == 40);
 const _: () = assert!(core::mem::size_of::<Filter>() == 376);
-const _: () = assert!(core::mem::size_of::<Config>() == 496);
+const _: () = assert!(core::mem::size_of::<Config>() == 520);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

@@ -9,7 +9,7 @@ pub const SLOTS: usize = 64;
 pub enum HistKind {
     /// `tcp_sendmsg` entry → return, ns.
     SendmsgTime = 1,
-    /// Time `sendmsg` slept waiting for send-buffer space, ns.
+    /// Time the sender slept inside a send system call (per call that slept), ns.
     SendBlocked = 2,
     /// qdisc enqueue → dequeue of the same skb, ns.
     QdiscSojourn = 3,

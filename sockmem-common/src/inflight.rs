@@ -52,6 +52,24 @@ pub struct SockIdent {
     pub _pad: u16,
 }
 
+/// A send system call in progress on a thread (`send_blocked`), keyed by thread id. Entries of
+/// calls that were not on a socket (a `write` to a file) stay until the thread's next send call
+/// resets them; they only accumulate while `start_ns` is set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SendCall {
+    /// When the thread entered the call (0: consumed by its `sendmsg` return).
+    pub start_ns: u64,
+    /// When it went to sleep, while asleep (0: running).
+    pub sleep_start_ns: u64,
+    /// Time asleep so far in this call.
+    pub blocked_ns: u64,
+    pub sleeps: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SendCall>() == 32);
+
 pub const VERDICT_PASS: u8 = 1;
 pub const VERDICT_FAIL: u8 = 2;
 

@@ -57,6 +57,13 @@ pub fn has_endpoint_filter() -> bool {
     unsafe { read_volatile(&f.n_ports) != 0 || read_volatile(&f.n_nets) != 0 }
 }
 
+/// The process id filter alone (where the command name is not at hand).
+#[inline(always)]
+pub fn sender_pid_passes(tgid: u32) -> bool {
+    let want = unsafe { read_volatile(&config().filter.tgid) };
+    want == 0 || want == tgid
+}
+
 /// Filters on the sending process: its tgid, and a prefix of its command name.
 #[inline(always)]
 pub fn sender_passes(tgid: u32, comm: &[u8; 16]) -> bool {

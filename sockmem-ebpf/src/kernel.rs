@@ -190,6 +190,27 @@ fn read_at<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(addr as *const T).ok() }
 }
 
+/// Whether `id` is one of the system calls that send on a socket.
+#[inline(always)]
+pub fn is_send_syscall(id: u32) -> bool {
+    let c = config();
+    let n = unsafe { read_volatile(&c.n_send_syscalls) } as usize;
+    let mut i = 0;
+    while i < 6 {
+        if i < n && unsafe { read_volatile(&c.send_syscalls[i]) } == id {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A task's thread id (`task_struct.pid`).
+#[inline(always)]
+pub fn task_pid(task: u64) -> u32 {
+    read(task, &config().offsets.task_pid).unwrap_or(0)
+}
+
 /// The inode number of the socket's file (`sock_i_ino`); 0 when it has none (orphaned).
 #[inline(always)]
 pub fn sock_ino(sk: u64) -> u64 {

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use sockmem_common::{
     hist::{Hist, HistKey},
-    inflight::{SendStart, SkbTrack, SockIdent},
+    inflight::{SendCall, SendStart, SkbTrack, SockIdent},
     Config,
 };
 
@@ -77,9 +77,9 @@ pub static ZERO_HIST: PerCpuArray<Hist> = PerCpuArray::with_max_entries(1, 0);
 pub static COUNTERS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(sockmem_common::hist::counter::COUNT, 0);
 
-/// `sk_stream_wait_memory` calls in progress, keyed by thread id.
+/// Send system calls in progress, keyed by thread id (see `hooks::send::syscall_enter`).
 #[map]
-pub static WAITS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(16384, 0);
+pub static SEND_CALLS: LruHashMap<u32, SendCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// `sk_wmem_queued` at `tcp_ack` entry, per CPU.
 #[map]

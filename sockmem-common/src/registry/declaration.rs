@@ -29,19 +29,16 @@ macro_rules! hook_registry {
                     name: "send_blocked",
                     stage: Send,
                     runs: SenderPath,
-                    value: Hidden,
+                    value: Named("sleeps"),
                     duration: Named("took"),
                     skb: false,
-                    shows: "`sendmsg` slept for send-buffer space (`took`)",
-                    fentry: [
-                        fentry fentry_sk_stream_wait_memory("sk_stream_wait_memory") => send::wait_enter(0);
-                        fexit fexit_sk_stream_wait_memory("sk_stream_wait_memory") => send::wait_exit(ret);
+                    shows: "the sending task slept inside a send system call (`write`, `writev`, `sendto`, `sendmsg`, `sendmmsg`), TCP and UDP alike: `took` = time asleep from entering the call to `sendmsg` returning, `sleeps` = how often. Reported when `sendmsg_ret` fires, so it needs that hook",
+                    fentry: [],
+                    kprobe: [],
+                    tracepoint: [
+                        tracepoint tp_sys_enter("raw_syscalls":"sys_enter" [1: "long"]) => send::syscall_enter(1);
+                        tracepoint tp_sched_switch("sched":"sched_switch" [2: "struct task_struct *", 3: "unsigned int"]) => send::sched_switch(2, 3);
                     ],
-                    kprobe: [
-                        kprobe kprobe_sk_stream_wait_memory("sk_stream_wait_memory") => send::wait_enter(0);
-                        kretprobe kretprobe_sk_stream_wait_memory("sk_stream_wait_memory") => send::wait_exit(ret);
-                    ],
-                    tracepoint: [],
                 }
                 SendmsgReturn = 2 {
                     name: "sendmsg_ret",

@@ -1,11 +1,18 @@
-//! The `sendmsg` call: data copied into the write queue, blocking for memory, the return.
+//! The send call: data copied into the write queue, the sender asleep inside the call, the
+//! return.
 
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_get_current_pid_tgid};
-use sockmem_common::{event::FLAG_SEND_START, hist::counter, inflight::SendStart, HistKind, Hook};
+use sockmem_common::{
+    event::FLAG_SEND_START,
+    hist::counter,
+    inflight::{SendCall, SendStart},
+    HistKind, Hook,
+};
 
 use crate::{
+    filter,
     kernel::{self, now},
-    maps::{count, SENDS, WAITS},
+    maps::{count, SENDS, SEND_CALLS},
     observe::{socket_event, socket_kept},
     sink::Extra,
 };
@@ -71,9 +78,21 @@ pub fn sendmsg_return(sk: u64, ret: u64) {
         }
         let _ = SENDS.remove(tid);
     }
+    // The system call's own start (`send_blocked`'s programs): the whole call, also for UDP
+    // where no backend sees `udp_sendmsg` begin, and the time it slept.
+    let call = take_send_call(tid);
+    if !matched && call.start_ns != 0 {
+        duration = now().saturating_sub(call.start_ns);
+        matched = true;
+    }
     let mut x = Extra::timed(ret as i64, duration);
     if matched {
         x = x.with_sample(HistKind::SendmsgTime, duration);
+    }
+    if call.blocked_ns > 0 {
+        let b = Extra::timed(call.sleeps as i64, call.blocked_ns)
+            .with_sample(HistKind::SendBlocked, call.blocked_ns);
+        socket_event(Hook::SendBlocked, sk, true, b);
     }
     if socket_event(Hook::SendmsgReturn, sk, true, x) {
         count(if matched {
@@ -84,27 +103,80 @@ pub fn sendmsg_return(sk: u64, ret: u64) {
     }
 }
 
-/// `sk_stream_wait_memory` entry: the sender is about to sleep for send-buffer space.
+/// `raw_syscalls:sys_enter`: a thread enters a system call that may send on a socket; from now
+/// until its `sendmsg` returns, the time it sleeps is counted (`sched_switch`). Runs on every
+/// system call, so it returns at once for any other call and for senders the filters exclude.
 #[inline(always)]
-pub fn wait_enter(sk: u64) {
+pub fn syscall_enter(id: u64) {
+    if !kernel::ready() || !kernel::is_send_syscall(id as u32) {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !filter::sender_pid_passes((pid_tgid >> 32) as u32) {
+        return;
+    }
+    let call = SendCall {
+        start_ns: now(),
+        sleep_start_ns: 0,
+        blocked_ns: 0,
+        sleeps: 0,
+        _pad: 0,
+    };
+    let _ = SEND_CALLS.insert(pid_tgid as u32, call, BPF_ANY as u64);
+}
+
+/// `sched:sched_switch`: the current thread leaves the CPU (asleep when `prev_state` is not
+/// running: preemption is not blocking) and `next` comes back.
+#[inline(always)]
+pub fn sched_switch(next: u64, prev_state: u64) {
     if !kernel::ready() {
         return;
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let start = SendStart { sk, ts_ns: now() };
-    let _ = WAITS.insert(tid, start, BPF_ANY as u64);
+    let t = now();
+    if prev_state as u32 != 0 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if let Some(c) = SEND_CALLS.get_ptr_mut(tid) {
+            unsafe {
+                if (*c).start_ns != 0 {
+                    (*c).sleep_start_ns = t;
+                }
+            }
+        }
+    }
+    if let Some(c) = SEND_CALLS.get_ptr_mut(kernel::task_pid(next)) {
+        unsafe {
+            if (*c).sleep_start_ns != 0 {
+                (*c).blocked_ns += t.saturating_sub((*c).sleep_start_ns);
+                (*c).sleeps += 1;
+                (*c).sleep_start_ns = 0;
+            }
+        }
+    }
 }
 
+/// The current thread's send call as `sendmsg` returns (all zero when there is none),
+/// consumed: later returns in the same call start from zero. Plain values rather than an
+/// `Option` of a tuple, whose unset payload the verifier rejects as uninitialised.
 #[inline(always)]
-pub fn wait_exit(ret: u64) {
-    let ret = ret as i32 as i64;
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(s) = (unsafe { WAITS.get(tid) }) else {
-        return;
+fn take_send_call(tid: u32) -> SendCall {
+    let mut taken = SendCall {
+        start_ns: 0,
+        sleep_start_ns: 0,
+        blocked_ns: 0,
+        sleeps: 0,
+        _pad: 0,
     };
-    let (sk, ts) = (s.sk, s.ts_ns);
-    let _ = WAITS.remove(tid);
-    let waited = now().saturating_sub(ts);
-    let x = Extra::timed(ret, waited).with_sample(HistKind::SendBlocked, waited);
-    socket_event(Hook::SendBlocked, sk, true, x);
+    if let Some(c) = SEND_CALLS.get_ptr_mut(tid) {
+        unsafe {
+            if (*c).start_ns != 0 {
+                taken.start_ns = (*c).start_ns;
+                taken.blocked_ns = (*c).blocked_ns;
+                taken.sleeps = (*c).sleeps;
+                (*c).start_ns = 0;
+                (*c).blocked_ns = 0;
+                (*c).sleeps = 0;
+            }
+        }
+    }
+    taken
 }

@@ -67,6 +67,16 @@ pub fn kernel_release() -> String {
     release.to_string_lossy().into_owned()
 }
 
+/// The system calls that send on a socket, numbered for the architecture sockmem runs on.
+const SEND_SYSCALLS: [libc::c_long; 6] = [
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_pwritev2,
+];
+
 /// The configuration global for this kernel and these filters.
 pub fn config(btf: &Btf, filter: Filter) -> anyhow::Result<Config> {
     let offsets = offsets::resolve(btf).context("resolving kernel struct offsets from BTF")?;
@@ -75,8 +85,9 @@ pub fn config(btf: &Btf, filter: Filter) -> anyhow::Result<Config> {
         filter,
         ready: 1,
         mode: MODE_TRACE,
+        n_send_syscalls: SEND_SYSCALLS.len() as u32,
+        send_syscalls: SEND_SYSCALLS.map(|n| n as u32),
         per: Per::Total as u32,
-        _pad: 0,
     })
 }
 

@@ -58,6 +58,7 @@ const FIELDS: &[Field] = &[
     Field { strukt: "sock", path: "sk_socket", size: 8, slot: |o| &mut o.sk_socket },
     Field { strukt: "sk_buff", path: "network_header", size: 2, slot: |o| &mut o.skb_network_header },
     Field { strukt: "sk_buff", path: "transport_header", size: 2, slot: |o| &mut o.skb_transport_header },
+    Field { strukt: "task_struct", path: "pid", size: 4, slot: |o| &mut o.task_pid },
 ];
 
 /// The three locations `FieldOffsets::socket_ino` is computed from.
