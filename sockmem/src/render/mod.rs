@@ -136,7 +136,10 @@ mod tests {
                 "ret=65536 took=147.2us",
             ),
             (info(Hook::SendmsgReturn, -11, 0, 0), "ret=-11"),
-            (info(Hook::SendBlocked, 0, 25_000_000, 0), "took=25.0ms"),
+            (
+                info(Hook::SendBlocked, 2, 25_000_000, 0),
+                "sleeps=2 took=25.0ms",
+            ),
             (info(Hook::DriverDone, 0, 641, 0), "rc=0 in_driver=641ns"),
             (info(Hook::SkbFree, 1, 12_200, 0), "charged after=12.2us"),
             (info(Hook::SkbFree, 0, 12_200, 0), "orphaned after=12.2us"),
