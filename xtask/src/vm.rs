@@ -24,7 +24,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::build::{build_ebpf, workspace_root};
+use crate::{build::workspace_root, setup};
 use qemu::Outcome;
 
 /// The kernel series `--kernel all` stands for.
@@ -331,11 +331,11 @@ fn run_tests(
 /// Builds the tests as `cargo xtask test` would and returns package sockmem's integration test
 /// executables (from cargo's JSON messages).
 fn build_tests(release: bool) -> anyhow::Result<Vec<TestExe>> {
-    let obj = build_ebpf()?;
+    // sockmem's build script builds the eBPF object with what this installs.
+    setup::ensure_toolchain()?;
     let root = workspace_root();
     let mut c = Command::new("cargo");
     c.current_dir(&root)
-        .env("SOCKMEM_EBPF_OBJ", &obj)
         // Only the integration tests (tests/*.rs) and the binary they run; not --workspace:
         // the eBPF crate does not build for the host.
         .args(["test", "--no-run", "--package", "sockmem", "--test", "*"])
