@@ -13,7 +13,7 @@ mod qemu;
 
 use std::{
     io::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicU32, AtomicUsize, Ordering},
@@ -23,6 +23,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use serde::Deserialize;
 
 use crate::{build::workspace_root, setup};
 use qemu::Outcome;
@@ -130,7 +131,7 @@ fn valid_name(k: &str) -> bool {
 }
 
 /// A guest script that enters `cwd`, sets `vars`, then runs `body`.
-fn script(cwd: &std::path::Path, vars: &[(String, String)], body: &str) -> anyhow::Result<String> {
+fn script(cwd: &Path, vars: &[(String, String)], body: &str) -> anyhow::Result<String> {
     let cwd = cwd
         .to_str()
         .with_context(|| format!("`{}` is not UTF-8", cwd.display()))?;
@@ -346,49 +347,127 @@ fn build_tests(release: bool) -> anyhow::Result<Vec<TestExe>> {
     if !out.status.success() {
         bail!("building the tests failed ({})", out.status);
     }
-    let manifest = root.join("sockmem/Cargo.toml");
-    let manifest = manifest.to_string_lossy();
-    let mut tests = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let is_test = json_str(line, "reason").as_deref() == Some("compiler-artifact")
-            && json_str(line, "manifest_path").as_deref() == Some(&*manifest)
-            && line.contains(r#""kind":["test"]"#);
-        if let (true, Some(path)) = (is_test, json_str(line, "executable")) {
-            // deps/trace-0123abcd → trace
-            let file = path.rsplit('/').next().unwrap_or(&path);
-            let name = file.rsplit_once('-').map_or(file, |(n, _)| n).to_owned();
-            tests.push(TestExe { name, path });
-        }
-    }
+    let tests = test_executables(
+        &String::from_utf8_lossy(&out.stdout),
+        &root.join("sockmem/Cargo.toml"),
+    )
+    .context("reading cargo's JSON messages")?;
     if tests.is_empty() {
         bail!("cargo built no integration test of package sockmem (sockmem/tests/)");
     }
     Ok(tests)
 }
 
-/// The string value of `"key":"…"` in one line of cargo's compact JSON. Enough for the
-/// top-level keys we read: a quote inside a string value is always escaped, so the pattern
-/// cannot match inside one.
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let mut out = String::new();
-    let mut chars = line[start..].chars();
-    loop {
-        match chars.next()? {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'b' => out.push('\u{8}'),
-                'f' => out.push('\u{c}'),
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                c => out.push(c), // \" \\ \/
-            },
-            c => out.push(c),
+/// The fields we read of one line of cargo's `--message-format=json` output.
+#[derive(Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+enum CargoMessage {
+    CompilerArtifact(Artifact),
+    /// build-script-executed, compiler-message, build-finished, ...
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Artifact {
+    manifest_path: PathBuf,
+    target: ArtifactTarget,
+    /// Set for binaries and test executables.
+    executable: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct ArtifactTarget {
+    /// `["test"]` for an integration test, `["bin"]`, `["lib"]`, ...
+    kind: Vec<String>,
+    /// For an integration test the file stem: `tests/trace.rs` → `trace`.
+    name: String,
+}
+
+/// The integration test executables of the package at `manifest` among cargo's messages.
+fn test_executables(messages: &str, manifest: &Path) -> anyhow::Result<Vec<TestExe>> {
+    let mut tests = Vec::new();
+    // Cargo writes one JSON object per line; anything else on stdout is not ours to read.
+    for line in messages.lines().filter(|l| l.starts_with('{')) {
+        let message: CargoMessage = serde_json::from_str(line)
+            .with_context(|| format!("unexpected cargo message `{line}`"))?;
+        let CargoMessage::CompilerArtifact(artifact) = message else {
+            continue;
+        };
+        let is_test =
+            artifact.manifest_path == manifest && artifact.target.kind.iter().any(|k| k == "test");
+        if let (true, Some(path)) = (is_test, artifact.executable) {
+            let path = path
+                .into_os_string()
+                .into_string()
+                .map_err(|p| anyhow::anyhow!("test executable {p:?}: path is not UTF-8"))?;
+            tests.push(TestExe {
+                name: artifact.target.name,
+                path,
+            });
         }
+    }
+    Ok(tests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines of `cargo test --no-run --package sockmem --test '*' --message-format=json`,
+    /// shortened: a dependency, a build script, the binary, the three test executables, a
+    /// warning whose rendered text quotes JSON-like text, another package's test, the end.
+    const CARGO_MESSAGES: &str = r#"{"reason":"compiler-artifact","package_id":"registry+https://github.com/rust-lang/crates.io-index#libc@0.2.191","manifest_path":"/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/libc-0.2.191/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"libc","src_path":"/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/libc-0.2.191/src/lib.rs","edition":"2021","doc":true,"doctest":true,"test":false},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":false},"features":["default","std"],"filenames":["/work/sockmem/target/release/deps/liblibc-5e1c2a1f4a1f3bc6.rlib","/work/sockmem/target/release/deps/liblibc-5e1c2a1f4a1f3bc6.rmeta"],"executable":null,"fresh":true}
+{"reason":"build-script-executed","package_id":"path+file:///work/sockmem/sockmem#0.1.0","linked_libs":[],"linked_paths":[],"cfgs":[],"env":[["SOCKMEM_EBPF_OBJ","/work/sockmem/target/release/build/sockmem-64a22ac57285345d/out/sockmem-ebpf"]],"out_dir":"/work/sockmem/target/release/build/sockmem-64a22ac57285345d/out"}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["bin"],"crate_types":["bin"],"name":"sockmem","src_path":"/work/sockmem/sockmem/src/main.rs","edition":"2021","doc":true,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":false},"features":[],"filenames":["/work/sockmem/target/release/sockmem"],"executable":"/work/sockmem/target/release/sockmem","fresh":false}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"trace","src_path":"/work/sockmem/sockmem/tests/trace.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/trace-65f61e3bb7fd88c9"],"executable":"/work/sockmem/target/release/deps/trace-65f61e3bb7fd88c9","fresh":false}
+{"reason":"compiler-message","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"hist","src_path":"/work/sockmem/sockmem/tests/hist.rs","edition":"2021","doc":false,"doctest":false,"test":true},"message":{"rendered":"warning: unused variable: `s`\n --> sockmem/tests/hist.rs:9:9\n  |\n9 |     let s = \"\\\"reason\\\":\\\"compiler-artifact\\\",\\\"executable\\\":\\\"/bin/false\\\"\";\n  |         ^ help: if this is intentional, prefix it with an underscore: `_s`\n\n","$message_type":"diagnostic","children":[],"code":{"code":"unused_variables","explanation":null},"level":"warning","message":"unused variable: `s`","spans":[]}}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"hist","src_path":"/work/sockmem/sockmem/tests/hist.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/hist-0ebb18b560097447"],"executable":"/work/sockmem/target/release/deps/hist-0ebb18b560097447","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"backends","src_path":"/work/sockmem/sockmem/tests/backends.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/backends-ef031976407f84dc"],"executable":"/work/sockmem/target/release/deps/backends-ef031976407f84dc","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem-common#0.1.0","manifest_path":"/work/sockmem/sockmem-common/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"slots","src_path":"/work/sockmem/sockmem-common/tests/slots.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/slots-1d2c3b4a59687f00"],"executable":"/work/sockmem/target/release/deps/slots-1d2c3b4a59687f00","fresh":true}
+{"reason":"build-finished","success":true}
+"#;
+
+    #[test]
+    fn test_executables_are_the_packages_integration_tests() {
+        let manifest = Path::new("/work/sockmem/sockmem/Cargo.toml");
+        let tests = test_executables(CARGO_MESSAGES, manifest).unwrap();
+        let found: Vec<(&str, &str)> = tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.path.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "trace",
+                    "/work/sockmem/target/release/deps/trace-65f61e3bb7fd88c9"
+                ),
+                (
+                    "hist",
+                    "/work/sockmem/target/release/deps/hist-0ebb18b560097447"
+                ),
+                (
+                    "backends",
+                    "/work/sockmem/target/release/deps/backends-ef031976407f84dc"
+                ),
+            ]
+        );
+        let elsewhere = Path::new("/elsewhere/sockmem/Cargo.toml");
+        assert!(test_executables(CARGO_MESSAGES, elsewhere)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn test_executables_skip_text_but_not_broken_json() {
+        let manifest = Path::new("/work/sockmem/sockmem/Cargo.toml");
+        let with_text = format!("   Compiling sockmem v0.1.0\n{CARGO_MESSAGES}\n");
+        assert_eq!(test_executables(&with_text, manifest).unwrap().len(), 3);
+        let cut = &CARGO_MESSAGES[..CARGO_MESSAGES.find("\"fresh\"").unwrap()];
+        assert!(test_executables(cut, manifest).is_err());
+        // An artifact without the fields we need is an error, not a silently missing test.
+        let no_target = r#"{"reason":"compiler-artifact","manifest_path":"/m/Cargo.toml"}"#;
+        assert!(test_executables(no_target, manifest).is_err());
     }
 }
