@@ -125,10 +125,49 @@ fn unsafe_geteuid() -> u32 {
     // Reading the effective uid from /proc avoids a libc dependency for one call.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
-        })
+        .and_then(|s| euid_from_status(&s))
         .unwrap_or(u32::MAX)
+}
+
+/// The effective uid in /proc/<pid>/status: `Uid:` lists real, effective, saved, filesystem.
+fn euid_from_status(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1)?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn one_test_thread_unless_asked_otherwise() {
+        assert_eq!(with_one_test_thread(&[]), ["--", "--test-threads=1"]);
+        assert_eq!(
+            with_one_test_thread(&strings(&["--test", "trace", "--", "--nocapture"])),
+            ["--test", "trace", "--", "--nocapture", "--test-threads=1"]
+        );
+        assert_eq!(
+            with_one_test_thread(&strings(&["--", "--test-threads=2"])),
+            ["--", "--test-threads=2"]
+        );
+    }
+
+    #[test]
+    fn effective_uid() {
+        let status = "Name:\tcargo\nUmask:\t0022\nState:\tR (running)\nTgid:\t4242\n\
+                      Uid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(euid_from_status(status), Some(0));
+        assert_eq!(
+            euid_from_status("Uid:\t1000\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(euid_from_status("Name:\tcargo\n"), None);
+        assert_eq!(euid_from_status("Uid:\t1000\n"), None);
+    }
 }

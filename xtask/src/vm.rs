@@ -79,13 +79,7 @@ fn run_command(
     }
     let mut vars = guest_env();
     for kv in env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--env `{kv}`: expected NAME=VALUE"))?;
-        if !valid_name(k) {
-            bail!("--env: `{k}` is not a valid environment variable name");
-        }
-        vars.push((k.to_owned(), v.to_owned()));
+        vars.push(parse_env(kv)?);
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let exec = command.iter().map(|a| sh_quote(a)).collect::<Vec<_>>();
@@ -123,6 +117,17 @@ fn guest_env() -> Vec<(String, String)> {
         pass.then_some((k, v))
     }));
     vars
+}
+
+/// `--env NAME=VALUE` → (NAME, VALUE); the value may contain `=`.
+fn parse_env(kv: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = kv
+        .split_once('=')
+        .with_context(|| format!("--env `{kv}`: expected NAME=VALUE"))?;
+    if !valid_name(k) {
+        bail!("--env: `{k}` is not a valid environment variable name");
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 fn valid_name(k: &str) -> bool {
@@ -177,17 +182,12 @@ struct Cell<'a> {
 
 /// `cargo xtask vm-test`: every integration test executable, on each kernel × backend.
 pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
-    let series: Vec<&str> = match opts.kernels {
-        "all" => ALL_KERNELS.to_vec(),
-        list => list.split(',').map(str::trim).collect(),
-    };
+    let series = kernel_series(opts.kernels);
+    if series.is_empty() {
+        bail!("--kernel names no kernel series");
+    }
     let backends_var = std::env::var("SOCKMEM_TEST_BACKENDS");
-    let backends: Vec<&str> = backends_var
-        .as_deref()
-        .unwrap_or(DEFAULT_BACKENDS)
-        .split([' ', ','])
-        .filter(|b| !b.is_empty())
-        .collect();
+    let backends = backends(backends_var.as_deref().unwrap_or(DEFAULT_BACKENDS));
     if backends.is_empty() {
         bail!("SOCKMEM_TEST_BACKENDS names no backend");
     }
@@ -298,6 +298,23 @@ pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
         bail!("{failed} of {} kernel × backend runs failed", cells.len());
     }
     Ok(())
+}
+
+/// `--kernel`: "all", or a comma-separated list of series.
+fn kernel_series(list: &str) -> Vec<&str> {
+    match list.trim() {
+        "all" => ALL_KERNELS.to_vec(),
+        list => list
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect(),
+    }
+}
+
+/// SOCKMEM_TEST_BACKENDS: names separated by spaces or commas.
+fn backends(var: &str) -> Vec<&str> {
+    var.split([' ', ',']).filter(|b| !b.is_empty()).collect()
 }
 
 /// Runs every test executable in one VM; the guest command fails if any of them did.
@@ -469,5 +486,52 @@ mod tests {
         // An artifact without the fields we need is an error, not a silently missing test.
         let no_target = r#"{"reason":"compiler-artifact","manifest_path":"/m/Cargo.toml"}"#;
         assert!(test_executables(no_target, manifest).is_err());
+    }
+
+    #[test]
+    fn env_arguments() {
+        assert_eq!(
+            parse_env("RUST_LOG=sockmem=debug").unwrap(),
+            ("RUST_LOG".to_owned(), "sockmem=debug".to_owned())
+        );
+        assert_eq!(
+            parse_env("EMPTY=").unwrap(),
+            ("EMPTY".to_owned(), String::new())
+        );
+        assert!(parse_env("NOVALUE").is_err());
+        assert!(parse_env("1ABC=x").is_err());
+        assert!(parse_env("A-B=x").is_err());
+        assert!(parse_env("=x").is_err());
+        assert!(valid_name("_SOCKMEM_TEST_BACKEND2"));
+    }
+
+    #[test]
+    fn kernel_lists() {
+        assert_eq!(kernel_series("all"), ["6.1", "6.12"]);
+        assert_eq!(kernel_series("6.12"), ["6.12"]);
+        assert_eq!(kernel_series("6.1, 6.12,"), ["6.1", "6.12"]);
+        assert!(kernel_series("").is_empty());
+    }
+
+    #[test]
+    fn backend_lists() {
+        assert_eq!(
+            backends(DEFAULT_BACKENDS),
+            ["tracepoint", "kprobe", "fentry"]
+        );
+        assert_eq!(backends("fentry,kprobe"), ["fentry", "kprobe"]);
+        assert_eq!(backends(" tracepoint ,, "), ["tracepoint"]);
+        assert!(backends("  ").is_empty());
+    }
+
+    #[test]
+    fn guest_script_quotes_everything() {
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+        let vars = [("A".to_owned(), "x y $HOME".to_owned())];
+        assert_eq!(
+            script(Path::new("/work/my dir"), &vars, "exec 'true'").unwrap(),
+            "cd '/work/my dir' || exit 125\nexport A='x y $HOME'\nexec 'true'\n"
+        );
     }
 }
