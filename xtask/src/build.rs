@@ -31,40 +31,12 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Builds the eBPF object; cargo itself skips the work when nothing changed.
-pub fn build_ebpf() -> anyhow::Result<PathBuf> {
-    setup::ensure_toolchain()?;
-    cmd(Command::new("cargo")
-        .current_dir(workspace_root())
-        // The outer `cargo xtask` sets these for the stable toolchain; the inner build is nightly.
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WRAPPER")
-        .args([
-            "+nightly",
-            "build",
-            "--package",
-            "sockmem-ebpf",
-            "--release",
-        ])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"]))
-    .context("building the eBPF programs")?;
-    let obj = target_dir().join("bpfel-unknown-none/release/sockmem-ebpf");
-    if !obj.is_file() {
-        bail!(
-            "the eBPF build succeeded but `{}` is missing",
-            obj.display()
-        );
-    }
-    Ok(obj)
-}
-
-/// Builds everything; returns the path of the sockmem binary.
+/// Installs the eBPF toolchain if needed, then builds sockmem, whose build script builds and
+/// embeds the eBPF object (cargo skips both when nothing changed); returns the binary's path.
 pub fn build_all(release: bool) -> anyhow::Result<PathBuf> {
-    let obj = build_ebpf()?;
+    setup::ensure_toolchain()?;
     let mut c = Command::new("cargo");
     c.current_dir(workspace_root())
-        .env("SOCKMEM_EBPF_OBJ", &obj)
         .args(["build", "--package", "sockmem"]);
     if release {
         c.arg("--release");
@@ -94,7 +66,8 @@ pub fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
 }
 
 pub fn test(extra: &[String]) -> anyhow::Result<()> {
-    let obj = build_ebpf()?;
+    // The cargo commands below build the eBPF object through sockmem's build script.
+    setup::ensure_toolchain()?;
     let root = workspace_root();
     cmd(Command::new("cargo")
         .current_dir(&root)
@@ -102,8 +75,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     .context("formatting differs: run `cargo fmt --all`")?;
     cmd(Command::new("cargo")
         .current_dir(&root)
-        .env("SOCKMEM_EBPF_OBJ", &obj)
-        // Default members only: the eBPF crate does not build for the host.
+        // Default members only: the eBPF crate gets its own run below, for its real target.
         .args(["clippy", "--all-targets", "--", "-D", "warnings"]))
     .context("clippy")?;
     cmd(Command::new("cargo")
@@ -131,7 +103,6 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     }
     cmd(Command::new("cargo")
         .current_dir(&root)
-        .env("SOCKMEM_EBPF_OBJ", &obj)
         .arg("test")
         .args(with_one_test_thread(extra)))
     .context("tests")
@@ -154,10 +125,49 @@ fn unsafe_geteuid() -> u32 {
     // Reading the effective uid from /proc avoids a libc dependency for one call.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
-        })
+        .and_then(|s| euid_from_status(&s))
         .unwrap_or(u32::MAX)
+}
+
+/// The effective uid in /proc/<pid>/status: `Uid:` lists real, effective, saved, filesystem.
+fn euid_from_status(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1)?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn one_test_thread_unless_asked_otherwise() {
+        assert_eq!(with_one_test_thread(&[]), ["--", "--test-threads=1"]);
+        assert_eq!(
+            with_one_test_thread(&strings(&["--test", "trace", "--", "--nocapture"])),
+            ["--test", "trace", "--", "--nocapture", "--test-threads=1"]
+        );
+        assert_eq!(
+            with_one_test_thread(&strings(&["--", "--test-threads=2"])),
+            ["--", "--test-threads=2"]
+        );
+    }
+
+    #[test]
+    fn effective_uid() {
+        let status = "Name:\tcargo\nUmask:\t0022\nState:\tR (running)\nTgid:\t4242\n\
+                      Uid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(euid_from_status(status), Some(0));
+        assert_eq!(
+            euid_from_status("Uid:\t1000\t1000\t1000\t1000\n"),
+            Some(1000)
+        );
+        assert_eq!(euid_from_status("Name:\tcargo\n"), None);
+        assert_eq!(euid_from_status("Uid:\t1000\n"), None);
+    }
 }

@@ -39,11 +39,21 @@ fn ensure_rust_src() -> anyhow::Result<()> {
         "--installed",
     ]))
     .context("the eBPF programs need a nightly toolchain (`rustup toolchain install nightly`)")?;
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
+    if has_component(&installed, "rust-src") {
         return Ok(());
     }
     eprintln!("xtask: installing rust-src for the nightly toolchain");
     cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// Whether `rustup component list --installed` output names `component`, e.g. `rust-src`
+/// (listed without a target) or `rust-std-x86_64-unknown-linux-gnu`.
+fn has_component(installed: &str, component: &str) -> bool {
+    installed.lines().any(|l| {
+        l.trim()
+            .strip_prefix(component)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    })
 }
 
 fn bpf_linker_version() -> Option<String> {
@@ -66,23 +76,16 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         Command::new("rustc").args(["+nightly", "--print", "sysroot"]),
     )?);
     let libdir = sysroot.join("lib");
-    let libllvm = std::fs::read_dir(&libdir)
+    let (major, libllvm) = std::fs::read_dir(&libdir)
         .with_context(|| format!("listing `{}`", libdir.display()))?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .find(|n| n.starts_with("libLLVM.so."))
+        .find_map(|n| Some((llvm_major(&n)?, n)))
         .with_context(|| {
             format!(
-                "no libLLVM.so.* in the nightly sysroot `{}`",
+                "no libLLVM.so.<version> in the nightly sysroot `{}`",
                 libdir.display()
             )
         })?;
-    // "libLLVM.so.22.1-rust-1.97.0-nightly" → major version 22.
-    let major = libllvm
-        .trim_start_matches("libLLVM.so.")
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
     let prefix = workspace_root().join("target/llvm-prefix");
     let prefix_lib = prefix.join("lib");
     std::fs::create_dir_all(&prefix_lib)
@@ -109,6 +112,14 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The LLVM major version of a libLLVM file name, which selects bpf-linker's `llvm-<major>`
+/// feature: `libLLVM.so.22.1-rust-1.97.0-nightly` → 22 (`libLLVM-19-rust-1.84.0-nightly.so` and
+/// plain `libLLVM.so` name no version this way: None).
+fn llvm_major(file: &str) -> Option<u32> {
+    let version = file.strip_prefix("libLLVM.so.")?;
+    version.split(['.', '-']).next()?.parse().ok()
+}
+
 fn link(target: &Path, at: &Path) -> anyhow::Result<()> {
     if std::fs::read_link(at).is_ok_and(|t| t == target) {
         return Ok(());
@@ -116,4 +127,44 @@ fn link(target: &Path, at: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(at);
     std::os::unix::fs::symlink(target, at)
         .with_context(|| format!("linking `{}` to `{}`", at.display(), target.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rustup component list --toolchain nightly --installed`.
+    const INSTALLED: &str = "\
+cargo-x86_64-unknown-linux-gnu
+clippy-x86_64-unknown-linux-gnu
+rust-docs-x86_64-unknown-linux-gnu
+rust-src
+rust-std-x86_64-unknown-linux-gnu
+rustc-x86_64-unknown-linux-gnu
+rustfmt-x86_64-unknown-linux-gnu
+";
+
+    #[test]
+    fn components() {
+        assert!(has_component(INSTALLED, "rust-src"));
+        assert!(has_component(INSTALLED, "rust-std"));
+        assert!(has_component(INSTALLED, "clippy"));
+        assert!(!has_component(INSTALLED, "llvm-tools"));
+        assert!(!has_component(INSTALLED, "rust-analyzer"));
+        assert!(!has_component(
+            &INSTALLED.replace("rust-src\n", ""),
+            "rust-src"
+        ));
+    }
+
+    #[test]
+    fn libllvm_versions() {
+        assert_eq!(llvm_major("libLLVM.so.22.1-rust-1.97.0-nightly"), Some(22));
+        assert_eq!(llvm_major("libLLVM.so.20.1-rust-1.89.0-nightly"), Some(20));
+        assert_eq!(llvm_major("libLLVM.so.19"), Some(19));
+        // The other names in a nightly sysroot's lib/.
+        assert_eq!(llvm_major("libLLVM-22-rust-1.97.0-nightly.so"), None);
+        assert_eq!(llvm_major("libLLVM.so"), None);
+        assert_eq!(llvm_major("librustc_driver-0123abcd.so"), None);
+    }
 }

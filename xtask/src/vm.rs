@@ -13,7 +13,7 @@ mod qemu;
 
 use std::{
     io::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicU32, AtomicUsize, Ordering},
@@ -23,8 +23,9 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use serde::Deserialize;
 
-use crate::build::{build_ebpf, workspace_root};
+use crate::{build::workspace_root, setup};
 use qemu::Outcome;
 
 /// The kernel series `--kernel all` stands for.
@@ -78,13 +79,7 @@ fn run_command(
     }
     let mut vars = guest_env();
     for kv in env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--env `{kv}`: expected NAME=VALUE"))?;
-        if !valid_name(k) {
-            bail!("--env: `{k}` is not a valid environment variable name");
-        }
-        vars.push((k.to_owned(), v.to_owned()));
+        vars.push(parse_env(kv)?);
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let exec = command.iter().map(|a| sh_quote(a)).collect::<Vec<_>>();
@@ -124,13 +119,24 @@ fn guest_env() -> Vec<(String, String)> {
     vars
 }
 
+/// `--env NAME=VALUE` → (NAME, VALUE); the value may contain `=`.
+fn parse_env(kv: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = kv
+        .split_once('=')
+        .with_context(|| format!("--env `{kv}`: expected NAME=VALUE"))?;
+    if !valid_name(k) {
+        bail!("--env: `{k}` is not a valid environment variable name");
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
 fn valid_name(k: &str) -> bool {
     k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A guest script that enters `cwd`, sets `vars`, then runs `body`.
-fn script(cwd: &std::path::Path, vars: &[(String, String)], body: &str) -> anyhow::Result<String> {
+fn script(cwd: &Path, vars: &[(String, String)], body: &str) -> anyhow::Result<String> {
     let cwd = cwd
         .to_str()
         .with_context(|| format!("`{}` is not UTF-8", cwd.display()))?;
@@ -176,17 +182,12 @@ struct Cell<'a> {
 
 /// `cargo xtask vm-test`: every integration test executable, on each kernel × backend.
 pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
-    let series: Vec<&str> = match opts.kernels {
-        "all" => ALL_KERNELS.to_vec(),
-        list => list.split(',').map(str::trim).collect(),
-    };
+    let series = kernel_series(opts.kernels);
+    if series.is_empty() {
+        bail!("--kernel names no kernel series");
+    }
     let backends_var = std::env::var("SOCKMEM_TEST_BACKENDS");
-    let backends: Vec<&str> = backends_var
-        .as_deref()
-        .unwrap_or(DEFAULT_BACKENDS)
-        .split([' ', ','])
-        .filter(|b| !b.is_empty())
-        .collect();
+    let backends = backends(backends_var.as_deref().unwrap_or(DEFAULT_BACKENDS));
     if backends.is_empty() {
         bail!("SOCKMEM_TEST_BACKENDS names no backend");
     }
@@ -299,6 +300,23 @@ pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--kernel`: "all", or a comma-separated list of series.
+fn kernel_series(list: &str) -> Vec<&str> {
+    match list.trim() {
+        "all" => ALL_KERNELS.to_vec(),
+        list => list
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect(),
+    }
+}
+
+/// SOCKMEM_TEST_BACKENDS: names separated by spaces or commas.
+fn backends(var: &str) -> Vec<&str> {
+    var.split([' ', ',']).filter(|b| !b.is_empty()).collect()
+}
+
 /// Runs every test executable in one VM; the guest command fails if any of them did.
 fn run_tests(
     cell: &Cell,
@@ -331,11 +349,11 @@ fn run_tests(
 /// Builds the tests as `cargo xtask test` would and returns package sockmem's integration test
 /// executables (from cargo's JSON messages).
 fn build_tests(release: bool) -> anyhow::Result<Vec<TestExe>> {
-    let obj = build_ebpf()?;
+    // sockmem's build script builds the eBPF object with what this installs.
+    setup::ensure_toolchain()?;
     let root = workspace_root();
     let mut c = Command::new("cargo");
     c.current_dir(&root)
-        .env("SOCKMEM_EBPF_OBJ", &obj)
         // Only the integration tests (tests/*.rs) and the binary they run; not --workspace:
         // the eBPF crate does not build for the host.
         .args(["test", "--no-run", "--package", "sockmem", "--test", "*"])
@@ -346,49 +364,174 @@ fn build_tests(release: bool) -> anyhow::Result<Vec<TestExe>> {
     if !out.status.success() {
         bail!("building the tests failed ({})", out.status);
     }
-    let manifest = root.join("sockmem/Cargo.toml");
-    let manifest = manifest.to_string_lossy();
-    let mut tests = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let is_test = json_str(line, "reason").as_deref() == Some("compiler-artifact")
-            && json_str(line, "manifest_path").as_deref() == Some(&*manifest)
-            && line.contains(r#""kind":["test"]"#);
-        if let (true, Some(path)) = (is_test, json_str(line, "executable")) {
-            // deps/trace-0123abcd → trace
-            let file = path.rsplit('/').next().unwrap_or(&path);
-            let name = file.rsplit_once('-').map_or(file, |(n, _)| n).to_owned();
-            tests.push(TestExe { name, path });
-        }
-    }
+    let tests = test_executables(
+        &String::from_utf8_lossy(&out.stdout),
+        &root.join("sockmem/Cargo.toml"),
+    )
+    .context("reading cargo's JSON messages")?;
     if tests.is_empty() {
         bail!("cargo built no integration test of package sockmem (sockmem/tests/)");
     }
     Ok(tests)
 }
 
-/// The string value of `"key":"…"` in one line of cargo's compact JSON. Enough for the
-/// top-level keys we read: a quote inside a string value is always escaped, so the pattern
-/// cannot match inside one.
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let mut out = String::new();
-    let mut chars = line[start..].chars();
-    loop {
-        match chars.next()? {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'b' => out.push('\u{8}'),
-                'f' => out.push('\u{c}'),
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                c => out.push(c), // \" \\ \/
-            },
-            c => out.push(c),
+/// The fields we read of one line of cargo's `--message-format=json` output.
+#[derive(Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+enum CargoMessage {
+    CompilerArtifact(Artifact),
+    /// build-script-executed, compiler-message, build-finished, ...
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct Artifact {
+    manifest_path: PathBuf,
+    target: ArtifactTarget,
+    /// Set for binaries and test executables.
+    executable: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct ArtifactTarget {
+    /// `["test"]` for an integration test, `["bin"]`, `["lib"]`, ...
+    kind: Vec<String>,
+    /// For an integration test the file stem: `tests/trace.rs` → `trace`.
+    name: String,
+}
+
+/// The integration test executables of the package at `manifest` among cargo's messages.
+fn test_executables(messages: &str, manifest: &Path) -> anyhow::Result<Vec<TestExe>> {
+    let mut tests = Vec::new();
+    // Cargo writes one JSON object per line; anything else on stdout is not ours to read.
+    for line in messages.lines().filter(|l| l.starts_with('{')) {
+        let message: CargoMessage = serde_json::from_str(line)
+            .with_context(|| format!("unexpected cargo message `{line}`"))?;
+        let CargoMessage::CompilerArtifact(artifact) = message else {
+            continue;
+        };
+        let is_test =
+            artifact.manifest_path == manifest && artifact.target.kind.iter().any(|k| k == "test");
+        if let (true, Some(path)) = (is_test, artifact.executable) {
+            let path = path
+                .into_os_string()
+                .into_string()
+                .map_err(|p| anyhow::anyhow!("test executable {p:?}: path is not UTF-8"))?;
+            tests.push(TestExe {
+                name: artifact.target.name,
+                path,
+            });
         }
+    }
+    Ok(tests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines of `cargo test --no-run --package sockmem --test '*' --message-format=json`,
+    /// shortened: a dependency, a build script, the binary, the three test executables, a
+    /// warning whose rendered text quotes JSON-like text, another package's test, the end.
+    const CARGO_MESSAGES: &str = r#"{"reason":"compiler-artifact","package_id":"registry+https://github.com/rust-lang/crates.io-index#libc@0.2.191","manifest_path":"/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/libc-0.2.191/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"libc","src_path":"/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/libc-0.2.191/src/lib.rs","edition":"2021","doc":true,"doctest":true,"test":false},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":false},"features":["default","std"],"filenames":["/work/sockmem/target/release/deps/liblibc-5e1c2a1f4a1f3bc6.rlib","/work/sockmem/target/release/deps/liblibc-5e1c2a1f4a1f3bc6.rmeta"],"executable":null,"fresh":true}
+{"reason":"build-script-executed","package_id":"path+file:///work/sockmem/sockmem#0.1.0","linked_libs":[],"linked_paths":[],"cfgs":[],"env":[["SOCKMEM_EBPF_OBJ","/work/sockmem/target/release/build/sockmem-64a22ac57285345d/out/sockmem-ebpf"]],"out_dir":"/work/sockmem/target/release/build/sockmem-64a22ac57285345d/out"}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["bin"],"crate_types":["bin"],"name":"sockmem","src_path":"/work/sockmem/sockmem/src/main.rs","edition":"2021","doc":true,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":false},"features":[],"filenames":["/work/sockmem/target/release/sockmem"],"executable":"/work/sockmem/target/release/sockmem","fresh":false}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"trace","src_path":"/work/sockmem/sockmem/tests/trace.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/trace-65f61e3bb7fd88c9"],"executable":"/work/sockmem/target/release/deps/trace-65f61e3bb7fd88c9","fresh":false}
+{"reason":"compiler-message","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"hist","src_path":"/work/sockmem/sockmem/tests/hist.rs","edition":"2021","doc":false,"doctest":false,"test":true},"message":{"rendered":"warning: unused variable: `s`\n --> sockmem/tests/hist.rs:9:9\n  |\n9 |     let s = \"\\\"reason\\\":\\\"compiler-artifact\\\",\\\"executable\\\":\\\"/bin/false\\\"\";\n  |         ^ help: if this is intentional, prefix it with an underscore: `_s`\n\n","$message_type":"diagnostic","children":[],"code":{"code":"unused_variables","explanation":null},"level":"warning","message":"unused variable: `s`","spans":[]}}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"hist","src_path":"/work/sockmem/sockmem/tests/hist.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/hist-0ebb18b560097447"],"executable":"/work/sockmem/target/release/deps/hist-0ebb18b560097447","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem#0.1.0","manifest_path":"/work/sockmem/sockmem/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"backends","src_path":"/work/sockmem/sockmem/tests/backends.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/backends-ef031976407f84dc"],"executable":"/work/sockmem/target/release/deps/backends-ef031976407f84dc","fresh":true}
+{"reason":"compiler-artifact","package_id":"path+file:///work/sockmem/sockmem-common#0.1.0","manifest_path":"/work/sockmem/sockmem-common/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"slots","src_path":"/work/sockmem/sockmem-common/tests/slots.rs","edition":"2021","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"3","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":true},"features":[],"filenames":["/work/sockmem/target/release/deps/slots-1d2c3b4a59687f00"],"executable":"/work/sockmem/target/release/deps/slots-1d2c3b4a59687f00","fresh":true}
+{"reason":"build-finished","success":true}
+"#;
+
+    #[test]
+    fn test_executables_are_the_packages_integration_tests() {
+        let manifest = Path::new("/work/sockmem/sockmem/Cargo.toml");
+        let tests = test_executables(CARGO_MESSAGES, manifest).unwrap();
+        let found: Vec<(&str, &str)> = tests
+            .iter()
+            .map(|t| (t.name.as_str(), t.path.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "trace",
+                    "/work/sockmem/target/release/deps/trace-65f61e3bb7fd88c9"
+                ),
+                (
+                    "hist",
+                    "/work/sockmem/target/release/deps/hist-0ebb18b560097447"
+                ),
+                (
+                    "backends",
+                    "/work/sockmem/target/release/deps/backends-ef031976407f84dc"
+                ),
+            ]
+        );
+        let elsewhere = Path::new("/elsewhere/sockmem/Cargo.toml");
+        assert!(test_executables(CARGO_MESSAGES, elsewhere)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn test_executables_skip_text_but_not_broken_json() {
+        let manifest = Path::new("/work/sockmem/sockmem/Cargo.toml");
+        let with_text = format!("   Compiling sockmem v0.1.0\n{CARGO_MESSAGES}\n");
+        assert_eq!(test_executables(&with_text, manifest).unwrap().len(), 3);
+        let cut = &CARGO_MESSAGES[..CARGO_MESSAGES.find("\"fresh\"").unwrap()];
+        assert!(test_executables(cut, manifest).is_err());
+        // An artifact without the fields we need is an error, not a silently missing test.
+        let no_target = r#"{"reason":"compiler-artifact","manifest_path":"/m/Cargo.toml"}"#;
+        assert!(test_executables(no_target, manifest).is_err());
+    }
+
+    #[test]
+    fn env_arguments() {
+        assert_eq!(
+            parse_env("RUST_LOG=sockmem=debug").unwrap(),
+            ("RUST_LOG".to_owned(), "sockmem=debug".to_owned())
+        );
+        assert_eq!(
+            parse_env("EMPTY=").unwrap(),
+            ("EMPTY".to_owned(), String::new())
+        );
+        assert!(parse_env("NOVALUE").is_err());
+        assert!(parse_env("1ABC=x").is_err());
+        assert!(parse_env("A-B=x").is_err());
+        assert!(parse_env("=x").is_err());
+        assert!(valid_name("_SOCKMEM_TEST_BACKEND2"));
+    }
+
+    #[test]
+    fn kernel_lists() {
+        assert_eq!(kernel_series("all"), ["6.1", "6.12"]);
+        assert_eq!(kernel_series("6.12"), ["6.12"]);
+        assert_eq!(kernel_series("6.1, 6.12,"), ["6.1", "6.12"]);
+        assert!(kernel_series("").is_empty());
+    }
+
+    #[test]
+    fn backend_lists() {
+        assert_eq!(
+            backends(DEFAULT_BACKENDS),
+            ["tracepoint", "kprobe", "fentry"]
+        );
+        assert_eq!(backends("fentry,kprobe"), ["fentry", "kprobe"]);
+        assert_eq!(backends(" tracepoint ,, "), ["tracepoint"]);
+        assert!(backends("  ").is_empty());
+    }
+
+    #[test]
+    fn guest_script_quotes_everything() {
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+        let vars = [("A".to_owned(), "x y $HOME".to_owned())];
+        assert_eq!(
+            script(Path::new("/work/my dir"), &vars, "exec 'true'").unwrap(),
+            "cd '/work/my dir' || exit 125\nexport A='x y $HOME'\nexec 'true'\n"
+        );
     }
 }

@@ -8,7 +8,7 @@ use sockmem_common::{config::MODE_TRACE, names, Config, Filter, Per};
 
 use crate::kernel::{btf::Btf, offsets};
 
-/// The object `cargo xtask build` produced; empty when built without it.
+/// The programs, built by build.rs (a build without them fails).
 pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SOCKMEM_EBPF_OBJ"));
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -99,11 +99,6 @@ const LOG_LEVEL_DEBUG: u8 = 4;
 /// Loads the object (maps created, programs not yet loaded into the kernel). The programs'
 /// diagnostic lines (aya-log) are written only with `debug`.
 pub fn load(config: &Config, ring_size: u32, debug: bool) -> anyhow::Result<Ebpf> {
-    if EBPF_OBJECT.is_empty() {
-        bail!(
-            "this sockmem binary was built without its eBPF programs; build it with `cargo xtask build`"
-        );
-    }
     raise_memlock_limit();
     EbpfLoader::new()
         .override_global(names::CONFIG, config, true)

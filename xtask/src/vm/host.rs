@@ -41,7 +41,13 @@ fn installed(package: &str) -> bool {
         .args(["-W", "-f=${db:Status-Abbrev}", package])
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"ii"))
+        .is_ok_and(|o| o.status.success() && status_installed(&String::from_utf8_lossy(&o.stdout)))
+}
+
+/// dpkg's abbreviated status (`${db:Status-Abbrev}`): desired action, then package state;
+/// `ii ` is installed, `rc ` removed with its configuration left, `un ` unknown.
+fn status_installed(abbrev: &str) -> bool {
+    abbrev.starts_with("ii")
 }
 
 static UPDATED: AtomicBool = AtomicBool::new(false);
@@ -95,10 +101,7 @@ pub fn apt_search(regex: &str) -> anyhow::Result<Vec<String>> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-            .collect())
+        Ok(search_names(&String::from_utf8_lossy(&out.stdout)))
     };
     let found = search()?;
     if !found.is_empty() || UPDATED.load(Ordering::SeqCst) {
@@ -106,4 +109,44 @@ pub fn apt_search(regex: &str) -> anyhow::Result<Vec<String>> {
     }
     apt_update()?;
     search()
+}
+
+/// The package names in `apt-cache search` output: `name - description` per line.
+fn search_names(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_cache_search_output() {
+        let output = "\
+linux-image-6.1.0-47-amd64-dbg - Debug symbols for linux-image-6.1.0-47-amd64
+linux-image-6.1.0-47-amd64-unsigned - Linux 6.1 for 64-bit PCs
+linux-image-6.1.0-56-amd64 - Linux 6.1 for 64-bit PCs (signed)
+
+";
+        assert_eq!(
+            search_names(output),
+            [
+                "linux-image-6.1.0-47-amd64-dbg",
+                "linux-image-6.1.0-47-amd64-unsigned",
+                "linux-image-6.1.0-56-amd64",
+            ]
+        );
+        assert!(search_names("").is_empty());
+    }
+
+    #[test]
+    fn dpkg_status() {
+        assert!(status_installed("ii "));
+        assert!(!status_installed("rc "));
+        assert!(!status_installed("un "));
+        assert!(!status_installed(""));
+    }
 }

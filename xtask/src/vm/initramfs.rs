@@ -155,10 +155,24 @@ fn resolve_modules(dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<(String, S
     let read = |f: &str| {
         fs::read_to_string(dir.join(f)).with_context(|| format!("reading {}/{f}", dir.display()))
     };
-    let builtin: Vec<String> = read("modules.builtin")?.lines().map(module_name).collect();
-    // name → (path, dependency paths)
+    let order = module_order(&read("modules.dep")?, &read("modules.builtin")?, wanted)?;
+    Ok(order
+        .into_iter()
+        .map(|(name, path)| (name, format!("{}/{path}", dir.display())))
+        .collect())
+}
+
+/// [`resolve_modules`] on the text of `modules.dep` (`path: dependency paths`, relative to the
+/// modules directory) and `modules.builtin` (one path per line): (name, relative path).
+fn module_order(
+    modules_dep: &str,
+    modules_builtin: &str,
+    wanted: &[&str],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let builtin: Vec<String> = modules_builtin.lines().map(module_name).collect();
+    // name → (path, dependency names)
     let mut deps: HashMap<String, (String, Vec<String>)> = HashMap::new();
-    for line in read("modules.dep")?.lines() {
+    for line in modules_dep.lines() {
         let Some((module, rest)) = line.split_once(':') else {
             continue;
         };
@@ -172,7 +186,7 @@ fn resolve_modules(dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<(String, S
     Ok(order
         .into_iter()
         .map(|name| {
-            let path = format!("{}/{}", dir.display(), deps[&name].0);
+            let path = deps[&name].0.clone();
             (name, path)
         })
         .collect())
@@ -270,5 +284,52 @@ impl Cpio {
     fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, 1, (0, 0), b"");
         self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Excerpts of a Debian kernel's modules.dep and modules.builtin.
+    const MODULES_DEP: &str = "\
+kernel/fs/9p/9p.ko.xz: kernel/fs/netfs/netfs.ko.xz kernel/net/9p/9pnet.ko.xz
+kernel/fs/netfs/netfs.ko.xz:
+kernel/fs/overlayfs/overlay.ko.xz:
+kernel/net/9p/9pnet.ko.xz:
+kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz
+kernel/drivers/char/virtio_console.ko.xz:
+kernel/drivers/net/veth.ko.xz:
+kernel/net/sched/sch_tbf.ko.xz:
+";
+    const MODULES_BUILTIN: &str = "\
+kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci.ko
+";
+
+    #[test]
+    fn module_names() {
+        assert_eq!(
+            module_name("kernel/net/9p/9pnet_virtio.ko.xz"),
+            "9pnet_virtio"
+        );
+        assert_eq!(module_name("kernel/fs/overlayfs/overlay.ko"), "overlay");
+        assert_eq!(module_name("kernel/net/sched/sch-tbf.ko.zst"), "sch_tbf");
+        assert_eq!(module_name("sch-htb"), "sch_htb");
+    }
+
+    #[test]
+    fn dependencies_first_builtins_left_out() {
+        let wanted = ["virtio_pci", "9pnet_virtio", "9p", "overlay", "veth"];
+        let order = module_order(MODULES_DEP, MODULES_BUILTIN, &wanted).unwrap();
+        let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["9pnet", "9pnet_virtio", "netfs", "9p", "overlay", "veth"]
+        );
+        assert_eq!(order[0].1, "kernel/net/9p/9pnet.ko.xz");
+        let err = module_order(MODULES_DEP, MODULES_BUILTIN, &["sch_htb"]).unwrap_err();
+        assert!(err.to_string().contains("sch_htb"), "{err}");
     }
 }

@@ -58,11 +58,9 @@ pub fn prepare(vm_dir: &Path, series: &str) -> anyhow::Result<Kernel> {
         .flatten()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join(READY).is_file())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|name| Some((package_version(&name, wanted)?, name)))
-        .max();
-    let package = match cached {
-        Some((_, name)) => name,
+        .filter_map(|e| e.file_name().into_string().ok());
+    let package = match newest(cached, wanted) {
+        Some(name) => name,
         None => newest_package(wanted)?,
     };
     let root = kernels.join(&package);
@@ -108,31 +106,39 @@ fn package_version(name: &str, (major, minor): (u64, u64)) -> Option<Vec<u64>> {
     (parts.len() >= 3 && parts[0] == major && parts[1] == minor).then_some(parts)
 }
 
-fn newest_package(series: (u64, u64)) -> anyhow::Result<String> {
-    let regex = format!("^linux-image-{}\\.{}\\.", series.0, series.1);
-    host::apt_search(&regex)?
+/// The package of the highest version among `names` (package or directory names) that is a
+/// generic amd64 image of `series`.
+fn newest(names: impl IntoIterator<Item = String>, series: (u64, u64)) -> Option<String> {
+    names
         .into_iter()
         .filter_map(|name| Some((package_version(&name, series)?, name)))
         .max()
         .map(|(_, name)| name)
-        .with_context(|| {
-            format!(
-                "apt knows no generic amd64 kernel package of series {}.{} (searched `{regex}`)",
-                series.0, series.1
-            )
-        })
+}
+
+fn newest_package(series: (u64, u64)) -> anyhow::Result<String> {
+    let regex = format!("^linux-image-{}\\.{}\\.", series.0, series.1);
+    newest(host::apt_search(&regex)?, series).with_context(|| {
+        format!(
+            "apt knows no generic amd64 kernel package of series {}.{} (searched `{regex}`)",
+            series.0, series.1
+        )
+    })
 }
 
 fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
-    let prefix = format!("{package}_");
     fs::read_dir(debs)
         .ok()?
         .filter_map(|e| e.ok())
-        .find(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&prefix) && name.ends_with(".deb")
-        })
+        .find(|e| is_deb_of(&e.file_name().to_string_lossy(), package))
         .map(|e| e.path())
+}
+
+/// Whether `file` is a package file of `package` (`<package>_<version>_<arch>.deb`): the `_`
+/// keeps `linux-image-6.1.0-5-amd64` from matching `linux-image-6.1.0-56-amd64_…`.
+fn is_deb_of(file: &str, package: &str) -> bool {
+    file.strip_prefix(package)
+        .is_some_and(|rest| rest.starts_with('_') && rest.ends_with(".deb"))
 }
 
 fn download(debs: &Path, package: &str) -> anyhow::Result<PathBuf> {
@@ -215,34 +221,8 @@ const COMPRESSIONS: &[(&[u8], &str, &str)] = &[
 /// compressed payload sits; the build appends the uncompressed size as 4 bytes after it.
 fn extract_vmlinux(bzimage: &Path) -> anyhow::Result<Vec<u8>> {
     let image = fs::read(bzimage).with_context(|| format!("reading `{}`", bzimage.display()))?;
-    let u16_at = |o: usize| {
-        image
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |o: usize| {
-        image
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    if image.get(0x202..0x206) != Some(b"HdrS") || u16_at(0x206).unwrap_or(0) < 0x208 {
-        bail!(
-            "`{}` is not a bzImage of boot protocol 2.08+",
-            bzimage.display()
-        );
-    }
-    let setup_sects = match image[0x1f1] {
-        0 => 4,
-        n => usize::from(n),
-    };
-    let start = (setup_sects + 1) * 512 + u32_at(0x248).unwrap_or(0);
-    let len = u32_at(0x24c).unwrap_or(0);
-    let payload = image
-        .get(start..start + len)
-        .filter(|p| p.len() > 4)
-        .with_context(|| format!("`{}`: payload out of bounds", bzimage.display()))?;
-    let (compressed, size) = payload.split_at(payload.len() - 4);
-    let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize;
+    let (compressed, size) =
+        bzimage_payload(&image).with_context(|| format!("`{}`", bzimage.display()))?;
     let &(_, tool, package) = COMPRESSIONS
         .iter()
         .find(|(magic, ..)| compressed.starts_with(magic))
@@ -256,6 +236,36 @@ fn extract_vmlinux(bzimage: &Path) -> anyhow::Result<Vec<u8>> {
         );
     }
     Ok(elf)
+}
+
+/// The compressed kernel inside a bzImage, and the size it decompresses to.
+fn bzimage_payload(image: &[u8]) -> anyhow::Result<(&[u8], usize)> {
+    let u16_at = |o: usize| {
+        image
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        image
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    if image.get(0x202..0x206) != Some(b"HdrS") || u16_at(0x206).unwrap_or(0) < 0x208 {
+        bail!("not a bzImage of boot protocol 2.08+");
+    }
+    let setup_sects = match image[0x1f1] {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248).unwrap_or(0);
+    let len = u32_at(0x24c).unwrap_or(0);
+    let payload = image
+        .get(start..start + len)
+        .filter(|p| p.len() > 4)
+        .context("payload out of bounds")?;
+    let (compressed, size) = payload.split_at(payload.len() - 4);
+    let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize;
+    Ok((compressed, size))
 }
 
 /// Decompresses with `tool -dc`, installing its package if needed.
@@ -296,4 +306,141 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     fs::write(&tmp, data).with_context(|| format!("writing `{}`", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("writing `{}`", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `apt-cache search --names-only '^linux-image-6\.1\.'` and `'^linux-image-6\.12\.'` on
+    /// Debian 12, names only, as apt lists them (not sorted by version).
+    const APT_NAMES: &[&str] = &[
+        "linux-image-6.1.0-9-amd64",
+        "linux-image-6.1.0-47-amd64-dbg",
+        "linux-image-6.1.0-47-amd64-unsigned",
+        "linux-image-6.1.0-47-cloud-amd64",
+        "linux-image-6.1.0-47-rt-amd64",
+        "linux-image-6.1.0-56-amd64",
+        "linux-image-6.1.0-50-amd64",
+        "linux-image-6.1.0-57-cloud-amd64-dbg",
+        "linux-image-6.12.111+deb12-amd64-dbg",
+        "linux-image-6.12.111+deb12-amd64-unsigned",
+        "linux-image-6.12.9+deb12-amd64",
+        "linux-image-6.12.107+deb12-amd64",
+        "linux-image-6.12.111+deb12-cloud-amd64",
+        "linux-image-6.12.111+deb12-rt-amd64",
+        "linux-image-6.12.117+bpo-amd64",
+        "linux-image-amd64",
+    ];
+
+    fn names() -> Vec<String> {
+        APT_NAMES.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn series() {
+        assert_eq!(parse_series("6.1").unwrap(), (6, 1));
+        assert_eq!(parse_series("6.12").unwrap(), (6, 12));
+        assert!(parse_series("6").is_err());
+        assert!(parse_series("6.x").is_err());
+        assert!(parse_series("").is_err());
+    }
+
+    #[test]
+    fn package_versions() {
+        assert_eq!(
+            package_version("linux-image-6.1.0-56-amd64", (6, 1)),
+            Some(vec![6, 1, 0, 56])
+        );
+        assert_eq!(
+            package_version("linux-image-6.12.117+deb12-amd64", (6, 12)),
+            Some(vec![6, 12, 117])
+        );
+        for other in [
+            "linux-image-6.1.0-56-amd64",           // other series
+            "linux-image-6.12.111+deb12-amd64-dbg", // debug symbols
+            "linux-image-6.12.111+deb12-amd64-unsigned",
+            "linux-image-6.12.111+deb12-cloud-amd64", // flavours
+            "linux-image-6.12.111+deb12-rt-amd64",
+            "linux-image-6.12.117+bpo-amd64", // suffix other than deb<N>
+            "linux-image-6.12+deb12-amd64",   // too few numbers
+            "linux-image-amd64",              // the metapackage
+            "linux-headers-6.12.117+deb12-amd64",
+        ] {
+            assert_eq!(package_version(other, (6, 12)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn newest_generic_package_by_number() {
+        // 56 > 50 > 9 as numbers, not as text.
+        assert_eq!(
+            newest(names(), (6, 1)).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(
+            newest(names(), (6, 12)).as_deref(),
+            Some("linux-image-6.12.107+deb12-amd64")
+        );
+        assert_eq!(newest(names(), (5, 10)), None);
+        assert_eq!(newest(Vec::new(), (6, 1)), None);
+    }
+
+    #[test]
+    fn deb_file_names() {
+        let package = "linux-image-6.1.0-5-amd64";
+        assert!(is_deb_of(
+            "linux-image-6.1.0-5-amd64_6.1.15-1_amd64.deb",
+            package
+        ));
+        assert!(!is_deb_of(
+            "linux-image-6.1.0-56-amd64_6.1.158-1_amd64.deb",
+            package
+        ));
+        assert!(!is_deb_of(
+            "linux-image-6.1.0-5-amd64_6.1.15-1_amd64.deb.part",
+            package
+        ));
+        assert!(!is_deb_of("linux-image-6.1.0-5-amd64", package));
+    }
+
+    /// A bzImage header as the boot protocol lays it out: `setup_sects` at 0x1f1, "HdrS" and
+    /// the version at 0x202, `payload_offset`/`payload_length` at 0x248 (from the protected-mode
+    /// code, which starts after the setup sectors), and the uncompressed size after the payload.
+    fn bzimage(setup_sects: u8, version: u16, payload: &[u8], size: u32) -> Vec<u8> {
+        let code = (usize::from(setup_sects.max(1)) + 1) * 512;
+        let offset = 0x100;
+        let mut image = vec![0; code + offset];
+        image[0x1f1] = setup_sects;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&version.to_le_bytes());
+        let len = payload.len() as u32 + 4;
+        image[0x248..0x24c].copy_from_slice(&(offset as u32).to_le_bytes());
+        image[0x24c..0x250].copy_from_slice(&len.to_le_bytes());
+        image.extend_from_slice(payload);
+        image.extend_from_slice(&size.to_le_bytes());
+        image.extend_from_slice(&[0; 64]); // what follows the payload (the setup's tail, ...)
+        image
+    }
+
+    #[test]
+    fn bzimage_payloads() {
+        let xz = b"\xfd7zXZ\x00compressed kernel";
+        let image = bzimage(27, 0x020f, xz, 41_943_040);
+        let (payload, size) = bzimage_payload(&image).unwrap();
+        assert_eq!((payload, size), (&xz[..], 41_943_040));
+        let tool = COMPRESSIONS
+            .iter()
+            .find(|(magic, ..)| payload.starts_with(magic))
+            .map(|(_, tool, _)| *tool);
+        assert_eq!(tool, Some("xz"));
+
+        assert!(bzimage_payload(&bzimage(27, 0x0207, xz, 1)).is_err()); // too old a protocol
+        let mut not_bzimage = image.clone();
+        not_bzimage[0x202] = b'X';
+        assert!(bzimage_payload(&not_bzimage).is_err());
+        let truncated = &image[..image.len() - 70];
+        assert!(bzimage_payload(truncated).is_err());
+        assert!(bzimage_payload(&image[..0x100]).is_err());
+    }
 }

@@ -135,11 +135,7 @@ pub fn run(spec: &Spec) -> anyhow::Result<Run> {
     let finished = supervise(child, spec, &stdout, &stderr)?;
 
     let exit_code = fs::read_to_string(run_dir.join("exit-code")).ok();
-    let outcome = match exit_code.and_then(|c| c.trim().parse().ok()) {
-        _ if !finished => Outcome::TimedOut,
-        Some(code) => Outcome::Exited(code),
-        None => Outcome::Failed,
-    };
+    let outcome = outcome(finished, exit_code.as_deref());
     let console = fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
     let report = match outcome {
         Outcome::Exited(_) => splat_report(&console),
@@ -165,6 +161,16 @@ pub fn run(spec: &Spec) -> anyhow::Result<Run> {
         stderr,
         report,
     })
+}
+
+/// How the run ended: `finished` is false when qemu was killed at the deadline, `exit_code` the
+/// exit-code file's text (`$?` and a newline), if the guest's init wrote one.
+fn outcome(finished: bool, exit_code: Option<&str>) -> Outcome {
+    match exit_code.and_then(|c| c.trim().parse().ok()) {
+        _ if !finished => Outcome::TimedOut,
+        Some(code) => Outcome::Exited(code),
+        None => Outcome::Failed,
+    }
 }
 
 /// Copies the guest's output to ours as it comes (when streaming), until qemu exits (true) or
@@ -287,4 +293,51 @@ fn quote(lines: &[&str]) -> String {
         .iter()
         .map(|l| format!("  | {}\n", l.trim_end_matches('\r')))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 6.12 guest's console around a warning, as qemu's serial file has it (CRLF).
+    const CONSOLE: &str = "\
+[    2.981234] Run /init as init process\r
+[    3.412345] 9pnet: Installing 9P2000 support\r
+[   41.100000] sockmem[412]: attaching 16 programs\r
+[   41.200001] ------------[ cut here ]------------\r
+[   41.200002] WARNING: CPU: 1 PID: 412 at kernel/bpf/trampoline.c:250 bpf_trampoline_update+0x4f/0x600\r
+[   41.200003] Modules linked in: sch_tbf veth overlay 9p 9pnet_virtio\r
+[   41.200004] Call Trace:\r
+[   41.200005]  <TASK>\r
+[   52.000000] reboot: Restarting system\r
+";
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(outcome(true, Some("0\n")), Outcome::Exited(0));
+        assert_eq!(outcome(true, Some("101\n")), Outcome::Exited(101));
+        assert_eq!(outcome(true, None), Outcome::Failed);
+        assert_eq!(outcome(true, Some("")), Outcome::Failed);
+        assert_eq!(outcome(false, Some("0\n")), Outcome::TimedOut);
+        assert_eq!(outcome(false, None), Outcome::TimedOut);
+    }
+
+    #[test]
+    fn kernel_problems_in_the_console() {
+        let lines: Vec<&str> = CONSOLE.lines().collect();
+        // Two lines before the warning: what led to it.
+        assert_eq!(first_splat(&lines), Some(2));
+        let report = splat_report(CONSOLE).unwrap();
+        assert!(report.starts_with("xtask: the guest kernel reported a problem:\n"));
+        assert!(report.contains("  | [   41.200002] WARNING: CPU: 1 PID: 412"));
+        assert!(!report.contains("Run /init"));
+        assert!(!report.contains('\r'));
+
+        let clean = "[    2.9] Run /init as init process\n[    9.1] reboot: Power down\n";
+        assert_eq!(splat_report(clean), None);
+        assert_eq!(
+            first_splat(&["BUG: kernel NULL pointer dereference"]),
+            Some(0)
+        );
+    }
 }
