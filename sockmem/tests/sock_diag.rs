@@ -8,7 +8,7 @@
 
 // The crate has no library target: include the module's source. Its own unit tests come along
 // and run here too (they are pure parsing tests; cheap).
-#[path = "../src/kernel/sock_diag.rs"]
+#[path = "../src/kernel/sock_diag/mod.rs"]
 mod sock_diag;
 
 use std::{
