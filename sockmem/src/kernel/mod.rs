@@ -1,7 +1,9 @@
-//! Facts about the running kernel: its BTF, the struct offsets read from it, and what it can
-//! attach (kprobes, symbols, fentry targets); and its own view of a socket through sock_diag.
+//! Facts about the running kernel: its BTF, the struct offsets read from it, its symbols, what
+//! it can attach (kprobes, fentry targets), its interfaces in every network namespace, and its
+//! own view of a socket through sock_diag.
 pub mod btf;
 pub mod features;
 pub mod interfaces;
 pub mod offsets;
 pub mod sock_diag;
+pub mod symbols;

@@ -68,6 +68,13 @@ const SOCKET_INO: [(&str, &str, u32); 3] = [
     ("inode", "i_ino", 8),
 ];
 
+/// Every (struct, field path) [`resolve`] looks up: the BTF test fixture keeps these.
+#[cfg(test)]
+pub(crate) fn looked_up() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let socket_ino = SOCKET_INO.iter().map(|&(strukt, path, _)| (strukt, path));
+    FIELDS.iter().map(|f| (f.strukt, f.path)).chain(socket_ino)
+}
+
 /// Every offset the programs need, or the first field this kernel lacks.
 pub fn resolve(btf: &Btf) -> Result<FieldOffsets, OffsetError> {
     let mut offsets = FieldOffsets::default();
@@ -121,11 +128,10 @@ pub fn resolve(btf: &Btf) -> Result<FieldOffsets, OffsetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::btf::fixture;
 
-    #[test]
-    fn live_kernel_offsets_resolve_and_are_plausible() {
-        let btf = Btf::from_sys_fs().expect("the test machine has /sys/kernel/btf/vmlinux");
-        let o = resolve(&btf).expect("every field sockmem reads exists in the running kernel");
+    /// Layout facts that hold in every kernel sockmem supports.
+    fn assert_plausible(o: &FieldOffsets) {
         // sock_common sits at the start of sock: its fields are in the first 128 bytes, the
         // send-side counters beyond it.
         assert!(
@@ -147,5 +153,61 @@ mod tests {
         .into();
         assert_eq!(distinct.len(), 4, "{o:?}");
         assert_ne!(o.skb_len, o.skb_truesize);
+    }
+
+    #[test]
+    fn fixture_offsets_resolve_and_are_plausible() {
+        let o = resolve(fixture::btf()).expect("every field sockmem reads is in the fixture");
+        assert_plausible(&o);
+        // The fixture's kernel (see btf/testdata/sockmem-structs.txt): a fixture cut from
+        // another kernel changes these.
+        let want = FieldOffsets {
+            sk_family: 16,
+            sk_protocol: 532,
+            sk_num: 14,
+            sk_dport: 12,
+            sk_rcv_saddr: 4,
+            sk_daddr: 0,
+            sk_v6_rcv_saddr: 72,
+            sk_v6_daddr: 56,
+            sk_wmem_queued: 376,
+            sk_wmem_alloc: 380,
+            sk_sndbuf: 568,
+            skb_sk: 24,
+            skb_len: 112,
+            skb_truesize: 208,
+            skb_dev: 16,
+            dev_ifindex: 224,
+            dev_name: 280,
+            msg_iter_count: 40,
+            skb_head: 192,
+            skb_next: 0,
+            sk_refcnt: 128,
+            sk_socket: 288,
+            // In sk_buff's order: transport, then network header.
+            skb_transport_header: 178,
+            skb_network_header: 180,
+            task_pid: 1264,
+            socket_ino: 192,
+        };
+        assert_eq!(o, want);
+    }
+
+    #[test]
+    fn fixture_offsets_are_the_live_kernels() {
+        let Some(live) = fixture::live_same_kernel() else {
+            return;
+        };
+        let live = resolve(live).expect("every field sockmem reads exists in the running kernel");
+        assert_eq!(resolve(fixture::btf()).unwrap(), live);
+    }
+
+    #[test]
+    fn live_kernel_offsets_resolve_and_are_plausible() {
+        let Some(live) = fixture::live() else {
+            return;
+        };
+        let o = resolve(live).expect("every field sockmem reads exists in the running kernel");
+        assert_plausible(&o);
     }
 }
