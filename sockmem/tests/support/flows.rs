@@ -97,7 +97,7 @@ pub(super) fn listen_accept(addr: SocketAddr, ready: mpsc::Sender<()>) -> TcpStr
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("receiver: bind {addr}: {e}"));
     listener
         .set_nonblocking(true)
-        .expect("listener nonblocking");
+        .expect("the listener made nonblocking");
     let _ = ready.send(());
     let deadline = Instant::now() + Duration::from_secs(20);
     let stream = loop {
@@ -114,13 +114,15 @@ pub(super) fn listen_accept(addr: SocketAddr, ready: mpsc::Sender<()>) -> TcpStr
             Err(e) => panic!("receiver on {addr}: accept: {e}"),
         }
     };
-    stream.set_nonblocking(false).expect("stream blocking");
+    stream
+        .set_nonblocking(false)
+        .expect("the accepted socket made blocking");
     stream
         .set_read_timeout(Some(Duration::from_secs(1)))
-        .expect("set_read_timeout");
+        .expect("a read timeout set on the socket");
     stream
         .set_write_timeout(Some(IO_TIMEOUT))
-        .expect("set_write_timeout");
+        .expect("a write timeout set on the socket");
     stream
 }
 
@@ -128,16 +130,45 @@ pub(super) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("sender: connect to {addr}: {e}"));
     s.set_write_timeout(Some(IO_TIMEOUT))
-        .expect("set_write_timeout");
+        .expect("a write timeout set on the socket");
     s.set_read_timeout(Some(IO_TIMEOUT))
-        .expect("set_read_timeout");
+        .expect("a read timeout set on the socket");
     s
+}
+
+/// Whether a socket call's error only means "nothing yet" (timeout, interrupted).
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Starts thread `sender_name` in the sender namespace: it connects to `addr`, hands back its
+/// identity and its socket's, then runs `body` on the socket. Returns once it is connected
+/// (`what` names it if it is not).
+pub(super) fn spawn_sender<R: Send + 'static>(
+    pair: &NetnsPair,
+    addr: SocketAddr,
+    sender_name: &str,
+    what: &str,
+    body: impl FnOnce(TcpStream) -> R + Send + 'static,
+) -> (ThreadInfo, SockKey, Option<JoinHandle<R>>) {
+    let (info_tx, info_rx) = mpsc::channel();
+    let mut tx = Some(spawn_in_netns(sender_name, &pair.tx_ns, move || {
+        let s = connect(addr);
+        let _ = info_tx.send((ThreadInfo::current(), key_of(&s)));
+        body(s)
+    }));
+    let (sender, key) = recv_setup(&info_rx, &mut tx, what);
+    (sender, key, tx)
 }
 
 pub(super) fn key_of(s: &TcpStream) -> SockKey {
     SockKey::new(
-        s.local_addr().expect("local_addr"),
-        s.peer_addr().expect("peer_addr"),
+        s.local_addr().expect("the socket to have a local address"),
+        s.peer_addr()
+            .expect("the connected socket to have a peer address"),
     )
 }
 
@@ -164,14 +195,7 @@ impl TcpFlow {
                         Ok(n) => {
                             sh.received.fetch_add(n as u64, Ordering::SeqCst);
                         }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock
-                                    | io::ErrorKind::TimedOut
-                                    | io::ErrorKind::Interrupted
-                            ) =>
-                        {
+                        Err(e) if is_transient(&e) => {
                             assert!(
                                 Instant::now() < deadline,
                                 "receiver on {addr}: no EOF after {} bytes",
@@ -186,12 +210,10 @@ impl TcpFlow {
         ));
         recv_setup(&ready_rx, &mut rx, &format!("TCP receiver on port {port}"));
 
-        let (info_tx, info_rx) = mpsc::channel();
         let sh = shared.clone();
         let o = opts.clone();
-        let mut tx = Some(spawn_in_netns(sender_name, &pair.tx_ns, move || {
-            let mut s = connect(addr);
-            let _ = info_tx.send((ThreadInfo::current(), key_of(&s)));
+        let what = format!("TCP sender to port {port}");
+        let (sender, key, tx) = spawn_sender(pair, addr, sender_name, &what, move |mut s| {
             let start = Instant::now();
             let buf = vec![0x5au8; o.chunk];
             let mut sent = 0u64;
@@ -224,8 +246,7 @@ impl TcpFlow {
             }
             drop(s);
             sent
-        }));
-        let (sender, key) = recv_setup(&info_rx, &mut tx, &format!("TCP sender to port {port}"));
+        });
         TcpFlow {
             port,
             sender,
@@ -283,10 +304,46 @@ impl TcpFlow {
         }
         self.release();
         let what = format!("TCP sender to port {}", self.port);
-        let sent = join_timeout(self.tx.take().unwrap(), THREAD_TIMEOUT, &what);
+        let sent = join_timeout(
+            self.tx.take().expect("the sender thread joined only once"),
+            THREAD_TIMEOUT,
+            &what,
+        );
         let what = format!("TCP receiver on port {}", self.port);
-        let received = join_timeout(self.rx.take().unwrap(), THREAD_TIMEOUT, &what);
+        let received = join_timeout(
+            self.rx
+                .take()
+                .expect("the receiver thread joined only once"),
+            THREAD_TIMEOUT,
+            &what,
+        );
         FlowResult { sent, received }
+    }
+}
+
+impl TcpFlow {
+    /// [`TcpFlow::finish`] for a flow of [`Amount::Bytes`]: panics unless the receiver read
+    /// every byte.
+    pub fn finish_transfer(self) -> Transfer {
+        let Amount::Bytes(bytes) = self.opts.amount else {
+            panic!(
+                "finish_transfer: the flow to port {} has no fixed size ({:?})",
+                self.port, self.opts.amount
+            )
+        };
+        let (port, sender, key) = (self.port, self.sender.clone(), self.key.clone());
+        let r = self.finish();
+        assert_eq!(
+            r,
+            FlowResult {
+                sent: bytes,
+                received: bytes
+            },
+            "expected {bytes} bytes written and read on port {port}, got {} written, {} read",
+            r.sent,
+            r.received
+        );
+        Transfer { sender, key, bytes }
     }
 }
 
@@ -310,20 +367,7 @@ pub struct Transfer {
 /// A [`TcpFlow`] of `bytes` from thread `sender_name` to rx_addr:`port`, run to its end; panics
 /// unless the receiver read every byte.
 pub fn tcp_transfer(pair: &NetnsPair, port: u16, sender_name: &str, bytes: u64) -> Transfer {
-    let flow = TcpFlow::start(pair, port, sender_name, TcpFlowOpts::bytes(bytes));
-    let (sender, key) = (flow.sender.clone(), flow.key.clone());
-    let r = flow.finish();
-    assert_eq!(
-        r,
-        FlowResult {
-            sent: bytes,
-            received: bytes
-        },
-        "expected {bytes} bytes written and read on port {port}, got {} written, {} read",
-        r.sent,
-        r.received
-    );
-    Transfer { sender, key, bytes }
+    TcpFlow::start(pair, port, sender_name, TcpFlowOpts::bytes(bytes)).finish_transfer()
 }
 
 #[derive(Clone, Debug)]
@@ -360,7 +404,7 @@ pub fn udp_flow(
             let s =
                 UdpSocket::bind(addr).unwrap_or_else(|e| panic!("UDP receiver: bind {addr}: {e}"));
             s.set_read_timeout(Some(Duration::from_millis(100)))
-                .expect("set_read_timeout");
+                .expect("a read timeout set on the socket");
             let _ = ready_tx.send(());
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut buf = vec![0u8; 65536];
@@ -372,14 +416,7 @@ pub fn udp_flow(
                         got += 1;
                         last = Instant::now();
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) =>
-                    {
+                    Err(e) if is_transient(&e) => {
                         if sh.sender_done.load(Ordering::SeqCst)
                             && last.elapsed() > Duration::from_secs(1)
                         {
@@ -400,14 +437,17 @@ pub fn udp_flow(
         s.connect(addr)
             .unwrap_or_else(|e| panic!("UDP sender: connect {addr}: {e}"));
         s.set_write_timeout(Some(IO_TIMEOUT))
-            .expect("set_write_timeout");
+            .expect("a write timeout set on the socket");
         let info = ThreadInfo::current();
-        let key = SockKey::new(s.local_addr().expect("local_addr"), addr);
+        let key = SockKey::new(
+            s.local_addr().expect("the socket to have a local address"),
+            addr,
+        );
         let buf = vec![0x33u8; size];
         let mut sent = 0u64;
         for _ in 0..count {
             match s.send(&buf) {
-                Ok(n) => assert_eq!(n, size, "UDP sender: short send"),
+                Ok(n) => assert_eq!(n, size, "expected the UDP sender to send whole datagrams"),
                 Err(e) => {
                     sh.sender_done.store(true, Ordering::SeqCst);
                     panic!("UDP sender to {addr}: send after {sent} datagrams: {e}");
@@ -419,7 +459,11 @@ pub fn udp_flow(
         (info, key, sent)
     });
     let (sender, key, sent) = join_timeout(tx, THREAD_TIMEOUT, "UDP sender");
-    let received = join_timeout(rx.take().unwrap(), THREAD_TIMEOUT, "UDP receiver");
+    let received = join_timeout(
+        rx.take().expect("the receiver thread joined only once"),
+        THREAD_TIMEOUT,
+        "UDP receiver",
+    );
     UdpFlowResult {
         sender,
         key,

@@ -64,21 +64,26 @@ impl HistDoc {
         Ok(HistDoc { doc })
     }
 
+    /// Every keyed histogram (`--per`), of every kind.
+    pub fn histograms(&self) -> &Vec<Value> {
+        self.doc["histograms"]
+            .as_array()
+            .expect("\"histograms\" to be an array (checked by parse)")
+    }
+
     /// The total histogram of kind `name`.
     pub fn total(&self, name: &str) -> &Value {
         self.doc["totals"]
             .as_array()
-            .unwrap()
+            .expect("\"totals\" to be an array (checked by parse)")
             .iter()
             .find(|h| h["name"] == name)
-            .unwrap_or_else(|| panic!("no total named {name:?}"))
+            .unwrap_or_else(|| panic!("expected a total named {name:?}, there is none"))
     }
 
     /// The keyed histograms of kind `name`.
     pub fn keyed(&self, name: &str) -> Vec<&Value> {
-        self.doc["histograms"]
-            .as_array()
-            .unwrap()
+        self.histograms()
             .iter()
             .filter(|h| h["name"] == name)
             .collect()
@@ -105,10 +110,15 @@ impl HistDoc {
     pub fn hook(&self, hook: &str) -> &Value {
         self.doc["hooks"]
             .as_array()
-            .unwrap()
+            .expect("\"hooks\" to be an array (checked by parse)")
             .iter()
             .find(|h| h["hook"] == hook)
-            .unwrap_or_else(|| panic!("no hook {hook:?} in the hooks list: {}", self.doc["hooks"]))
+            .unwrap_or_else(|| {
+                panic!(
+                    "expected hook {hook:?} in the hooks list, got {}",
+                    self.doc["hooks"]
+                )
+            })
     }
 
     pub fn hook_attached(&self, hook: &str) -> bool {

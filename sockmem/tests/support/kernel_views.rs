@@ -259,8 +259,8 @@ impl QdiscSampler {
                     let _ = self.0.wait();
                 }
             }
-            let mut stdin = child.stdin.take().unwrap();
-            let mut stdout = io::BufReader::new(child.stdout.take().unwrap());
+            let mut stdin = child.stdin.take().expect("tc's stdin piped");
+            let mut stdout = io::BufReader::new(child.stdout.take().expect("tc's stdout piped"));
             let _reap = Reap(child);
             let command = format!("qdisc show dev {dev_s}\n");
             let mut read = || -> QdiscSample {
@@ -316,7 +316,11 @@ impl QdiscSampler {
     /// Stops sampling (after one last reading) and returns every reading, in time order.
     pub fn finish(mut self) -> Vec<QdiscSample> {
         self.stop.store(true, Ordering::SeqCst);
-        join_timeout(self.h.take().unwrap(), THREAD_TIMEOUT, &self.what)
+        join_timeout(
+            self.h.take().expect("the sampler thread joined only once"),
+            THREAD_TIMEOUT,
+            &self.what,
+        )
     }
 }
 

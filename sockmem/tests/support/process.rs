@@ -152,9 +152,18 @@ pub(super) fn kill_group(child: &Child, sig: i32) {
     }
 }
 
-/// Runs `cmd` (stdin null, stdout/stderr captured, own process group). On timeout the whole
-/// group is killed and `Err` carries what was captured.
-pub fn try_run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CmdOutput, CmdOutput> {
+/// A child started by [`spawn_captured`]: its output read by two threads until it closes.
+pub(super) struct Captured {
+    /// What was run (for messages).
+    pub what: String,
+    pub child: Child,
+    pub out: JoinHandle<Vec<u8>>,
+    pub err: JoinHandle<Vec<u8>>,
+}
+
+/// Starts `cmd` with stdin null, stdout and stderr captured, in its own process group (so that
+/// it can be killed with its children).
+pub(super) fn spawn_captured(cmd: &mut Command) -> Captured {
     let what = format!("{cmd:?}");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -163,8 +172,25 @@ pub fn try_run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CmdO
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("could not start {what}: {e}"));
-    let out = spawn_reader(child.stdout.take().unwrap());
-    let err = spawn_reader(child.stderr.take().unwrap());
+    let out = spawn_reader(child.stdout.take().expect("stdout piped"));
+    let err = spawn_reader(child.stderr.take().expect("stderr piped"));
+    Captured {
+        what,
+        child,
+        out,
+        err,
+    }
+}
+
+/// Runs `cmd` (stdin null, stdout/stderr captured, own process group). On timeout the whole
+/// group is killed and `Err` carries what was captured.
+pub fn try_run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<CmdOutput, CmdOutput> {
+    let Captured {
+        what,
+        mut child,
+        out,
+        err,
+    } = spawn_captured(cmd);
     let (status, timed_out) = match wait_child(&mut child, timeout) {
         Some(st) => (st, false),
         None => {

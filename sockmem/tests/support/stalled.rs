@@ -7,7 +7,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::flows::{connect, key_of, listen_accept, FlowShared};
+use super::flows::{listen_accept, spawn_sender, FlowShared};
+use super::kernel_views::{wait_ss_stable, SkMem};
 use super::threads::{hold_until, recv_setup};
 use super::{
     join_timeout, spawn_in_netns, wait_until, NetnsPair, SockKey, ThreadInfo, HOLD_TIMEOUT,
@@ -60,12 +61,11 @@ impl StalledTcp {
 
         let rx = spawn_stalled_receiver(pair, port, &shared, |sh| &sh.release);
 
-        let (info_tx, info_rx) = mpsc::channel();
         let sh = shared.clone();
-        let mut tx = Some(spawn_in_netns(sender_name, &pair.tx_ns, move || {
-            let mut s = connect(addr);
-            let _ = info_tx.send((ThreadInfo::current(), key_of(&s)));
-            s.set_nonblocking(true).expect("sender nonblocking");
+        let what = format!("stalled sender to port {port}");
+        let (sender, key, tx) = spawn_sender(pair, addr, sender_name, &what, move |mut s| {
+            s.set_nonblocking(true)
+                .expect("the stalled sender's socket made nonblocking");
             let buf = vec![0xa5u8; 64 * 1024];
             let start = Instant::now();
             let mut last_progress = Instant::now();
@@ -98,9 +98,7 @@ impl StalledTcp {
             hold_until(&sh.release);
             drop(s);
             sent
-        }));
-        let (sender, key) =
-            recv_setup(&info_rx, &mut tx, &format!("stalled sender to port {port}"));
+        });
         StalledTcp {
             port,
             sender,
@@ -123,13 +121,44 @@ impl StalledTcp {
         self.shared.sent.load(Ordering::SeqCst)
     }
 
+    /// Waits until the sender's writes block for good (≤ 40 s) and `ss` in the sender's
+    /// namespace shows its queued bytes (w > 0) unchanged in two reads 300 ms apart (≤ 20 s);
+    /// returns the bytes written and that reading.
+    pub fn wait_stable(&self, pair: &NetnsPair) -> (u64, SkMem) {
+        let written = self.wait_filled(Duration::from_secs(40));
+        assert!(
+            written > 0,
+            "expected the stalled sender to port {} to write something before it blocked, it \
+             wrote {written} bytes",
+            self.port
+        );
+        let m = wait_ss_stable(
+            &pair.tx_ns,
+            self.key.lport,
+            self.port,
+            Duration::from_millis(300),
+            Duration::from_secs(20),
+        );
+        (written, m)
+    }
+
     /// Closes both ends, joins both threads; returns the bytes the sender wrote.
     pub fn finish(mut self) -> u64 {
         self.shared.release.store(true, Ordering::SeqCst);
         let what = format!("stalled sender to port {}", self.port);
-        let sent = join_timeout(self.tx.take().unwrap(), THREAD_TIMEOUT, &what);
+        let sent = join_timeout(
+            self.tx.take().expect("the sender thread joined only once"),
+            THREAD_TIMEOUT,
+            &what,
+        );
         let what = format!("stalled receiver on port {}", self.port);
-        join_timeout(self.rx.take().unwrap(), THREAD_TIMEOUT, &what);
+        join_timeout(
+            self.rx
+                .take()
+                .expect("the receiver thread joined only once"),
+            THREAD_TIMEOUT,
+            &what,
+        );
         sent
     }
 }
@@ -189,13 +218,11 @@ impl BlockingStalledTcp {
 
         let rx = spawn_stalled_receiver(pair, port, &shared, |sh| &sh.release);
 
-        let (info_tx, info_rx) = mpsc::channel();
         let sh = shared.clone();
-        let mut tx = Some(spawn_in_netns(sender_name, &pair.tx_ns, move || {
-            let mut s = connect(addr);
+        let what = format!("blocking stalled sender to port {port}");
+        let (sender, key, tx) = spawn_sender(pair, addr, sender_name, &what, move |mut s| {
             s.set_write_timeout(Some(sndtimeo))
-                .expect("set_write_timeout (SO_SNDTIMEO)");
-            let _ = info_tx.send((ThreadInfo::current(), key_of(&s)));
+                .expect("SO_SNDTIMEO set on the blocking stalled sender's socket");
             let buf = vec![0xa5u8; 64 * 1024];
             let start = Instant::now();
             let mut sent = 0u64;
@@ -231,12 +258,7 @@ impl BlockingStalledTcp {
             sh.writes_done.store(true, Ordering::SeqCst);
             hold_until(&sh.release);
             drop(s);
-        }));
-        let (sender, key) = recv_setup(
-            &info_rx,
-            &mut tx,
-            &format!("blocking stalled sender to port {port}"),
-        );
+        });
         BlockingStalledTcp {
             port,
             sndtimeo,
@@ -287,9 +309,19 @@ impl BlockingStalledTcp {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.release.store(true, Ordering::SeqCst);
         let what = format!("blocking stalled sender to port {}", self.port);
-        join_timeout(self.tx.take().unwrap(), THREAD_TIMEOUT, &what);
+        join_timeout(
+            self.tx.take().expect("the sender thread joined only once"),
+            THREAD_TIMEOUT,
+            &what,
+        );
         let what = format!("stalled receiver on port {}", self.port);
-        join_timeout(self.rx.take().unwrap(), THREAD_TIMEOUT, &what);
+        join_timeout(
+            self.rx
+                .take()
+                .expect("the receiver thread joined only once"),
+            THREAD_TIMEOUT,
+            &what,
+        );
     }
 }
 

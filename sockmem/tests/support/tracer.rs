@@ -2,14 +2,13 @@
 //! ready file exists (every program attached) and stopped with SIGTERM.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::process::{join_reader, kill_group, spawn_reader, wait_child};
+use super::process::{join_reader, kill_group, spawn_captured, wait_child, Captured};
 use super::{run_with_timeout, CmdOutput, EXIT_TIMEOUT, READY_TIMEOUT, SETTLE};
 
 pub fn sockmem_bin() -> &'static str {
@@ -72,22 +71,18 @@ impl Tracer {
 
     /// Starts `cmd` (which must make something write `ready_file`) and waits for the file.
     pub fn spawn(mut cmd: Command, ready_file: PathBuf) -> Tracer {
-        let what = format!("{cmd:?}");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {what}: {e}"));
-        let out = Some(spawn_reader(child.stdout.take().unwrap()));
-        let err = Some(spawn_reader(child.stderr.take().unwrap()));
+        let Captured {
+            what,
+            child,
+            out,
+            err,
+        } = spawn_captured(&mut cmd);
         let mut t = Tracer {
             what,
             child: Some(child),
             ready_file,
-            out,
-            err,
+            out: Some(out),
+            err: Some(err),
             ready_between: (Instant::now(), Instant::now()),
         };
         t.wait_ready();
@@ -106,7 +101,7 @@ impl Tracer {
             let exited = self
                 .child
                 .as_mut()
-                .unwrap()
+                .expect("a tracer not yet reaped")
                 .try_wait()
                 .expect("try_wait sockmem");
             if let Some(status) = exited {
@@ -137,7 +132,7 @@ impl Tracer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.child.as_ref().expect("a tracer not yet reaped").id()
     }
 
     /// Sends `sig` to the process itself (not its group).
@@ -149,7 +144,13 @@ impl Tracer {
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+        matches!(
+            self.child
+                .as_mut()
+                .expect("a tracer not yet reaped")
+                .try_wait(),
+            Ok(None)
+        )
     }
 
     /// SIGTERM, then waits (≤ 20 s) for the exit and returns status and output.
@@ -172,7 +173,10 @@ impl Tracer {
     }
 
     fn wait_exit(&mut self, timeout: Duration, how: &str) -> CmdOutput {
-        match wait_child(self.child.as_mut().unwrap(), timeout) {
+        match wait_child(
+            self.child.as_mut().expect("a tracer not yet reaped"),
+            timeout,
+        ) {
             Some(status) => self.collect(status),
             None => {
                 let out = self.kill();
@@ -186,7 +190,7 @@ impl Tracer {
     }
 
     fn kill(&mut self) -> CmdOutput {
-        let child = self.child.as_mut().unwrap();
+        let child = self.child.as_mut().expect("a tracer not yet reaped");
         kill_group(child, libc::SIGKILL);
         let status = child.wait().expect("wait after SIGKILL");
         self.collect(status)
