@@ -412,8 +412,10 @@ fn stalled_receiver_sendmsg_time_is_blocking() {
     let ((st, records), doc) =
         hist_traced(&["--json", "-P", &P.to_string(), "--tcp"], "total", || {
             let st = BlockingStalledTcp::start(&pair, P, "smtx-stall", SNDTIMEO);
+            // At least the 3 blocked writes the checks below need, however slowly the buffers
+            // fill, and 2 s of writing in all (~6 blocked writes on the host).
             let t0 = Instant::now();
-            st.wait_blocked(1, Duration::from_secs(15));
+            st.wait_blocked(3, Duration::from_secs(20));
             thread::sleep(Duration::from_secs(2).saturating_sub(t0.elapsed()));
             let records = st.stop_writing(Duration::from_secs(5));
             (st, records)

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::threads::{hold_until, recv_setup};
+use super::threads::{hold_until, join_ends, recv_setup};
 use super::{
     join_timeout, spawn_in_netns, wait_until, NetnsPair, SockKey, ThreadInfo, HOLD_TIMEOUT,
     IO_TIMEOUT, THREAD_TIMEOUT,
@@ -303,20 +303,8 @@ impl TcpFlow {
             self.stop();
         }
         self.release();
-        let what = format!("TCP sender to port {}", self.port);
-        let sent = join_timeout(
-            self.tx.take().expect("the sender thread joined only once"),
-            THREAD_TIMEOUT,
-            &what,
-        );
-        let what = format!("TCP receiver on port {}", self.port);
-        let received = join_timeout(
-            self.rx
-                .take()
-                .expect("the receiver thread joined only once"),
-            THREAD_TIMEOUT,
-            &what,
-        );
+        let what = format!("TCP flow to port {}", self.port);
+        let (sent, received) = join_ends(&mut self.tx, &mut self.rx, &what);
         FlowResult { sent, received }
     }
 }

@@ -183,6 +183,15 @@ impl JsonTrace {
     }
 }
 
+/// The first `n` events, one a line (for messages).
+pub fn first_few(evs: &[&Value], n: usize) -> String {
+    evs.iter()
+        .take(n)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn has_port(ev: &Value, port: u16) -> bool {
     let p = Some(u64::from(port));
     ev.get("lport").and_then(Value::as_u64) == p || ev.get("rport").and_then(Value::as_u64) == p

@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::flows::{listen_accept, spawn_sender, FlowShared};
 use super::kernel_views::{wait_ss_stable, SkMem};
-use super::threads::{hold_until, recv_setup};
-use super::{
-    join_timeout, spawn_in_netns, wait_until, NetnsPair, SockKey, ThreadInfo, HOLD_TIMEOUT,
-    THREAD_TIMEOUT,
-};
+use super::threads::{hold_until, join_ends, recv_setup};
+use super::{spawn_in_netns, wait_until, NetnsPair, SockKey, ThreadInfo, HOLD_TIMEOUT};
 
 /// A receiver on `port` that accepts one connection and never reads from it, until
 /// `release(shared)` is set; returns once it listens.
@@ -145,20 +142,8 @@ impl StalledTcp {
     /// Closes both ends, joins both threads; returns the bytes the sender wrote.
     pub fn finish(mut self) -> u64 {
         self.shared.release.store(true, Ordering::SeqCst);
-        let what = format!("stalled sender to port {}", self.port);
-        let sent = join_timeout(
-            self.tx.take().expect("the sender thread joined only once"),
-            THREAD_TIMEOUT,
-            &what,
-        );
-        let what = format!("stalled receiver on port {}", self.port);
-        join_timeout(
-            self.rx
-                .take()
-                .expect("the receiver thread joined only once"),
-            THREAD_TIMEOUT,
-            &what,
-        );
+        let what = format!("stalled TCP flow to port {}", self.port);
+        let (sent, ()) = join_ends(&mut self.tx, &mut self.rx, &what);
         sent
     }
 }
@@ -308,20 +293,8 @@ impl BlockingStalledTcp {
     pub fn finish(mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.release.store(true, Ordering::SeqCst);
-        let what = format!("blocking stalled sender to port {}", self.port);
-        join_timeout(
-            self.tx.take().expect("the sender thread joined only once"),
-            THREAD_TIMEOUT,
-            &what,
-        );
-        let what = format!("stalled receiver on port {}", self.port);
-        join_timeout(
-            self.rx
-                .take()
-                .expect("the receiver thread joined only once"),
-            THREAD_TIMEOUT,
-            &what,
-        );
+        let what = format!("blocking stalled TCP flow to port {}", self.port);
+        join_ends(&mut self.tx, &mut self.rx, &what);
     }
 }
 

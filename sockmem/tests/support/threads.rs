@@ -8,7 +8,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::netns::enter_netns;
-use super::HOLD_TIMEOUT;
+use super::{HOLD_TIMEOUT, THREAD_TIMEOUT};
 
 /// Identity of a traffic thread, as the kernel (and so sockmem) should report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +78,20 @@ pub fn join_timeout<T>(h: JoinHandle<T>, timeout: Duration, what: &str) -> T {
         Ok(v) => v,
         Err(p) => panic!("{what} panicked: {}", panic_message(&*p)),
     }
+}
+
+/// Joins a flow's two threads, sender first, each within [`THREAD_TIMEOUT`]; `what` names the
+/// flow in messages (e.g. "TCP flow to port 5000").
+pub(super) fn join_ends<S, R>(
+    tx: &mut Option<JoinHandle<S>>,
+    rx: &mut Option<JoinHandle<R>>,
+    what: &str,
+) -> (S, R) {
+    let tx = tx.take().expect("the sender thread joined only once");
+    let rx = rx.take().expect("the receiver thread joined only once");
+    let sent = join_timeout(tx, THREAD_TIMEOUT, &format!("{what}: sender"));
+    let received = join_timeout(rx, THREAD_TIMEOUT, &format!("{what}: receiver"));
+    (sent, received)
 }
 
 /// Polls `cond` every 10 ms until it is true or `timeout` passes; returns whether it became true.
