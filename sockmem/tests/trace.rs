@@ -185,6 +185,14 @@ fn support_selftest() {
         "expected a trace without a summary line to be refused"
     );
 
+    // The clock's granularity: tens of ns on a host, a few ms in an emulated VM.
+    let step = clock_step();
+    assert!(
+        step > Duration::ZERO && step < Duration::from_millis(50),
+        "expected CLOCK_MONOTONIC to step by more than 0 and less than 50 ms, got {step:?}"
+    );
+    eprintln!("selftest: CLOCK_MONOTONIC steps by {step:?}");
+
     // The command runner kills on timeout.
     let t0 = Instant::now();
     let r = try_run_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(300));
@@ -206,11 +214,20 @@ fn support_selftest() {
         // `wait` returns as soon as a trapped signal arrives (a foreground child would delay
         // the trap until it exits).
         r#"trap 'echo bye; kill $! 2>/dev/null; exit 0' TERM; echo hello; echo to-stderr >&2;
-           touch "$1"; sleep 30 & wait $!; exit 3"#,
+           sleep 0.3; touch "$1"; sleep 30 & wait $!; exit 3"#,
         "bash",
     ])
     .arg(&ready);
+    let spawned = Instant::now();
     let tr = Tracer::spawn(cmd, ready.clone());
+    let (not_yet, seen) = tr.ready_between();
+    assert!(
+        spawned <= not_yet && not_yet < seen && seen - spawned >= Duration::from_millis(300),
+        "expected the ready file (touched 0.3 s after the start) between the last poll that did \
+         not find it and the first that did, got them {:?} and {:?} after the start",
+        not_yet - spawned,
+        seen - spawned
+    );
     let out = tr.stop();
     out.assert_success();
     assert_eq!(

@@ -307,9 +307,7 @@ impl TcpFlow {
         let (sent, received) = join_ends(&mut self.tx, &mut self.rx, &what);
         FlowResult { sent, received }
     }
-}
 
-impl TcpFlow {
     /// [`TcpFlow::finish`] for a flow of [`Amount::Bytes`]: panics unless the receiver read
     /// every byte.
     pub fn finish_transfer(self) -> Transfer {
