@@ -100,7 +100,8 @@ impl FilterRun {
             .unwrap_or_else(|| panic!("{}: the case names flow {name:?}, it has none", self.test))
     }
 
-    /// The events for which `wrong` holds, as a message if there are any.
+    /// Asserts that no event is `what` (none for which `wrong` holds); the message shows the
+    /// first few that are.
     fn assert_no_event(&self, what: &str, wrong: impl Fn(&Value) -> bool) {
         let bad: Vec<&Value> = self.trace.events.iter().filter(|e| wrong(e)).collect();
         assert_eq!(
