@@ -889,8 +889,9 @@ fn sigterm_and_broken_pipe_end_cleanly() {
 
     // Reader goes away: `sockmem trace | head -n 3` must end, sockmem exiting 0.
     let ready = tmp_path("pipe-ready");
-    let script = r#"bin="$1"; ready="$2"; port="$3"
-"$bin" trace --port "$port" --ready-file "$ready" | head -n 3
+    // Arguments after the third (`--backend B` under `cargo xtask vm-test`) go to sockmem.
+    let script = r#"bin="$1"; ready="$2"; port="$3"; shift 3
+"$bin" trace --port "$port" --ready-file "$ready" "$@" | head -n 3
 st=("${PIPESTATUS[@]}")
 echo "sockmem_status=${st[0]} head_status=${st[1]}" >&2
 exit "${st[0]}""#;
@@ -898,6 +899,9 @@ exit "${st[0]}""#;
     cmd.args(["-c", script, "bash", sockmem_bin()])
         .arg(&ready)
         .arg(P_PIPE.to_string());
+    if let Some(b) = test_backend() {
+        cmd.arg("--backend").arg(b);
+    }
     let pipeline = Tracer::spawn(cmd, ready);
     let flow = TcpFlow::start(&pair, P_PIPE, "smtx-pipe", TcpFlowOpts::until_stopped());
     let out = pipeline.wait(Duration::from_secs(30));
