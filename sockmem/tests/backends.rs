@@ -21,19 +21,23 @@ fn probe() -> Value {
 fn hooks(p: &Value) -> &Vec<Value> {
     p["hooks"]
         .as_array()
-        .expect("probe output has a hooks array")
+        .expect("probe --json output to have a \"hooks\" array")
 }
 
 fn status<'a>(hook: &'a Value, backend: &str) -> (&'a str, &'a str) {
     let b = hook["backends"]
         .as_array()
-        .expect("hook has backends")
+        .expect("each probed hook to have a \"backends\" array")
         .iter()
         .find(|b| b["backend"] == backend)
         .unwrap_or_else(|| panic!("hook {hook} lacks backend {backend}"));
     (
-        b["status"].as_str().expect("status"),
-        b["detail"].as_str().expect("detail"),
+        b["status"]
+            .as_str()
+            .expect("each backend of a hook to have a string \"status\""),
+        b["detail"]
+            .as_str()
+            .expect("each backend of a hook to have a string \"detail\""),
     )
 }
 
@@ -58,18 +62,29 @@ fn probe_explains_every_hook_and_chooses_the_best_available() {
         );
     }
     for h in hooks(&p) {
-        let name = h["hook"].as_str().expect("hook name");
+        let name = h["hook"]
+            .as_str()
+            .expect("each probed hook to have a string \"hook\" name");
         let statuses: Vec<(&str, &str)> = BACKENDS.iter().map(|b| status(h, b)).collect();
         // Every backend that was tried says why not, or what it attached to.
         for (b, (s, detail)) in BACKENDS.iter().zip(&statuses) {
             assert!(
                 ["chosen", "available", "unavailable", "n/a"].contains(s),
-                "{name}/{b}: unexpected status {s}"
+                "{name}/{b}: expected status chosen, available, unavailable or n/a, got {s}"
             );
-            assert!(!detail.is_empty(), "{name}/{b} ({s}) has no explanation");
+            assert!(
+                !detail.is_empty(),
+                "{name}/{b} ({s}): expected an explanation, got none"
+            );
             if *b == "kprobe" && !kprobe_pmu && *s != "n/a" {
-                assert_eq!(*s, "unavailable", "{name}: kprobe without a kprobe PMU");
-                assert!(detail.contains("CONFIG_KPROBES"), "{name}: {detail}");
+                assert_eq!(
+                    *s, "unavailable",
+                    "{name}: expected kprobe unavailable without a kprobe PMU, got {s} ({detail})"
+                );
+                assert!(
+                    detail.contains("CONFIG_KPROBES"),
+                    "{name}: expected the kprobe explanation to name CONFIG_KPROBES, got {detail}"
+                );
             }
         }
         // The chosen backend is the first one that works, in the order fentry, kprobe, tracepoint.
@@ -88,12 +103,15 @@ fn probe_explains_every_hook_and_chooses_the_best_available() {
         assert_eq!(
             chosen,
             usize::from(first_ok.is_some()),
-            "{name}: {statuses:?}"
+            "{name}: expected one backend chosen if any works, none otherwise: {statuses:?}"
         );
     }
     // The packet path has tracepoints on every kernel sockmem supports.
     for must in ["dev_queue_xmit", "qdisc_enqueue", "driver_xmit", "skb_free"] {
-        let h = hooks(&p).iter().find(|h| h["hook"] == must).expect(must);
+        let h = hooks(&p)
+            .iter()
+            .find(|h| h["hook"] == must)
+            .unwrap_or_else(|| panic!("expected probe to list hook {must}"));
         assert!(
             h["chosen"].is_string(),
             "expected {must} to attach somehow: {h}"
@@ -113,7 +131,9 @@ fn trace_uses_the_backends_probe_chooses() {
     let trace = out.json();
     let attached = trace.attached_hooks();
     for h in hooks(&p) {
-        let name = h["hook"].as_str().unwrap();
+        let name = h["hook"]
+            .as_str()
+            .expect("each probed hook to have a string \"hook\" name");
         let from_trace = attached
             .iter()
             .find(|(n, _)| n == name)
@@ -138,7 +158,11 @@ fn forcing_a_backend_uses_it_or_explains_why_not() {
         let unavailable: Vec<&str> = applicable
             .iter()
             .filter(|h| status(h, backend).0 == "unavailable")
-            .map(|h| h["hook"].as_str().unwrap())
+            .map(|h| {
+                h["hook"]
+                    .as_str()
+                    .expect("each probed hook to have a string \"hook\" name")
+            })
             .collect();
         let out = run_sockmem(
             &[
@@ -166,7 +190,10 @@ fn forcing_a_backend_uses_it_or_explains_why_not() {
             );
             for hook in &unavailable {
                 let (_, why) = status(
-                    hooks(&p).iter().find(|h| h["hook"] == *hook).unwrap(),
+                    hooks(&p)
+                        .iter()
+                        .find(|h| h["hook"] == *hook)
+                        .expect("the unavailable hook among the probed ones"),
                     backend,
                 );
                 assert!(
@@ -180,7 +207,9 @@ fn forcing_a_backend_uses_it_or_explains_why_not() {
         out.assert_success();
         let attached = out.json().attached_hooks();
         for h in hooks(&p) {
-            let name = h["hook"].as_str().unwrap();
+            let name = h["hook"]
+                .as_str()
+                .expect("each probed hook to have a string \"hook\" name");
             let got = attached
                 .iter()
                 .find(|(n, _)| n == name)
@@ -191,7 +220,10 @@ fn forcing_a_backend_uses_it_or_explains_why_not() {
                 "unavailable" => None,
                 _ => Some(backend),
             };
-            assert_eq!(got, expected, "--backend {backend}: hook {name}");
+            assert_eq!(
+                got, expected,
+                "--backend {backend}: expected hook {name} attached via {expected:?}, got {got:?}"
+            );
             if expected.is_none() {
                 assert!(
                     out.stderr.contains(&format!("hook `{name}` unavailable")),
@@ -217,7 +249,10 @@ fn backends_agree_on_the_same_transfer() {
         .copied()
         .filter(|b| {
             COMPARED.iter().all(|hook| {
-                let h = hooks(&p).iter().find(|h| h["hook"] == *hook).unwrap();
+                let h = hooks(&p)
+                    .iter()
+                    .find(|h| h["hook"] == *hook)
+                    .unwrap_or_else(|| panic!("expected probe to list hook {hook}"));
                 matches!(status(h, b).0, "chosen" | "available")
             })
         })
@@ -231,42 +266,33 @@ fn backends_agree_on_the_same_transfer() {
         return;
     }
     let pair = NetnsPair::with_tbf("agree", 103);
+    // Every tracer attached (Tracer::start_on waits for its ready file) before the traffic.
     let tracers: Vec<(&str, Tracer)> = usable
         .iter()
         .map(|b| {
-            let ready = tmp_path("ready");
-            let mut cmd = std::process::Command::new(sockmem_bin());
-            cmd.args(["trace", "--json", "--port", &P.to_string(), "--backend", b])
-                .arg("--ready-file")
-                .arg(&ready);
-            (*b, Tracer::spawn(cmd, ready))
+            let args = ["trace", "--json", "--port", &P.to_string()];
+            (*b, Tracer::start_on(&args, Some(b)))
         })
         .collect();
-    let flow = TcpFlow::start(&pair, P, "smtx-agree", TcpFlowOpts::bytes(2 * 1024 * 1024));
-    let key = flow.key.clone();
-    let r = flow.finish();
-    assert_eq!(r.received, 2 * 1024 * 1024, "transfer incomplete");
-    std::thread::sleep(Duration::from_millis(300));
+    let key = tcp_transfer(&pair, P, "smtx-agree", 2 * 1024 * 1024).key;
+    std::thread::sleep(SETTLE);
 
     // (hook, skb) → the (len, wmem_queued, wmem_alloc) seen each time.
     type Seen = std::collections::BTreeMap<(String, String), Vec<(u64, i64, i64)>>;
     let mut seen: Vec<(&str, Seen)> = Vec::new();
     for (b, t) in tracers {
-        let out = t.stop();
-        out.assert_no_panic();
-        out.assert_success();
-        let trace = out.json();
+        let trace = t.stop_checked().json();
         assert_eq!(
             trace.summary_u64("lost"),
             0,
-            "{b}: events lost, comparison meaningless"
+            "{b}: expected no lost events (a comparison of the backends needs every event)"
         );
         let mut m = Seen::new();
         for ev in trace.events_for(&key) {
             let h = hook(ev);
             if COMPARED.contains(&h) {
                 let skb = get_opt_str(ev, "skb")
-                    .expect("skb events carry the skb")
+                    .expect("every dev_queue_xmit and driver_xmit event to carry its skb")
                     .to_owned();
                 m.entry((h.to_owned(), skb)).or_default().push((
                     get_opt_u64(ev, "len").unwrap_or(0),
@@ -300,18 +326,18 @@ fn backends_agree_on_the_same_transfer() {
         );
         assert!(
             compared >= 50,
-            "{base_name} vs {name}: only {compared} common observations"
+            "{base_name} vs {name}: expected >= 50 skb observations in common, got {compared}"
         );
         assert!(
             same_len * 100 >= compared * 98,
-            "{base_name} vs {name}: lengths equal for only {same_len} of {compared}, \
-             e.g. {differing:?}"
+            "{base_name} vs {name}: expected equal lengths for >= 98% of {compared} observations, \
+             got {same_len}, e.g. {differing:?}"
         );
         // Another CPU may process an ACK between two backends' probes of one skb; allow 5%.
         assert!(
             same_counters * 100 >= compared * 95,
-            "{base_name} vs {name}: counters equal for only {same_counters} of {compared}, \
-             e.g. {differing:?}"
+            "{base_name} vs {name}: expected equal counters for >= 95% of {compared} \
+             observations, got {same_counters}, e.g. {differing:?}"
         );
     }
 }

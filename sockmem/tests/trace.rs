@@ -4,6 +4,7 @@
 //! namespaces joined by a veth (198.18.X.0/24, X distinct per test, names unique per process),
 //! sends traffic from named threads of this process and checks what sockmem reports against
 //! what the test knows (thread ids, names, ports) and what the kernel itself reports (`ss`, `tc`).
+//! The filters have their own file, `filters.rs`.
 
 mod support;
 
@@ -18,13 +19,9 @@ use support::*;
 
 const MIB: u64 = 1024 * 1024;
 
-/// Pause after the traffic before stopping the tracer, so that the last ACKs are in.
-const SETTLE: Duration = Duration::from_millis(300);
-
 /// Hooks whose events concern one skb on the way down to the driver.
 const SKB_OWNER_HOOKS: [&str; 3] = ["qdisc_enqueue", "qdisc_dequeue", "driver_xmit"];
 
-/// Asserts pid/tgid/comm of `ev` are those of the thread `who`.
 /// The earliest `ts_ns` of an event owned by a seen `sendmsg` (u64::MAX if none).
 fn first_send_owned(evs: &[&Value]) -> u64 {
     evs.iter()
@@ -64,6 +61,7 @@ fn owner_unknown(ev: &Value, first_send_ts: u64) -> bool {
     }
 }
 
+/// Asserts pid/tgid/comm of `ev` are those of the thread `who`.
 fn assert_owner(ev: &Value, who: &ThreadInfo) {
     let h = hook(ev);
     assert_eq!(
@@ -95,19 +93,12 @@ fn has_sockmem_prefix(stderr: &str) -> bool {
     stderr.lines().any(|l| l.starts_with("sockmem: "))
 }
 
-fn first_few(evs: &[&Value], n: usize) -> String {
-    evs.iter()
-        .take(n)
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Self-test of the support code; needs root but not a working sockmem.
 #[test]
 fn support_selftest() {
     // Parsers, on fixed text.
-    let m = parse_skmem("\t skmem:(r1,rb2,t3,tb4,f5,w6,o7,bl8,d9)").expect("skmem parses");
+    let m = parse_skmem("\t skmem:(r1,rb2,t3,tb4,f5,w6,o7,bl8,d9)")
+        .expect("a complete skmem:(...) to parse");
     assert_eq!(
         m,
         SkMem {
@@ -121,18 +112,19 @@ fn support_selftest() {
             bl: 8,
             d: 9
         },
-        "skmem fields mapped wrongly"
+        "expected r1,rb2,t3,tb4,f5,w6,o7,bl8,d9 mapped to the fields of the same names"
     );
     assert!(
         parse_skmem("skmem:(r1,rb2)").is_err(),
-        "a truncated skmem must not parse"
+        "expected a truncated skmem:(r1,rb2) to be refused"
     );
     assert_eq!(
         parse_qdisc_sent(
             "qdisc tbf 8001: root refcnt 2 rate 200Mbit burst 32Kb lat 50ms\n \
              Sent 123456 bytes 789 pkt (dropped 0, overlimits 3 requeues 0)\n"
         ),
-        Ok((123456, 789))
+        Ok((123456, 789)),
+        "expected tc's \"Sent 123456 bytes 789 pkt\" read as (bytes, packets)"
     );
 
     // JSON splitting, socket selection and the delta checker, on a synthetic trace.
@@ -151,9 +143,13 @@ fn support_selftest() {
         r#"{"type":"summary","events":4,"lost":0,"lost_per_cpu":[0,0]}"#.to_string(),
     ]
     .join("\n");
-    let t = JsonTrace::parse(&text).expect("synthetic trace parses");
+    let t = JsonTrace::parse(&text).expect("the synthetic trace to parse");
     t.assert_summary_counts_events();
-    assert_eq!(t.header_hooks(), vec!["tcp_sendmsg".to_string()]);
+    assert_eq!(
+        t.header_hooks(),
+        vec!["tcp_sendmsg".to_string()],
+        "expected the header's hooks array read"
+    );
     let key = SockKey {
         laddr: "198.18.0.1".into(),
         lport: 40000,
@@ -161,35 +157,52 @@ fn support_selftest() {
         rport: 5000,
     };
     let mine = t.events_for(&key);
-    assert_eq!(mine.len(), 3, "events_for picked the wrong events");
+    assert_eq!(
+        mine.len(),
+        3,
+        "expected events_for to pick the 3 events of sk 0xffff1 (lport 40000)"
+    );
     assert_eq!(
         check_deltas(&mine, "wmem_queued", "wmem_queued_delta"),
-        Ok(3)
+        Ok(3),
+        "expected the 3 consistent deltas of one socket accepted"
     );
     let all: Vec<&Value> = t.events.iter().collect();
     assert_eq!(
         check_deltas(&all, "wmem_queued", "wmem_queued_delta"),
-        Ok(4)
+        Ok(4),
+        "expected the deltas of two interleaved sockets checked per socket and accepted"
     );
     let bad = text.replace("\"wmem_queued_delta\":200", "\"wmem_queued_delta\":250");
-    let t = JsonTrace::parse(&bad).expect("synthetic trace parses");
+    let t = JsonTrace::parse(&bad).expect("the synthetic trace with a wrong delta to parse");
     let all: Vec<&Value> = t.events.iter().collect();
     assert!(
         check_deltas(&all, "wmem_queued", "wmem_queued_delta").is_err(),
-        "a wrong delta must be detected"
+        "expected a wrong delta (250 for 100 -> 300) to be found"
     );
     assert!(
         JsonTrace::parse(&text.replace("summary", "event")).is_err(),
-        "missing summary"
+        "expected a trace without a summary line to be refused"
     );
+
+    // The clock's granularity: tens of ns on a host, a few ms in an emulated VM.
+    let step = clock_step();
+    assert!(
+        step > Duration::ZERO && step < Duration::from_millis(50),
+        "expected CLOCK_MONOTONIC to step by more than 0 and less than 50 ms, got {step:?}"
+    );
+    eprintln!("selftest: CLOCK_MONOTONIC steps by {step:?}");
 
     // The command runner kills on timeout.
     let t0 = Instant::now();
     let r = try_run_with_timeout(Command::new("sleep").arg("30"), Duration::from_millis(300));
-    assert!(r.is_err(), "sleep 30 should have timed out");
+    assert!(
+        r.is_err(),
+        "expected sleep 30 to be killed after a 300 ms timeout"
+    );
     assert!(
         t0.elapsed() < Duration::from_secs(10),
-        "timeout took {:?}",
+        "expected the 300 ms timeout to end sleep 30 within 10 s, it took {:?}",
         t0.elapsed()
     );
 
@@ -201,18 +214,30 @@ fn support_selftest() {
         // `wait` returns as soon as a trapped signal arrives (a foreground child would delay
         // the trap until it exits).
         r#"trap 'echo bye; kill $! 2>/dev/null; exit 0' TERM; echo hello; echo to-stderr >&2;
-           touch "$1"; sleep 30 & wait $!; exit 3"#,
+           sleep 0.3; touch "$1"; sleep 30 & wait $!; exit 3"#,
         "bash",
     ])
     .arg(&ready);
+    let spawned = Instant::now();
     let tr = Tracer::spawn(cmd, ready.clone());
+    let (not_yet, seen) = tr.ready_between();
+    assert!(
+        spawned <= not_yet && not_yet < seen && seen - spawned >= Duration::from_millis(300),
+        "expected the ready file (touched 0.3 s after the start) between the last poll that did \
+         not find it and the first that did, got them {:?} and {:?} after the start",
+        not_yet - spawned,
+        seen - spawned
+    );
     let out = tr.stop();
     out.assert_success();
-    assert_eq!(out.stdout, "hello\nbye\n", "stand-in stdout");
-    assert_eq!(out.stderr, "to-stderr\n", "stand-in stderr");
+    assert_eq!(
+        out.stdout, "hello\nbye\n",
+        "expected the stand-in's stdout, the trap's output included"
+    );
+    assert_eq!(out.stderr, "to-stderr\n", "expected the stand-in's stderr");
     assert!(
         !ready.exists(),
-        "ready file should be removed after the run"
+        "expected the ready file removed after the run"
     );
 
     let (tx_ns, rx_ns);
@@ -238,18 +263,36 @@ fn support_selftest() {
         let t0 = Instant::now();
         let flow = TcpFlow::start(&pair, 21001, "smtx-self", TcpFlowOpts::bytes(total));
         let s = flow.sender.clone();
-        assert_eq!(s.tgid, std::process::id(), "sender tgid");
+        assert_eq!(
+            s.tgid,
+            std::process::id(),
+            "expected the sender thread's tgid to be this process's pid"
+        );
         assert_ne!(
             s.tid, s.tgid,
-            "sender should be a thread other than the main one"
+            "expected the sender to be a thread other than the main one"
         );
-        assert_eq!(s.comm, "smtx-self", "sender comm");
-        assert_eq!(flow.key.laddr, pair.tx_addr.to_string(), "sender laddr");
-        assert_eq!(flow.key.raddr, pair.rx_addr.to_string(), "sender raddr");
-        assert_eq!(flow.key.rport, 21001, "sender rport");
+        assert_eq!(
+            s.comm, "smtx-self",
+            "expected the sender's comm to be its thread name"
+        );
+        assert_eq!(
+            flow.key.laddr,
+            pair.tx_addr.to_string(),
+            "expected the sender socket's local address on the sender side"
+        );
+        assert_eq!(
+            flow.key.raddr,
+            pair.rx_addr.to_string(),
+            "expected the sender socket's remote address on the receiver side"
+        );
+        assert_eq!(
+            flow.key.rport, 21001,
+            "expected the sender socket's remote port to be the receiver's"
+        );
         assert!(
             flow.key.lport != 0 && flow.key.lport != 21001,
-            "sender lport {}",
+            "expected an ephemeral local port on the sender socket, got {}",
             flow.key.lport
         );
         let r = flow.finish();
@@ -260,7 +303,7 @@ fn support_selftest() {
                 sent: total,
                 received: total
             },
-            "TCP bulk transfer"
+            "expected the 4 MiB transfer written and read in full"
         );
         let (bytes1, pkts1) = pair.tx_qdisc_sent();
         eprintln!(
@@ -282,30 +325,29 @@ fn support_selftest() {
         let u = udp_flow(&pair, 21003, "smtx-0123456789abcdef", 200, 1000);
         assert_eq!(
             u.sender.comm, "smtx-0123456789",
-            "comm is the name cut to 15 bytes"
+            "expected the comm to be the thread name cut to 15 bytes"
         );
-        assert_eq!(u.sent, 200, "UDP datagrams sent");
+        assert_eq!(u.sent, 200, "expected all 200 datagrams sent");
         assert!(
             u.received > 0 && u.received <= 200,
-            "UDP received {}",
+            "expected 1..=200 of the 200 datagrams received, got {}",
             u.received
         );
-        assert_eq!(u.key.raddr, pair.rx_addr.to_string(), "UDP raddr");
-        assert_eq!(u.key.rport, 21003, "UDP rport");
+        assert_eq!(
+            u.key.raddr,
+            pair.rx_addr.to_string(),
+            "expected the UDP socket's remote address on the receiver side"
+        );
+        assert_eq!(
+            u.key.rport, 21003,
+            "expected the UDP socket's remote port to be the receiver's"
+        );
 
         // Stalled receiver: ss sees queued send memory on the sender and unread data on the
         // receiver.
         let st = StalledTcp::start(&pair, 21002, "smtx-selfst");
-        let written = st.wait_filled(Duration::from_secs(40));
-        assert!(written > 0, "stalled sender wrote nothing");
+        let (written, m) = st.wait_stable(&pair);
         let lport = st.key.lport;
-        let m = wait_ss_stable(
-            &tx_ns,
-            lport,
-            21002,
-            Duration::from_millis(300),
-            Duration::from_secs(20),
-        );
         eprintln!("selftest: stalled sender wrote {written} bytes; ss sender {m:?}");
         assert!(
             m.w > 0,
@@ -323,7 +365,8 @@ fn support_selftest() {
         let sent = st.finish();
         assert_eq!(
             sent, written,
-            "stalled sender wrote more after it reported being full"
+            "expected the stalled sender to write nothing more once full ({written} bytes), it \
+             wrote {sent} in all"
         );
     }
     let list = netns_list();
@@ -338,30 +381,14 @@ fn tcp_bulk_events_from_every_hook() {
     const P: u16 = 21101;
     const P2: u16 = 21102;
     let pair = NetnsPair::with_tbf("bulk", 101);
-    let tracer = Tracer::start(&["trace", "--json", "--port", &P.to_string()]);
-
     let total = 8 * MIB;
-    let other_total = 2 * MIB;
-    let flow = TcpFlow::start(&pair, P, "smtx-bulk", TcpFlowOpts::bytes(total));
-    let other = TcpFlow::start(&pair, P2, "smtx-bulk2", TcpFlowOpts::bytes(other_total));
-    let sender = flow.sender.clone();
-    let key = flow.key.clone();
-    let r = flow.finish();
-    let r2 = other.finish();
-    assert_eq!(
-        r.received, total,
-        "expected {total} bytes received on port {P}, got {}",
-        r.received
-    );
-    assert_eq!(
-        r2.received, other_total,
-        "expected {other_total} bytes received on port {P2}, got {}",
-        r2.received
-    );
-    thread::sleep(SETTLE);
-    let out = tracer.stop();
-    out.assert_no_panic();
-    out.assert_success();
+    let (Transfer { sender, key, .. }, out) =
+        traced(&["trace", "--json", "--port", &P.to_string()], || {
+            let flow = TcpFlow::start(&pair, P, "smtx-bulk", TcpFlowOpts::bytes(total));
+            let other = TcpFlow::start(&pair, P2, "smtx-bulk2", TcpFlowOpts::bytes(2 * MIB));
+            other.finish_transfer();
+            flow.finish_transfer()
+        });
     let trace = out.json();
     trace.assert_summary_counts_events();
     let lost = trace.summary_u64("lost");
@@ -518,7 +545,10 @@ fn tcp_bulk_events_from_every_hook() {
     );
     let n =
         check_deltas(&evs, "wmem_queued", "wmem_queued_delta").unwrap_or_else(|e| panic!("{e}"));
-    assert!(n > 0);
+    assert!(
+        n > 0,
+        "expected the wmem_queued deltas of {key} checked on some events, checked {n}"
+    );
     check_deltas(&evs, "wmem_alloc", "wmem_alloc_delta").unwrap_or_else(|e| panic!("{e}"));
 
     let p2 = trace.with_port(P2);
@@ -535,18 +565,16 @@ fn tcp_bulk_events_from_every_hook() {
 fn udp_flow_events() {
     const P: u16 = 21201;
     let pair = NetnsPair::with_tbf("udp", 102);
-    let tracer = Tracer::start(&["trace", "--json", "--udp", "--port", &P.to_string()]);
-    let r = udp_flow(&pair, P, "smtx-udp", 2000, 1200);
+    let (r, out) = traced(
+        &["trace", "--json", "--udp", "--port", &P.to_string()],
+        || udp_flow(&pair, P, "smtx-udp", 2000, 1200),
+    );
     assert_eq!(r.sent, 2000, "expected 2000 datagrams sent, got {}", r.sent);
     assert!(
         r.received > 0,
         "expected the receiver to get datagrams, got {}",
         r.received
     );
-    thread::sleep(SETTLE);
-    let out = tracer.stop();
-    out.assert_no_panic();
-    out.assert_success();
     let trace = out.json();
     trace.assert_summary_counts_events();
 
@@ -628,212 +656,27 @@ fn udp_flow_events() {
 }
 
 #[test]
-fn filters_exclude_other_traffic() {
-    const P_PID: u16 = 21301;
-    const P_A: u16 = 21302;
-    const P_B: u16 = 21303;
-    const P_UDP: u16 = 21304;
-    let me = std::process::id();
-    let pair = NetnsPair::with_tbf("filt", 103);
-
-    // --pid: another process's pid sees none of our traffic; ours sees it.
-    let t_other = Tracer::start(&[
-        "trace",
-        "--json",
-        "--pid",
-        "1",
-        "--port",
-        &P_PID.to_string(),
-    ]);
-    let t_self = Tracer::start(&[
-        "trace",
-        "--json",
-        "--pid",
-        &me.to_string(),
-        "--port",
-        &P_PID.to_string(),
-    ]);
-    let f = TcpFlow::start(&pair, P_PID, "smtx-fpid", TcpFlowOpts::bytes(2 * MIB));
-    let key = f.key.clone();
-    let r = f.finish();
-    assert_eq!(
-        r.received,
-        2 * MIB,
-        "expected {} bytes received, got {}",
-        2 * MIB,
-        r.received
-    );
-    thread::sleep(SETTLE);
-    let o_other = t_other.stop();
-    let o_self = t_self.stop();
-    for o in [&o_other, &o_self] {
-        o.assert_no_panic();
-        o.assert_success();
-    }
-    let j = o_other.json();
-    let leaked = j.with_port(P_PID);
-    assert_eq!(
-        leaked.len(),
-        0,
-        "expected 0 events on port {P_PID} with --pid 1, got {}:\n{}",
-        leaked.len(),
-        first_few(&leaked, 3)
-    );
-    let j = o_self.json();
-    let n = j.events_for(&key).len();
-    assert!(
-        n >= 1,
-        "expected >= 1 event of {key} with --pid {me}, got {n}"
-    );
-    for ev in j.events.iter().filter(|e| get_str(e, "owner") == "sendmsg") {
-        assert_eq!(
-            get_u64(ev, "tgid"),
-            u64::from(me),
-            "expected tgid {me} on every sendmsg-owned event under --pid {me}, got {}: {ev}",
-            get_u64(ev, "tgid")
-        );
-    }
-
-    // --comm: only flow A's thread, while flow B runs alongside.
-    let comm_a = format!("smtx-a{me}");
-    let comm_b = format!("smtx-b{me}");
-    let t = Tracer::start(&["trace", "--json", "--comm", &comm_a]);
-    let fa = TcpFlow::start(&pair, P_A, &comm_a, TcpFlowOpts::bytes(4 * MIB));
-    let fb = TcpFlow::start(&pair, P_B, &comm_b, TcpFlowOpts::bytes(4 * MIB));
-    assert_eq!(fa.sender.comm, comm_a, "flow A thread comm");
-    let (key_a, key_b) = (fa.key.clone(), fb.key.clone());
-    let ra = fa.finish();
-    let rb = fb.finish();
-    assert_eq!(
-        ra.received,
-        4 * MIB,
-        "flow A: expected {} bytes, got {}",
-        4 * MIB,
-        ra.received
-    );
-    assert_eq!(
-        rb.received,
-        4 * MIB,
-        "flow B: expected {} bytes, got {}",
-        4 * MIB,
-        rb.received
-    );
-    thread::sleep(SETTLE);
-    let o = t.stop();
-    o.assert_no_panic();
-    o.assert_success();
-    let j = o.json();
-    let a = j.events_for(&key_a).len();
-    assert!(
-        a >= 1,
-        "expected >= 1 event of flow A {key_a} with --comm {comm_a}, got {a}"
-    );
-    let b = j.events_for(&key_b);
-    // Without a sendmsg hook, B's skbs sent in softirq under A's thread carry A's comm.
-    let b = if j.is_attached("sendmsg_ret") {
-        b
-    } else {
-        eprintln!("filters: no sendmsg hook on this kernel/backend: B's absence not checked");
-        Vec::new()
-    };
-    assert_eq!(
-        b.len(),
-        0,
-        "expected 0 events of flow B's sender {key_b} with --comm {comm_a}, got {}:\n{}",
-        b.len(),
-        first_few(&b, 3)
-    );
-    let b_owned: Vec<&Value> = j
-        .with_port(P_B)
-        .into_iter()
-        .filter(|e| get_str(e, "owner") == "sendmsg")
-        .collect();
-    assert_eq!(
-        b_owned.len(),
-        0,
-        "expected 0 sendmsg-owned events on flow B's port {P_B}, got {}:\n{}",
-        b_owned.len(),
-        first_few(&b_owned, 3)
-    );
-    let wrong: Vec<&Value> = j
-        .events
-        .iter()
-        .filter(|e| get_str(e, "comm") != comm_a)
-        .collect();
-    assert_eq!(
-        wrong.len(),
-        0,
-        "expected every event to have comm {comm_a:?}, {} did not:\n{}",
-        wrong.len(),
-        first_few(&wrong, 3)
-    );
-
-    // --tcp with only UDP traffic on the port: nothing; --udp on the same port: the flow.
-    let port = P_UDP.to_string();
-    let t_tcp = Tracer::start(&["trace", "--json", "--tcp", "--port", &port]);
-    let t_udp = Tracer::start(&["trace", "--json", "--udp", "--port", &port]);
-    let u = udp_flow(&pair, P_UDP, "smtx-fudp", 500, 1000);
-    assert!(
-        u.received > 0,
-        "expected UDP datagrams received, got {}",
-        u.received
-    );
-    thread::sleep(SETTLE);
-    let o_tcp = t_tcp.stop();
-    let o_udp = t_udp.stop();
-    for o in [&o_tcp, &o_udp] {
-        o.assert_no_panic();
-        o.assert_success();
-    }
-    let j = o_tcp.json();
-    let leaked = j.with_port(P_UDP);
-    assert_eq!(
-        leaked.len(),
-        0,
-        "expected 0 events on port {P_UDP} with --tcp and only UDP traffic, got {}:\n{}",
-        leaked.len(),
-        first_few(&leaked, 3)
-    );
-    let j = o_udp.json();
-    let n = j.events_for(&u.key).len();
-    assert!(
-        n >= 1,
-        "expected >= 1 event of UDP sender {} with --udp, got {n}",
-        u.key
-    );
-}
-
-#[test]
 fn stalled_receiver_queued_matches_sock_diag() {
     const P: u16 = 21401;
     let pair = NetnsPair::with_tbf("stal", 104);
-    let tracer = Tracer::start(&["trace", "--json", "--port", &P.to_string()]);
-    let st = StalledTcp::start(&pair, P, "smtx-stal");
+    let ((st, written, m), out) = traced(&["trace", "--json", "--port", &P.to_string()], || {
+        let st = StalledTcp::start(&pair, P, "smtx-stal");
+        let (written, m) = st.wait_stable(&pair);
+        (st, written, m)
+    });
     let key = st.key.clone();
-    let written = st.wait_filled(Duration::from_secs(40));
-    assert!(
-        written > 0,
-        "expected the stalled sender to write something, wrote {written}"
-    );
-    let m = wait_ss_stable(
-        &pair.tx_ns,
-        key.lport,
-        P,
-        Duration::from_millis(300),
-        Duration::from_secs(20),
-    );
-    thread::sleep(Duration::from_millis(300));
-    let out = tracer.stop();
     let after = ss_skmem(&pair.tx_ns, key.lport, P);
     let sent = st.finish();
-    assert_eq!(sent, written, "the sender wrote more after being full");
+    assert_eq!(
+        sent, written,
+        "expected the stalled sender to write nothing more once full ({written} bytes), it wrote \
+         {sent} in all"
+    );
     assert_eq!(
         after.w, m.w,
         "premise: ss w should stay put while the receiver does not read: {} then {}",
         m.w, after.w
     );
-    out.assert_no_panic();
-    out.assert_success();
     let trace = out.json();
     let evs = trace.events_for(&key);
     let last = evs.last().unwrap_or_else(|| {
@@ -871,39 +714,33 @@ fn wmem_alloc_returns_to_zero_after_drain() {
     const P: u16 = 21501;
     let pair = NetnsPair::with_tbf("drain", 105);
     let outfile = tmp_path("drain.jsonl");
-    let outfile_s = outfile.to_str().expect("utf-8 tmp path").to_string();
-    let tracer = Tracer::start(&[
+    let outfile_s = outfile
+        .to_str()
+        .expect("the temporary path to be UTF-8")
+        .to_string();
+    let args = [
         "trace",
         "--json",
         "--port",
         &P.to_string(),
         "-o",
         &outfile_s,
-    ]);
-    let total = 4 * MIB;
-    let flow = TcpFlow::start(
-        &pair,
-        P,
-        "smtx-drain",
-        TcpFlowOpts::bytes(total).hold_open(),
-    );
-    let key = flow.key.clone();
-    flow.wait_sender_done(Duration::from_secs(60));
-    flow.wait_received(total, Duration::from_secs(60));
-    thread::sleep(Duration::from_millis(200));
-    let m = ss_skmem(&pair.tx_ns, key.lport, P);
-    let out = tracer.stop();
-    let r = flow.finish();
-    assert_eq!(
-        r,
-        FlowResult {
-            sent: total,
-            received: total
-        },
-        "transfer"
-    );
-    out.assert_no_panic();
-    out.assert_success();
+    ];
+    let ((flow, m), _) = traced(&args, || {
+        // Held open: the socket is still there, drained, when ss reads it and sockmem stops.
+        let flow = TcpFlow::start(
+            &pair,
+            P,
+            "smtx-drain",
+            TcpFlowOpts::bytes(4 * MIB).hold_open(),
+        );
+        flow.wait_sender_done(Duration::from_secs(60));
+        flow.wait_received(4 * MIB, Duration::from_secs(60));
+        thread::sleep(Duration::from_millis(200));
+        let m = ss_skmem(&pair.tx_ns, flow.key.lport, P);
+        (flow, m)
+    });
+    let key = flow.finish_transfer().key;
     let text = fs::read_to_string(&outfile)
         .unwrap_or_else(|e| panic!("expected output file {outfile_s} (-o): {e}"));
     let _ = fs::remove_file(&outfile);
@@ -941,25 +778,16 @@ fn wmem_alloc_returns_to_zero_after_drain() {
 fn tiny_ring_buffer_reports_loss() {
     const P: u16 = 21601;
     let pair = NetnsPair::new("ring", 106); // no tbf: as fast as the veth goes
-    let tracer = Tracer::start(&[
+    let total = 64 * MIB;
+    let args = [
         "trace",
         "--json",
         "--ring-size",
         "4096",
         "--port",
         &P.to_string(),
-    ]);
-    let total = 64 * MIB;
-    let r = TcpFlow::start(&pair, P, "smtx-ring", TcpFlowOpts::bytes(total)).finish();
-    assert_eq!(
-        r.received, total,
-        "expected {total} bytes received, got {}",
-        r.received
-    );
-    thread::sleep(SETTLE);
-    let out = tracer.stop();
-    out.assert_no_panic();
-    out.assert_success();
+    ];
+    let (_, out) = traced(&args, || tcp_transfer(&pair, P, "smtx-ring", total));
     let trace = out.json();
     trace.assert_summary_counts_events();
     let lost = trace.summary_u64("lost");
@@ -1037,21 +865,9 @@ fn sigterm_and_broken_pipe_end_cleanly() {
     let pair = NetnsPair::with_tbf("term", 108);
 
     // Text mode, SIGTERM while traffic has been flowing.
-    let tracer = Tracer::start(&["trace", "--port", &P.to_string()]);
-    let flow = TcpFlow::start(&pair, P, "smtx-term", TcpFlowOpts::bytes(2 * MIB));
-    let key = flow.key.clone();
-    let r = flow.finish();
-    assert_eq!(
-        r.received,
-        2 * MIB,
-        "expected {} bytes received, got {}",
-        2 * MIB,
-        r.received
-    );
-    thread::sleep(SETTLE);
-    let out = tracer.stop();
-    out.assert_no_panic();
-    out.assert_success();
+    let (Transfer { key, .. }, out) = traced(&["trace", "--port", &P.to_string()], || {
+        tcp_transfer(&pair, P, "smtx-term", 2 * MIB)
+    });
     // Text mode: one line per event, showing the socket's ends as addr:port.
     let local = format!("{}:{}", key.laddr, key.lport);
     let remote = format!("{}:{}", key.raddr, key.rport);
@@ -1073,8 +889,9 @@ fn sigterm_and_broken_pipe_end_cleanly() {
 
     // Reader goes away: `sockmem trace | head -n 3` must end, sockmem exiting 0.
     let ready = tmp_path("pipe-ready");
-    let script = r#"bin="$1"; ready="$2"; port="$3"
-"$bin" trace --port "$port" --ready-file "$ready" | head -n 3
+    // Arguments after the third (`--backend B` under `cargo xtask vm-test`) go to sockmem.
+    let script = r#"bin="$1"; ready="$2"; port="$3"; shift 3
+"$bin" trace --port "$port" --ready-file "$ready" "$@" | head -n 3
 st=("${PIPESTATUS[@]}")
 echo "sockmem_status=${st[0]} head_status=${st[1]}" >&2
 exit "${st[0]}""#;
@@ -1082,6 +899,9 @@ exit "${st[0]}""#;
     cmd.args(["-c", script, "bash", sockmem_bin()])
         .arg(&ready)
         .arg(P_PIPE.to_string());
+    if let Some(b) = test_backend() {
+        cmd.arg("--backend").arg(b);
+    }
     let pipeline = Tracer::spawn(cmd, ready);
     let flow = TcpFlow::start(&pair, P_PIPE, "smtx-pipe", TcpFlowOpts::until_stopped());
     let out = pipeline.wait(Duration::from_secs(30));

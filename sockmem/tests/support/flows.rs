@@ -1,0 +1,459 @@
+//! Traffic from named threads of the test process: a TCP transfer ([`TcpFlow`]) and UDP
+//! datagrams ([`udp_flow`]), each end on its own thread in its own namespace.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::threads::{hold_until, join_ends, recv_setup};
+use super::{
+    join_timeout, spawn_in_netns, wait_until, NetnsPair, SockKey, ThreadInfo, HOLD_TIMEOUT,
+    IO_TIMEOUT, THREAD_TIMEOUT,
+};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Amount {
+    /// Write exactly this many bytes.
+    Bytes(u64),
+    /// Write until [`TcpFlow::stop`] (or `max_duration`).
+    UntilStopped,
+}
+
+#[derive(Clone, Debug)]
+pub struct TcpFlowOpts {
+    pub amount: Amount,
+    /// Size of each `write` call.
+    pub chunk: usize,
+    /// After the last write, keep the socket open (no FIN) until [`TcpFlow::release`].
+    pub hold_open: bool,
+    /// Upper bound on the writing phase.
+    pub max_duration: Duration,
+}
+
+impl TcpFlowOpts {
+    pub fn bytes(n: u64) -> TcpFlowOpts {
+        TcpFlowOpts {
+            amount: Amount::Bytes(n),
+            chunk: 64 * 1024,
+            hold_open: false,
+            max_duration: Duration::from_secs(60),
+        }
+    }
+
+    pub fn until_stopped() -> TcpFlowOpts {
+        TcpFlowOpts {
+            amount: Amount::UntilStopped,
+            ..TcpFlowOpts::bytes(0)
+        }
+    }
+
+    pub fn hold_open(mut self) -> TcpFlowOpts {
+        self.hold_open = true;
+        self
+    }
+
+    /// Sets the upper bound on the writing phase (default 60 s).
+    pub fn for_at_most(mut self, max_duration: Duration) -> TcpFlowOpts {
+        self.max_duration = max_duration;
+        self
+    }
+}
+
+#[derive(Default)]
+pub(super) struct FlowShared {
+    pub(super) sent: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) sender_done: AtomicBool,
+    pub(super) stop: AtomicBool,
+    pub(super) release: AtomicBool,
+}
+
+/// Bytes written by the sender and read by the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowResult {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// A TCP transfer from a thread in `tx_ns` (named as asked) to a thread in `rx_ns` that
+/// reads everything until EOF. Returned once connected; the transfer runs in the background.
+pub struct TcpFlow {
+    pub port: u16,
+    pub sender: ThreadInfo,
+    /// The sender's socket.
+    pub key: SockKey,
+    pub opts: TcpFlowOpts,
+    shared: Arc<FlowShared>,
+    tx: Option<JoinHandle<u64>>,
+    rx: Option<JoinHandle<u64>>,
+}
+
+/// Binds a listener in the calling thread's namespace, signals `ready`, accepts one connection
+/// (bounded by 20 s).
+pub(super) fn listen_accept(addr: SocketAddr, ready: mpsc::Sender<()>) -> TcpStream {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("receiver: bind {addr}: {e}"));
+    listener
+        .set_nonblocking(true)
+        .expect("the listener made nonblocking");
+    let _ = ready.send(());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "receiver on {addr}: no connection within 20 s"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("receiver on {addr}: accept: {e}"),
+        }
+    };
+    stream
+        .set_nonblocking(false)
+        .expect("the accepted socket made blocking");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("a read timeout set on the socket");
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .expect("a write timeout set on the socket");
+    stream
+}
+
+pub(super) fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("sender: connect to {addr}: {e}"));
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .expect("a write timeout set on the socket");
+    s.set_read_timeout(Some(IO_TIMEOUT))
+        .expect("a read timeout set on the socket");
+    s
+}
+
+/// Whether a socket call's error only means "nothing yet" (timeout, interrupted).
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// Starts thread `sender_name` in the sender namespace: it connects to `addr`, hands back its
+/// identity and its socket's, then runs `body` on the socket. Returns once it is connected
+/// (`what` names it if it is not).
+pub(super) fn spawn_sender<R: Send + 'static>(
+    pair: &NetnsPair,
+    addr: SocketAddr,
+    sender_name: &str,
+    what: &str,
+    body: impl FnOnce(TcpStream) -> R + Send + 'static,
+) -> (ThreadInfo, SockKey, Option<JoinHandle<R>>) {
+    let (info_tx, info_rx) = mpsc::channel();
+    let mut tx = Some(spawn_in_netns(sender_name, &pair.tx_ns, move || {
+        let s = connect(addr);
+        let _ = info_tx.send((ThreadInfo::current(), key_of(&s)));
+        body(s)
+    }));
+    let (sender, key) = recv_setup(&info_rx, &mut tx, what);
+    (sender, key, tx)
+}
+
+pub(super) fn key_of(s: &TcpStream) -> SockKey {
+    SockKey::new(
+        s.local_addr().expect("the socket to have a local address"),
+        s.peer_addr()
+            .expect("the connected socket to have a peer address"),
+    )
+}
+
+impl TcpFlow {
+    /// Starts the receiver (thread `smrx-<port>` in `rx_ns`, listening on rx_addr:`port`) and
+    /// the sender (thread `sender_name` in `tx_ns`); returns once the sender is connected.
+    pub fn start(pair: &NetnsPair, port: u16, sender_name: &str, opts: TcpFlowOpts) -> TcpFlow {
+        let shared = Arc::new(FlowShared::default());
+        let addr = pair.rx_sockaddr(port);
+        let max_duration = opts.max_duration;
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sh = shared.clone();
+        let mut rx = Some(spawn_in_netns(
+            &format!("smrx-{port}"),
+            &pair.rx_ns,
+            move || {
+                let mut s = listen_accept(addr, ready_tx);
+                let deadline = Instant::now() + max_duration + HOLD_TIMEOUT;
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            sh.received.fetch_add(n as u64, Ordering::SeqCst);
+                        }
+                        Err(e) if is_transient(&e) => {
+                            assert!(
+                                Instant::now() < deadline,
+                                "receiver on {addr}: no EOF after {} bytes",
+                                sh.received.load(Ordering::SeqCst)
+                            );
+                        }
+                        Err(e) => panic!("receiver on {addr}: read: {e}"),
+                    }
+                }
+                sh.received.load(Ordering::SeqCst)
+            },
+        ));
+        recv_setup(&ready_rx, &mut rx, &format!("TCP receiver on port {port}"));
+
+        let sh = shared.clone();
+        let o = opts.clone();
+        let what = format!("TCP sender to port {port}");
+        let (sender, key, tx) = spawn_sender(pair, addr, sender_name, &what, move |mut s| {
+            let start = Instant::now();
+            let buf = vec![0x5au8; o.chunk];
+            let mut sent = 0u64;
+            loop {
+                if sh.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let want = match o.amount {
+                    Amount::Bytes(n) if sent >= n => break,
+                    Amount::Bytes(n) => (n - sent).min(o.chunk as u64) as usize,
+                    Amount::UntilStopped => o.chunk,
+                };
+                if start.elapsed() > o.max_duration {
+                    match o.amount {
+                        Amount::Bytes(n) => panic!(
+                            "sender to {addr}: only {sent} of {n} bytes written within {:?}",
+                            o.max_duration
+                        ),
+                        Amount::UntilStopped => break,
+                    }
+                }
+                s.write_all(&buf[..want])
+                    .unwrap_or_else(|e| panic!("sender to {addr}: write after {sent} bytes: {e}"));
+                sent += want as u64;
+                sh.sent.store(sent, Ordering::SeqCst);
+            }
+            sh.sender_done.store(true, Ordering::SeqCst);
+            if o.hold_open {
+                hold_until(&sh.release);
+            }
+            drop(s);
+            sent
+        });
+        TcpFlow {
+            port,
+            sender,
+            key,
+            opts,
+            shared,
+            tx,
+            rx,
+        }
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.shared.sent.load(Ordering::SeqCst)
+    }
+
+    pub fn received(&self) -> u64 {
+        self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the receiver has read `n` bytes.
+    pub fn wait_received(&self, n: u64, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.received() >= n),
+            "receiver on port {}: expected {n} bytes within {timeout:?}, got {}",
+            self.port,
+            self.received()
+        );
+    }
+
+    /// Waits until the sender has made its last write.
+    pub fn wait_sender_done(&self, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.shared.sender_done.load(Ordering::SeqCst)),
+            "sender to port {}: not done within {timeout:?} ({} bytes written)",
+            self.port,
+            self.sent()
+        );
+    }
+
+    /// Ends an [`Amount::UntilStopped`] flow's writing.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets a `hold_open` sender close its socket.
+    pub fn release(&self) {
+        self.shared.release.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the transfer to end (stopping an `UntilStopped` flow, releasing a held one),
+    /// joins both threads.
+    pub fn finish(mut self) -> FlowResult {
+        if matches!(self.opts.amount, Amount::UntilStopped) {
+            self.stop();
+        }
+        self.release();
+        let what = format!("TCP flow to port {}", self.port);
+        let (sent, received) = join_ends(&mut self.tx, &mut self.rx, &what);
+        FlowResult { sent, received }
+    }
+
+    /// [`TcpFlow::finish`] for a flow of [`Amount::Bytes`]: panics unless the receiver read
+    /// every byte.
+    pub fn finish_transfer(self) -> Transfer {
+        let Amount::Bytes(bytes) = self.opts.amount else {
+            panic!(
+                "finish_transfer: the flow to port {} has no fixed size ({:?})",
+                self.port, self.opts.amount
+            )
+        };
+        let (port, sender, key) = (self.port, self.sender.clone(), self.key.clone());
+        let r = self.finish();
+        assert_eq!(
+            r,
+            FlowResult {
+                sent: bytes,
+                received: bytes
+            },
+            "expected {bytes} bytes written and read on port {port}, got {} written, {} read",
+            r.sent,
+            r.received
+        );
+        Transfer { sender, key, bytes }
+    }
+}
+
+impl Drop for TcpFlow {
+    fn drop(&mut self) {
+        // On a panic path: let the threads end by themselves (all their waits are bounded).
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.release.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A finished TCP transfer of a known size: who sent it, from which socket.
+#[derive(Clone, Debug)]
+pub struct Transfer {
+    pub sender: ThreadInfo,
+    /// The sender's socket.
+    pub key: SockKey,
+    pub bytes: u64,
+}
+
+/// A [`TcpFlow`] of `bytes` from thread `sender_name` to rx_addr:`port`, run to its end; panics
+/// unless the receiver read every byte.
+pub fn tcp_transfer(pair: &NetnsPair, port: u16, sender_name: &str, bytes: u64) -> Transfer {
+    TcpFlow::start(pair, port, sender_name, TcpFlowOpts::bytes(bytes)).finish_transfer()
+}
+
+#[derive(Clone, Debug)]
+pub struct UdpFlowResult {
+    pub sender: ThreadInfo,
+    /// The sender's (connected) socket.
+    pub key: SockKey,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Datagrams the receiver got.
+    pub received: u64,
+}
+
+/// Sends `count` datagrams of `size` bytes from a connected UDP socket bound to tx_addr
+/// (thread `sender_name` in `tx_ns`) to rx_addr:`port`, where thread `smrx-<port>` counts
+/// them. Returns when both are done (the receiver stops 1 s after the last datagram).
+pub fn udp_flow(
+    pair: &NetnsPair,
+    port: u16,
+    sender_name: &str,
+    count: u64,
+    size: usize,
+) -> UdpFlowResult {
+    let shared = Arc::new(FlowShared::default());
+    let addr = pair.rx_sockaddr(port);
+    let local = SocketAddr::V4(SocketAddrV4::new(pair.tx_addr, 0));
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let sh = shared.clone();
+    let mut rx = Some(spawn_in_netns(
+        &format!("smrx-{port}"),
+        &pair.rx_ns,
+        move || {
+            let s =
+                UdpSocket::bind(addr).unwrap_or_else(|e| panic!("UDP receiver: bind {addr}: {e}"));
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("a read timeout set on the socket");
+            let _ = ready_tx.send(());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut buf = vec![0u8; 65536];
+            let mut got = 0u64;
+            let mut last = Instant::now();
+            while got < count && Instant::now() < deadline {
+                match s.recv_from(&mut buf) {
+                    Ok(_) => {
+                        got += 1;
+                        last = Instant::now();
+                    }
+                    Err(e) if is_transient(&e) => {
+                        if sh.sender_done.load(Ordering::SeqCst)
+                            && last.elapsed() > Duration::from_secs(1)
+                        {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("UDP receiver on {addr}: {e}"),
+                }
+            }
+            got
+        },
+    ));
+    recv_setup(&ready_rx, &mut rx, &format!("UDP receiver on port {port}"));
+
+    let sh = shared.clone();
+    let tx = spawn_in_netns(sender_name, &pair.tx_ns, move || {
+        let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("UDP sender: bind {local}: {e}"));
+        s.connect(addr)
+            .unwrap_or_else(|e| panic!("UDP sender: connect {addr}: {e}"));
+        s.set_write_timeout(Some(IO_TIMEOUT))
+            .expect("a write timeout set on the socket");
+        let info = ThreadInfo::current();
+        let key = SockKey::new(
+            s.local_addr().expect("the socket to have a local address"),
+            addr,
+        );
+        let buf = vec![0x33u8; size];
+        let mut sent = 0u64;
+        for _ in 0..count {
+            match s.send(&buf) {
+                Ok(n) => assert_eq!(n, size, "expected the UDP sender to send whole datagrams"),
+                Err(e) => {
+                    sh.sender_done.store(true, Ordering::SeqCst);
+                    panic!("UDP sender to {addr}: send after {sent} datagrams: {e}");
+                }
+            }
+            sent += 1;
+        }
+        sh.sender_done.store(true, Ordering::SeqCst);
+        (info, key, sent)
+    });
+    let (sender, key, sent) = join_timeout(tx, THREAD_TIMEOUT, "UDP sender");
+    let received = join_timeout(
+        rx.take().expect("the receiver thread joined only once"),
+        THREAD_TIMEOUT,
+        "UDP receiver",
+    );
+    UdpFlowResult {
+        sender,
+        key,
+        sent,
+        received,
+    }
+}

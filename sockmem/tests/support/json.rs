@@ -1,0 +1,276 @@
+//! `sockmem trace --json` output: header, events and summary, the socket an event belongs to,
+//! and field getters that say which field was missing.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+
+use super::tail;
+
+/// A socket's 4-tuple as sockmem prints it (local end first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SockKey {
+    pub laddr: String,
+    pub lport: u16,
+    pub raddr: String,
+    pub rport: u16,
+}
+
+impl SockKey {
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> SockKey {
+        SockKey {
+            laddr: local.ip().to_string(),
+            lport: local.port(),
+            raddr: remote.ip().to_string(),
+            rport: remote.port(),
+        }
+    }
+
+    /// Whether `ev` is an event of this socket (same local and remote address and port).
+    pub fn matches(&self, ev: &Value) -> bool {
+        ev.get("laddr").and_then(Value::as_str) == Some(self.laddr.as_str())
+            && ev.get("lport").and_then(Value::as_u64) == Some(u64::from(self.lport))
+            && ev.get("raddr").and_then(Value::as_str) == Some(self.raddr.as_str())
+            && ev.get("rport").and_then(Value::as_u64) == Some(u64::from(self.rport))
+    }
+}
+
+impl fmt::Display for SockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} -> {}:{}",
+            self.laddr, self.lport, self.raddr, self.rport
+        )
+    }
+}
+
+/// `sockmem trace --json` output: the header line, the event lines (in output order) and the
+/// summary line.
+#[derive(Debug)]
+pub struct JsonTrace {
+    pub header: Value,
+    pub events: Vec<Value>,
+    pub summary: Value,
+}
+
+pub(super) fn short(line: &str) -> &str {
+    match line.char_indices().nth(300) {
+        Some((i, _)) => &line[..i],
+        None => line,
+    }
+}
+
+impl JsonTrace {
+    /// Every non-empty line must be a JSON object with a string `type`: first `header`, last
+    /// `summary`, all others `event`.
+    pub fn parse(text: &str) -> Result<JsonTrace, String> {
+        let mut lines = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| format!("line {}: not JSON ({e}): {}", i + 1, short(line)))?;
+            let ty = v
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("line {}: no string \"type\": {}", i + 1, short(line)))?
+                .to_string();
+            lines.push((i + 1, ty, v));
+        }
+        if lines.len() < 2 {
+            return Err(format!(
+                "expected at least a header and a summary line, got {} JSON lines; output:\n{}",
+                lines.len(),
+                tail(text, 2000)
+            ));
+        }
+        let (_, first_ty, header) = lines.remove(0);
+        if first_ty != "header" {
+            return Err(format!(
+                "first line has type {first_ty:?}, expected \"header\""
+            ));
+        }
+        let (n, last_ty, summary) = lines.pop().unwrap();
+        if last_ty != "summary" {
+            return Err(format!(
+                "last line ({n}) has type {last_ty:?}, expected \"summary\" (did sockmem exit \
+                 cleanly?)"
+            ));
+        }
+        let mut events = Vec::with_capacity(lines.len());
+        for (n, ty, v) in lines {
+            if ty != "event" {
+                return Err(format!("line {n} has type {ty:?}, expected \"event\": {v}"));
+            }
+            events.push(v);
+        }
+        Ok(JsonTrace {
+            header,
+            events,
+            summary,
+        })
+    }
+
+    /// Events of one socket, in output order.
+    pub fn events_for(&self, key: &SockKey) -> Vec<&Value> {
+        self.events.iter().filter(|e| key.matches(e)).collect()
+    }
+
+    /// Events whose local or remote port is `port`.
+    pub fn with_port(&self, port: u16) -> Vec<&Value> {
+        self.events.iter().filter(|e| has_port(e, port)).collect()
+    }
+
+    /// Hook names listed in the header's `hooks` array.
+    pub fn header_hooks(&self) -> Vec<String> {
+        self.header
+            .get("hooks")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("header has no \"hooks\" array: {}", self.header))
+            .iter()
+            .map(|h| {
+                h.get("hook")
+                    .and_then(Value::as_str)
+                    .unwrap_or_else(|| panic!("header hook entry without \"hook\": {h}"))
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Hooks the header says are attached, with the backend each got.
+    pub fn attached_hooks(&self) -> Vec<(String, String)> {
+        self.header
+            .get("hooks")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("header has no \"hooks\" array: {}", self.header))
+            .iter()
+            .filter(|h| h.get("attached").and_then(Value::as_bool) == Some(true))
+            .map(|h| {
+                let field = |f: &str| h.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+                (field("hook"), field("backend"))
+            })
+            .collect()
+    }
+
+    pub fn is_attached(&self, hook: &str) -> bool {
+        self.attached_hooks().iter().any(|(h, _)| h == hook)
+    }
+
+    pub fn summary_u64(&self, field: &str) -> u64 {
+        self.summary
+            .get(field)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| {
+                panic!(
+                    "summary field {field:?} missing or not a u64: {}",
+                    self.summary
+                )
+            })
+    }
+
+    /// Asserts the summary's `events` equals the number of event lines.
+    pub fn assert_summary_counts_events(&self) {
+        let n = self.summary_u64("events");
+        assert_eq!(
+            n,
+            self.events.len() as u64,
+            "summary says {n} events, expected the {} event lines printed",
+            self.events.len()
+        );
+    }
+}
+
+/// The first `n` events, one a line (for messages).
+pub fn first_few(evs: &[&Value], n: usize) -> String {
+    evs.iter()
+        .take(n)
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn has_port(ev: &Value, port: u16) -> bool {
+    let p = Some(u64::from(port));
+    ev.get("lport").and_then(Value::as_u64) == p || ev.get("rport").and_then(Value::as_u64) == p
+}
+
+pub fn hook(ev: &Value) -> &str {
+    get_str(ev, "hook")
+}
+
+pub fn get_str<'a>(ev: &'a Value, field: &str) -> &'a str {
+    ev.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("field {field:?} missing or not a string in {ev}"))
+}
+
+/// A string field that may be `null`.
+pub fn get_opt_str<'a>(ev: &'a Value, field: &str) -> Option<&'a str> {
+    match ev.get(field) {
+        Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        _ => panic!("field {field:?} missing or neither string nor null in {ev}"),
+    }
+}
+
+pub fn get_u64(ev: &Value, field: &str) -> u64 {
+    ev.get(field)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("field {field:?} missing or not an unsigned integer in {ev}"))
+}
+
+/// An unsigned field that may be `null`.
+pub fn get_opt_u64(ev: &Value, field: &str) -> Option<u64> {
+    match ev.get(field) {
+        Some(Value::Null) => None,
+        Some(v) if v.as_u64().is_some() => v.as_u64(),
+        _ => panic!("field {field:?} missing or neither unsigned integer nor null in {ev}"),
+    }
+}
+
+pub fn get_i64(ev: &Value, field: &str) -> i64 {
+    ev.get(field)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("field {field:?} missing or not an integer in {ev}"))
+}
+
+/// Number of events per hook name.
+pub fn hook_counts<'a, I: IntoIterator<Item = &'a Value>>(events: I) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        *m.entry(hook(e).to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Checks, in output order and per socket (`sk`), that `delta_field` equals `value_field` minus
+/// the previous event's `value_field` (the first event of a socket: the value itself). Returns
+/// the number of events checked, or the first mismatch.
+pub fn check_deltas(
+    events: &[&Value],
+    value_field: &str,
+    delta_field: &str,
+) -> Result<usize, String> {
+    let mut prev: HashMap<String, i64> = HashMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        let sk = get_str(ev, "sk").to_string();
+        let value = get_i64(ev, value_field);
+        let delta = get_i64(ev, delta_field);
+        let expected = value - prev.get(&sk).copied().unwrap_or(0);
+        if delta != expected {
+            return Err(format!(
+                "event #{i} (hook {}, sk {sk}): expected {delta_field} == {expected} \
+                 ({value_field} {value} minus previous {}), got {delta}; event: {ev}",
+                hook(ev),
+                prev.get(&sk)
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "none (first event)".to_string())
+            ));
+        }
+        prev.insert(sk, value);
+    }
+    Ok(events.len())
+}

@@ -1,0 +1,144 @@
+//! Threads of the test process: their identity as the kernel reports it, starting them inside
+//! a namespace, bounded joins and waits.
+
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::netns::enter_netns;
+use super::{HOLD_TIMEOUT, THREAD_TIMEOUT};
+
+/// Identity of a traffic thread, as the kernel (and so sockmem) should report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadInfo {
+    /// The name given to `thread::Builder`.
+    pub name: String,
+    /// `/proc/thread-self/comm` read inside the thread (the name cut to 15 bytes).
+    pub comm: String,
+    /// `gettid()`.
+    pub tid: u32,
+    /// `getpid()` == `std::process::id()`.
+    pub tgid: u32,
+}
+
+impl ThreadInfo {
+    /// Must be called on the thread it describes.
+    pub fn current() -> ThreadInfo {
+        let comm = fs::read_to_string("/proc/thread-self/comm")
+            .expect("read /proc/thread-self/comm")
+            .trim_end_matches('\n')
+            .to_string();
+        ThreadInfo {
+            name: thread::current().name().unwrap_or("").to_string(),
+            comm,
+            tid: unsafe { libc::gettid() } as u32,
+            tgid: std::process::id(),
+        }
+    }
+}
+
+/// Spawns a thread named `name` that first enters namespace `ns`, then runs `f`.
+pub fn spawn_in_netns<T, F>(name: &str, ns: &str, f: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let ns = ns.to_string();
+    thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            enter_netns(&ns);
+            f()
+        })
+        .unwrap_or_else(|e| panic!("spawn thread {name}: {e}"))
+}
+
+pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+/// Joins `h`, waiting at most `timeout`; re-panics with the thread's panic message.
+pub fn join_timeout<T>(h: JoinHandle<T>, timeout: Duration, what: &str) -> T {
+    let deadline = Instant::now() + timeout;
+    while !h.is_finished() {
+        if Instant::now() >= deadline {
+            panic!("{what} did not finish within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    match h.join() {
+        Ok(v) => v,
+        Err(p) => panic!("{what} panicked: {}", panic_message(&*p)),
+    }
+}
+
+/// Joins a flow's two threads, sender first, each within [`THREAD_TIMEOUT`]; `what` names the
+/// flow in messages (e.g. "TCP flow to port 5000").
+pub(super) fn join_ends<S, R>(
+    tx: &mut Option<JoinHandle<S>>,
+    rx: &mut Option<JoinHandle<R>>,
+    what: &str,
+) -> (S, R) {
+    let tx = tx.take().expect("the sender thread joined only once");
+    let rx = rx.take().expect("the receiver thread joined only once");
+    let sent = join_timeout(tx, THREAD_TIMEOUT, &format!("{what}: sender"));
+    let received = join_timeout(rx, THREAD_TIMEOUT, &format!("{what}: receiver"));
+    (sent, received)
+}
+
+/// Polls `cond` every 10 ms until it is true or `timeout` passes; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Returns once `release` is set (or after [`HOLD_TIMEOUT`]): a socket held open meanwhile.
+pub(super) fn hold_until(release: &AtomicBool) {
+    let held = Instant::now();
+    while !release.load(Ordering::SeqCst) && held.elapsed() < HOLD_TIMEOUT {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for a value a helper thread sends once it is set up; if the thread died instead,
+/// panics with its panic message.
+pub(super) fn recv_setup<T, R>(
+    rx: &mpsc::Receiver<T>,
+    h: &mut Option<JoinHandle<R>>,
+    what: &str,
+) -> T {
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(handle) = h.take() {
+                // A thread that died drops its sender: give it a moment to finish unwinding.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !handle.is_finished() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                if handle.is_finished() {
+                    if let Err(p) = handle.join() {
+                        panic!("{what} panicked during setup: {}", panic_message(&*p));
+                    }
+                }
+            }
+            panic!("{what} was not set up within 20 s ({e})");
+        }
+    }
+}
