@@ -128,18 +128,18 @@ fn support_selftest() {
     );
 
     // JSON splitting, socket selection and the delta checker, on a synthetic trace.
-    let ev = |sk: &str, lport: u16, q: i64, dq: i64| {
-        serde_json::json!({"type":"event","hook":"tcp_sendmsg","sk":sk,"laddr":"198.18.0.1",
+    let ev = |sock: u64, lport: u16, q: i64, dq: i64| {
+        serde_json::json!({"type":"event","hook":"tcp_sendmsg","sock":sock,"laddr":"198.18.0.1",
             "lport":lport,"raddr":"198.18.0.2","rport":5000,"wmem_queued":q,
             "wmem_queued_delta":dq})
         .to_string()
     };
     let text = [
         r#"{"type":"header","hooks":[{"hook":"tcp_sendmsg"}]}"#.to_string(),
-        ev("0xffff1", 40000, 100, 100),
-        ev("0xffff2", 40001, 50, 50),
-        ev("0xffff1", 40000, 300, 200),
-        ev("0xffff1", 40000, 0, -300),
+        ev(0x101, 40000, 100, 100),
+        ev(0x201, 40001, 50, 50),
+        ev(0x101, 40000, 300, 200),
+        ev(0x101, 40000, 0, -300),
         r#"{"type":"summary","events":4,"lost":0,"lost_per_cpu":[0,0]}"#.to_string(),
     ]
     .join("\n");
@@ -451,7 +451,7 @@ fn tcp_bulk_events_from_every_hook() {
     }
     for ev in evs.iter().filter(|e| hook(e) == "wmem_release") {
         let v = get_i64(ev, "value");
-        if get_opt_str(ev, "skb").is_some() {
+        if has_skb(ev) {
             assert!(
                 v < 0,
                 "expected a negative wmem_release value, got {v}: {ev}"
@@ -497,10 +497,7 @@ fn tcp_bulk_events_from_every_hook() {
                 get_opt_u64(ev, "ifindex").is_some(),
                 "expected an ifindex on {h}: {ev}"
             );
-            assert!(
-                get_opt_str(ev, "skb").is_some(),
-                "expected an skb on {h}: {ev}"
-            );
+            assert!(has_skb(ev), "expected an skb on {h}: {ev}");
             let len = get_opt_u64(ev, "len");
             assert!(
                 matches!(len, Some(l) if l > 0),
@@ -536,12 +533,17 @@ fn tcp_bulk_events_from_every_hook() {
         max_queued > 0,
         "expected wmem_queued > 0 on some event of {key}, max was {max_queued}"
     );
-    let sks: BTreeSet<&str> = evs.iter().map(|e| get_str(e, "sk")).collect();
+    let socks: BTreeSet<u64> = evs.iter().map(|e| get_u64(e, "sock")).collect();
     assert_eq!(
-        sks.len(),
+        socks.len(),
         1,
-        "expected 1 sk for the sender socket {key}, got {}: {sks:?}",
-        sks.len()
+        "expected 1 socket id for the sender socket {key}, got {}: {socks:?}",
+        socks.len()
+    );
+    assert!(
+        evs.iter()
+            .all(|e| e.get("sk").is_none() && e.get("skb").is_none()),
+        "expected no kernel addresses without --kernel-addrs"
     );
     let n =
         check_deltas(&evs, "wmem_queued", "wmem_queued_delta").unwrap_or_else(|e| panic!("{e}"));

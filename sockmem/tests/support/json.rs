@@ -249,6 +249,13 @@ pub fn hook_counts<'a, I: IntoIterator<Item = &'a Value>>(events: I) -> BTreeMap
 /// Checks, in output order and per socket (`sk`), that `delta_field` equals `value_field` minus
 /// the previous event's `value_field` (the first event of a socket: the value itself). Returns
 /// the number of events checked, or the first mismatch.
+/// Whether an event carries an skb (`has_skb`).
+pub fn has_skb(ev: &Value) -> bool {
+    ev["has_skb"]
+        .as_bool()
+        .unwrap_or_else(|| panic!("expected a boolean has_skb in {ev}"))
+}
+
 pub fn check_deltas(
     events: &[&Value],
     value_field: &str,
@@ -256,13 +263,13 @@ pub fn check_deltas(
 ) -> Result<usize, String> {
     let mut prev: HashMap<String, i64> = HashMap::new();
     for (i, ev) in events.iter().enumerate() {
-        let sk = get_str(ev, "sk").to_string();
+        let sk = get_u64(ev, "sock").to_string();
         let value = get_i64(ev, value_field);
         let delta = get_i64(ev, delta_field);
         let expected = value - prev.get(&sk).copied().unwrap_or(0);
         if delta != expected {
             return Err(format!(
-                "event #{i} (hook {}, sk {sk}): expected {delta_field} == {expected} \
+                "event #{i} (hook {}, sock {sk}): expected {delta_field} == {expected} \
                  ({value_field} {value} minus previous {}), got {delta}; event: {ev}",
                 hook(ev),
                 prev.get(&sk)
