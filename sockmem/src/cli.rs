@@ -168,6 +168,11 @@ pub struct TraceArgs {
     /// output, and sockets are identified by `sock` (and `ino`) anyway.
     #[arg(long)]
     pub kernel_addrs: bool,
+    /// Also every SECS, a `snapshot` line per traced socket still open: its counters as the
+    /// kernel reports them (sock_diag, what `ss -tm` reads), against its last event. A snapshot
+    /// is always taken at exit.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub snapshot: Option<Duration>,
     /// Write events to this file instead of standard output.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,

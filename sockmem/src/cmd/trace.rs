@@ -11,15 +11,18 @@ use tokio::{
     time::{interval, sleep_until, MissedTickBehavior},
 };
 
-use sockmem_common::{config::MODE_TRACE, Per};
+use std::collections::{HashMap, HashSet};
+
+use sockmem_common::{config::MODE_TRACE, Hook, Per};
 
 use crate::{
     attach::loader,
     cli::TraceArgs,
     pipeline::{
         decode::Event,
+        snapshot::{self, Agreement, Snapshot},
         stream::{EventStream, LossCounter},
-        track::SocketTracker,
+        track::{SocketState, SocketTracker},
     },
     render::{json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
     session,
@@ -41,6 +44,10 @@ struct Pipeline {
     sink: Box<dyn Sink>,
     start_ns: u64,
     events: u64,
+    /// Hooks that attached (what a snapshot's difference can be explained by).
+    attached: HashSet<Hook>,
+    /// The last snapshot of each socket, by socket id.
+    snapshots: HashMap<u64, Snapshot>,
 }
 
 impl Pipeline {
@@ -58,6 +65,39 @@ impl Pipeline {
                 Ok(())
             }
         }
+    }
+
+    /// The kernel's view of every live traced socket, into the output.
+    fn snapshot(&mut self) -> io::Result<()> {
+        let now = monotonic_ns();
+        let attached = |h: Hook| self.attached.contains(&h);
+        let taken = snapshot::take(&self.tracker, &attached, now);
+        let time_s = now.saturating_sub(self.start_ns) as f64 / 1e9;
+        for s in taken {
+            if let Some(st) = self.tracker.get(s.sock_id) {
+                self.sink.snapshot(&s, st, time_s)?;
+                if let Agreement::Differs(why) = &s.agreement {
+                    eprintln!(
+                        "sockmem: socket {} ({} > {}): the kernel's counters differ from its last \
+                         event: {why}",
+                        s.sock_id, st.local, st.remote
+                    );
+                }
+            }
+            self.snapshots.insert(s.sock_id, s);
+        }
+        Ok(())
+    }
+
+    /// At exit: every socket seen, with its last snapshot.
+    fn socket_table(&mut self) -> io::Result<()> {
+        let rows: Vec<(&SocketState, Option<&Snapshot>)> = self
+            .tracker
+            .states()
+            .into_iter()
+            .map(|st| (st, self.snapshots.get(&st.sock_id)))
+            .collect();
+        self.sink.sockets(&rows)
     }
 }
 
@@ -105,6 +145,13 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         sink,
         start_ns,
         events: 0,
+        attached: session
+            .reports
+            .iter()
+            .filter(|r| r.chosen.is_some())
+            .map(|r| r.hook)
+            .collect(),
+        snapshots: HashMap::new(),
     };
     let outcome = runtime.block_on(async {
         let mut sigint = signal(SignalKind::interrupt())?;
@@ -117,6 +164,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         let mut tick = interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut lost_seen = 0u64;
+        let mut snapshot_tick = interval(args.snapshot.unwrap_or(Duration::from_secs(3600)));
+        snapshot_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        snapshot_tick.tick().await;
         loop {
             tokio::select! {
                 r = stream.readable() => {
@@ -128,6 +178,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => break,
                 _ = sleep_until(deadline) => break,
+                _ = snapshot_tick.tick(), if args.snapshot.is_some() => {
+                    stream.drain(|b| pipe.record(b))?;
+                    pipe.snapshot()?;
+                    pipe.sink.flush()?;
+                }
                 _ = tick.tick() => {
                     // `sockmem trace | head -1` with nothing to print: notice the reader left.
                     if to_stdout && session::stdout_reader_gone() {
@@ -147,6 +202,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         // Stop producing, then print whatever is already in the ring buffer: it was asked for.
         session.set_running(false)?;
         stream.drain(|b| pipe.record(b))?;
+        // The settled truth of the sockets still alive, and the per-socket table.
+        pipe.snapshot()?;
+        pipe.socket_table()?;
         anyhow::Ok(())
     });
     let lost_per_cpu = losses.per_cpu()?;

@@ -6,52 +6,26 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
     os::fd::AsRawFd,
-    path::{Path, PathBuf},
+    path::Path,
 };
+
+use super::netns;
 
 /// Interface names, each with the namespaces that have one of that name (`"this"`, a name from
 /// `/run/netns`, or `pid N`).
 pub fn all() -> BTreeMap<String, BTreeSet<String>> {
     let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for name in names_here() {
-        found.entry(name).or_default().insert("this".to_owned());
-    }
-    let own = inode(Path::new("/proc/self/ns/net"));
-    let mut seen: BTreeSet<u64> = own.into_iter().collect();
-    for (label, path) in namespaces() {
-        let Some(ino) = inode(&path) else { continue };
-        if !seen.insert(ino) {
-            continue;
-        }
-        for name in names_in(&path) {
-            found.entry(name).or_default().insert(label.clone());
+    for ns in netns::all() {
+        let names = if ns.label == "this" {
+            names_here()
+        } else {
+            names_in(&ns.path)
+        };
+        for name in names {
+            found.entry(name).or_default().insert(ns.label.clone());
         }
     }
     found
-}
-
-/// Named namespaces first (their names are what users know), then every process's.
-fn namespaces() -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        for e in dir.flatten() {
-            out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.bytes().all(|b| b.is_ascii_digit()) {
-                out.push((format!("pid {name}"), e.path().join("ns/net")));
-            }
-        }
-    }
-    out
-}
-
-fn inode(path: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 fn names_here() -> Vec<String> {

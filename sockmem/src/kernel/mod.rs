@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod features;
 pub mod interfaces;
+pub mod netns;
 pub mod offsets;
 pub mod sock_diag;
 pub mod symbols;

@@ -1,6 +1,8 @@
 //! The userspace data path: ring buffer (`stream`) → records (`decode`) → per-socket deltas
-//! (`track`); for `hist`, the kernel's histogram maps (`histogram`).
+//! (`track`), and the kernel's own view of the traced sockets (`snapshot`); for `hist`, the
+//! kernel's histogram maps (`histogram`).
 pub mod decode;
 pub mod histogram;
+pub mod snapshot;
 pub mod stream;
 pub mod track;

@@ -1,10 +1,11 @@
-//! Per-socket state in userspace: the change of each counter since the socket's previous event.
+//! Per-socket state in userspace: the change of each counter since the socket's previous event,
+//! and what the exit table and snapshots need to know of each socket.
 
-use std::collections::{HashMap, HashSet};
+use std::{collections::HashMap, net::SocketAddr};
 
 use sockmem_common::Hook;
 
-use crate::pipeline::decode::Event;
+use crate::pipeline::decode::{Event, Owner, Protocol};
 
 /// How much each counter moved since the same socket's previous event. A socket's first event
 /// counts from zero.
@@ -14,28 +15,88 @@ pub struct Deltas {
     pub wmem_alloc: i64,
 }
 
-/// Keyed by socket id (`Event::sock_id`), which survives the kernel's reuse of addresses.
+/// What is known of one socket from its events: identity, sender, and its counters' last and
+/// largest values (the exit table, the snapshot's comparison).
+#[derive(Clone, Debug)]
+pub struct SocketState {
+    pub sock_id: u64,
+    pub ino: u64,
+    pub protocol: Protocol,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The last sender named by an event (`sendmsg` owner), if any.
+    pub sender: Option<(u32, String)>,
+    pub events: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub last_hook: Hook,
+    /// The last counters read (`None` until an event read them).
+    pub last: Option<(i32, i32)>,
+    pub max_queued: i32,
+    pub max_alloc: i32,
+    pub sndbuf: i32,
+    pub destroyed: bool,
+}
+
+/// Keyed by socket id (`Event::sock_id`), which survives the kernel's reuse of addresses. Every
+/// socket seen stays (about 200 bytes each: 40,000 short connections are 8 MB).
 #[derive(Default)]
 pub struct SocketTracker {
-    last: HashMap<u64, (i32, i32)>,
-    /// Every id seen (8 bytes a socket: 40,000 short connections are 320 KB).
-    seen: HashSet<u64>,
+    sockets: HashMap<u64, SocketState>,
 }
 
 impl SocketTracker {
     pub fn observe(&mut self, e: &Event) -> Deltas {
+        let s = self
+            .sockets
+            .entry(e.sock_id)
+            .or_insert_with(|| SocketState {
+                sock_id: e.sock_id,
+                ino: e.ino,
+                protocol: e.protocol,
+                local: e.local,
+                remote: e.remote,
+                sender: None,
+                events: 0,
+                first_ns: e.ts_ns,
+                last_ns: e.ts_ns,
+                last_hook: e.hook,
+                last: None,
+                max_queued: 0,
+                max_alloc: 0,
+                sndbuf: 0,
+                destroyed: false,
+            });
+        s.events += 1;
+        s.last_ns = e.ts_ns;
+        s.last_hook = e.hook;
+        if s.ino == 0 {
+            s.ino = e.ino;
+        }
+        // A local port of 0 is a socket not bound yet, or TCP's teardown: keep what was seen.
+        if e.local.port() != 0 {
+            s.local = e.local;
+        }
+        if e.remote.port() != 0 {
+            s.remote = e.remote;
+        }
+        if e.owner == Owner::Sendmsg {
+            s.sender = Some((e.tgid, e.comm.clone()));
+        }
+        if e.hook == Hook::SockDestroy {
+            s.destroyed = true;
+        }
         // A socket being freed has no counters: nothing moved that can be said.
-        self.seen.insert(e.sock_id);
         if e.freed {
-            self.last.remove(&e.sock_id);
             return Deltas::default();
         }
-        let (q, a) = if e.hook == Hook::SockDestroy {
-            self.last.remove(&e.sock_id)
-        } else {
-            self.last.insert(e.sock_id, (e.wmem_queued, e.wmem_alloc))
-        }
-        .unwrap_or((0, 0));
+        let (q, a) = s
+            .last
+            .replace((e.wmem_queued, e.wmem_alloc))
+            .unwrap_or((0, 0));
+        s.max_queued = s.max_queued.max(e.wmem_queued);
+        s.max_alloc = s.max_alloc.max(e.wmem_alloc);
+        s.sndbuf = e.sndbuf;
         Deltas {
             wmem_queued: e.wmem_queued as i64 - q as i64,
             wmem_alloc: e.wmem_alloc as i64 - a as i64,
@@ -44,7 +105,18 @@ impl SocketTracker {
 
     /// Sockets seen since the start, destroyed ones included.
     pub fn sockets(&self) -> u64 {
-        self.seen.len() as u64
+        self.sockets.len() as u64
+    }
+
+    /// Every socket seen, in the order they were first seen.
+    pub fn states(&self) -> Vec<&SocketState> {
+        let mut v: Vec<&SocketState> = self.sockets.values().collect();
+        v.sort_by_key(|s| (s.first_ns, s.sock_id));
+        v
+    }
+
+    pub fn get(&self, sock_id: u64) -> Option<&SocketState> {
+        self.sockets.get(&sock_id)
     }
 }
 
@@ -93,6 +165,9 @@ mod tests {
         assert_eq!(t.sockets(), 2);
         t.observe(&event(1, Hook::SockDestroy, 0, 0));
         assert_eq!(t.sockets(), 2, "destroyed sockets still count as seen");
+        let one = t.get(1).expect("socket 1 is known");
+        assert!(one.destroyed);
+        assert_eq!((one.max_queued, one.max_alloc, one.events), (300, 200, 4));
         // Same kernel address, new socket id: a new socket, counted from zero.
         let d = t.observe(&event(3, Hook::TcpSendmsg, 10, 0));
         assert_eq!(d.wmem_queued, 10);

@@ -5,7 +5,14 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{describe, Finish, RunInfo, Sink, Summary};
-use crate::pipeline::{decode::Event, track::Deltas};
+use crate::{
+    kernel::sock_diag::SockMem,
+    pipeline::{
+        decode::Event,
+        snapshot::Snapshot,
+        track::{Deltas, SocketState},
+    },
+};
 
 pub struct JsonSink<W: Write> {
     out: W,
@@ -85,6 +92,85 @@ struct JsonEvent<'a> {
     info: String,
 }
 
+/// The kernel's counters as `ss -m` names them (`skmem:(r,rb,t,tb,f,w,o,bl,d)`).
+#[derive(Serialize)]
+struct Skmem {
+    r: u32,
+    rb: u32,
+    t: u32,
+    tb: u32,
+    f: u32,
+    w: u32,
+    o: u32,
+    bl: u32,
+    d: u32,
+}
+
+#[derive(Serialize)]
+struct LastCounters {
+    wmem_queued: i32,
+    wmem_alloc: i32,
+}
+
+#[derive(Serialize)]
+struct JsonSnapshot<'a> {
+    r#type: &'static str,
+    time_s: f64,
+    sock: u64,
+    ino: u64,
+    netns: &'a str,
+    proto: &'static str,
+    laddr: String,
+    lport: u16,
+    raddr: String,
+    rport: u16,
+    state: &'static str,
+    skmem: Skmem,
+    /// The socket's last event's counters (`null`: no event read them).
+    last_event: Option<LastCounters>,
+    /// `agrees`, `explained` or `differs`.
+    agreement: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonSocket<'a> {
+    r#type: &'static str,
+    sock: u64,
+    ino: u64,
+    proto: &'static str,
+    laddr: String,
+    lport: u16,
+    raddr: String,
+    rport: u16,
+    pid: Option<u32>,
+    comm: Option<&'a str>,
+    events: u64,
+    wmem_queued: Option<i32>,
+    wmem_queued_max: i32,
+    wmem_alloc: Option<i32>,
+    wmem_alloc_max: i32,
+    sndbuf: i32,
+    destroyed: bool,
+    /// The last snapshot's `w`, `t`, `tb` and agreement, where one was taken.
+    snapshot: Option<serde_json::Value>,
+}
+
+fn skmem(k: &SockMem) -> Skmem {
+    Skmem {
+        r: k.rmem_alloc,
+        rb: k.rcvbuf,
+        t: k.wmem_alloc,
+        tb: k.sndbuf,
+        f: k.fwd_alloc,
+        w: k.wmem_queued,
+        o: k.optmem,
+        bl: k.backlog,
+        d: k.drops,
+    }
+}
+
 #[derive(Serialize)]
 struct JsonSummary<'a> {
     r#type: &'static str,
@@ -155,6 +241,62 @@ impl<W: Finish> Sink for JsonSink<W> {
             duration_ns: e.duration_ns,
             info: describe(e),
         })
+    }
+
+    fn snapshot(&mut self, s: &Snapshot, st: &SocketState, time_s: f64) -> io::Result<()> {
+        let k = &s.kernel;
+        self.line(&JsonSnapshot {
+            r#type: "snapshot",
+            time_s,
+            sock: s.sock_id,
+            ino: k.ino,
+            netns: &s.netns,
+            proto: st.protocol.name(),
+            laddr: k.local.ip().to_string(),
+            lport: k.local.port(),
+            raddr: k.remote.ip().to_string(),
+            rport: k.remote.port(),
+            state: k.state_name(),
+            skmem: skmem(k),
+            last_event: s.last.map(|(q, a)| LastCounters {
+                wmem_queued: q,
+                wmem_alloc: a,
+            }),
+            agreement: s.agreement.word(),
+            note: s.agreement.note(),
+        })
+    }
+
+    fn sockets(&mut self, table: &[(&SocketState, Option<&Snapshot>)]) -> io::Result<()> {
+        for (st, snap) in table {
+            self.line(&JsonSocket {
+                r#type: "socket",
+                sock: st.sock_id,
+                ino: st.ino,
+                proto: st.protocol.name(),
+                laddr: st.local.ip().to_string(),
+                lport: st.local.port(),
+                raddr: st.remote.ip().to_string(),
+                rport: st.remote.port(),
+                pid: st.sender.as_ref().map(|s| s.0),
+                comm: st.sender.as_ref().map(|s| s.1.as_str()),
+                events: st.events,
+                wmem_queued: st.last.map(|l| l.0),
+                wmem_queued_max: st.max_queued,
+                wmem_alloc: st.last.map(|l| l.1),
+                wmem_alloc_max: st.max_alloc,
+                sndbuf: st.sndbuf,
+                destroyed: st.destroyed,
+                snapshot: snap.map(|s| {
+                    serde_json::json!({
+                        "w": s.kernel.wmem_queued, "t": s.kernel.wmem_alloc,
+                        "tb": s.kernel.sndbuf, "state": s.kernel.state_name(),
+                        "agreement": s.agreement.word(),
+                    })
+                }),
+            })?;
+        }
+        Ok(())
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {

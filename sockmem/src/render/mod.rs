@@ -5,7 +5,11 @@ use std::io;
 
 use sockmem_common::registry::Field;
 
-use crate::pipeline::{decode::Event, track::Deltas};
+use crate::pipeline::{
+    decode::Event,
+    snapshot::Snapshot,
+    track::{Deltas, SocketState},
+};
 
 pub mod hist;
 pub mod json;
@@ -55,6 +59,10 @@ pub trait Sink {
     fn header(&mut self, info: &RunInfo) -> io::Result<()>;
     /// `time_s` is seconds since tracing started.
     fn event(&mut self, e: &Event, d: Deltas, time_s: f64) -> io::Result<()>;
+    /// The kernel's own view of a traced socket (`--snapshot`, and at exit).
+    fn snapshot(&mut self, s: &Snapshot, st: &SocketState, time_s: f64) -> io::Result<()>;
+    /// At exit: every socket seen, with its last snapshot where there is one.
+    fn sockets(&mut self, table: &[(&SocketState, Option<&Snapshot>)]) -> io::Result<()>;
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
     /// Flushes and completes the output (see [`Finish`]).

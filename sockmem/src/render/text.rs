@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use super::{describe, Finish, RunInfo, Sink, Summary};
 use crate::pipeline::{
     decode::{Event, Owner},
-    track::Deltas,
+    snapshot::Snapshot,
+    track::{Deltas, SocketState},
 };
 
 pub struct TextSink<W: Write> {
@@ -15,6 +16,17 @@ pub struct TextSink<W: Write> {
 impl<W: Write> TextSink<W> {
     pub fn new(out: W) -> Self {
         TextSink { out }
+    }
+}
+
+/// How many sockets the text exit table lists.
+const SOCKET_ROWS: usize = 50;
+
+/// PID and COMM columns for a socket: its last `sendmsg` caller, or `-`.
+fn sender_columns(st: &SocketState) -> (String, String) {
+    match &st.sender {
+        Some((tgid, comm)) => (tgid.to_string(), comm.clone()),
+        None => ("-".to_owned(), "-".to_owned()),
     }
 }
 
@@ -80,8 +92,104 @@ impl<W: Finish> Sink for TextSink<W> {
         )
     }
 
+    fn snapshot(&mut self, s: &Snapshot, st: &SocketState, time_s: f64) -> io::Result<()> {
+        let k = &s.kernel;
+        let (tgid, comm) = sender_columns(st);
+        let (last_q, last_a) = s.last.unwrap_or((0, 0));
+        let mut info = format!("{} {} ss:", s.agreement.word(), k.state_name());
+        for (name, v) in [
+            ("r", k.rmem_alloc),
+            ("rb", k.rcvbuf),
+            ("f", k.fwd_alloc),
+            ("d", k.drops),
+        ] {
+            info.push_str(&format!(" {name}={v}"));
+        }
+        if let Some(note) = s.agreement.note() {
+            info.push_str(&format!(": {note}"));
+        }
+        writeln!(
+            self.out,
+            "{:>11.6} {:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
+            time_s,
+            "-",
+            tgid,
+            comm,
+            "snapshot",
+            st.protocol.name(),
+            st.local.to_string(),
+            st.remote.to_string(),
+            with_delta(k.wmem_queued as i32, k.wmem_queued as i64 - last_q as i64),
+            with_delta(k.wmem_alloc as i32, k.wmem_alloc as i64 - last_a as i64),
+            k.sndbuf,
+            "-",
+            "-",
+            info,
+        )
+    }
+
+    fn sockets(&mut self, table: &[(&SocketState, Option<&Snapshot>)]) -> io::Result<()> {
+        if table.is_empty() {
+            return Ok(());
+        }
+        writeln!(self.out)?;
+        writeln!(
+            self.out,
+            "{:>8} {:>9} {:>7} {:<15} {:<5} {:<21} {:<21} {:>7} {:>10} {:>10} {:>10} {:>10} {:>8} SNAPSHOT",
+            "SOCK", "INO", "PID", "COMM", "PROTO", "LOCAL", "REMOTE", "EVENTS", "QUEUED", "MAX_Q",
+            "ALLOC", "MAX_A", "SNDBUF"
+        )?;
+        // The busiest first; a run over many short connections lists the rest in --json.
+        let mut rows: Vec<&(&SocketState, Option<&Snapshot>)> = table.iter().collect();
+        rows.sort_by_key(|(s, _)| std::cmp::Reverse((s.max_queued.max(s.max_alloc), s.events)));
+        for (st, snap) in rows.iter().take(SOCKET_ROWS) {
+            let (tgid, comm) = sender_columns(st);
+            let (q, a) = st
+                .last
+                .map(|(q, a)| (q.to_string(), a.to_string()))
+                .unwrap_or(("-".into(), "-".into()));
+            let snapshot = match snap {
+                Some(s) => format!(
+                    "w={} t={} {} {}",
+                    s.kernel.wmem_queued,
+                    s.kernel.wmem_alloc,
+                    s.kernel.state_name(),
+                    s.agreement.word()
+                ),
+                None if st.destroyed => "destroyed".to_owned(),
+                None => "-".to_owned(),
+            };
+            writeln!(
+                self.out,
+                "{:>8} {:>9} {:>7} {:<15} {:<5} {:<21} {:<21} {:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {}",
+                st.sock_id,
+                st.ino,
+                tgid,
+                comm,
+                st.protocol.name(),
+                st.local.to_string(),
+                st.remote.to_string(),
+                st.events,
+                q,
+                st.max_queued,
+                a,
+                st.max_alloc,
+                st.sndbuf,
+                snapshot
+            )?;
+        }
+        if rows.len() > SOCKET_ROWS {
+            writeln!(
+                self.out,
+                "({} more sockets; --json lists every one)",
+                rows.len() - SOCKET_ROWS
+            )?;
+        }
+        Ok(())
+    }
+
     fn summary(&mut self, _s: &Summary) -> io::Result<()> {
-        // The text summary goes to stderr (see `trace`), keeping stdout to events only.
+        // The text summary line goes to stderr (see `trace`).
         Ok(())
     }
 
