@@ -36,6 +36,9 @@ pub struct SockEvent {
     pub skb: u64,
     /// Hook-specific value (see [`Hook`]).
     pub value: i64,
+    /// Hook-specific second value: for `skb_drop`, the kernel address of the code that dropped
+    /// the skb (shown as `symbol+offset`, never as a number).
+    pub aux: u64,
     /// Hook-specific duration in ns: for `SendmsgReturn`, time since the call's first chunk; for
     /// `DriverDone`, time in the driver; for `SkbFree`/`SkbDrop`, time since `dev_queue_xmit`.
     pub duration_ns: u64,
@@ -71,7 +74,7 @@ pub struct SockEvent {
     pub raddr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<SockEvent>() == 168);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 176);
 const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
 
 #[cfg(feature = "user")]

@@ -18,6 +18,7 @@ use crate::{
     cli::{FilterArgs, SessionArgs},
     kernel::{btf::Btf, features::Kernel, interfaces, offsets},
     output::{self, OutputFile},
+    pipeline::names::Names,
     render::{Finish, HookLine},
 };
 
@@ -75,6 +76,8 @@ mod debug_log {
 pub struct Session {
     pub ebpf: Ebpf,
     pub reports: Vec<HookReport>,
+    /// Words for the kernel's numbers in events (from this kernel's BTF).
+    pub names: Names,
 }
 
 /// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
@@ -221,7 +224,12 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
     if o.args.debug {
         debug_log::forward(&mut ebpf)?;
     }
-    let mut session = Session { ebpf, reports };
+    let names = Names::new(&btf);
+    let mut session = Session {
+        ebpf,
+        reports,
+        names,
+    };
     // Every hook starts at once, only now: none counts what the others missed.
     session.set_running(true)?;
     Ok(session)

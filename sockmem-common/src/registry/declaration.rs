@@ -207,14 +207,14 @@ macro_rules! hook_registry {
                     name: "skb_drop",
                     stage: Driver,
                     runs: BelowQdisc,
-                    value: Named("reason"),
+                    value: Enum("reason", "skb_drop_reason", "SKB_DROP_REASON_"),
                     duration: Named("after"),
                     skb: true,
-                    shows: "a followed skb was dropped (`reason`: the kernel's drop reason)",
+                    shows: "a followed skb was dropped: `reason` (the kernel's `enum skb_drop_reason`, named from BTF) and `at`, the kernel function that dropped it (on a veth, a drop in the receiver's stack shows the receiving side's function)",
                     fentry: [],
                     kprobe: [],
                     tracepoint: [
-                        tracepoint tp_kfree_skb("skb":"kfree_skb" [0: "struct sk_buff *", 2: "skb_drop_reason"]) => driver::skb_drop(0, 2);
+                        tracepoint tp_kfree_skb("skb":"kfree_skb" [0: "struct sk_buff *", 1: "void *", 2: "skb_drop_reason"]) => driver::skb_drop(0, 2, 1);
                     ],
                 }
                 TcpAck = 9 {

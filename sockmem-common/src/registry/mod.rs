@@ -110,6 +110,9 @@ pub enum Field {
     NamedIfNonzero(&'static str),
     /// One word: the first when the value is not 0, the second when it is.
     Choice(&'static str, &'static str),
+    /// `name=ENUMERATOR`: the value is one of the kernel's `enum` (its enumerators read from BTF,
+    /// shown without the common prefix); the number where BTF does not name it.
+    Enum(&'static str, &'static str, &'static str),
 }
 
 /// One kernel attach point.

@@ -72,17 +72,17 @@ pub fn done(skb: u64, rc: u64, dev: u64, len: u64) {
 /// `consume_skb`: a tracked skb is freed (value: still charged to the socket).
 #[inline(always)]
 pub fn skb_free(skb: u64) {
-    skb_freed(Hook::SkbFree, skb, 0);
+    skb_freed(Hook::SkbFree, skb, 0, 0);
 }
 
-/// `kfree_skb`: a tracked skb is dropped (value: the drop reason).
+/// `kfree_skb`: a tracked skb is dropped (value: the drop reason; aux: where).
 #[inline(always)]
-pub fn skb_drop(skb: u64, reason: u64) {
-    skb_freed(Hook::SkbDrop, skb, reason as u32);
+pub fn skb_drop(skb: u64, reason: u64, location: u64) {
+    skb_freed(Hook::SkbDrop, skb, reason as u32, location);
 }
 
 #[inline(always)]
-fn skb_freed(hook: Hook, skb: u64, reason: u32) {
+fn skb_freed(hook: Hook, skb: u64, reason: u32, location: u64) {
     if !kernel::ready() {
         return;
     }
@@ -104,6 +104,7 @@ fn skb_freed(hook: Hook, skb: u64, reason: u32) {
     let t_now = now();
     let since = if queued_ns != 0 { queued_ns } else { xmit_ns };
     let mut x = Extra::timed(value, t_now.saturating_sub(since));
+    x.aux = location;
     if xmit_ns != 0 {
         x = x.with_sample(HistKind::DriverTime, t_now.saturating_sub(xmit_ns));
     }

@@ -19,6 +19,7 @@ pub fn charge(sk: u64, skb: u64) {
     }
     let (_, truesize) = kernel::skb_sizes(skb);
     let x = Extra {
+        aux: 0,
         value: truesize as i64,
         duration_ns: 0,
         flags: 0,
@@ -40,6 +41,7 @@ pub fn release(skb: u64) {
     }
     let (_, truesize) = kernel::skb_sizes(skb);
     let x = Extra {
+        aux: 0,
         value: -(truesize as i64),
         duration_ns: 0,
         flags: 0,
@@ -89,6 +91,7 @@ pub fn tsq_reference_released(sk: u64) {
         return;
     }
     let x = Extra {
+        aux: 0,
         value: 0,
         duration_ns: 0,
         flags: FLAG_TSQ_REFERENCE,

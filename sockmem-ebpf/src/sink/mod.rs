@@ -14,6 +14,8 @@ pub type Sample = (u8, u64);
 #[derive(Clone, Copy)]
 pub struct Extra {
     pub value: i64,
+    /// See `SockEvent::aux`.
+    pub aux: u64,
     pub duration_ns: u64,
     pub flags: u8,
     /// Added to the `sk_wmem_alloc` read, for hooks that run just before the change they report.
@@ -27,6 +29,7 @@ impl Extra {
     pub const fn value(value: i64) -> Extra {
         Extra {
             value,
+            aux: 0,
             duration_ns: 0,
             flags: 0,
             alloc_adjust: 0,
@@ -38,6 +41,7 @@ impl Extra {
     pub const fn timed(value: i64, duration_ns: u64) -> Extra {
         Extra {
             value,
+            aux: 0,
             duration_ns,
             flags: 0,
             alloc_adjust: 0,

@@ -44,6 +44,7 @@ pub fn submit(ob: &mut Observed, x: &Extra) {
         (*e).sock_id = ob.sock;
         (*e).ino = ob.ino;
         (*e).value = x.value;
+        (*e).aux = x.aux;
         (*e).duration_ns = x.duration_ns;
         (*e).tgid = sender.tgid;
         (*e).pid = sender.pid;

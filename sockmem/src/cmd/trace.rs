@@ -20,6 +20,7 @@ use crate::{
     cli::TraceArgs,
     pipeline::{
         decode::Event,
+        names::Names,
         snapshot::{self, Agreement, Snapshot},
         stream::{EventStream, LossCounter},
         track::{SocketState, SocketTracker},
@@ -48,12 +49,14 @@ struct Pipeline {
     attached: HashSet<Hook>,
     /// The last snapshot of each socket, by socket id.
     snapshots: HashMap<u64, Snapshot>,
+    names: Names,
 }
 
 impl Pipeline {
     fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
         match Event::decode(bytes) {
-            Ok(e) => {
+            Ok(mut e) => {
+                self.names.fill(&mut e);
                 let d = self.tracker.observe(&e);
                 let time_s = e.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9;
                 self.events += 1;
@@ -152,6 +155,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             .map(|r| r.hook)
             .collect(),
         snapshots: HashMap::new(),
+        names: std::mem::replace(&mut session.names, Names::empty()),
     };
     let outcome = runtime.block_on(async {
         let mut sigint = signal(SignalKind::interrupt())?;

@@ -96,6 +96,12 @@ pub struct Event {
     pub sndbuf: i32,
     pub skb: Option<SkbInfo>,
     pub value: i64,
+    /// The kernel enumerator `value` is, where the hook's value is an enum (`names`).
+    pub value_name: Option<String>,
+    /// Hook-specific second value (see `SockEvent::aux`).
+    pub aux: u64,
+    /// Where in the kernel (`symbol+offset`) `aux` points, for hooks where it is a code address.
+    pub location: Option<String>,
     pub duration_ns: u64,
     pub send_start: bool,
     /// A `wmem_release` of TCP Small Queues' 1-byte reference, not of skb bytes.
@@ -171,6 +177,9 @@ impl Event {
             sndbuf: raw.sndbuf,
             skb,
             value: raw.value,
+            value_name: None,
+            aux: raw.aux,
+            location: None,
             duration_ns: raw.duration_ns,
             send_start: raw.flags & FLAG_SEND_START != 0,
             tsq_reference: raw.flags & FLAG_TSQ_REFERENCE != 0,

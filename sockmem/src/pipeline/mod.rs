@@ -3,6 +3,7 @@
 //! kernel's histogram maps (`histogram`).
 pub mod decode;
 pub mod histogram;
+pub mod names;
 pub mod snapshot;
 pub mod stream;
 pub mod track;

@@ -80,7 +80,11 @@ pub fn describe(e: &Event) -> String {
     if e.send_start {
         words.push("start".to_owned());
     }
-    words.extend(field(spec.value, e.value, e.value.to_string()));
+    let value = e.value_name.clone().unwrap_or_else(|| e.value.to_string());
+    words.extend(field(spec.value, e.value, value));
+    if let Some(at) = &e.location {
+        words.push(format!("at={at}"));
+    }
     words.extend(field(
         spec.duration,
         e.duration_ns as i64,
@@ -93,7 +97,9 @@ fn field(f: Field, raw: i64, shown: String) -> Option<String> {
     match f {
         Field::Hidden => None,
         Field::NamedIfNonzero(_) if raw == 0 => None,
-        Field::Named(name) | Field::NamedIfNonzero(name) => Some(format!("{name}={shown}")),
+        Field::Named(name) | Field::NamedIfNonzero(name) | Field::Enum(name, ..) => {
+            Some(format!("{name}={shown}"))
+        }
         Field::Choice(nonzero, zero) => Some(if raw != 0 { nonzero } else { zero }.to_owned()),
     }
 }

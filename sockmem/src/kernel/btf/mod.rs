@@ -332,6 +332,21 @@ impl Btf {
             .collect()
     }
 
+    /// The enumerators of a named `enum` (or `enum64`): `(name, value)` in declaration order.
+    pub fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>> {
+        let e = self
+            .named(name)
+            .find_map(|(_, t)| match &t.body {
+                Body::Enum(e) | Body::Enum64(e) => Some(e),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::TypeNotFound(name.to_owned()))?;
+        e.values
+            .iter()
+            .map(|v| Ok((self.name(v.name)?.to_owned(), v.value)))
+            .collect()
+    }
+
     /// Whether a kernel function (BTF FUNC) with this exact name exists.
     pub fn has_function(&self, name: &str) -> bool {
         self.named(name)
