@@ -117,6 +117,10 @@ pub struct SessionArgs {
     /// a socket's first sender, exhausted scratch slots or cut skb lists.
     #[arg(long)]
     pub debug: bool,
+    /// At exit, what the programs cost: runs, BPF ns per run and total BPF time per hook (the
+    /// kernel's BPF run-time statistics, enabled for this run only).
+    #[arg(long)]
+    pub stats: bool,
     /// Fail when a hook's program does not load although the kernel has its attach point
     /// (a verifier rejection, say), instead of warning and running without it.
     #[arg(long)]

@@ -14,7 +14,13 @@ use aya::{
 use sockmem_common::{names, Config, Filter, Per};
 
 use crate::{
-    attach::{self, hooks::Backend, loader, HookReport, Mode},
+    attach::{
+        self,
+        hooks::Backend,
+        loader,
+        stats::{self, HookCost, StatsGuard},
+        HookReport, Mode,
+    },
     cli::{FilterArgs, SessionArgs},
     kernel::{btf::Btf, features::Kernel, interfaces, offsets},
     output::{self, OutputFile},
@@ -78,6 +84,8 @@ pub struct Session {
     pub reports: Vec<HookReport>,
     /// Words for the kernel's numbers in events (from this kernel's BTF).
     pub names: Names,
+    /// Keeps the kernel's BPF statistics on (`--stats`).
+    stats: Option<StatsGuard>,
 }
 
 /// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
@@ -225,10 +233,17 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
         debug_log::forward(&mut ebpf)?;
     }
     let names = Names::new(&btf);
+    // On before the programs start, so every run of theirs is counted.
+    let stats = if o.args.stats {
+        Some(stats::enable()?)
+    } else {
+        None
+    };
     let mut session = Session {
         ebpf,
         reports,
         names,
+        stats,
     };
     // Every hook starts at once, only now: none counts what the others missed.
     session.set_running(true)?;
@@ -236,6 +251,17 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
 }
 
 impl Session {
+    /// With `--stats`: the programs' cost so far, per hook; printed on stderr too.
+    pub fn report_stats(&self) -> Option<Vec<HookCost>> {
+        self.stats.as_ref()?;
+        let costs = stats::read(&self.ebpf);
+        eprint!(
+            "sockmem: BPF cost of this run (--stats)\n{}",
+            stats::table(&costs)
+        );
+        Some(costs)
+    }
+
     /// Switches every program on or off at once (they stay attached).
     pub fn set_running(&mut self, on: bool) -> anyhow::Result<()> {
         let map = self.ebpf.map_mut(names::RUNNING).ok_or_else(|| {

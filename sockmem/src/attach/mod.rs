@@ -13,6 +13,7 @@ use sockmem_common::Hook;
 pub mod error;
 pub mod hooks;
 pub mod loader;
+pub mod stats;
 
 use crate::kernel::features::Kernel;
 pub use error::AttachError;

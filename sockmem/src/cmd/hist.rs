@@ -48,6 +48,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
     // Stop every program at once, then detach, so the numbers are one consistent snapshot.
     session.set_running(false)?;
     let reports = std::mem::take(&mut session.reports);
+    let bpf_stats = session.report_stats();
     drop(session);
     let report = maps.read(per)?;
 
@@ -72,6 +73,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
             duration_s: elapsed,
             kernel: &kernel,
             hooks: &hooks,
+            bpf_stats: bpf_stats.as_deref(),
         };
         write_json(&mut out, &ctx, &report)?;
     } else {

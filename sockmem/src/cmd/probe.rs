@@ -34,6 +34,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "/sys/kernel/btf/vmlinux".to_owned()),
         kprobes: kernel.kprobe_support().err(),
         softirq,
+        stats: attach::stats::enable().err().map(|e| format!("{e:#}")),
     };
     let mut out = io::stdout().lock();
     if args.json {
@@ -51,6 +52,8 @@ struct Facts {
     kprobes: Option<AttachError>,
     /// Why softirq cannot be told from process context, if it cannot.
     softirq: Option<AttachError>,
+    /// Why `--stats` cannot work here, if it cannot.
+    stats: Option<String>,
 }
 
 /// One hook × backend cell: status, reason code (when unavailable) and detail.
@@ -107,6 +110,10 @@ fn write_table(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> i
             "softirq: not tracked: {}; such events name the interrupted task",
             why.explain()
         )?,
+    }
+    match &facts.stats {
+        None => writeln!(out, "stats:   available (--stats: BPF run time per hook)")?,
+        Some(why) => writeln!(out, "stats:   no: {why}")?,
     }
     writeln!(out)?;
     writeln!(
@@ -171,6 +178,8 @@ struct JsonProbe<'a> {
     softirq_tracked: bool,
     softirq_code: Option<&'static str>,
     softirq_reason: Option<String>,
+    bpf_stats: bool,
+    bpf_stats_reason: Option<&'a str>,
     hooks: Vec<JsonHook>,
 }
 
@@ -209,6 +218,8 @@ fn write_json(out: &mut impl Write, facts: &Facts, reports: &[HookReport]) -> io
             softirq_tracked: facts.softirq.is_none(),
             softirq_code: facts.softirq.as_ref().map(AttachError::code),
             softirq_reason: facts.softirq.as_ref().map(AttachError::explain),
+            bpf_stats: facts.stats.is_none(),
+            bpf_stats_reason: facts.stats.as_deref(),
             hooks,
         },
     )?;

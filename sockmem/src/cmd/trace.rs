@@ -212,6 +212,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     let lost_per_cpu = losses.per_cpu()?;
+    let bpf_stats = session.report_stats();
     drop(stream);
     drop(session);
     let Pipeline {
@@ -226,6 +227,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         lost_per_cpu,
         sockets: tracker.sockets(),
         elapsed_s: started.elapsed().as_secs_f64(),
+        bpf_stats,
     };
     outcome?;
     sink.summary(&summary)?;

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use sockmem_common::hist::slot_bounds;
 
+use crate::attach::stats::HookCost;
 use crate::pipeline::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
 
 const BAR: usize = 40;
@@ -203,6 +204,9 @@ struct JsonReport<'a> {
     duration_s: f64,
     kernel: &'a str,
     hooks: &'a [serde_json::Value],
+    /// `--stats`: the programs' cost per hook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bpf_stats: Option<&'a [HookCost]>,
     histograms: Vec<JsonHist<'a>>,
     totals: Vec<JsonHist<'a>>,
     completeness: &'a Completeness,
@@ -214,6 +218,7 @@ pub struct JsonContext<'a> {
     pub duration_s: f64,
     pub kernel: &'a str,
     pub hooks: &'a [serde_json::Value],
+    pub bpf_stats: Option<&'a [HookCost]>,
 }
 
 pub fn write_json(out: &mut impl Write, ctx: &JsonContext, report: &Report) -> io::Result<()> {
@@ -224,6 +229,7 @@ pub fn write_json(out: &mut impl Write, ctx: &JsonContext, report: &Report) -> i
         duration_s: ctx.duration_s,
         kernel: ctx.kernel,
         hooks: ctx.hooks,
+        bpf_stats: ctx.bpf_stats,
         histograms: report
             .histograms
             .iter()
@@ -302,6 +308,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         let ctx = JsonContext {
+            bpf_stats: None,
             per: "iface",
             duration_s: 1.0,
             kernel: "k",

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{describe, Finish, RunInfo, Sink, Summary};
 use crate::{
+    attach::stats::HookCost,
     kernel::sock_diag::SockMem,
     pipeline::{
         decode::Event,
@@ -179,6 +180,8 @@ struct JsonSummary<'a> {
     lost_per_cpu: &'a [u64],
     sockets: u64,
     elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bpf_stats: Option<&'a [HookCost]>,
 }
 
 impl<W: Finish> Sink for JsonSink<W> {
@@ -307,6 +310,7 @@ impl<W: Finish> Sink for JsonSink<W> {
             lost_per_cpu: &s.lost_per_cpu,
             sockets: s.sockets,
             elapsed_s: s.elapsed_s,
+            bpf_stats: s.bpf_stats.as_deref(),
         })
     }
 

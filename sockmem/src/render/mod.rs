@@ -5,6 +5,7 @@ use std::io;
 
 use sockmem_common::registry::Field;
 
+use crate::attach::stats::HookCost;
 use crate::pipeline::{
     decode::Event,
     snapshot::Snapshot,
@@ -42,6 +43,8 @@ pub struct Summary {
     /// Sockets seen, destroyed ones included.
     pub sockets: u64,
     pub elapsed_s: f64,
+    /// `--stats`: the programs' cost per hook.
+    pub bpf_stats: Option<Vec<HookCost>>,
 }
 
 /// An output that needs a last step once everything is written (a file is put in place).

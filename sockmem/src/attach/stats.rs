@@ -1,0 +1,119 @@
+//! `--stats`: what sockmem's programs cost, from the kernel's own BPF run-time statistics
+//! (`run_time_ns`, `run_cnt` per program). They are collected only while someone holds a
+//! `BPF_ENABLE_STATS` file descriptor, so sockmem enables them for its own run and nothing
+//! changes system-wide afterwards (no `kernel.bpf_stats_enabled` to restore).
+
+use std::{collections::BTreeMap, os::fd::OwnedFd};
+
+use aya::{sys::Stats, Ebpf};
+use serde::Serialize;
+
+use super::hooks::{hooks, CONTEXT};
+
+/// Holds statistics collection on while alive.
+pub struct StatsGuard(#[allow(dead_code)] OwnedFd);
+
+/// Turns the kernel's BPF run-time statistics on for as long as the guard lives.
+pub fn enable() -> anyhow::Result<StatsGuard> {
+    aya::sys::enable_stats(Stats::RunTime)
+        .map(StatsGuard)
+        .map_err(|e| anyhow::anyhow!("enabling BPF run-time statistics (BPF_ENABLE_STATS): {e}"))
+}
+
+/// One hook's (or the context programs') cost over the run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HookCost {
+    pub hook: String,
+    pub runs: u64,
+    pub total_ns: u64,
+    pub ns_per_run: f64,
+}
+
+/// The cost of every loaded program, summed per hook (the softirq trackers as `context`).
+pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
+    let mut owner: BTreeMap<&str, String> = BTreeMap::new();
+    for spec in hooks() {
+        for v in spec.variants {
+            for a in v.attachments {
+                owner.insert(a.program, spec.hook.name().to_owned());
+            }
+        }
+    }
+    for a in CONTEXT {
+        owner.insert(a.program, "context".to_owned());
+    }
+    let mut per_hook: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (name, program) in ebpf.programs() {
+        // Programs that did not load (other backends) have no statistics.
+        let Ok(info) = program.info() else { continue };
+        let hook = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
+        let e = per_hook.entry(hook).or_default();
+        e.0 += info.run_count();
+        e.1 += info.run_time().as_nanos() as u64;
+    }
+    costs(per_hook)
+}
+
+fn costs(per_hook: BTreeMap<String, (u64, u64)>) -> Vec<HookCost> {
+    per_hook
+        .into_iter()
+        .filter(|(_, (runs, _))| *runs > 0)
+        .map(|(hook, (runs, total_ns))| HookCost {
+            hook,
+            runs,
+            total_ns,
+            ns_per_run: total_ns as f64 / runs as f64,
+        })
+        .collect()
+}
+
+/// The table `--stats` prints on stderr.
+pub fn table(costs: &[HookCost]) -> String {
+    let mut out = format!(
+        "{:<15} {:>12} {:>10} {:>12}\n",
+        "HOOK", "RUNS", "NS/RUN", "TOTAL(ms)"
+    );
+    let (mut runs, mut total) = (0u64, 0u64);
+    for c in costs {
+        out.push_str(&format!(
+            "{:<15} {:>12} {:>10.0} {:>12.3}\n",
+            c.hook,
+            c.runs,
+            c.ns_per_run,
+            c.total_ns as f64 / 1e6
+        ));
+        runs += c.runs;
+        total += c.total_ns;
+    }
+    let mean = if runs > 0 {
+        total as f64 / runs as f64
+    } else {
+        0.0
+    };
+    out.push_str(&format!(
+        "{:<15} {:>12} {:>10.0} {:>12.3}\n",
+        "total",
+        runs,
+        mean,
+        total as f64 / 1e6
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_hook_costs_and_the_table() {
+        let mut m = BTreeMap::new();
+        m.insert("qdisc_enqueue".to_owned(), (4, 1000));
+        m.insert("tcp_ack".to_owned(), (0, 0));
+        let c = costs(m);
+        assert_eq!(c.len(), 1, "hooks that never ran are left out");
+        assert_eq!(c[0].ns_per_run, 250.0);
+        let t = table(&c);
+        assert!(t.contains("qdisc_enqueue"), "{t}");
+        assert!(t.lines().last().unwrap().starts_with("total"), "{t}");
+    }
+}
