@@ -390,10 +390,13 @@ fn check_stalled_sender(tag: &str, bind: &'static str, family: Family) {
         "cwnd: {}",
         ss.text
     );
+    // ss prints `snd_wnd:` only when it is not 0 (a stalled peer's closed window, seen on
+    // Debian's 6.1 in the VM matrix).
     assert_eq!(
-        t.snd_wnd.map(u64::from),
+        t.snd_wnd.map(u64::from).filter(|&w| w != 0),
         ss.info.get("snd_wnd").copied(),
-        "snd_wnd"
+        "snd_wnd: {}",
+        ss.text
     );
     let rtt = t
         .rtt
