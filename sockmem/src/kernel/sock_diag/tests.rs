@@ -1,6 +1,8 @@
 //! Parser tests on captured and constructed netlink messages (no root needed).
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+
 use super::{tcp_info::tcpi, *};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
