@@ -115,14 +115,26 @@ pub fn syscall_enter(id: u64) {
     if !filter::sender_pid_passes((pid_tgid >> 32) as u32) {
         return;
     }
+    let tid = pid_tgid as u32;
+    let t = now();
+    // Reset in place where the thread has an entry: an LRU insert allocates a new element.
+    if let Some(c) = SEND_CALLS.get_ptr_mut(tid) {
+        unsafe {
+            (*c).start_ns = t;
+            (*c).sleep_start_ns = 0;
+            (*c).blocked_ns = 0;
+            (*c).sleeps = 0;
+        }
+        return;
+    }
     let call = SendCall {
-        start_ns: now(),
+        start_ns: t,
         sleep_start_ns: 0,
         blocked_ns: 0,
         sleeps: 0,
         _pad: 0,
     };
-    let _ = SEND_CALLS.insert(pid_tgid as u32, call, BPF_ANY as u64);
+    let _ = SEND_CALLS.insert(tid, call, BPF_ANY as u64);
 }
 
 /// `sched:sched_switch`: the current thread leaves the CPU (asleep when `prev_state` is not
