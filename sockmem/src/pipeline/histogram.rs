@@ -51,6 +51,8 @@ pub struct Histogram {
     pub kind: HistKind,
     /// e.g. `198.18.0.1:40000 > 198.18.0.2:5201 tcp`, `4242 iperf3`, `eth0`; empty for totals.
     pub label: String,
+    /// With `--per socket`: the socket's id (as `trace --json` names it, `sock`).
+    pub sock: Option<u64>,
     pub slots: [u64; SLOTS],
     pub count: u64,
     pub sum: u64,
@@ -60,6 +62,7 @@ pub struct Histogram {
 impl Histogram {
     pub fn empty(kind: HistKind, label: String) -> Histogram {
         Histogram {
+            sock: None,
             kind,
             label,
             slots: [0; SLOTS],
@@ -211,7 +214,7 @@ impl HistMaps {
         let hists: PerCpuHashMap<MapData, HistKey, Hist> =
             PerCpuHashMap::try_from(self.hists).context("opening the histogram map")?;
         // Per socket, one socket can show several 4-tuples (its local port is cleared when it
-        // closes): its histograms are merged by socket address, named by its fullest tuple.
+        // closes): its histograms are merged by socket id, named by its fullest tuple.
         let mut keyed: BTreeMap<(HistKind, u64, String), (Histogram, HistKey)> = BTreeMap::new();
         for entry in hists.iter() {
             let (key, values) = entry.context("reading the histogram map")?;
@@ -236,6 +239,7 @@ impl HistMaps {
             .into_values()
             .map(|(mut h, key)| {
                 h.label = label(&key, per);
+                h.sock = (per == Per::Socket).then_some(key.id);
                 h
             })
             .collect();

@@ -158,6 +158,9 @@ struct JsonHist<'a> {
     name: &'static str,
     unit: &'static str,
     key: &'a str,
+    /// `--per socket`: the socket's id, as `trace --json` names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sock: Option<u64>,
     count: u64,
     sum: u64,
     mean: f64,
@@ -176,6 +179,7 @@ fn json_hist(h: &Histogram) -> JsonHist<'_> {
             Unit::Bytes => "bytes",
         },
         key: &h.label,
+        sock: h.sock,
         count: h.count,
         sum: h.sum,
         mean: h.mean(),
