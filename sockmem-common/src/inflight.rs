@@ -31,8 +31,10 @@ pub struct SendStart {
 }
 
 /// What sockmem knows of a socket, keyed by the address of its `struct sock`. The address is
-/// reused once a socket is freed, so an entry belongs to the socket with its inode number: a
-/// socket with another (nonzero) inode at the same address is a new one and gets a new `id`.
+/// reused once a socket is freed, so an entry belongs to one socket only while what is seen at
+/// the address stays consistent with it: another protocol, another (nonzero) inode number, or
+/// another local or remote port (where both are known) is a new socket with a new `id`. (A
+/// listener or a closed socket has no file, so the inode alone cannot tell.)
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SockIdent {
@@ -42,14 +44,17 @@ pub struct SockIdent {
     pub ino: u64,
     /// The last nonzero local port: TCP clears it before `tcp_destroy_sock` fires.
     pub lport: u16,
-    /// The remote port `verdict` was decided with: a socket that connects later is judged
-    /// again.
-    pub verdict_rport: u16,
+    /// The last nonzero remote port.
+    pub rport: u16,
+    /// The ports the verdict was decided with (`lport << 16 | rport`): a socket that binds or
+    /// connects later is judged again.
+    pub verdict_ports: u32,
+    pub protocol: u8,
     /// The socket filters' verdict: 0 not decided yet, [`VERDICT_PASS`] or [`VERDICT_FAIL`].
     pub verdict: u8,
     /// 1 once a datagram of this unconnected UDP socket passed the filters by its headers.
     pub datagram_passed: u8,
-    pub _pad: u16,
+    pub _pad: [u8; 5],
 }
 
 /// A send system call in progress on a thread (`send_blocked`), keyed by thread id. Entries of
@@ -74,7 +79,7 @@ pub const VERDICT_PASS: u8 = 1;
 pub const VERDICT_FAIL: u8 = 2;
 
 const _: () = assert!(core::mem::size_of::<SkbTrack>() == 56);
-const _: () = assert!(core::mem::size_of::<SockIdent>() == 24);
+const _: () = assert!(core::mem::size_of::<SockIdent>() == 32);
 const _: () = assert!(core::mem::size_of::<SendStart>() == 16);
 
 #[cfg(feature = "user")]

@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_get_smp_processor_id};
 use sockmem_common::inflight::SockIdent;
 
 use crate::{
-    kernel,
+    kernel::{self, SocketId},
     maps::{NEXT_SOCK_ID, SOCKETS},
 };
 
@@ -25,43 +25,51 @@ fn next_id() -> u64 {
     }
 }
 
-/// The entry of the socket at `sk` (created at first sight: new id, inode number, local
-/// port), or `None` when the map has no room. Fills a zero `lport` from what was seen before
-/// (TCP clears it before `tcp_destroy_sock`).
+/// The entry of the socket at `sk` (created at first sight: new id, inode number, ports), or
+/// `None` when the map has no room. Fills a zero local port from what was seen before (TCP
+/// clears it before `tcp_destroy_sock`).
 #[inline(always)]
-pub fn identify(sk: u64, lport: &mut u16) -> Option<*mut SockIdent> {
+pub fn identify(sk: u64, id: &mut SocketId) -> Option<*mut SockIdent> {
     let now_ino = kernel::sock_ino(sk);
     if let Some(e) = SOCKETS.get_ptr_mut(sk) {
         // SAFETY: a map value, valid for this program's run.
-        unsafe {
-            if now_ino == 0 || (*e).ino == 0 || (*e).ino == now_ino {
-                if (*e).ino == 0 {
-                    (*e).ino = now_ino;
-                }
-                if *lport == 0 {
-                    *lport = (*e).lport;
-                } else {
-                    (*e).lport = *lport;
-                }
-                return Some(e);
+        let e_ref = unsafe { &mut *e };
+        if same_socket(e_ref, now_ino, id) {
+            if e_ref.ino == 0 {
+                e_ref.ino = now_ino;
             }
+            if id.lport == 0 {
+                id.lport = e_ref.lport;
+            } else {
+                e_ref.lport = id.lport;
+            }
+            if id.rport != 0 {
+                e_ref.rport = id.rport;
+            }
+            return Some(e);
         }
     }
     let fresh = SockIdent {
         id: next_id(),
         ino: now_ino,
-        lport: *lport,
-        verdict_rport: 0,
+        lport: id.lport,
+        rport: id.rport,
+        verdict_ports: 0,
+        protocol: id.protocol,
         verdict: 0,
         datagram_passed: 0,
-        _pad: 0,
+        _pad: [0; 5],
     };
     let _ = SOCKETS.insert(sk, fresh, BPF_ANY as u64);
     SOCKETS.get_ptr_mut(sk)
 }
 
-/// The id already given to the socket at `sk`, if any.
+/// Whether what is seen at an address now can be the socket the entry describes.
 #[inline(always)]
-pub fn known(sk: u64) -> Option<u64> {
-    unsafe { SOCKETS.get(sk) }.map(|e| e.id)
+fn same_socket(e: &SockIdent, ino: u64, id: &SocketId) -> bool {
+    let agree = |then: u64, now: u64| then == 0 || now == 0 || then == now;
+    e.protocol == id.protocol
+        && agree(e.ino, ino)
+        && agree(e.lport as u64, id.lport as u64)
+        && agree(e.rport as u64, id.rport as u64)
 }

@@ -23,7 +23,7 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64) -> bool {
     if !kernel::socket_id(sk, &mut ob.id) {
         return false;
     }
-    let Some(e) = ident::identify(sk, &mut ob.id.lport) else {
+    let Some(e) = ident::identify(sk, &mut ob.id) else {
         return false;
     };
     // SAFETY: a map value, valid for this program's run.
@@ -57,13 +57,14 @@ fn socket_verdict(e: &mut SockIdent, id: &mut SocketId, skb: u64) -> bool {
         e.datagram_passed = 1;
         return true;
     }
-    if e.verdict == 0 || e.verdict_rport != id.rport {
+    let ports = (id.lport as u32) << 16 | id.rport as u32;
+    if e.verdict == 0 || e.verdict_ports != ports {
         e.verdict = if filter::socket_passes(id) {
             VERDICT_PASS
         } else {
             VERDICT_FAIL
         };
-        e.verdict_rport = id.rport;
+        e.verdict_ports = ports;
     }
     e.verdict == VERDICT_PASS
 }

@@ -4,8 +4,8 @@
 use sockmem_common::Hook;
 
 use crate::{
-    ident, kernel,
-    maps::{ACK_STASH, OWNERS},
+    kernel,
+    maps::ACK_STASH,
     observe::{skb_event, socket_event, Dev},
     sink::Extra,
 };
@@ -31,12 +31,11 @@ pub fn ack(sk: u64) {
     socket_event(Hook::TcpAck, sk, false, Extra::value(0));
 }
 
+/// The socket is destroyed. Its sender stays known (ids are never reused, the LRU map evicts
+/// it): skbs still in flight are freed after this and keep naming their sender.
 #[inline(always)]
 pub fn destroy(sk: u64) {
     socket_event(Hook::SockDestroy, sk, false, Extra::value(0));
-    if let Some(sock) = ident::known(sk) {
-        let _ = OWNERS.remove(sock);
-    }
 }
 
 /// `tcp_ack` entry: remember `sk_wmem_queued` to report what this ACK freed. Per CPU, because

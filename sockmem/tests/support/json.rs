@@ -52,6 +52,10 @@ impl fmt::Display for SockKey {
 pub struct JsonTrace {
     pub header: Value,
     pub events: Vec<Value>,
+    /// `"type":"snapshot"` lines: the kernel's view of a socket (`--snapshot`, and at exit).
+    pub snapshots: Vec<Value>,
+    /// `"type":"socket"` lines: the exit table, one per socket seen.
+    pub sockets: Vec<Value>,
     pub summary: Value,
 }
 
@@ -101,15 +105,25 @@ impl JsonTrace {
             ));
         }
         let mut events = Vec::with_capacity(lines.len());
+        let (mut snapshots, mut sockets) = (Vec::new(), Vec::new());
         for (n, ty, v) in lines {
-            if ty != "event" {
-                return Err(format!("line {n} has type {ty:?}, expected \"event\": {v}"));
+            match ty.as_str() {
+                "event" => events.push(v),
+                "snapshot" => snapshots.push(v),
+                "socket" => sockets.push(v),
+                _ => {
+                    return Err(format!(
+                    "line {n} has type {ty:?}, expected \"event\", \"snapshot\" or \"socket\": {v}"
+                ))
+                }
             }
-            events.push(v);
         }
+        // The exit table comes last, right before the summary.
         Ok(JsonTrace {
             header,
             events,
+            snapshots,
+            sockets,
             summary,
         })
     }
