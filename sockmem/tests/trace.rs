@@ -592,12 +592,12 @@ fn udp_flow_events() {
         not_udp.len(),
         first_few(&not_udp, 3)
     );
+    // An skb freed after its socket was (the sender closed first) carries no counters: null.
     for ev in &trace.events {
-        assert_eq!(
-            get_i64(ev, "wmem_queued"),
-            0,
-            "expected wmem_queued 0 on every UDP event, got {}: {ev}",
-            get_i64(ev, "wmem_queued")
+        let queued = &ev["wmem_queued"];
+        assert!(
+            queued == 0 || (queued.is_null() && ev["sndbuf"].is_null()),
+            "expected wmem_queued 0 on every UDP event (null where the socket was freed): {ev}"
         );
     }
 
