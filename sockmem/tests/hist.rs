@@ -538,6 +538,18 @@ fn stalled_receiver_sendmsg_time_is_blocking() {
 /// few hundred µs per sample at these sojourns, well within one clock step.
 const SUM_SLACK_PER_SAMPLE: Duration = Duration::from_micros(20);
 
+/// The same slack where the machine is emulated (qemu TCG, the VM matrix), where one program
+/// run takes far longer (a kprobe is an emulated int3 trap). Measured in the matrix of
+/// 2026-11-30 (2 VMs on 2 cores): 6.12/kprobe differed by 50 µs per sample with a 256 ns clock
+/// step, the five other kernel × backend cells within 20 µs; 250 µs is 5x the worst seen, still
+/// a few % of these sums.
+const SUM_SLACK_PER_SAMPLE_EMULATED: Duration = Duration::from_micros(250);
+
+/// Whether this machine is emulated by qemu (its CPU model says so).
+fn emulated() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"))
+}
+
 fn socket_label(k: &SockKey) -> String {
     format!("{}:{} > {}:{} tcp", k.laddr, k.lport, k.raddr, k.rport)
 }
@@ -664,13 +676,18 @@ fn per_socket_splits_two_flows() {
         hist_u64(whole.total("qdisc_sojourn"), "sum"),
     );
     let step = clock_step();
-    let per_sample = step + SUM_SLACK_PER_SAMPLE;
+    let slack = if emulated() {
+        SUM_SLACK_PER_SAMPLE_EMULATED
+    } else {
+        SUM_SLACK_PER_SAMPLE
+    };
+    let per_sample = step + slack;
     let allowed = split_total * per_sample.as_nanos() as u64;
     let diff = s1.abs_diff(s2);
     eprintln!(
         "per socket: qdisc_sojourn sums {s1} vs {s2} ns over {split_total} samples: differ by \
          {diff} ns = {:.4}% = {:.0} ns per sample; allowed {allowed} ns ({per_sample:?} per \
-         sample: clock step {step:?} + {SUM_SLACK_PER_SAMPLE:?})",
+         sample: clock step {step:?} + {slack:?})",
         diff as f64 / s1.max(s2).max(1) as f64 * 100.0,
         diff as f64 / split_total.max(1) as f64
     );
