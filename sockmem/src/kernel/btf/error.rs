@@ -8,7 +8,7 @@ use super::types::{Kind, TypeId};
 pub enum BtfError {
     #[error("`{}` not found (kernels built without CONFIG_DEBUG_INFO_BTF have no /sys/kernel/btf/vmlinux)", path.display())]
     Missing { path: PathBuf },
-    #[error("cannot read `{}`: {source}", path.display())]
+    #[error("cannot read `{}`", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
