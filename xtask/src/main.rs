@@ -3,6 +3,7 @@
 //! Sets up the eBPF toolchain (nightly rust-src, bpf-linker against the nightly sysroot's own
 //! libLLVM), builds the eBPF object and the userspace binary that embeds it, runs it as root,
 //! and runs the tests.
+mod bench;
 mod build;
 mod setup;
 mod vm;
@@ -84,6 +85,25 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure what tracing costs: iperf3 over a veth pair with no tracer, with sockmem's modes
+    /// and with bpftrace doing the same, in interleaved rounds; prints a table and the goals.
+    ///
+    /// Needs root; installs iperf3, bpftrace and bpftool with apt when missing. Every figure
+    /// also goes to target/bench/ as JSON (a timestamped file and latest.json).
+    Bench {
+        /// Rounds: every mode runs once per round, in turn.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds of traffic per mode and round.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// unlimited (one stream, pfifo), queued (tbf 500 Mbit/s), or all.
+        #[arg(long, value_enum, default_value = "all")]
+        workload: bench::WorkloadArg,
+        /// Comma-separated modes (default: all), run in the order listed below.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        modes: Vec<bench::Mode>,
+    },
 }
 
 /// The host suite, then (unless `host_only`) every backend on the distribution kernels: the
@@ -127,6 +147,17 @@ fn main() -> ExitCode {
             release: !debug,
             jobs,
             extra: &args,
+        }),
+        Command::Bench {
+            rounds,
+            seconds,
+            workload,
+            modes,
+        } => bench::run(&bench::Options {
+            rounds,
+            seconds,
+            workload,
+            modes,
         }),
     };
     match result {
