@@ -6,7 +6,7 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use sockmem_common::Config;
 
 use crate::maps::{CONFIG, RUNNING};
@@ -156,26 +156,20 @@ pub fn datagram_endpoints(skb: u64, id: &mut SocketId) -> bool {
     };
     id.laddr = [0; 16];
     id.raddr = [0; 16];
-    match first >> 4 {
-        4 => {
-            let (Some(s), Some(d)) = (read_at::<[u8; 4]>(ip + 12), read_at::<[u8; 4]>(ip + 16))
-            else {
-                return false;
-            };
-            id.family = AF_INET;
-            id.laddr[..4].copy_from_slice(&s);
-            id.raddr[..4].copy_from_slice(&d);
-        }
-        6 => {
-            let (Some(s), Some(d)) = (read_at::<[u8; 16]>(ip + 8), read_at::<[u8; 16]>(ip + 24))
-            else {
-                return false;
-            };
-            id.family = AF_INET6;
-            id.laddr = s;
-            id.raddr = d;
-        }
+    // Read straight into `id`: a copy through a stack array made 6.1's verifier reject the
+    // program ("pointer arithmetic with >>= operator prohibited").
+    let (family, saddr, daddr, len) = match first >> 4 {
+        4 => (AF_INET, ip + 12, ip + 16, 4),
+        6 => (AF_INET6, ip + 8, ip + 24, 16),
         _ => return false,
+    };
+    id.family = family;
+    let ok = unsafe {
+        bpf_probe_read_kernel_buf(saddr as *const u8, &mut id.laddr[..len]).is_ok()
+            && bpf_probe_read_kernel_buf(daddr as *const u8, &mut id.raddr[..len]).is_ok()
+    };
+    if !ok {
+        return false;
     }
     let (Some(sport), Some(dport)) = (read_at::<u16>(udp), read_at::<u16>(udp + 2)) else {
         return false;
