@@ -184,6 +184,37 @@ fn support_selftest() {
         JsonTrace::parse(&text.replace("summary", "event")).is_err(),
         "expected a trace without a summary line to be refused"
     );
+    // Snapshot lines come among the events, the socket lines (exit table) after them all.
+    let snapshot = r#"{"type":"snapshot","sock":257,"skmem":{"w":100}}"#.to_string();
+    let socket = r#"{"type":"socket","sock":257,"lport":40000}"#.to_string();
+    let summary = r#"{"type":"summary","events":2,"lost":0,"lost_per_cpu":[0,0]}"#.to_string();
+    let header = r#"{"type":"header","hooks":[]}"#.to_string();
+    let tables = [
+        header.clone(),
+        ev(257, 40000, 100, 100),
+        snapshot.clone(),
+        ev(257, 40000, 0, -100),
+        socket.clone(),
+        summary.clone(),
+    ]
+    .join("\n");
+    let t = JsonTrace::parse(&tables).expect("a trace with snapshot and socket lines to parse");
+    t.assert_summary_counts_events();
+    assert_eq!(
+        (t.events.len(), t.snapshots_of(257).len(), t.sockets.len()),
+        (2, 1, 1),
+        "expected the snapshot and socket lines split from the events"
+    );
+    assert_eq!(
+        t.socket_line(257)["lport"],
+        40000,
+        "expected the socket line of sock 257"
+    );
+    let late = [header, socket, ev(257, 40000, 0, 0), summary].join("\n");
+    assert!(
+        JsonTrace::parse(&late).is_err(),
+        "expected an event after the socket lines to be refused"
+    );
 
     // The clock's granularity: tens of ns on a host, a few ms in an emulated VM.
     let step = clock_step();

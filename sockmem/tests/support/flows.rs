@@ -2,7 +2,8 @@
 //! datagrams ([`udp_flow`]), each end on its own thread in its own namespace.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
@@ -31,6 +32,9 @@ pub struct TcpFlowOpts {
     pub hold_open: bool,
     /// Upper bound on the writing phase.
     pub max_duration: Duration,
+    /// The sender is an AF_INET6 socket connected to `::ffff:<rx_addr>` (a dual-stack socket
+    /// talking IPv4); the receiver still listens on its IPv4 address.
+    pub mapped_v6: bool,
 }
 
 impl TcpFlowOpts {
@@ -40,6 +44,7 @@ impl TcpFlowOpts {
             chunk: 64 * 1024,
             hold_open: false,
             max_duration: Duration::from_secs(60),
+            mapped_v6: false,
         }
     }
 
@@ -52,6 +57,12 @@ impl TcpFlowOpts {
 
     pub fn hold_open(mut self) -> TcpFlowOpts {
         self.hold_open = true;
+        self
+    }
+
+    /// The sender connects an AF_INET6 socket to the receiver's IPv4-mapped address.
+    pub fn mapped_v6(mut self) -> TcpFlowOpts {
+        self.mapped_v6 = true;
         self
     }
 
@@ -178,6 +189,11 @@ impl TcpFlow {
     pub fn start(pair: &NetnsPair, port: u16, sender_name: &str, opts: TcpFlowOpts) -> TcpFlow {
         let shared = Arc::new(FlowShared::default());
         let addr = pair.rx_sockaddr(port);
+        let connect_to = if opts.mapped_v6 {
+            SocketAddr::V6(SocketAddrV6::new(pair.rx_addr.to_ipv6_mapped(), port, 0, 0))
+        } else {
+            addr
+        };
         let max_duration = opts.max_duration;
 
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -213,7 +229,7 @@ impl TcpFlow {
         let sh = shared.clone();
         let o = opts.clone();
         let what = format!("TCP sender to port {port}");
-        let (sender, key, tx) = spawn_sender(pair, addr, sender_name, &what, move |mut s| {
+        let (sender, key, tx) = spawn_sender(pair, connect_to, sender_name, &what, move |mut s| {
             let start = Instant::now();
             let buf = vec![0x5au8; o.chunk];
             let mut sent = 0u64;
@@ -377,6 +393,156 @@ pub fn udp_flow(
     count: u64,
     size: usize,
 ) -> UdpFlowResult {
+    udp_datagrams(pair, port, sender_name, count, size, true)
+}
+
+/// [`udp_flow`] from an UNCONNECTED socket: each datagram is a `sendto()` naming rx_addr:`port`;
+/// the socket's own 4-tuple has no remote end. `key` is the 4-tuple of its datagrams (its
+/// local address and ephemeral port, the destination).
+pub fn udp_sendto_flow(
+    pair: &NetnsPair,
+    port: u16,
+    sender_name: &str,
+    count: u64,
+    size: usize,
+) -> UdpFlowResult {
+    udp_datagrams(pair, port, sender_name, count, size, false)
+}
+
+/// What [`udp_sendto_alternating`] did: per destination port, the 4-tuple of its datagrams,
+/// datagrams sent and received.
+#[derive(Clone, Debug)]
+pub struct UdpAlternating {
+    pub sender: ThreadInfo,
+    pub to: Vec<(SockKey, u64, u64)>,
+}
+
+/// One UNCONNECTED UDP socket (thread `sender_name` in `tx_ns`) sends `count` datagrams of
+/// `size` bytes in turn to rx_addr:`ports[0]`, rx_addr:`ports[1]`, ... (a `sendto()` each),
+/// where a thread per port counts them.
+pub fn udp_sendto_alternating(
+    pair: &NetnsPair,
+    ports: &[u16],
+    sender_name: &str,
+    count: u64,
+    size: usize,
+) -> UdpAlternating {
+    let shared = Arc::new(FlowShared::default());
+    let local = SocketAddr::V4(SocketAddrV4::new(pair.tx_addr, 0));
+    let per_port = |i: usize| {
+        let n = ports.len() as u64;
+        count / n + u64::from((i as u64) < count % n)
+    };
+    let mut receivers = Vec::new();
+    for (i, &port) in ports.iter().enumerate() {
+        let addr = pair.rx_sockaddr(port);
+        let expected = per_port(i);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sh = shared.clone();
+        let mut rx = Some(spawn_in_netns(
+            &format!("smrx-{port}"),
+            &pair.rx_ns,
+            move || {
+                let s = UdpSocket::bind(addr)
+                    .unwrap_or_else(|e| panic!("UDP receiver: bind {addr}: {e}"));
+                force_rcvbuf(&s, UDP_RCVBUF);
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .expect("a read timeout set on the socket");
+                let _ = ready_tx.send(());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut buf = vec![0u8; 65536];
+                let (mut got, mut last) = (0u64, Instant::now());
+                while got < expected && Instant::now() < deadline {
+                    match s.recv_from(&mut buf) {
+                        Ok(_) => {
+                            got += 1;
+                            last = Instant::now();
+                        }
+                        Err(e) if is_transient(&e) => {
+                            if sh.sender_done.load(Ordering::SeqCst)
+                                && last.elapsed() > Duration::from_secs(1)
+                            {
+                                break;
+                            }
+                        }
+                        Err(e) => panic!("UDP receiver on {addr}: {e}"),
+                    }
+                }
+                got
+            },
+        ));
+        recv_setup(&ready_rx, &mut rx, &format!("UDP receiver on port {port}"));
+        receivers.push(rx);
+    }
+    let sh = shared.clone();
+    let dests: Vec<SocketAddr> = ports.iter().map(|&p| pair.rx_sockaddr(p)).collect();
+    let tx = spawn_in_netns(sender_name, &pair.tx_ns, move || {
+        let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("UDP sender: bind {local}: {e}"));
+        s.set_write_timeout(Some(IO_TIMEOUT))
+            .expect("a write timeout set on the socket");
+        let me = s.local_addr().expect("the socket to have a local address");
+        let buf = vec![0x44u8; size];
+        let mut sent = vec![0u64; dests.len()];
+        for i in 0..count as usize {
+            let d = i % dests.len();
+            if let Err(e) = s.send_to(&buf, dests[d]) {
+                sh.sender_done.store(true, Ordering::SeqCst);
+                panic!("UDP sender to {}: datagram {i}: {e}", dests[d]);
+            }
+            sent[d] += 1;
+        }
+        sh.sender_done.store(true, Ordering::SeqCst);
+        let keys: Vec<SockKey> = dests.iter().map(|d| SockKey::new(me, *d)).collect();
+        (ThreadInfo::current(), keys, sent)
+    });
+    let (sender, keys, sent) = join_timeout(tx, THREAD_TIMEOUT, "UDP sender");
+    let to = receivers
+        .into_iter()
+        .zip(keys)
+        .zip(sent)
+        .map(|((mut rx, key), sent)| {
+            let got = join_timeout(
+                rx.take().expect("the receiver thread joined only once"),
+                THREAD_TIMEOUT,
+                "UDP receiver",
+            );
+            (key, sent, got)
+        })
+        .collect();
+    UdpAlternating { sender, to }
+}
+
+/// Receive buffer given to UDP receivers (`SO_RCVBUFFORCE`, past `rmem_max`): room for every
+/// datagram a test sends even if the receiving thread is slow to be scheduled.
+const UDP_RCVBUF: i32 = 8 << 20;
+
+/// Sets `SO_RCVBUFFORCE` (root only; a failure leaves the default, which the counts show).
+pub fn force_rcvbuf(s: &impl AsRawFd, bytes: i32) {
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        eprintln!(
+            "SO_RCVBUFFORCE {bytes} failed: {}; keeping the default receive buffer",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn udp_datagrams(
+    pair: &NetnsPair,
+    port: u16,
+    sender_name: &str,
+    count: u64,
+    size: usize,
+    connected: bool,
+) -> UdpFlowResult {
     let shared = Arc::new(FlowShared::default());
     let addr = pair.rx_sockaddr(port);
     let local = SocketAddr::V4(SocketAddrV4::new(pair.tx_addr, 0));
@@ -389,6 +555,7 @@ pub fn udp_flow(
         move || {
             let s =
                 UdpSocket::bind(addr).unwrap_or_else(|e| panic!("UDP receiver: bind {addr}: {e}"));
+            force_rcvbuf(&s, UDP_RCVBUF);
             s.set_read_timeout(Some(Duration::from_millis(100)))
                 .expect("a read timeout set on the socket");
             let _ = ready_tx.send(());
@@ -420,8 +587,10 @@ pub fn udp_flow(
     let sh = shared.clone();
     let tx = spawn_in_netns(sender_name, &pair.tx_ns, move || {
         let s = UdpSocket::bind(local).unwrap_or_else(|e| panic!("UDP sender: bind {local}: {e}"));
-        s.connect(addr)
-            .unwrap_or_else(|e| panic!("UDP sender: connect {addr}: {e}"));
+        if connected {
+            s.connect(addr)
+                .unwrap_or_else(|e| panic!("UDP sender: connect {addr}: {e}"));
+        }
         s.set_write_timeout(Some(IO_TIMEOUT))
             .expect("a write timeout set on the socket");
         let info = ThreadInfo::current();
@@ -432,7 +601,12 @@ pub fn udp_flow(
         let buf = vec![0x33u8; size];
         let mut sent = 0u64;
         for _ in 0..count {
-            match s.send(&buf) {
+            let r = if connected {
+                s.send(&buf)
+            } else {
+                s.send_to(&buf, addr)
+            };
+            match r {
                 Ok(n) => assert_eq!(n, size, "expected the UDP sender to send whole datagrams"),
                 Err(e) => {
                     sh.sender_done.store(true, Ordering::SeqCst);

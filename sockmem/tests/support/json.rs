@@ -2,7 +2,7 @@
 //! and field getters that say which field was missing.
 
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -46,15 +46,15 @@ impl fmt::Display for SockKey {
     }
 }
 
-/// `sockmem trace --json` output: the header line, the event lines (in output order) and the
-/// summary line.
+/// `sockmem trace --json` output: the header line, the event lines (in output order), the
+/// `snapshot` lines (the kernel's view of each traced socket still open: every `--snapshot SECS`
+/// among the events, and at exit), the `socket` lines (the exit table: one per socket seen)
+/// and the summary line.
 #[derive(Debug)]
 pub struct JsonTrace {
     pub header: Value,
     pub events: Vec<Value>,
-    /// `"type":"snapshot"` lines: the kernel's view of a socket (`--snapshot`, and at exit).
     pub snapshots: Vec<Value>,
-    /// `"type":"socket"` lines: the exit table, one per socket seen.
     pub sockets: Vec<Value>,
     pub summary: Value,
 }
@@ -68,7 +68,8 @@ pub(super) fn short(line: &str) -> &str {
 
 impl JsonTrace {
     /// Every non-empty line must be a JSON object with a string `type`: first `header`, last
-    /// `summary`, all others `event`.
+    /// `summary`; between them `event` and `snapshot` lines, then the `socket` lines (the exit
+    /// table comes after every event and snapshot).
     pub fn parse(text: &str) -> Result<JsonTrace, String> {
         let mut lines = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -105,20 +106,29 @@ impl JsonTrace {
             ));
         }
         let mut events = Vec::with_capacity(lines.len());
-        let (mut snapshots, mut sockets) = (Vec::new(), Vec::new());
+        let mut snapshots = Vec::new();
+        let mut sockets = Vec::new();
         for (n, ty, v) in lines {
             match ty.as_str() {
+                "event" | "snapshot" if !sockets.is_empty() => {
+                    return Err(format!(
+                        "line {n} has type {ty:?} after a \"socket\" line (the exit table comes \
+                         last, before the summary): {}",
+                        short(&v.to_string())
+                    ))
+                }
                 "event" => events.push(v),
                 "snapshot" => snapshots.push(v),
                 "socket" => sockets.push(v),
                 _ => {
                     return Err(format!(
-                    "line {n} has type {ty:?}, expected \"event\", \"snapshot\" or \"socket\": {v}"
-                ))
+                        "line {n} has type {ty:?}, expected \"event\", \"snapshot\" or \
+                         \"socket\": {}",
+                        short(&v.to_string())
+                    ))
                 }
             }
         }
-        // The exit table comes last, right before the summary.
         Ok(JsonTrace {
             header,
             events,
@@ -131,6 +141,58 @@ impl JsonTrace {
     /// Events of one socket, in output order.
     pub fn events_for(&self, key: &SockKey) -> Vec<&Value> {
         self.events.iter().filter(|e| key.matches(e)).collect()
+    }
+
+    /// The socket ids (`sock`) of the events of one 4-tuple.
+    pub fn socks_of(&self, key: &SockKey) -> BTreeSet<u64> {
+        self.events_for(key)
+            .iter()
+            .map(|e| get_u64(e, "sock"))
+            .collect()
+    }
+
+    /// Events of one socket id, in output order.
+    pub fn events_of_sock(&self, sock: u64) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|e| get_u64(e, "sock") == sock)
+            .collect()
+    }
+
+    /// `snapshot` lines of one socket id, in output order (the last one is taken at exit).
+    pub fn snapshots_of(&self, sock: u64) -> Vec<&Value> {
+        self.snapshots
+            .iter()
+            .filter(|e| get_u64(e, "sock") == sock)
+            .collect()
+    }
+
+    /// The `socket` line (exit table) of one socket id; panics unless there is exactly one.
+    pub fn socket_line(&self, sock: u64) -> &Value {
+        let rows: Vec<&Value> = self
+            .sockets
+            .iter()
+            .filter(|e| get_u64(e, "sock") == sock)
+            .collect();
+        assert_eq!(
+            rows.len(),
+            1,
+            "expected exactly 1 \"socket\" line for sock {sock}, got {}: {rows:?}",
+            rows.len()
+        );
+        rows[0]
+    }
+
+    /// The one socket id of a 4-tuple's events; panics unless there is exactly one.
+    pub fn sock_of(&self, key: &SockKey) -> u64 {
+        let socks = self.socks_of(key);
+        assert_eq!(
+            socks.len(),
+            1,
+            "expected the events of {key} to carry exactly 1 socket id, got {socks:?} ({} events)",
+            self.events_for(key).len()
+        );
+        *socks.iter().next().expect("one socket id")
     }
 
     /// Events whose local or remote port is `port`.

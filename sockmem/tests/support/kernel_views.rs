@@ -96,6 +96,38 @@ pub fn ss_skmem(ns: &str, lport: u16, rport: u16) -> SkMem {
     parse_skmem(&out).unwrap_or_else(|e| panic!("ss output: {e}"))
 }
 
+/// Parses the first `ino:N` of an `ss -e` socket line.
+pub fn parse_ss_ino(text: &str) -> Result<u64, String> {
+    let start = text
+        .find(" ino:")
+        .ok_or_else(|| format!("no \" ino:\" in {text:?}"))?
+        + " ino:".len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .map_err(|e| format!("ino:{digits:?} is not a number ({e}) in {text:?}"))
+}
+
+/// The inode number `ss -e` shows (`ino:`) for the one socket of protocol `proto` ("-t" or
+/// "-u") with local port `lport` and remote port `rport` in namespace `ns`, in any state. Panics
+/// unless exactly one socket matches.
+pub fn ss_ino(ns: &str, proto: &str, lport: u16, rport: u16) -> u64 {
+    let filter = format!("( sport = :{lport} and dport = :{rport} )");
+    let flags = format!("{proto}aneH");
+    let out = ns_checked(ns, "ss", &[&flags, &filter]);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly 1 socket {lport}->{rport} in `ss {flags}` of {ns}, found {}:\n{out}",
+        lines.len()
+    );
+    parse_ss_ino(lines[0]).unwrap_or_else(|e| panic!("ss output: {e}"))
+}
+
 /// Reads `ss` every `interval` until `w` is > 0 and equal in two consecutive reads; panics after
 /// `timeout`.
 pub fn wait_ss_stable(

@@ -5,18 +5,22 @@
 //!   side, 198.18.X.2 receiver side), optionally with a `tbf` qdisc on the sender's veth;
 //!   removed on drop.
 //! - [`threads`]: traffic threads of the test process itself, each moved into a namespace with
-//!   `setns(CLONE_NEWNET)`, and what the kernel calls them ([`ThreadInfo`]).
-//! - [`flows`]: [`TcpFlow`] (bulk or continuous) and [`udp_flow`]; [`stalled`]: [`StalledTcp`]
-//!   and [`BlockingStalledTcp`] (the receiver never reads).
+//!   `setns(CLONE_NEWNET)`, what the kernel calls them ([`ThreadInfo`]), and their scheduler
+//!   accounting around one call ([`SchedStat`]: CPU time, runnable time, context switches).
+//! - [`flows`]: [`TcpFlow`] (bulk or continuous; optionally from a dual-stack AF_INET6 socket to
+//!   `::ffff:<v4>`), [`udp_flow`] (connected), [`udp_sendto_flow`] and
+//!   [`udp_sendto_alternating`] (unconnected); [`stalled`]: [`StalledTcp`] and
+//!   [`BlockingStalledTcp`] (the receiver never reads).
 //! - [`tracer`]: [`Tracer`] runs `sockmem trace|hist ... --ready-file F`, waits for F (every
 //!   program attached), stops it with SIGTERM (or waits for `--duration`), returns its exit
 //!   status and output; [`Traced`] is the common opening of a test: tracer ready, then traffic,
 //!   then stop.
-//! - [`json`]: [`JsonTrace`], the `trace --json` output split into header, events and summary,
-//!   with field getters; [`hist_doc`]: [`HistDoc`], the `hist --json` document.
+//! - [`json`]: [`JsonTrace`], the `trace --json` output split into header, events, snapshot
+//!   lines, socket lines (the exit table) and summary, with field getters; [`hist_doc`]:
+//!   [`HistDoc`], the `hist --json` document.
 //! - [`kernel_views`]: what the kernel itself reports, to check sockmem against: `ss -tm`
-//!   ([`ss_skmem`]), `tc -s qdisc` ([`qdisc_sent`], [`QdiscStats`], [`QdiscSampler`]),
-//!   `/proc/net/dev`.
+//!   ([`ss_skmem`]), `ss -e` ([`ss_ino`]), `tc -s qdisc` ([`qdisc_sent`], [`QdiscStats`],
+//!   [`QdiscSampler`]), `/proc/net/dev`.
 //!
 //! Every wait is bounded; on timeout the helpers panic with a message saying what did not happen.
 // Each test binary uses a part of the support code.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::flows::{listen_accept, spawn_sender, FlowShared};
 use super::kernel_views::{wait_ss_stable, SkMem};
 use super::threads::{hold_until, join_ends, recv_setup};
-use super::{spawn_in_netns, wait_until, NetnsPair, SockKey, ThreadInfo, HOLD_TIMEOUT};
+use super::{spawn_in_netns, wait_until, NetnsPair, SchedStat, SockKey, ThreadInfo, HOLD_TIMEOUT};
 
 /// A receiver on `port` that accepts one connection and never reads from it, until
 /// `release(shared)` is set; returns once it listens.
@@ -161,6 +161,9 @@ pub struct WriteRecord {
     pub took: Duration,
     /// Bytes written, or `None` for `EAGAIN` (the send timeout expired with nothing written).
     pub wrote: Option<usize>,
+    /// The sender thread's scheduler accounting over the call (CPU time, runnable time,
+    /// context switches).
+    pub sched: SchedStat,
 }
 
 #[derive(Default)]
@@ -212,9 +215,11 @@ impl BlockingStalledTcp {
             let start = Instant::now();
             let mut sent = 0u64;
             while !sh.stop.load(Ordering::SeqCst) && start.elapsed() < HOLD_TIMEOUT {
+                let before = SchedStat::before_call();
                 let t0 = Instant::now();
                 let r = s.write(&buf);
                 let took = t0.elapsed();
+                let sched = SchedStat::after_call().since(&before);
                 let wrote = match r {
                     Ok(n) => Some(n),
                     Err(e)
@@ -238,7 +243,7 @@ impl BlockingStalledTcp {
                 sh.records
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(WriteRecord { took, wrote });
+                    .push(WriteRecord { took, wrote, sched });
             }
             sh.writes_done.store(true, Ordering::SeqCst);
             hold_until(&sh.release);

@@ -39,6 +39,82 @@ impl ThreadInfo {
     }
 }
 
+/// The calling thread's scheduler accounting, as the kernel keeps it: CPU time
+/// (`CLOCK_THREAD_CPUTIME_ID`), time runnable but waiting for a CPU (`/proc/thread-self/schedstat`,
+/// `None` without `CONFIG_SCHED_INFO`), and context switches (`/proc/thread-self/status`:
+/// voluntary = the thread blocked, involuntary = it was preempted). Taken around one call, the
+/// differences say how long the thread was on a CPU, how long runnable, how often it slept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    pub cpu: Duration,
+    pub run_delay: Option<Duration>,
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+impl SchedStat {
+    /// To be taken just before the call measured: the CPU clock is read last.
+    pub fn before_call() -> SchedStat {
+        let mut s = SchedStat::files();
+        s.cpu = thread_cpu_time();
+        s
+    }
+
+    /// To be taken just after the call measured: the CPU clock is read first.
+    pub fn after_call() -> SchedStat {
+        let cpu = thread_cpu_time();
+        SchedStat {
+            cpu,
+            ..SchedStat::files()
+        }
+    }
+
+    fn files() -> SchedStat {
+        let run_delay = fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(Duration::from_nanos);
+        let status =
+            fs::read_to_string("/proc/thread-self/status").expect("read /proc/thread-self/status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/thread-self/status"))
+        };
+        SchedStat {
+            cpu: Duration::ZERO,
+            run_delay,
+            voluntary: field("voluntary_ctxt_switches:"),
+            involuntary: field("nonvoluntary_ctxt_switches:"),
+        }
+    }
+
+    /// What changed since `earlier`.
+    pub fn since(&self, earlier: &SchedStat) -> SchedStat {
+        SchedStat {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            run_delay: match (self.run_delay, earlier.run_delay) {
+                (Some(a), Some(b)) => Some(a.saturating_sub(b)),
+                _ => None,
+            },
+            voluntary: self.voluntary - earlier.voluntary,
+            involuntary: self.involuntary - earlier.involuntary,
+        }
+    }
+}
+
 /// Spawns a thread named `name` that first enters namespace `ns`, then runs `f`.
 pub fn spawn_in_netns<T, F>(name: &str, ns: &str, f: F) -> JoinHandle<T>
 where
