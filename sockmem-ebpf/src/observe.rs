@@ -133,8 +133,15 @@ pub fn skb_event(
     };
     let ob = scratch.get();
     ob.hook = hook as u8;
+    // An skb that may be gone (`driver_done`) is not judged by its headers (they may be another
+    // datagram's by now): its socket's verdict stands.
     if !admit(ob, sk, false, if read_skb { skb } else { 0 }) {
         return false;
+    }
+    // But an unconnected UDP socket's event still shows the datagram's destination where the
+    // headers can be read, as its other skb events do.
+    if !read_skb && ob.id.protocol == kernel::IPPROTO_UDP && ob.id.rport == 0 {
+        let _ = kernel::datagram_endpoints(skb, &mut ob.id);
     }
     let dev = match dev {
         Dev::FromSkb => kernel::skb_dev(skb),

@@ -665,9 +665,17 @@ fn sendto_judged_per_datagram(run: &FilterRun) {
             kept.get(h)
         );
     }
+    // skb_free only where the receiver frees a datagram through consume_skb: UDP's receive
+    // path often frees it without the tracepoint (measured: 17-66 of 100 seen), so at most one
+    // per datagram there; every other hook sees each one.
     for (h, n) in &per_hook {
-        assert_eq!(
-            *n as u64, t.sent,
+        let ok = if *h == "skb_free" {
+            *n as u64 <= t.sent
+        } else {
+            *n as u64 == t.sent
+        };
+        assert!(
+            ok,
             "{}: expected the socket's {h} events to be those of the {} datagrams to port {} \
              (the {} to port {} are filtered out), got {n}",
             run.test, t.sent, t.key.rport, other_sent, other.rport
