@@ -111,14 +111,24 @@ impl OutputFile {
 
     /// Writes everything, then puts the file in place. Without a commit (an error, a panic)
     /// the temporary file is removed and the target stays as it was.
-    pub fn commit(mut self) -> Result<(), OutputError> {
+    pub fn commit(self) -> Result<(), OutputError> {
+        self.put_in_place(true)
+    }
+
+    /// Like [`OutputFile::commit`], with `sync` deciding whether the data reaches the disk
+    /// first (a ready file is a signal, not data worth a wait).
+    fn put_in_place(mut self, sync: bool) -> Result<(), OutputError> {
         let write_err = |source| OutputError::Write {
             path: self.path.clone(),
             source,
         };
         self.out.flush().map_err(write_err)?;
         if let Some(temp) = self.temp.take() {
-            let synced = self.out.get_ref().sync_all();
+            let synced = if sync {
+                self.out.get_ref().sync_all()
+            } else {
+                Ok(())
+            };
             if let Err(source) = synced.and_then(|()| fs::rename(&temp, &self.path)) {
                 let _ = fs::remove_file(&temp);
                 return Err(OutputError::Rename {
@@ -174,14 +184,27 @@ fn in_place(path: &Path) -> Result<OutputFile, OutputError> {
     })
 }
 
-/// Writes a small file whole (the ready file), with the same care.
-pub fn write_whole(path: &Path, contents: &[u8]) -> Result<(), OutputError> {
-    let mut f = OutputFile::create(path)?;
-    f.write_all(contents).map_err(|source| OutputError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    f.commit()
+/// A small file written whole but put in place later, at once (the ready file: prepared
+/// before the programs start, in place right after, so that it says "running" without delay).
+pub struct Prepared(OutputFile);
+
+impl Prepared {
+    pub fn new(path: &Path, contents: &[u8]) -> Result<Prepared, OutputError> {
+        let mut f = OutputFile::create(path)?;
+        f.write_all(contents).map_err(|source| OutputError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        f.flush().map_err(|source| OutputError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Prepared(f))
+    }
+
+    pub fn put_in_place(self) -> Result<(), OutputError> {
+        self.0.put_in_place(false)
+    }
 }
 
 #[cfg(test)]

@@ -239,14 +239,12 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
     } else {
         None
     };
-    let mut session = Session {
+    let session = Session {
         ebpf,
         reports,
         names,
         stats,
     };
-    // Every hook starts at once, only now: none counts what the others missed.
-    session.set_running(true)?;
     Ok(session)
 }
 
@@ -318,12 +316,20 @@ fn report_hooks(reports: &[HookReport], verbose: bool) {
     );
 }
 
-/// Tells a waiting script that every program is attached.
-pub fn write_ready_file(path: Option<&Path>) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        output::write_whole(p, b"ready\n").context("writing the ready file")?;
+impl Session {
+    /// Starts every program at once (none counts what the others missed), and tells a waiting
+    /// script so right after: the ready file is prepared first and only renamed into place.
+    pub fn go(&mut self, ready_file: Option<&Path>) -> anyhow::Result<()> {
+        let ready = ready_file
+            .map(|p| output::Prepared::new(p, b"ready\n"))
+            .transpose()
+            .context("writing the ready file")?;
+        self.set_running(true)?;
+        if let Some(r) = ready {
+            r.put_in_place().context("writing the ready file")?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Where results go: standard output, or a file that is in place only once it is complete.

@@ -41,7 +41,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         per,
     })?;
     let maps = HistMaps::take(&mut session.ebpf)?;
-    session::write_ready_file(args.session.ready_file.as_deref())?;
+    session.go(args.session.ready_file.as_deref())?;
     let started = Instant::now();
     runtime.block_on(wait(args.duration))?;
     let elapsed = started.elapsed().as_secs_f64();

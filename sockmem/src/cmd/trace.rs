@@ -135,7 +135,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     sink.header(&info)?;
     sink.flush()?;
-    session::write_ready_file(args.session.ready_file.as_deref())?;
+    session.go(args.session.ready_file.as_deref())?;
     eprintln!(
         "sockmem: tracing{}; Ctrl-C to end",
         args.duration

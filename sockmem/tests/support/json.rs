@@ -339,6 +339,15 @@ pub fn check_deltas(
 ) -> Result<usize, String> {
     let mut prev: HashMap<String, i64> = HashMap::new();
     for (i, ev) in events.iter().enumerate() {
+        // A socket being freed has no counters (null) and moves nothing (delta 0).
+        if ev[value_field].is_null() {
+            if get_i64(ev, delta_field) != 0 {
+                return Err(format!(
+                    "event #{i}: {value_field} null with a nonzero {delta_field}: {ev}"
+                ));
+            }
+            continue;
+        }
         let sk = get_u64(ev, "sock").to_string();
         let value = get_i64(ev, value_field);
         let delta = get_i64(ev, delta_field);
