@@ -316,6 +316,37 @@ fn report_hooks(reports: &[HookReport], verbose: bool) {
     );
 }
 
+/// SIGINT, SIGTERM and SIGHUP, each ending a run the same way (output kept). Made before the
+/// programs start and the ready file appears: a script that signals right after it must not
+/// find the default action (death) still in place.
+pub struct Stops {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Stops {
+    /// Needs the tokio runtime's context (`Runtime::enter`).
+    pub fn new() -> anyhow::Result<Stops> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let on = |k| signal(k).context("installing a signal handler");
+        Ok(Stops {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            hup: on(SignalKind::hangup())?,
+        })
+    }
+
+    /// Until one of them arrives.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
 impl Session {
     /// Starts every program at once (none counts what the others missed), and tells a waiting
     /// script so right after: the ready file is prepared first and only renamed into place.

@@ -7,10 +7,7 @@ use std::{
 
 use anyhow::Context as _;
 use sockmem_common::config::MODE_HIST;
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    time::{interval, sleep_until, MissedTickBehavior},
-};
+use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use crate::{
     attach::loader,
@@ -41,9 +38,10 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         per,
     })?;
     let maps = HistMaps::take(&mut session.ebpf)?;
+    let stops = session::Stops::new()?;
     session.go(args.session.ready_file.as_deref())?;
     let started = Instant::now();
-    runtime.block_on(wait(args.duration))?;
+    runtime.block_on(wait(args.duration, stops))?;
     let elapsed = started.elapsed().as_secs_f64();
     // Stop every program at once, then detach, so the numbers are one consistent snapshot.
     session.set_running(false)?;
@@ -87,10 +85,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
 }
 
 /// Until the duration ends, Ctrl-C or SIGTERM; a countdown on stderr when it is a terminal.
-async fn wait(duration: Option<Duration>) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+async fn wait(duration: Option<Duration>, mut stops: session::Stops) -> anyhow::Result<()> {
     let start = tokio::time::Instant::now();
     let deadline = start + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
     let tty = io::stderr().is_terminal();
@@ -101,9 +96,7 @@ async fn wait(duration: Option<Duration>) -> anyhow::Result<()> {
     }
     loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sighup.recv() => break,
+            _ = stops.recv() => break,
             _ = sleep_until(deadline) => break,
             _ = tick.tick(), if tty => {
                 let done = start.elapsed().as_secs();

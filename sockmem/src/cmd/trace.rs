@@ -6,10 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{
-    signal::unix::{signal, SignalKind},
-    time::{interval, sleep_until, MissedTickBehavior},
-};
+use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use std::collections::{HashMap, HashSet};
 
@@ -135,6 +132,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     sink.header(&info)?;
     sink.flush()?;
+    let mut stops = session::Stops::new()?;
     session.go(args.session.ready_file.as_deref())?;
     eprintln!(
         "sockmem: tracing{}; Ctrl-C to end",
@@ -158,10 +156,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         names: std::mem::replace(&mut session.names, Names::empty()),
     };
     let outcome = runtime.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        // A closed terminal or an explicit hangup ends the run as SIGTERM does: output kept.
-        let mut sighup = signal(SignalKind::hangup())?;
         let to_stdout = args.output.is_none();
         let deadline = tokio::time::Instant::now()
             + args.duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
@@ -178,9 +172,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
                     stream.drain(|b| pipe.record(b))?;
                     pipe.sink.flush()?;
                 }
-                _ = sigint.recv() => break,
-                _ = sigterm.recv() => break,
-                _ = sighup.recv() => break,
+                _ = stops.recv() => break,
                 _ = sleep_until(deadline) => break,
                 _ = snapshot_tick.tick(), if args.snapshot.is_some() => {
                     stream.drain(|b| pipe.record(b))?;
