@@ -19,17 +19,19 @@ use support::*;
 /// `EAGAIN` as `sendmsg` returns it: a blocking send whose `SO_SNDTIMEO` expired.
 const EAGAIN_RET: i64 = -(libc::EAGAIN as i64);
 
-/// The header's reason why `hook` is not attached, if it is not.
-fn not_attached(trace: &JsonTrace, hook: &str) -> Option<String> {
-    if trace.is_attached(hook) {
-        return None;
-    }
-    let entry = trace.header["hooks"]
-        .as_array()
-        .and_then(|hs| hs.iter().find(|h| h["hook"] == hook))
-        .map(|h| h.to_string())
-        .unwrap_or_else(|| format!("no {hook:?} entry in the header's hooks"));
-    Some(entry)
+/// The header's entry of the first of `send_blocked` and `sendmsg_ret` (which reports it) that
+/// is not attached, if one is not.
+fn not_attached(trace: &JsonTrace) -> Option<String> {
+    ["send_blocked", "sendmsg_ret"]
+        .into_iter()
+        .find(|h| !trace.is_attached(h))
+        .map(|hook| {
+            trace.header["hooks"]
+                .as_array()
+                .and_then(|hs| hs.iter().find(|h| h["hook"] == hook))
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| format!("no {hook:?} entry in the header's hooks"))
+        })
 }
 
 /// One send call as sockmem saw it: its `sendmsg_ret` and the `send_blocked` just before it
@@ -260,9 +262,9 @@ fn tcp_send_blocked_is_the_senders_blocked_time() {
     let trace = outs[0].json();
     let doc = HistDoc::parse(&outs[1].stdout, "total")
         .unwrap_or_else(|e| panic!("bad hist --json output ({e}): {}", outs[1].describe()));
-    if let Some(why) = not_attached(&trace, "send_blocked") {
+    if let Some(why) = not_attached(&trace) {
         eprintln!(
-            "SKIP tcp_send_blocked_is_the_senders_blocked_time: send_blocked not attached: {why}"
+            "SKIP tcp_send_blocked_is_the_senders_blocked_time: send_blocked or sendmsg_ret not attached: {why}"
         );
         return;
     }
@@ -494,9 +496,9 @@ fn udp_send_blocked_is_the_senders_blocked_time() {
     let trace = outs[0].json();
     let doc = HistDoc::parse(&outs[1].stdout, "total")
         .unwrap_or_else(|e| panic!("bad hist --json output ({e}): {}", outs[1].describe()));
-    if let Some(why) = not_attached(&trace, "send_blocked") {
+    if let Some(why) = not_attached(&trace) {
         eprintln!(
-            "SKIP udp_send_blocked_is_the_senders_blocked_time: send_blocked not attached: {why}"
+            "SKIP udp_send_blocked_is_the_senders_blocked_time: send_blocked or sendmsg_ret not attached: {why}"
         );
         return;
     }
