@@ -81,6 +81,9 @@ enum Command {
         /// With more than one, each run's output is printed whole when it ends.
         #[arg(long, short)]
         jobs: Option<usize>,
+        /// Run only these test executables (tests/NAME.rs), host-only ones included.
+        #[arg(long, value_delimiter = ',')]
+        tests: Vec<String>,
         /// Extra arguments for the test executables, after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -118,6 +121,7 @@ fn test(host_only: bool, args: &[String]) -> anyhow::Result<()> {
         timeout: 900,
         release: true,
         jobs: None,
+        only: &[],
         extra: &[],
     })
 }
@@ -140,12 +144,14 @@ fn main() -> ExitCode {
             timeout,
             debug,
             jobs,
+            tests,
             args,
         } => vm::test_cli(&vm::TestOptions {
             kernels: &kernel,
             timeout,
             release: !debug,
             jobs,
+            only: &tests,
             extra: &args,
         }),
         Command::Bench {

@@ -169,6 +169,8 @@ pub struct TestOptions<'a> {
     pub release: bool,
     /// How many VMs at once; default: one per host core.
     pub jobs: Option<usize>,
+    /// Only these test executables (host-only ones included); empty: all but the host-only.
+    pub only: &'a [String],
     /// Extra arguments for the test executables.
     pub extra: &'a [String],
 }
@@ -197,9 +199,17 @@ pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
         .map(|k| kernel::prepare(&vm_dir(), k))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut tests = build_tests(opts.release)?;
-    tests.retain(|t| !HOST_ONLY_EXECUTABLES.iter().any(|(n, _)| *n == t.name));
-    for (name, why) in HOST_ONLY_EXECUTABLES {
-        eprintln!("xtask: not in VMs yet: tests/{name}.rs: {why}");
+    if opts.only.is_empty() {
+        tests.retain(|t| !HOST_ONLY_EXECUTABLES.iter().any(|(n, _)| *n == t.name));
+        for (name, why) in HOST_ONLY_EXECUTABLES {
+            eprintln!("xtask: not in VMs yet: tests/{name}.rs: {why}");
+        }
+    } else {
+        if let Some(unknown) = opts.only.iter().find(|n| !tests.iter().any(|t| &t.name == *n)) {
+            let known: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+            bail!("--tests: no test executable {unknown:?} (there are: {})", known.join(", "));
+        }
+        tests.retain(|t| opts.only.contains(&t.name));
     }
     for (name, why) in HOST_ONLY_TESTS {
         eprintln!("xtask: not in VMs yet: {name}: {why}");
@@ -338,8 +348,10 @@ fn run_tests(
     for t in tests {
         body += &format!("echo {}\n", sh_quote(&format!("==> {}", t.name)));
         let mut line = vec![sh_quote(&t.path), "--test-threads=1".to_owned()];
-        for (name, _) in HOST_ONLY_TESTS {
-            line.extend(["--skip".to_owned(), sh_quote(name)]);
+        if opts.only.is_empty() {
+            for (name, _) in HOST_ONLY_TESTS {
+                line.extend(["--skip".to_owned(), sh_quote(name)]);
+            }
         }
         line.extend(opts.extra.iter().map(|a| sh_quote(a)));
         body += &format!("{} || rc=1\n", line.join(" "));
