@@ -19,7 +19,10 @@ pub struct SkbTrack {
     pub enqueued_ns: u64,
     /// 1 once enqueued on a qdisc.
     pub qdisc_seen: u32,
-    pub _pad: u32,
+    /// 1 once the socket got the skb's truesize back (its destructor ran, e.g. a veth orphaning
+    /// it on the way to the peer): the transmit side's times (`driver_time`, `below_tcp`) ended
+    /// there, and the skb's later free does not end them again.
+    pub given_back: u32,
 }
 
 /// A call in progress (`sendmsg`, a wait for memory), keyed by thread id.

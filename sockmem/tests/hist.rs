@@ -397,6 +397,65 @@ fn no_qdisc_means_bypass_and_no_sojourn() {
     );
 }
 
+/// On a veth the skb is orphaned in the driver's xmit (handed to the peer namespace): the socket
+/// gets its bytes back there, long before the receiver frees the skb. `driver_time` must end
+/// there, not when the receiver reads: bytes held in the receiver's queue for `HOLD` must not
+/// show up as time in the driver.
+#[test]
+fn veth_driver_time_ends_where_the_socket_gets_its_bytes_back() {
+    const P: u16 = 22219;
+    const HOLD: Duration = Duration::from_millis(1500);
+    let pair = NetnsPair::new("giveb", 190);
+    let (held, doc) = hist_traced(&["--json", "-P", &P.to_string(), "--tcp"], "total", || {
+        // The receiver reads on another CPU than the one that allocated the skbs (the sender's:
+        // a veth receives in the sender's context), so the kernel defers their free to that
+        // CPU, where `consume_skb` shows it: late frees that sockmem sees.
+        let opts = TcpFlowOpts::bytes(2 * MIB).reader_waits(HOLD).on_cpus(0, 1);
+        let flow = TcpFlow::start(&pair, P, "smtx-giveb", opts);
+        thread::sleep(HOLD / 2);
+        // The kernel's view: what waits unread in the receiver's queue.
+        let held = ss_skmem(&pair.rx_ns, P, flow.key.lport).r;
+        let result = flow.finish();
+        assert_eq!(result.received, result.sent, "the receiver read everything");
+        held
+    });
+    if skip_without(
+        "veth_driver_time_ends_where_the_socket_gets_its_bytes_back",
+        &doc,
+        &["driver_xmit", "driver_done"],
+    ) {
+        return;
+    }
+    let driver = doc.total("driver_time");
+    let below = doc.total("below_tcp");
+    eprintln!(
+        "held in the receiver's queue: {held} bytes; {}; {}",
+        hist_brief(driver),
+        hist_brief(below)
+    );
+    assert!(
+        held >= 64 * 1024,
+        "premise: expected bytes to wait in the receiver's queue (ss r) while it did not read, \
+         ss says r={held}"
+    );
+    assert!(
+        hist_u64(driver, "count") > 0,
+        "expected driver_time samples, got {}",
+        hist_brief(driver)
+    );
+    // The receiver held bytes for ~HOLD; the veth's own xmit takes microseconds (milliseconds
+    // under TCG). A third of HOLD separates the two by far on any machine.
+    let bound = HOLD.as_nanos() as u64 / 3;
+    for h in [driver, below] {
+        assert!(
+            hist_u64(h, "max") < bound,
+            "expected the transmit side to end at the veth (max < {bound} ns), not when the \
+             receiver read {HOLD:?} later: {}",
+            hist_brief(h)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Stalled receiver: sendmsg time is blocking time
 // ---------------------------------------------------------------------------------------------

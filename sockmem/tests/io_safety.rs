@@ -569,32 +569,32 @@ fn mem_available() -> u64 {
 }
 
 /// `--ring-size 1G` (the largest) is accepted: with memory for it the run succeeds and the
-/// header says 1 GiB; without (the 1 GB test VMs) it may fail to allocate, a runtime error
-/// (exit 1), not a usage error. `2G` is a usage error (exit 2) naming the limit.
+/// header says 1 GiB. On a machine without room for it (the 1 GiB test VMs) the run is not
+/// tried: a 1 GiB ring there made the kernel's OOM killer end the whole VM. `2G` is a usage
+/// error (exit 2) naming the limit.
 #[test]
 fn ring_size_up_to_1g() {
-    let out = run_sockmem(
-        &[
-            "trace",
-            "--json",
-            "--ring-size",
-            "1G",
-            "-P",
-            "26094",
-            "-d",
-            "1",
-        ],
-        Duration::from_secs(120),
-    );
-    out.assert_no_panic();
     let available = mem_available();
-    if available < 3 << 30 && out.code() == Some(1) {
+    if available < 3 << 30 {
         eprintln!(
-            "ring 1G: {} MiB available; the run could not allocate it: {}",
-            available >> 20,
-            out.describe()
+            "ring 1G: not tried, {} MiB available (the ring needs 1 GiB of kernel memory)",
+            available >> 20
         );
     } else {
+        let out = run_sockmem(
+            &[
+                "trace",
+                "--json",
+                "--ring-size",
+                "1G",
+                "-P",
+                "26094",
+                "-d",
+                "1",
+            ],
+            Duration::from_secs(120),
+        );
+        out.assert_no_panic();
         out.assert_success();
         let trace = out.json();
         assert_eq!(

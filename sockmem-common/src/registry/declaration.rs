@@ -166,6 +166,20 @@ macro_rules! hook_registry {
                         tracepoint tp_net_dev_xmit("net":"net_dev_xmit" [0: "struct sk_buff *", 1: "int", 2: "struct net_device *", 3: "int"]) => driver::done(0, 1, 2, 3);
                     ],
                 }
+                SkbReceived = 17 {
+                    name: "skb_received",
+                    stage: Driver,
+                    runs: BelowQdisc,
+                    value: Hidden,
+                    duration: Named("after"),
+                    skb: true,
+                    shows: "a followed skb reached a receiving stack on this machine (the peer of a veth, loopback; `after`: since `dev_queue_xmit`). Its transmit side ends here: the receiving IP layer orphans it right after, and the socket gets its bytes back then, not when the receiver frees the skb",
+                    fentry: [],
+                    kprobe: [],
+                    tracepoint: [
+                        tracepoint tp_netif_receive_skb("net":"netif_receive_skb" [0: "struct sk_buff *"]) => driver::received(0);
+                    ],
+                }
                 WmemRelease = 14 {
                     name: "wmem_release",
                     stage: Wmem,

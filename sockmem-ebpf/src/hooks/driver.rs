@@ -1,13 +1,15 @@
 //! The driver and the skb's end: hand-off, the driver's return, free or drop.
 
-use sockmem_common::{hist::counter, HistKind, Hook};
+use sockmem_common::{hist::counter, Hook};
 
 use crate::{
     kernel::{self, now},
     maps::{count, SKBS},
     observe::{skb_event, Dev},
     sink::Extra,
-    skbs::{for_each_in_list, forget, track},
+    skbs::{
+        end_transmit, for_each_in_list, forget, given_back as given_back_at, track, transmit_times,
+    },
 };
 
 /// The driver is handed the list starting at `first` (`dev_hard_start_xmit`).
@@ -59,14 +61,52 @@ pub fn done(skb: u64, rc: u64, dev: u64, len: u64) {
     let Some(t) = (unsafe { SKBS.get(skb) }) else {
         return;
     };
-    let (sk, xmit_ns) = (t.sk, t.xmit_ns);
+    let (sk, head, xmit_ns, given_back) = (t.sk, t.head, t.xmit_ns, t.given_back);
     // Another device: an entry left by an skb freed unseen, not this transmission.
     if t.xmit_dev != dev {
         return;
     }
-    let duration = if xmit_ns == 0 { 0 } else { now() - xmit_ns };
-    let x = Extra::timed(rc as i64, duration);
+    let t_now = now();
+    let duration = if xmit_ns == 0 { 0 } else { t_now - xmit_ns };
+    let mut x = Extra::timed(rc as i64, duration);
+    // A driver that orphans the skb in its xmit (a veth handing it to its peer) gave the socket
+    // its bytes back already. Where no hook sees the destructor (tracepoints), this is the
+    // first moment it shows: the skb, if still ours (same head), no longer points at the
+    // socket. The transmit side ends here, not when the receiver frees the skb much later.
+    if given_back == 0 && kernel::skb_head(skb) == head && kernel::skb_sk(skb) != sk {
+        x = given_back_at(skb, t_now, x);
+    }
     skb_event(Hook::DriverDone, skb, sk, Dev::Given(dev), false, len, x);
+}
+
+/// A followed skb reaches a receiving stack on this machine (`netif_receive_skb`): the end of
+/// its transmit side (a veth's peer orphans it in `ip_rcv`, right after).
+#[inline(always)]
+pub fn received(skb: u64) {
+    if !kernel::ready() {
+        return;
+    }
+    let Some(t) = SKBS.get_ptr_mut(skb) else {
+        return;
+    };
+    let t = unsafe { &mut *t };
+    // Ended already (the destructor ran, or a loopback orphaned it in its xmit), or another
+    // buffer at the address.
+    if t.given_back != 0 || kernel::skb_head(skb) != t.head {
+        return;
+    }
+    let (sk, queued_ns, xmit_dev) = (t.sk, t.queued_ns, t.xmit_dev);
+    let t_now = now();
+    let since = if queued_ns != 0 { queued_ns } else { t.xmit_ns };
+    let x = end_transmit(t, t_now, Extra::timed(0, t_now.saturating_sub(since)));
+    // Shown on the device it was sent through (its transmit side ends), as `--iface` and
+    // `--per iface` expect; `skb->dev` is the receiving one by now.
+    let dev = if xmit_dev != 0 {
+        Dev::Given(xmit_dev)
+    } else {
+        Dev::FromSkb
+    };
+    skb_event(Hook::SkbReceived, skb, sk, dev, true, 0, x);
 }
 
 /// `consume_skb`: a tracked skb is freed (value: still charged to the socket).
@@ -90,6 +130,7 @@ fn skb_freed(hook: Hook, skb: u64, reason: u32, location: u64) {
         return;
     };
     let (sk, head, queued_ns, xmit_ns) = (t.sk, t.head, t.queued_ns, t.xmit_ns);
+    let given_back = t.given_back;
     let _ = SKBS.remove(skb);
     // Same address, other buffer: a later skb, not the one that was followed.
     if kernel::skb_head(skb) != head {
@@ -105,11 +146,8 @@ fn skb_freed(hook: Hook, skb: u64, reason: u32, location: u64) {
     let since = if queued_ns != 0 { queued_ns } else { xmit_ns };
     let mut x = Extra::timed(value, t_now.saturating_sub(since));
     x.aux = location;
-    if xmit_ns != 0 {
-        x = x.with_sample(HistKind::DriverTime, t_now.saturating_sub(xmit_ns));
-    }
-    if queued_ns != 0 {
-        x = x.with_sample(HistKind::BelowTcp, t_now.saturating_sub(queued_ns));
+    if given_back == 0 {
+        x = transmit_times(queued_ns, xmit_ns, t_now, x);
     }
     skb_event(hook, skb, sk, Dev::FromSkb, true, 0, x);
 }

@@ -8,6 +8,7 @@ use crate::{
     maps::IN_TCP_WFREE,
     observe::{skb_event, socket_event, Dev},
     sink::Extra,
+    skbs,
 };
 
 /// `sk_wmem_alloc` is about to grow by the skb's truesize (called at function entry, so the
@@ -48,6 +49,8 @@ pub fn release(skb: u64) {
         alloc_adjust: -(truesize as i32),
         samples: [(0, 0); 2],
     };
+    // The transmit side of a followed skb ends where the socket gets its bytes back.
+    let x = skbs::given_back(skb, kernel::now(), x);
     skb_event(Hook::WmemRelease, skb, sk, Dev::FromSkb, true, 0, x);
 }
 

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::threads::{hold_until, join_ends, recv_setup};
+use super::threads::{hold_until, join_ends, pin_to_cpu, recv_setup};
 use super::{
     join_timeout, spawn_in_netns, wait_until, NetnsPair, SockKey, ThreadInfo, HOLD_TIMEOUT,
     IO_TIMEOUT, THREAD_TIMEOUT,
@@ -35,6 +35,11 @@ pub struct TcpFlowOpts {
     /// The sender is an AF_INET6 socket connected to `::ffff:<rx_addr>` (a dual-stack socket
     /// talking IPv4); the receiver still listens on its IPv4 address.
     pub mapped_v6: bool,
+    /// The receiver accepts, then waits this long before its first read: what arrives in the
+    /// meantime sits in its receive queue.
+    pub reader_waits: Duration,
+    /// Pin the sender and the receiver to these CPUs.
+    pub cpus: Option<(usize, usize)>,
 }
 
 impl TcpFlowOpts {
@@ -45,6 +50,8 @@ impl TcpFlowOpts {
             hold_open: false,
             max_duration: Duration::from_secs(60),
             mapped_v6: false,
+            reader_waits: Duration::ZERO,
+            cpus: None,
         }
     }
 
@@ -63,6 +70,18 @@ impl TcpFlowOpts {
     /// The sender connects an AF_INET6 socket to the receiver's IPv4-mapped address.
     pub fn mapped_v6(mut self) -> TcpFlowOpts {
         self.mapped_v6 = true;
+        self
+    }
+
+    /// The receiver starts reading only `wait` after it accepted.
+    pub fn reader_waits(mut self, wait: Duration) -> TcpFlowOpts {
+        self.reader_waits = wait;
+        self
+    }
+
+    /// Pins the sender to CPU `sender` and the receiver to CPU `receiver`.
+    pub fn on_cpus(mut self, sender: usize, receiver: usize) -> TcpFlowOpts {
+        self.cpus = Some((sender, receiver));
         self
     }
 
@@ -195,6 +214,8 @@ impl TcpFlow {
             addr
         };
         let max_duration = opts.max_duration;
+        let reader_waits = opts.reader_waits;
+        let cpus = opts.cpus;
 
         let (ready_tx, ready_rx) = mpsc::channel();
         let sh = shared.clone();
@@ -202,7 +223,11 @@ impl TcpFlow {
             &format!("smrx-{port}"),
             &pair.rx_ns,
             move || {
+                if let Some((_, cpu)) = cpus {
+                    pin_to_cpu(cpu);
+                }
                 let mut s = listen_accept(addr, ready_tx);
+                thread::sleep(reader_waits);
                 let deadline = Instant::now() + max_duration + HOLD_TIMEOUT;
                 let mut buf = vec![0u8; 256 * 1024];
                 loop {
@@ -230,6 +255,9 @@ impl TcpFlow {
         let o = opts.clone();
         let what = format!("TCP sender to port {port}");
         let (sender, key, tx) = spawn_sender(pair, connect_to, sender_name, &what, move |mut s| {
+            if let Some((cpu, _)) = o.cpus {
+                pin_to_cpu(cpu);
+            }
             let start = Instant::now();
             let buf = vec![0x5au8; o.chunk];
             let mut sent = 0u64;

@@ -39,6 +39,26 @@ impl ThreadInfo {
     }
 }
 
+/// Keeps the calling thread on CPU `cpu` (no-op on a machine with fewer CPUs).
+pub fn pin_to_cpu(cpu: usize) {
+    let n = thread::available_parallelism().map_or(1, |n| n.get());
+    if cpu >= n {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity(cpu {cpu}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// The calling thread's scheduler accounting, as the kernel keeps it: CPU time
 /// (`CLOCK_THREAD_CPUTIME_ID`), time runnable but waiting for a CPU (`/proc/thread-self/schedstat`,
 /// `None` without `CONFIG_SCHED_INFO`), and context switches (`/proc/thread-self/status`:
