@@ -39,6 +39,10 @@ impl HistKind {
     }
 }
 
+/// One more than the largest [`HistKind`]: the size of an array indexed by kind.
+pub const KINDS: u32 = 8;
+const _: () = assert!(HistKind::WmemAlloc as u32 + 1 == KINDS);
+
 /// How histograms are split (`--per`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

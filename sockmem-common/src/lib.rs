@@ -25,6 +25,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const CONFIG: &str = "CONFIG";
     pub const HISTS: &str = "HISTS";
+    pub const TOTAL_HISTS: &str = "TOTAL_HISTS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SKBS: &str = "SKBS";
     pub const SENDS: &str = "SENDS";

@@ -57,6 +57,13 @@ pub fn has_endpoint_filter() -> bool {
     unsafe { read_volatile(&f.n_ports) != 0 || read_volatile(&f.n_nets) != 0 }
 }
 
+/// Whether a process id or command name filter is set.
+#[inline(always)]
+pub fn has_sender_filter() -> bool {
+    let f = &config().filter;
+    unsafe { read_volatile(&f.tgid) != 0 || read_volatile(&f.comm_len) != 0 }
+}
+
 /// The process id filter alone (where the command name is not at hand).
 #[inline(always)]
 pub fn sender_pid_passes(tgid: u32) -> bool {

@@ -58,10 +58,13 @@ pub struct SocketId {
     pub rport: u16,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
+    /// `laddr`/`raddr` were read (they are read only where something uses them).
+    pub has_addrs: bool,
 }
 
-/// Fills `id` with the identity of an IPv4/IPv6 TCP/UDP socket; false for anything else.
-/// In place, because the BPF stack is too small for copies of it.
+/// Fills `id` with the identity of an IPv4/IPv6 TCP/UDP socket, addresses left zero (see
+/// [`socket_addrs`]); false for anything else. In place, because the BPF stack is too small for
+/// copies of it.
 #[inline(always)]
 pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
     let o = &config().offsets;
@@ -81,7 +84,19 @@ pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
     id.rport = u16::from_be(read(sk, &o.sk_dport).unwrap_or(0));
     id.laddr = [0; 16];
     id.raddr = [0; 16];
-    if family == AF_INET {
+    id.has_addrs = false;
+    true
+}
+
+/// Reads the socket's local and remote addresses into `id` (once).
+#[inline(always)]
+pub fn socket_addrs(sk: u64, id: &mut SocketId) {
+    if id.has_addrs {
+        return;
+    }
+    id.has_addrs = true;
+    let o = &config().offsets;
+    if id.family == AF_INET {
         let l: [u8; 4] = read(sk, &o.sk_rcv_saddr).unwrap_or([0; 4]);
         let r: [u8; 4] = read(sk, &o.sk_daddr).unwrap_or([0; 4]);
         id.laddr[..4].copy_from_slice(&l);
@@ -90,7 +105,6 @@ pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
         id.laddr = read(sk, &o.sk_v6_rcv_saddr).unwrap_or([0; 16]);
         id.raddr = read(sk, &o.sk_v6_daddr).unwrap_or([0; 16]);
     }
-    true
 }
 
 /// The two send-side counters and the send buffer, as read right now.
@@ -116,6 +130,16 @@ pub fn send_memory(sk: u64) -> SendMemory {
         wmem_queued: read(sk, &o.sk_wmem_queued).unwrap_or(0),
         wmem_alloc: wmem_alloc(sk),
         sndbuf: read(sk, &o.sk_sndbuf).unwrap_or(0),
+    }
+}
+
+/// The two counters alone (`sndbuf` left 0), where the send buffer is not shown.
+#[inline(always)]
+pub fn counters(sk: u64) -> SendMemory {
+    SendMemory {
+        wmem_queued: wmem_queued(sk),
+        wmem_alloc: wmem_alloc(sk),
+        sndbuf: 0,
     }
 }
 
@@ -164,6 +188,7 @@ pub fn datagram_endpoints(skb: u64, id: &mut SocketId) -> bool {
         _ => return false,
     };
     id.family = family;
+    id.has_addrs = true;
     let ok = unsafe {
         bpf_probe_read_kernel_buf(saddr as *const u8, &mut id.laddr[..len]).is_ok()
             && bpf_probe_read_kernel_buf(daddr as *const u8, &mut id.raddr[..len]).is_ok()

@@ -19,6 +19,7 @@ mod hooks;
 mod ident;
 mod kernel;
 mod maps;
+mod needs;
 mod observe;
 mod scratch;
 mod sender;

@@ -1,6 +1,7 @@
 //! Every map and global the programs share with each other and with userspace.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
@@ -40,9 +41,11 @@ pub static NEXT_SOCK_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(16384, 0);
 
-/// skbs seen at `dev_queue_xmit` that passed the filters, keyed by `struct sk_buff *`.
+/// skbs seen at `dev_queue_xmit` that passed the filters, keyed by `struct sk_buff *`. One
+/// insert per skb: per-CPU LRU lists spare each insert the common list's lock.
 #[map]
-pub static SKBS: LruHashMap<u64, SkbTrack> = LruHashMap::with_max_entries(65536, 0);
+pub static SKBS: LruHashMap<u64, SkbTrack> =
+    LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
 
 /// `sendmsg` calls in progress, keyed by thread id.
 #[map]
@@ -67,6 +70,11 @@ pub static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// How many scratch slots are in use on this CPU.
 #[map]
 pub static SCRATCH_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// The histograms without `--per`, indexed by `HistKind` (slot 0 unused).
+#[map]
+pub static TOTAL_HISTS: PerCpuArray<Hist> =
+    PerCpuArray::with_max_entries(sockmem_common::hist::KINDS, 0);
 
 /// Never written: the zeroed value new histograms are created from.
 #[map]

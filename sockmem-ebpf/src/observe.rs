@@ -4,6 +4,7 @@
 use crate::{
     filter, ident,
     kernel::{self, SocketId},
+    needs,
     scratch::{Observed, Scratch},
     sender::{mark_iface_seen, record_sender, sender_of},
     sink::{emit, Extra},
@@ -30,8 +31,15 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64) -> bool {
     let e = unsafe { &mut *e };
     ob.sock = e.id;
     ob.ino = e.ino;
-    if !socket_verdict(e, &mut ob.id, skb) {
+    if !socket_verdict(e, sk, &mut ob.id, skb) {
         return false;
+    }
+    if needs::addresses() {
+        kernel::socket_addrs(sk, &mut ob.id);
+    }
+    if !needs::sender() {
+        ob.sender.unknown = true;
+        return true;
     }
     if in_send {
         record_sender(ob.sock, ob.id.lport, &mut ob.sender);
@@ -46,7 +54,7 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64) -> bool {
 /// judged by its headers (and shown with them), and the socket's own events pass once one of
 /// its datagrams has.
 #[inline(always)]
-fn socket_verdict(e: &mut SockIdent, id: &mut SocketId, skb: u64) -> bool {
+fn socket_verdict(e: &mut SockIdent, sk: u64, id: &mut SocketId, skb: u64) -> bool {
     if id.protocol == kernel::IPPROTO_UDP && id.rport == 0 && filter::has_endpoint_filter() {
         if skb == 0 {
             return e.datagram_passed != 0;
@@ -59,6 +67,7 @@ fn socket_verdict(e: &mut SockIdent, id: &mut SocketId, skb: u64) -> bool {
     }
     let ports = (id.lport as u32) << 16 | id.rport as u32;
     if e.verdict == 0 || e.verdict_ports != ports {
+        kernel::socket_addrs(sk, id);
         e.verdict = if filter::socket_passes(id) {
             VERDICT_PASS
         } else {
@@ -143,21 +152,26 @@ pub fn skb_event(
     if !read_skb && ob.id.protocol == kernel::IPPROTO_UDP && ob.id.rport == 0 {
         let _ = kernel::datagram_endpoints(skb, &mut ob.id);
     }
-    let dev = match dev {
-        Dev::FromSkb => kernel::skb_dev(skb),
-        Dev::Given(d) => d,
-        Dev::None => 0,
-    };
     let v = &mut ob.skb;
-    kernel::device(dev, &mut v.ifindex, &mut v.ifname);
-    if !filter::iface_passes(&v.ifname) {
-        return false;
-    }
-    if filter::has_iface_filter() {
-        mark_iface_seen(ob.sock);
+    if needs::device() {
+        let dev = match dev {
+            Dev::FromSkb => kernel::skb_dev(skb),
+            Dev::Given(d) => d,
+            Dev::None => 0,
+        };
+        kernel::device(dev, &mut v.ifindex, &mut v.ifname);
+        if !filter::iface_passes(&v.ifname) {
+            return false;
+        }
+        if filter::has_iface_filter() {
+            mark_iface_seen(ob.sock);
+        }
+    } else {
+        v.ifindex = 0;
+        v.ifname = [0; 16];
     }
     v.skb = skb;
-    if read_skb {
+    if read_skb && needs::skb_sizes() {
         let (l, t) = kernel::skb_sizes(skb);
         v.len = l;
         v.truesize = t;

@@ -36,6 +36,21 @@ pub fn current_task(s: &mut Sender) {
 /// that fire later in softirq, where "current" is whoever happened to be running.
 #[inline(always)]
 pub fn record_sender(sock: u64, lport: u16, s: &mut Sender) {
+    // The thread that sent last time: its entry stands, and no map update or comm read is
+    // needed on every send (a thread that renames itself keeps its old name until another
+    // thread sends on the socket).
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(o) = unsafe { OWNERS.get(sock) } {
+        if o.pid == pid_tgid as u32 && o.tgid == (pid_tgid >> 32) as u32 {
+            s.tgid = o.tgid;
+            s.pid = o.pid;
+            s.comm = o.comm;
+            s.from_send = true;
+            s.iface_seen = o.iface_seen != 0;
+            s.unknown = false;
+            return;
+        }
+    }
     current_task(s);
     s.from_send = true;
     let mut iface_seen = 0;

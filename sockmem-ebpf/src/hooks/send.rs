@@ -37,10 +37,21 @@ fn send_ongoing(sk: u64) -> bool {
 }
 
 /// Remembers when this thread's `sendmsg` on `sk` started (only for sockets the filters keep).
+/// A thread's entry stays between calls (`sk` 0: none in progress) and is reused in place: an
+/// insert and a delete per call cost more than the rest of the call's bookkeeping.
 #[inline(always)]
 fn send_started(sk: u64) {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let start = SendStart { sk, ts_ns: now() };
+    let t = now();
+    if let Some(s) = SENDS.get_ptr_mut(tid) {
+        unsafe {
+            (*s).sk = sk;
+            (*s).ts_ns = t;
+        }
+        count(counter::SEND_STARTED);
+        return;
+    }
+    let start = SendStart { sk, ts_ns: t };
     if SENDS.insert(tid, start, BPF_ANY as u64).is_ok() {
         count(counter::SEND_STARTED);
     }
@@ -59,7 +70,9 @@ pub fn sendmsg_enter(sk: u64) {
 pub fn sendmsg_return_of_thread(ret: u64) {
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(s) = unsafe { SENDS.get(tid) } {
-        sendmsg_return(s.sk, ret);
+        if s.sk != 0 {
+            sendmsg_return(s.sk, ret);
+        }
     }
 }
 
@@ -71,12 +84,14 @@ pub fn sendmsg_return(sk: u64, ret: u64) {
     let mut duration = 0;
     // Matched is not "took > 0": a coarse clock (some VMs) can give a real call 0 ns.
     let mut matched = false;
-    if let Some(s) = unsafe { SENDS.get(tid) } {
-        if s.sk == sk {
-            duration = now().saturating_sub(s.ts_ns);
-            matched = true;
+    if let Some(s) = SENDS.get_ptr_mut(tid) {
+        unsafe {
+            if (*s).sk == sk {
+                duration = now().saturating_sub((*s).ts_ns);
+                matched = true;
+            }
+            (*s).sk = 0;
         }
-        let _ = SENDS.remove(tid);
     }
     // The system call's own start (`send_blocked`'s programs): the whole call, also for UDP
     // where no backend sees `udp_sendmsg` begin, and the time it slept.

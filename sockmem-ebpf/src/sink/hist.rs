@@ -2,22 +2,26 @@
 
 use sockmem_common::{
     hist::{counter, slot, Per},
-    HistKey, HistKind,
+    Hist, HistKey, HistKind,
 };
 
 use super::Extra;
 use crate::{
     kernel,
-    maps::{count, HISTS, ZERO_HIST},
+    maps::{count, HISTS, TOTAL_HISTS, ZERO_HIST},
     scratch::Observed,
 };
 
-/// Fills the scratch record's histogram key for this event, as `--per` asks.
+/// Fills the scratch record's histogram key for this event, as `--per` asks; null without
+/// `--per` (the totals need no key).
 #[inline(always)]
 fn hist_key(ob: &mut Observed) -> *mut HistKey {
+    let per = unsafe { core::ptr::read_volatile(&kernel::config().per) };
+    if per == Per::Total as u32 {
+        return core::ptr::null_mut();
+    }
     let (id, sender) = (&ob.id, &ob.sender);
     let key: *mut HistKey = &mut ob.key;
-    let per = unsafe { core::ptr::read_volatile(&kernel::config().per) };
     unsafe {
         (*key).kind = 0;
         (*key).protocol = 0;
@@ -46,32 +50,19 @@ fn hist_key(ob: &mut Observed) -> *mut HistKey {
     key
 }
 
-/// Adds `value` to the histogram `kind` of `key`, creating it from a zeroed per-CPU template
-/// (a 544-byte value cannot be built on the BPF stack either).
+/// Adds `value` to the histogram `kind`: of `key`, or (`key` null, no `--per`) the total.
 #[inline(always)]
 fn record(kind: u8, key: *mut HistKey, value: u64) {
-    // SAFETY: `key` points into this handler's own scratch slot.
-    let key = unsafe {
-        (*key).kind = kind;
-        &*key
-    };
-    let hist = match HISTS.get_ptr_mut(key) {
-        Some(h) => h,
-        None => {
-            let Some(zero) = ZERO_HIST.get_ptr(0) else {
-                return;
-            };
-            // By reference: a copy of the 544-byte value would not fit on the BPF stack.
-            #[allow(clippy::needless_borrows_for_generic_args)]
-            let _ = HISTS.insert(key, unsafe { &*zero }, 0);
-            match HISTS.get_ptr_mut(key) {
-                Some(h) => h,
-                None => {
-                    count(counter::HIST_FULL);
-                    crate::diag::hist_full();
-                    return;
-                }
-            }
+    // Without `--per` a per-CPU array indexed by kind does: no key to build and hash.
+    let hist = if key.is_null() {
+        match TOTAL_HISTS.get_ptr_mut(kind as u32) {
+            Some(h) => h,
+            None => return,
+        }
+    } else {
+        match keyed(kind, key) {
+            Some(h) => h,
+            None => return,
         }
     };
     unsafe {
@@ -86,11 +77,35 @@ fn record(kind: u8, key: *mut HistKey, value: u64) {
     }
 }
 
+/// The histogram `kind` of `key`, created from a zeroed per-CPU template (a 544-byte value
+/// cannot be built on the BPF stack either); `None` when the map is full.
+#[inline(always)]
+fn keyed(kind: u8, key: *mut HistKey) -> Option<*mut Hist> {
+    // SAFETY: `key` points into this handler's own scratch slot.
+    let key = unsafe {
+        (*key).kind = kind;
+        &*key
+    };
+    if let Some(h) = HISTS.get_ptr_mut(key) {
+        return Some(h);
+    }
+    let zero = ZERO_HIST.get_ptr(0)?;
+    // By reference: a copy of the 544-byte value would not fit on the BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let _ = HISTS.insert(key, unsafe { &*zero }, 0);
+    let h = HISTS.get_ptr_mut(key);
+    if h.is_none() {
+        count(counter::HIST_FULL);
+        crate::diag::hist_full();
+    }
+    h
+}
+
 /// Histogram mode: the event becomes samples of the value histograms and of the latencies it
 /// completes. Not inlined: a BPF function of its own keeps its stack apart from the event path's.
 #[inline(never)]
 pub fn aggregate(ob: &mut Observed, x: &Extra) {
-    let mem = kernel::send_memory(ob.sk);
+    let mem = kernel::counters(ob.sk);
     let key = hist_key(ob);
     // A socket being freed has no counters to sample; its latencies still count.
     if !mem.freed() {

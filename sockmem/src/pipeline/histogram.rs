@@ -126,6 +126,62 @@ fn ip(family: u16, bytes: [u8; 16]) -> IpAddr {
     address(family, bytes).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
+/// `--per total`: the per-CPU array indexed by kind; kinds without a sample are left out.
+fn read_totals(map: Map) -> anyhow::Result<Vec<Histogram>> {
+    let totals: PerCpuArray<MapData, Hist> =
+        PerCpuArray::try_from(map).context("opening the histogram array")?;
+    let mut out = Vec::new();
+    for kind in HistKind::ALL {
+        let mut h = Histogram::empty(kind, String::new());
+        let values = totals
+            .get(&(kind as u32), 0)
+            .context("reading the histogram array")?;
+        for v in values.iter() {
+            h.add(v);
+        }
+        if h.count > 0 {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// `--per socket|pid|iface`: the hash of self-describing keys.
+fn read_keyed(map: Map, per: Per) -> anyhow::Result<Vec<Histogram>> {
+    let hists: PerCpuHashMap<MapData, HistKey, Hist> =
+        PerCpuHashMap::try_from(map).context("opening the histogram map")?;
+    // Per socket, one socket can show several 4-tuples (its local port is cleared when it
+    // closes): its histograms are merged by socket id, named by its fullest tuple.
+    let mut keyed: BTreeMap<(HistKind, u64, String), (Histogram, HistKey)> = BTreeMap::new();
+    for entry in hists.iter() {
+        let (key, values) = entry.context("reading the histogram map")?;
+        let Some(kind) = HistKind::from_u8(key.kind) else {
+            continue;
+        };
+        let group = match per {
+            Per::Socket => (kind, key.id, String::new()),
+            _ => (kind, 0, label(&key, per)),
+        };
+        let (h, best) = keyed
+            .entry(group)
+            .or_insert_with(|| (Histogram::empty(kind, String::new()), key));
+        for v in values.iter() {
+            h.add(v);
+        }
+        if (best.lport == 0 || best.rport == 0) && key.lport != 0 && key.rport != 0 {
+            *best = key;
+        }
+    }
+    Ok(keyed
+        .into_values()
+        .map(|(mut h, key)| {
+            h.label = label(&key, per);
+            h.sock = (per == Per::Socket).then_some(key.id);
+            h
+        })
+        .collect())
+}
+
 /// A key in words, as `--per` split it.
 pub fn label(key: &HistKey, per: Per) -> String {
     match per {
@@ -189,6 +245,7 @@ pub struct Report {
 /// The maps to read once the programs are detached.
 pub struct HistMaps {
     hists: Map,
+    total_hists: Map,
     counters: Map,
     skbs: Map,
     sends: Map,
@@ -204,6 +261,7 @@ impl HistMaps {
         };
         Ok(HistMaps {
             hists: take(names::HISTS)?,
+            total_hists: take(names::TOTAL_HISTS)?,
             counters: take(names::COUNTERS)?,
             skbs: take(names::SKBS)?,
             sends: take(names::SENDS)?,
@@ -211,38 +269,18 @@ impl HistMaps {
     }
 
     pub fn read(self, per: Per) -> anyhow::Result<Report> {
-        let hists: PerCpuHashMap<MapData, HistKey, Hist> =
-            PerCpuHashMap::try_from(self.hists).context("opening the histogram map")?;
-        // Per socket, one socket can show several 4-tuples (its local port is cleared when it
-        // closes): its histograms are merged by socket id, named by its fullest tuple.
-        let mut keyed: BTreeMap<(HistKind, u64, String), (Histogram, HistKey)> = BTreeMap::new();
-        for entry in hists.iter() {
-            let (key, values) = entry.context("reading the histogram map")?;
-            let Some(kind) = HistKind::from_u8(key.kind) else {
-                continue;
-            };
-            let group = match per {
-                Per::Socket => (kind, key.id, String::new()),
-                _ => (kind, 0, label(&key, per)),
-            };
-            let (h, best) = keyed
-                .entry(group)
-                .or_insert_with(|| (Histogram::empty(kind, String::new()), key));
-            for v in values.iter() {
-                h.add(v);
-            }
-            if (best.lport == 0 || best.rport == 0) && key.lport != 0 && key.rport != 0 {
-                *best = key;
-            }
-        }
-        let mut histograms: Vec<Histogram> = keyed
-            .into_values()
-            .map(|(mut h, key)| {
-                h.label = label(&key, per);
-                h.sock = (per == Per::Socket).then_some(key.id);
-                h
-            })
-            .collect();
+        let HistMaps {
+            hists,
+            total_hists,
+            counters,
+            skbs,
+            sends,
+        } = self;
+        let mut histograms = if per == Per::Total {
+            read_totals(total_hists)?
+        } else {
+            read_keyed(hists, per)?
+        };
         histograms.sort_by(|a, b| (a.kind, &a.label).cmp(&(b.kind, &b.label)));
         let totals = HistKind::ALL
             .iter()
@@ -256,7 +294,7 @@ impl HistMaps {
             .collect();
 
         let counters: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(self.counters).context("opening the counters")?;
+            PerCpuArray::try_from(counters).context("opening the counters")?;
         let c = |i: u32| -> anyhow::Result<u64> {
             Ok(counters
                 .get(&i, 0)
@@ -265,11 +303,15 @@ impl HistMaps {
                 .sum())
         };
         let skbs: HashMap<MapData, u64, SkbTrack> =
-            HashMap::try_from(self.skbs).context("opening the skb map")?;
+            HashMap::try_from(skbs).context("opening the skb map")?;
         let sends: HashMap<MapData, u32, SendStart> =
-            HashMap::try_from(self.sends).context("opening the sendmsg map")?;
+            HashMap::try_from(sends).context("opening the sendmsg map")?;
         let skbs_in_flight = skbs.keys().filter(Result::is_ok).count() as u64;
-        let sends_in_flight = sends.keys().filter(Result::is_ok).count() as u64;
+        // A thread's entry stays between its calls, with no socket.
+        let sends_in_flight = sends
+            .iter()
+            .filter(|e| matches!(e, Ok((_, s)) if s.sk != 0))
+            .count() as u64;
         let (tracked, freed) = (c(counter::SKB_TRACKED)?, c(counter::SKB_FREED)?);
         let completeness = Completeness {
             skbs_tracked: tracked,

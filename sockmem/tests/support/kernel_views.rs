@@ -366,6 +366,37 @@ impl Drop for QdiscSampler {
 /// between two successive readings, over at most 200 ms. The BPF programs' clock
 /// (`bpf_ktime_get_ns`) reads the same clocksource. Tens of ns on a host; a few ms in an
 /// emulated (TCG) VM whose clocksource is jiffies-based.
+/// The smallest step of the calling thread's CPU-time clock (`CLOCK_THREAD_CPUTIME_ID`), read
+/// in a busy loop: nanoseconds where the scheduler clock is fine, a tick (4 ms) in an emulated VM
+/// without a stable TSC, where the kernel's CPU and runnable times are jiffies-based.
+pub fn cpu_clock_step() -> Duration {
+    let read = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let start = Instant::now();
+    let mut prev = read();
+    let mut steps = 0;
+    let mut min = Duration::MAX;
+    while steps < 20 && start.elapsed() < Duration::from_millis(300) {
+        let now = read();
+        if now > prev {
+            min = min.min(now - prev);
+            steps += 1;
+            prev = now;
+        }
+    }
+    if steps == 0 {
+        Duration::from_millis(300)
+    } else {
+        min
+    }
+}
+
 pub fn clock_step() -> Duration {
     let start = Instant::now();
     let mut prev = start;
