@@ -171,6 +171,8 @@ fn check_call(
     let edge = ns(SLACK) + ns(step);
     let took = ns(m.took);
     let off_cpu = took - ns(m.sched.cpu);
+    // Off the CPU and not runnable: asleep (steal aside).
+    let not_runnable = m.sched.run_delay.map(|r| off_cpu - ns(r));
     let (lower, upper) = if cpu_step >= COARSE_CPU_CLOCK {
         // CPU and runnable times in ticks (an emulated VM: a 0.5 ms call showed 6.5 ms on a
         // CPU): only the context switches are exact. A call with no voluntary switch did not
@@ -180,8 +182,6 @@ fn check_call(
             _ => (i64::MIN / 2, took + edge),
         }
     } else {
-        // Asleep for sure: off the CPU and not runnable (steal aside).
-        let not_runnable = m.sched.run_delay.map(|r| off_cpu - ns(r));
         let lower = match not_runnable {
             Some(n) => (n as f64 * ASLEEP_SHARE) as i64 - edge,
             None => i64::MIN / 2,
