@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, default_value = "all")]
         kernel: String,
         /// Seconds before one VM (one kernel × backend) is killed.
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = 1500)]
         timeout: u64,
         /// Build the tests unoptimized (they run about twice as long under TCG).
         #[arg(long)]
@@ -118,7 +118,7 @@ fn test(host_only: bool, args: &[String]) -> anyhow::Result<()> {
     }
     vm::test_cli(&vm::TestOptions {
         kernels: "all",
-        timeout: 900,
+        timeout: 1500,
         release: true,
         jobs: None,
         only: &[],
