@@ -49,6 +49,13 @@ fn read<T>(base: u64, field: &u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + offset(field)) as *const T).ok() }
 }
 
+/// How many bytes of `sock_common`'s head one read takes: the IPv4 addresses, the ports and the
+/// family sit within a few bytes of each other there (`skc_addrpair`, `skc_portpair`,
+/// `skc_family`). Each `bpf_probe_read_kernel` costs about 50 ns on the 6.18 host whatever its
+/// size (measured: four 2-byte reads of one cache line 220 ns, two 16-byte reads 88 ns), so one
+/// read of the span replaces five.
+const HEAD: u64 = 24;
+
 /// Who a socket is and what it carries: everything the filters look at.
 #[repr(C)]
 pub struct SocketId {
@@ -60,6 +67,25 @@ pub struct SocketId {
     pub raddr: [u8; 16],
     /// `laddr`/`raddr` were read (they are read only where something uses them).
     pub has_addrs: bool,
+    /// `sock_common`'s head as read, from offset `head_start` (`head_len` 0: read field by field,
+    /// the fields being too far apart on this kernel).
+    pub head: [u8; HEAD as usize],
+    pub head_start: u64,
+    pub head_len: u64,
+}
+
+/// `N` bytes of `buf` at `at`, zeros past its end.
+#[inline(always)]
+fn bytes_at<const N: usize>(buf: &[u8; HEAD as usize], at: u64) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        if let Some(b) = buf.get(at as usize + i) {
+            out[i] = *b;
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Fills `id` with the identity of an IPv4/IPv6 TCP/UDP socket, addresses left zero (see
@@ -68,8 +94,39 @@ pub struct SocketId {
 #[inline(always)]
 pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
     let o = &config().offsets;
-    let Some(family) = read::<u16>(sk, &o.sk_family) else {
+    if sk == 0 {
         return false;
+    }
+    let (fam, num, dport) = (offset(&o.sk_family), offset(&o.sk_num), offset(&o.sk_dport));
+    let (saddr, daddr) = (offset(&o.sk_rcv_saddr), offset(&o.sk_daddr));
+    let start = fam.min(num).min(dport).min(saddr).min(daddr);
+    let end = (fam + 2)
+        .max(num + 2)
+        .max(dport + 2)
+        .max(saddr + 4)
+        .max(daddr + 4);
+    id.head_len = 0;
+    let (family, lport, rport) = if end - start <= HEAD {
+        let src = (sk + start) as *const u8;
+        if unsafe { bpf_probe_read_kernel_buf(src, &mut id.head) }.is_err() {
+            return false;
+        }
+        id.head_start = start;
+        id.head_len = HEAD;
+        (
+            u16::from_ne_bytes(bytes_at(&id.head, fam - start)),
+            u16::from_ne_bytes(bytes_at(&id.head, num - start)),
+            u16::from_be_bytes(bytes_at(&id.head, dport - start)),
+        )
+    } else {
+        let Some(family) = read::<u16>(sk, &o.sk_family) else {
+            return false;
+        };
+        (
+            family,
+            read(sk, &o.sk_num).unwrap_or(0),
+            u16::from_be(read(sk, &o.sk_dport).unwrap_or(0)),
+        )
     };
     if family != AF_INET && family != AF_INET6 {
         return false;
@@ -80,8 +137,8 @@ pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
     }
     id.family = family;
     id.protocol = protocol;
-    id.lport = read(sk, &o.sk_num).unwrap_or(0);
-    id.rport = u16::from_be(read(sk, &o.sk_dport).unwrap_or(0));
+    id.lport = lport;
+    id.rport = rport;
     id.laddr = [0; 16];
     id.raddr = [0; 16];
     id.has_addrs = false;
@@ -97,8 +154,18 @@ pub fn socket_addrs(sk: u64, id: &mut SocketId) {
     id.has_addrs = true;
     let o = &config().offsets;
     if id.family == AF_INET {
-        let l: [u8; 4] = read(sk, &o.sk_rcv_saddr).unwrap_or([0; 4]);
-        let r: [u8; 4] = read(sk, &o.sk_daddr).unwrap_or([0; 4]);
+        let (l, r): ([u8; 4], [u8; 4]) = if id.head_len != 0 {
+            let start = id.head_start;
+            (
+                bytes_at(&id.head, offset(&o.sk_rcv_saddr).saturating_sub(start)),
+                bytes_at(&id.head, offset(&o.sk_daddr).saturating_sub(start)),
+            )
+        } else {
+            (
+                read(sk, &o.sk_rcv_saddr).unwrap_or([0; 4]),
+                read(sk, &o.sk_daddr).unwrap_or([0; 4]),
+            )
+        };
         id.laddr[..4].copy_from_slice(&l);
         id.raddr[..4].copy_from_slice(&r);
     } else {
@@ -125,17 +192,26 @@ impl SendMemory {
 
 #[inline(always)]
 pub fn send_memory(sk: u64) -> SendMemory {
-    let o = &config().offsets;
-    SendMemory {
-        wmem_queued: read(sk, &o.sk_wmem_queued).unwrap_or(0),
-        wmem_alloc: wmem_alloc(sk),
-        sndbuf: read(sk, &o.sk_sndbuf).unwrap_or(0),
-    }
+    let mut m = counters(sk);
+    m.sndbuf = read(sk, &config().offsets.sk_sndbuf).unwrap_or(0);
+    m
 }
 
-/// The two counters alone (`sndbuf` left 0), where the send buffer is not shown.
+/// The two counters alone (`sndbuf` left 0), where the send buffer is not shown. Adjacent in
+/// `struct sock` on the kernels seen (`sk_wmem_queued`, then `sk_wmem_alloc`): one read then.
 #[inline(always)]
 pub fn counters(sk: u64) -> SendMemory {
+    let o = &config().offsets;
+    let (q, a) = (offset(&o.sk_wmem_queued), offset(&o.sk_wmem_alloc));
+    if a == q + 4 && sk != 0 {
+        let both: u64 = read_at(sk + q).unwrap_or(1 << 32);
+        // Little-endian (bpfel): the lower half is the first field.
+        return SendMemory {
+            wmem_queued: both as u32 as i32,
+            wmem_alloc: (both >> 32) as u32 as i32 - 1,
+            sndbuf: 0,
+        };
+    }
     SendMemory {
         wmem_queued: wmem_queued(sk),
         wmem_alloc: wmem_alloc(sk),
