@@ -410,7 +410,12 @@ fn veth_driver_time_ends_where_the_socket_gets_its_bytes_back() {
         // The receiver reads on another CPU than the one that allocated the skbs (the sender's:
         // a veth receives in the sender's context), so the kernel defers their free to that
         // CPU, where `consume_skb` shows it: late frees that sockmem sees.
-        let opts = TcpFlowOpts::bytes(2 * MIB).reader_waits(HOLD).on_cpus(0, 1);
+        // Held open: a connection whose bytes all fit in the buffers (as in the VMs) must not
+        // be closing by the time `ss` looks at it.
+        let opts = TcpFlowOpts::bytes(2 * MIB)
+            .reader_waits(HOLD)
+            .on_cpus(0, 1)
+            .hold_open();
         let flow = TcpFlow::start(&pair, P, "smtx-giveb", opts);
         thread::sleep(HOLD / 2);
         // The kernel's view: what waits unread in the receiver's queue.
