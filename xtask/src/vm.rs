@@ -445,10 +445,17 @@ const HOST_ONLY_EXECUTABLES: &[(&str, &str)] = &[];
 
 /// Test executables that run in the VMs under the tracepoint backend only, with why: what they
 /// check does not depend on how the hooks attach, and each backend's cell would add minutes.
-const ONE_BACKEND_EXECUTABLES: &[(&str, &str)] = &[(
-    "io_safety",
-    "input and output handling, the same on every backend (~3 min a cell under TCG)",
-)];
+const ONE_BACKEND_EXECUTABLES: &[(&str, &str)] = &[
+    (
+        "io_safety",
+        "input and output handling, the same on every backend (~3 min a cell under TCG)",
+    ),
+    (
+        "filters",
+        "the filters run in the programs' common path, the same on every backend; how each \
+         backend's hooks see the traffic is what trace, hist and backends check (~6 min a cell)",
+    ),
+];
 
 /// The backend [`ONE_BACKEND_EXECUTABLES`] run under.
 const ONE_BACKEND: &str = "tracepoint";
