@@ -461,10 +461,9 @@ const ONE_BACKEND_EXECUTABLES: &[(&str, &str)] = &[
 const ONE_BACKEND: &str = "tracepoint";
 
 /// Single tests (libtest `--skip` names) that run on the host only, for now, with why.
-const HOST_ONLY_TESTS: &[(&str, &str)] = &[(
-    "filter_udp_sendto_dest_port",
-    "199 of 200 datagrams in the 6.1/kprobe VM (the first one?), not yet diagnosed",
-)];
+/// (None today; `filter_udp_sendto_dest_port` lost 1 of 200 datagrams once on 6.1/kprobe, where
+/// `filters` no longer runs: see the notes on issue #9.)
+const HOST_ONLY_TESTS: &[(&str, &str)] = &[];
 
 /// The integration test executables of the package at `manifest` among cargo's messages.
 fn test_executables(messages: &str, manifest: &Path) -> anyhow::Result<Vec<TestExe>> {
