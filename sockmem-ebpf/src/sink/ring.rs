@@ -1,6 +1,9 @@
 //! `trace`: one `SockEvent` per admitted event, written in place in the ring buffer.
 
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+};
 use sockmem_common::{
     event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN, FLAG_SOCK_FREED},
     SockEvent,
@@ -12,6 +15,23 @@ use crate::{
     maps::{EVENTS, LOST},
     scratch::Observed,
 };
+
+/// Wake the reader once this share of the ring (1/WAKE_AT_FRACTION) holds unread data.
+const WAKE_AT_FRACTION: u64 = 8;
+
+/// Whether this submit should wake the reader. The kernel's default wakes it for the first
+/// record after every drain, a wake-up every few events at full rate; instead the reader drains
+/// on a short timer (`trace`'s loop) and is woken early only when the ring fills up.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if avail >= size / WAKE_AT_FRACTION {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Reserves, fills in place and submits one event; counts a failed reserve as lost.
 #[inline(always)]
@@ -84,5 +104,5 @@ pub fn submit(ob: &mut Observed, x: &Extra) {
         }
         (*e).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag());
 }
