@@ -25,7 +25,7 @@ const SOCKET_ROWS: usize = 50;
 /// PID and COMM columns for a socket: its last `sendmsg` caller, or `-`.
 fn sender_columns(st: &SocketState) -> (String, String) {
     match &st.sender {
-        Some((tgid, comm)) => (tgid.to_string(), comm.clone()),
+        Some((tgid, comm)) => (tgid.to_string(), comm.to_string()),
         None => ("-".to_owned(), "-".to_owned()),
     }
 }
@@ -62,7 +62,7 @@ impl<W: Finish> Sink for TextSink<W> {
                 if s.iface.is_empty() {
                     "-".to_owned()
                 } else {
-                    s.iface.clone()
+                    s.iface.to_string()
                 },
             ),
             None => ("-".to_owned(), "-".to_owned()),
