@@ -374,10 +374,7 @@ pub enum Output {
 pub fn open_output(path: Option<&Path>) -> anyhow::Result<Output> {
     Ok(match path {
         Some(p) => Output::File(OutputFile::create(p).context("opening the output file")?),
-        None => Output::Stdout(BufWriter::with_capacity(
-            output::BUFFER_BYTES,
-            io::stdout(),
-        )),
+        None => Output::Stdout(BufWriter::with_capacity(output::BUFFER_BYTES, io::stdout())),
     })
 }
 
