@@ -74,6 +74,7 @@ pub trait Sink {
 
 /// The hook-specific part of an event in words, e.g. `ret=65536 took=1.2ms`: the fields the
 /// hook's registry entry names, with their names.
+#[cfg(test)]
 pub fn describe(e: &Event) -> String {
     let mut s = String::new();
     let _ = write_info(&mut s, e);

@@ -1,8 +1,11 @@
 //! Aligned text, one line per event (the default).
 
-use std::io::{self, Write};
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+};
 
-use super::{describe, Finish, RunInfo, Sink, Summary};
+use super::{write_info, Finish, RunInfo, Sink, Summary};
 use crate::pipeline::{
     decode::{Event, Owner},
     snapshot::Snapshot,
@@ -11,11 +14,18 @@ use crate::pipeline::{
 
 pub struct TextSink<W: Write> {
     out: W,
+    /// Reused for each event line, so an event costs no allocation.
+    line: Vec<u8>,
+    cell: String,
 }
 
 impl<W: Write> TextSink<W> {
     pub fn new(out: W) -> Self {
-        TextSink { out }
+        TextSink {
+            out,
+            line: Vec::with_capacity(512),
+            cell: String::with_capacity(128),
+        }
     }
 }
 
@@ -34,15 +44,6 @@ fn with_delta(value: i32, delta: i64) -> String {
     format!("{value}({delta:+})")
 }
 
-/// A counter with its change, or `-` when the socket was being freed (nothing to read).
-fn counter(e: &Event, value: i32, delta: i64) -> String {
-    if e.freed {
-        "-".to_owned()
-    } else {
-        with_delta(value, delta)
-    }
-}
-
 impl<W: Finish> Sink for TextSink<W> {
     // The header uses the event line's widths with literal titles, so columns line up.
     #[allow(clippy::write_literal)]
@@ -56,40 +57,51 @@ impl<W: Finish> Sink for TextSink<W> {
     }
 
     fn event(&mut self, e: &Event, d: Deltas, time_s: f64) -> io::Result<()> {
-        let (len, iface) = match &e.skb {
-            Some(s) => (
-                s.len.to_string(),
-                if s.iface.is_empty() {
-                    "-".to_owned()
-                } else {
-                    s.iface.to_string()
-                },
-            ),
-            None => ("-".to_owned(), "-".to_owned()),
-        };
+        // The header's widths, a column at a time; a cell that has to be built first
+        // (`65536(+0)`) is built in `cell` and then padded.
+        let (l, cell) = (&mut self.line, &mut self.cell);
+        l.clear();
+        write!(l, "{time_s:>11.6} {:>3} ", e.cpu)?;
         // In softirq before the socket's first `sendmsg`: no process to name.
-        let (tgid, comm) = match e.owner {
-            Owner::Unknown => ("-".to_owned(), "-"),
-            _ => (e.tgid.to_string(), e.comm.as_str()),
-        };
-        writeln!(
-            self.out,
-            "{:>11.6} {:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
-            time_s,
-            e.cpu,
-            tgid,
-            comm,
+        match e.owner {
+            Owner::Unknown => write!(l, "{:>7} {:<15} ", "-", "-")?,
+            _ => write!(l, "{:>7} {:<15} ", e.tgid, e.comm)?,
+        }
+        write!(
+            l,
+            "{:<14} {:<5} {:<21} {:<21} ",
             e.hook.name(),
             e.protocol.name(),
-            e.local.to_string(),
-            e.remote.to_string(),
-            counter(e, e.wmem_queued, d.wmem_queued),
-            counter(e, e.wmem_alloc, d.wmem_alloc),
-            if e.freed { "-".to_owned() } else { e.sndbuf.to_string() },
-            len,
-            iface,
-            describe(e),
-        )
+            e.local,
+            e.remote
+        )?;
+        for (value, delta, width) in [
+            (e.wmem_queued, d.wmem_queued, 16),
+            (e.wmem_alloc, d.wmem_alloc, 14),
+        ] {
+            cell.clear();
+            if e.freed {
+                cell.push('-');
+            } else {
+                write!(cell, "{value}({delta:+})").map_err(io::Error::other)?;
+            }
+            write!(l, "{cell:>width$} ")?;
+        }
+        if e.freed {
+            write!(l, "{:>8} ", "-")?;
+        } else {
+            write!(l, "{:>8} ", e.sndbuf)?;
+        }
+        match &e.skb {
+            Some(s) if !s.iface.is_empty() => write!(l, "{:>6} {:<10} ", s.len, s.iface)?,
+            Some(s) => write!(l, "{:>6} {:<10} ", s.len, "-")?,
+            None => write!(l, "{:>6} {:<10} ", "-", "-")?,
+        }
+        cell.clear();
+        write_info(cell, e).map_err(io::Error::other)?;
+        l.extend_from_slice(cell.as_bytes());
+        l.push(b'\n');
+        self.out.write_all(l)
     }
 
     fn snapshot(&mut self, s: &Snapshot, st: &SocketState, time_s: f64) -> io::Result<()> {
@@ -207,6 +219,84 @@ mod tests {
     use super::*;
     use crate::pipeline::decode::tests::raw_event;
     use sockmem_common::{event::FLAG_HAS_SKB, Hook};
+
+    /// The event line as `format!` with the header's widths writes it: what `event` must equal.
+    fn reference_line(e: &Event, d: Deltas, time_s: f64) -> String {
+        let (len, iface) = match &e.skb {
+            Some(s) => (
+                s.len.to_string(),
+                if s.iface.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.iface.to_string()
+                },
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        let counter = |value: i32, delta: i64| match e.freed {
+            true => "-".to_owned(),
+            false => with_delta(value, delta),
+        };
+        // In softirq before the socket's first `sendmsg`: no process to name.
+        let (tgid, comm) = match e.owner {
+            Owner::Unknown => ("-".to_owned(), "-"),
+            _ => (e.tgid.to_string(), e.comm.as_str()),
+        };
+        format!(
+            "{:>11.6} {:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
+            time_s,
+            e.cpu,
+            tgid,
+            comm,
+            e.hook.name(),
+            e.protocol.name(),
+            e.local.to_string(),
+            e.remote.to_string(),
+            counter(e.wmem_queued, d.wmem_queued),
+            counter(e.wmem_alloc, d.wmem_alloc),
+            if e.freed { "-".to_owned() } else { e.sndbuf.to_string() },
+            len,
+            iface,
+            super::super::describe(e),
+        )
+    }
+
+    #[test]
+    fn event_lines_equal_the_formatted_reference() {
+        use sockmem_common::event::{FLAG_OWNER_UNKNOWN, FLAG_SOCK_FREED};
+        let mut cases = Vec::new();
+        for hook in [Hook::SendmsgReturn, Hook::SkbFree, Hook::TcpSendmsg] {
+            for flags in [
+                0,
+                FLAG_HAS_SKB,
+                FLAG_HAS_SKB | FLAG_SOCK_FREED,
+                FLAG_OWNER_UNKNOWN,
+            ] {
+                let mut raw = raw_event(hook);
+                raw.flags = flags;
+                raw.skb_len = 1448;
+                raw.value = -11;
+                raw.duration_ns = 12_345;
+                cases.push(raw);
+                raw.ifname[..4].copy_from_slice(b"eth0");
+                raw.comm[..3].copy_from_slice(b"\xff\xfeA");
+                cases.push(raw);
+            }
+        }
+        for raw in &cases {
+            let e = Event::from_raw(raw).unwrap();
+            for time_s in [0.0, 1.234_567_5, 12_345.5] {
+                let d = Deltas {
+                    wmem_queued: -5,
+                    wmem_alloc: 7,
+                };
+                let mut buf = Vec::new();
+                TextSink::new(&mut buf).event(&e, d, time_s).unwrap();
+                let want = reference_line(&e, d, time_s) + "\n";
+                assert_eq!(String::from_utf8(buf).unwrap(), want);
+            }
+        }
+    }
 
     #[test]
     fn one_aligned_line_per_event() {
