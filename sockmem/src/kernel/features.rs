@@ -37,6 +37,12 @@ impl<'a> Kernel<'a> {
         }
     }
 
+    /// With aya's parse of the running kernel's BTF already made (see `session::start`).
+    pub fn with_aya_btf(self, btf: aya::Btf) -> Kernel<'a> {
+        let _ = self.aya_btf.set(Ok(btf));
+        self
+    }
+
     /// Whether kprobes can be created at all.
     pub fn kprobe_support(&self) -> Result<(), AttachError> {
         self.kprobes
