@@ -1,13 +1,10 @@
 //! JSON lines: a header, one object per event, a summary.
 
-use std::{
-    io::{self, Write},
-    net::IpAddr,
-};
+use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{write_info, Finish, RunInfo, Sink, Summary};
+use super::{write_info, write_ip, Finish, RunInfo, Sink, Summary};
 use crate::{
     attach::stats::HookCost,
     kernel::sock_diag::SockMem,
@@ -41,29 +38,6 @@ impl<W: Write> JsonSink<W> {
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")
-    }
-}
-
-/// An address as `Display` writes it; IPv4 (the common case) without the formatting machinery,
-/// which cost more than the rest of the event line.
-fn write_ip(l: &mut Vec<u8>, ip: IpAddr) -> io::Result<()> {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    l.push(b'.');
-                }
-                if octet >= 100 {
-                    l.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    l.push(b'0' + octet / 10 % 10);
-                }
-                l.push(b'0' + octet % 10);
-            }
-            Ok(())
-        }
-        IpAddr::V6(_) => write!(l, "{ip}"),
     }
 }
 
@@ -353,6 +327,7 @@ mod tests {
     use super::*;
     use crate::pipeline::decode::tests::raw_event;
     use sockmem_common::Hook;
+    use std::net::IpAddr;
 
     #[derive(Serialize)]
     struct JsonEvent<'a> {

@@ -1,11 +1,11 @@
 //! Aligned text, one line per event (the default).
 
 use std::{
-    fmt::Write as _,
     io::{self, Write},
+    net::SocketAddr,
 };
 
-use super::{write_info, Finish, RunInfo, Sink, Summary};
+use super::{write_info, write_ip, Finish, RunInfo, Sink, Summary};
 use crate::pipeline::{
     decode::{Event, Owner},
     snapshot::Snapshot,
@@ -27,6 +27,45 @@ impl<W: Write> TextSink<W> {
             cell: String::with_capacity(128),
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Align {
+    Left,
+    Right,
+}
+use Align::{Left, Right};
+
+/// What `f` writes, padded to `width` columns as `{:<width$}`/`{:>width$}` would, and the space
+/// after it.
+fn cell(l: &mut Vec<u8>, width: usize, align: Align, f: impl FnOnce(&mut Vec<u8>)) {
+    let start = l.len();
+    f(l);
+    // Columns are characters: count the bytes that start one.
+    let n = l[start..].iter().filter(|&&b| b & 0xC0 != 0x80).count();
+    if n < width {
+        let pad = width - n;
+        l.resize(l.len() + pad, b' ');
+        if align == Right {
+            l[start..].rotate_right(pad);
+        }
+    }
+    l.push(b' ');
+}
+
+fn int(l: &mut Vec<u8>, v: impl itoa::Integer) {
+    l.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// As `SocketAddr`'s `Display` writes it (sockmem's addresses have no IPv6 scope).
+fn socket_addr(l: &mut Vec<u8>, a: SocketAddr) {
+    if a.is_ipv6() {
+        l.push(b'[');
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write_ip(l, a.ip());
+    l.extend_from_slice(if a.is_ipv6() { b"]:" } else { b":" });
+    int(l, a.port());
 }
 
 /// How many sockets the text exit table lists.
@@ -57,49 +96,75 @@ impl<W: Finish> Sink for TextSink<W> {
     }
 
     fn event(&mut self, e: &Event, d: Deltas, time_s: f64) -> io::Result<()> {
-        // The header's widths, a column at a time; a cell that has to be built first
-        // (`65536(+0)`) is built in `cell` and then padded.
-        let (l, cell) = (&mut self.line, &mut self.cell);
+        // The header's widths, one cell at a time, each padded by hand: through `write!` and
+        // `{:>16}` the line cost more than everything else sockmem does with an event.
+        let l = &mut self.line;
         l.clear();
-        write!(l, "{time_s:>11.6} {:>3} ", e.cpu)?;
+        // `{:>11.6}`: microseconds, rounded.
+        let us = (time_s * 1e6).round() as u64;
+        cell(l, 11, Right, |l| {
+            int(l, us / 1_000_000);
+            l.push(b'.');
+            let frac = us % 1_000_000;
+            let digits = itoa::Buffer::new().format(frac).len();
+            l.extend(std::iter::repeat_n(b'0', 6 - digits));
+            int(l, frac);
+        });
+        cell(l, 3, Right, |l| int(l, e.cpu));
         // In softirq before the socket's first `sendmsg`: no process to name.
         match e.owner {
-            Owner::Unknown => write!(l, "{:>7} {:<15} ", "-", "-")?,
-            _ => write!(l, "{:>7} {:<15} ", e.tgid, e.comm)?,
+            Owner::Unknown => {
+                cell(l, 7, Right, |l| l.push(b'-'));
+                cell(l, 15, Left, |l| l.push(b'-'));
+            }
+            _ => {
+                cell(l, 7, Right, |l| int(l, e.tgid));
+                cell(l, 15, Left, |l| l.extend_from_slice(e.comm.as_bytes()));
+            }
         }
-        write!(
-            l,
-            "{:<14} {:<5} {:<21} {:<21} ",
-            e.hook.name(),
-            e.protocol.name(),
-            e.local,
-            e.remote
-        )?;
+        cell(l, 14, Left, |l| {
+            l.extend_from_slice(e.hook.name().as_bytes())
+        });
+        cell(l, 5, Left, |l| {
+            l.extend_from_slice(e.protocol.name().as_bytes())
+        });
+        cell(l, 21, Left, |l| socket_addr(l, e.local));
+        cell(l, 21, Left, |l| socket_addr(l, e.remote));
         for (value, delta, width) in [
             (e.wmem_queued, d.wmem_queued, 16),
             (e.wmem_alloc, d.wmem_alloc, 14),
         ] {
-            cell.clear();
-            if e.freed {
-                cell.push('-');
-            } else {
-                write!(cell, "{value}({delta:+})").map_err(io::Error::other)?;
-            }
-            write!(l, "{cell:>width$} ")?;
+            cell(l, width, Right, |l| {
+                if e.freed {
+                    l.push(b'-');
+                } else {
+                    int(l, value);
+                    l.extend_from_slice(if delta < 0 { b"(" } else { b"(+" });
+                    int(l, delta);
+                    l.push(b')');
+                }
+            });
         }
-        if e.freed {
-            write!(l, "{:>8} ", "-")?;
-        } else {
-            write!(l, "{:>8} ", e.sndbuf)?;
-        }
+        cell(l, 8, Right, |l| match e.freed {
+            true => l.push(b'-'),
+            false => int(l, e.sndbuf),
+        });
         match &e.skb {
-            Some(s) if !s.iface.is_empty() => write!(l, "{:>6} {:<10} ", s.len, s.iface)?,
-            Some(s) => write!(l, "{:>6} {:<10} ", s.len, "-")?,
-            None => write!(l, "{:>6} {:<10} ", "-", "-")?,
+            Some(s) => {
+                cell(l, 6, Right, |l| int(l, s.len));
+                cell(l, 10, Left, |l| match s.iface.is_empty() {
+                    true => l.push(b'-'),
+                    false => l.extend_from_slice(s.iface.as_bytes()),
+                });
+            }
+            None => {
+                cell(l, 6, Right, |l| l.push(b'-'));
+                cell(l, 10, Left, |l| l.push(b'-'));
+            }
         }
-        cell.clear();
-        write_info(cell, e).map_err(io::Error::other)?;
-        l.extend_from_slice(cell.as_bytes());
+        self.cell.clear();
+        write_info(&mut self.cell, e).map_err(io::Error::other)?;
+        l.extend_from_slice(self.cell.as_bytes());
         l.push(b'\n');
         self.out.write_all(l)
     }
@@ -281,11 +346,19 @@ mod tests {
                 raw.ifname[..4].copy_from_slice(b"eth0");
                 raw.comm[..3].copy_from_slice(b"\xff\xfeA");
                 cases.push(raw);
+                raw.family = libc::AF_INET6 as u16;
+                raw.laddr = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+                raw.raddr = "::ffff:10.0.0.1"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets();
+                raw.wmem_alloc = -3;
+                cases.push(raw);
             }
         }
         for raw in &cases {
             let e = Event::from_raw(raw).unwrap();
-            for time_s in [0.0, 1.234_567_5, 12_345.5] {
+            for time_s in [0.0, 1.234_567_4, 0.000_000_6, 12_345.5, 1e6 + 0.25] {
                 let d = Deltas {
                     wmem_queued: -5,
                     wmem_alloc: 7,
