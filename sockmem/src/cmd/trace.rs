@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use std::collections::{HashMap, HashSet};
@@ -22,7 +23,7 @@ use crate::{
         stream::{EventStream, LossCounter},
         track::{SocketState, SocketTracker},
     },
-    render::{json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
+    render::{background::Background, json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
     session,
 };
 
@@ -120,6 +121,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut stream = EventStream::new(&mut session.ebpf)?;
     let losses = LossCounter::new(&mut session.ebpf)?;
 
+    // Written on a thread of its own: a stalled write must not stop the ring being drained.
+    let out = Background::new(out).context("starting the output's writing thread")?;
     let mut sink: Box<dyn Sink> = if args.json {
         Box::new(JsonSink::new(out, args.kernel_addrs))
     } else {

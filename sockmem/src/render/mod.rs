@@ -16,6 +16,7 @@ use crate::pipeline::{
     track::{Deltas, SocketState},
 };
 
+pub mod background;
 pub mod hist;
 pub mod json;
 pub mod text;
