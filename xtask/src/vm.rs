@@ -205,9 +205,16 @@ pub fn test_cli(opts: &TestOptions) -> anyhow::Result<()> {
             eprintln!("xtask: not in VMs yet: tests/{name}.rs: {why}");
         }
     } else {
-        if let Some(unknown) = opts.only.iter().find(|n| !tests.iter().any(|t| &t.name == *n)) {
+        if let Some(unknown) = opts
+            .only
+            .iter()
+            .find(|n| !tests.iter().any(|t| &t.name == *n))
+        {
             let known: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
-            bail!("--tests: no test executable {unknown:?} (there are: {})", known.join(", "));
+            bail!(
+                "--tests: no test executable {unknown:?} (there are: {})",
+                known.join(", ")
+            );
         }
         tests.retain(|t| opts.only.contains(&t.name));
     }
