@@ -47,6 +47,9 @@ pub enum OutputError {
     },
 }
 
+/// Output is written in chunks this large (`trace` at full rate makes tens of MB a second).
+pub const BUFFER_BYTES: usize = 256 << 10;
+
 /// A file being written: complete at the target path only after [`OutputFile::commit`].
 pub struct OutputFile {
     path: PathBuf,
@@ -96,7 +99,7 @@ impl OutputFile {
                     return Ok(OutputFile {
                         path: path.to_path_buf(),
                         temp: Some(temp),
-                        out: BufWriter::new(f),
+                        out: BufWriter::with_capacity(BUFFER_BYTES, f),
                     })
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
@@ -180,7 +183,7 @@ fn in_place(path: &Path) -> Result<OutputFile, OutputError> {
     Ok(OutputFile {
         path: path.to_path_buf(),
         temp: None,
-        out: BufWriter::new(f),
+        out: BufWriter::with_capacity(BUFFER_BYTES, f),
     })
 }
 
@@ -274,7 +277,7 @@ mod tests {
         if Path::new("/dev/full").exists() {
             let mut full = OutputFile::create(Path::new("/dev/full")).unwrap();
             let err = full
-                .write_all(&[0; 65536])
+                .write_all(&vec![0; BUFFER_BYTES + 1])
                 .expect_err("/dev/full is always full");
             assert!(format!("{err}").contains("/dev/full"), "{err}");
             assert_eq!(err.kind(), io::ErrorKind::StorageFull);

@@ -1,6 +1,9 @@
 //! `trace`: one `SockEvent` per admitted event, written in place in the ring buffer.
 
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+};
 use sockmem_common::{
     event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN, FLAG_SOCK_FREED},
     SockEvent,
@@ -12,6 +15,27 @@ use crate::{
     maps::{EVENTS, LOST},
     scratch::Observed,
 };
+
+/// Wake the reader once this share of the ring (1/WAKE_AT_FRACTION) holds unread data.
+const WAKE_AT_FRACTION: u64 = 8;
+/// The ring space one event takes: the record and its 8-byte header, rounded up to 8.
+const RECORD_BYTES: u64 = (core::mem::size_of::<SockEvent>() as u64 + 8 + 7) & !7;
+
+/// Whether this submit should wake the reader. The kernel's default wakes it for the first
+/// record after every drain, a wake-up every few events at full rate; instead the reader drains
+/// on a short timer (`trace`'s loop) and is woken early only as the ring fills past the mark.
+/// Only the few records just past it wake (several CPUs may pass it at once): a reader that
+/// lags behind is not woken again by every event, and its timer drains the ring anyway.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let mark = EVENTS.query(BPF_RB_RING_SIZE as u64) / WAKE_AT_FRACTION;
+    if avail >= mark && avail < mark + 4 * RECORD_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// Reserves, fills in place and submits one event; counts a failed reserve as lost.
 #[inline(always)]
@@ -84,5 +108,5 @@ pub fn submit(ob: &mut Observed, x: &Extra) {
         }
         (*e).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag());
 }

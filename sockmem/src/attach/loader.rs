@@ -99,15 +99,26 @@ const LOG_LEVEL_DEBUG: u8 = 4;
 /// Loads the object (maps created, programs not yet loaded into the kernel). The programs'
 /// diagnostic lines (aya-log) are written only with `debug`.
 pub fn load(config: &Config, ring_size: u32, debug: bool) -> anyhow::Result<Ebpf> {
+    load_with(EbpfLoader::new(), config, ring_size, debug)
+}
+
+/// [`load`] with a loader made beforehand: `EbpfLoader::new` parses the kernel's BTF (tens of
+/// ms), which `session::start` has done beside its own work.
+pub fn load_with<'a>(
+    mut loader: EbpfLoader<'a>,
+    config: &'a Config,
+    ring_size: u32,
+    debug: bool,
+) -> anyhow::Result<Ebpf> {
     raise_memlock_limit();
-    EbpfLoader::new()
+    loader
         .override_global(names::CONFIG, config, true)
         .override_global(
             AYA_LOG_LEVEL,
-            &if debug {
-                LOG_LEVEL_DEBUG
+            if debug {
+                &LOG_LEVEL_DEBUG
             } else {
-                LOG_LEVEL_OFF
+                &LOG_LEVEL_OFF
             },
             true,
         )

@@ -1,7 +1,10 @@
 //! Loads and attaches each hook through the best backend the kernel accepts, falling back in
 //! order, and remembers why each backend that was tried did not work.
 
-use std::collections::HashSet;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
 
 use anyhow::{bail, Context as _};
 use aya::{
@@ -87,10 +90,7 @@ pub fn attach_hooks(
     kernel: &Kernel,
     mode: Mode,
 ) -> anyhow::Result<Vec<HookReport>> {
-    let mut reports = Vec::new();
-    for spec in hooks::hooks() {
-        reports.push(attach_hook(ebpf, kernel, spec, mode));
-    }
+    let reports = attach_in_parallel(ebpf, kernel, mode);
     if let Mode::Forced(backend) = mode {
         // A forced backend that works for no hook at all is an error; one that works for some
         // leaves the others reported as unavailable, as in auto mode.
@@ -126,7 +126,50 @@ pub fn attach_hooks(
     Ok(reports)
 }
 
-fn attach_hook(ebpf: &mut Ebpf, kernel: &Kernel, def: &HookSpec, mode: Mode) -> HookReport {
+/// The programs of one hook, by name: hooks share none, so each can be loaded on its own thread.
+type Programs<'a> = HashMap<&'a str, &'a mut Program>;
+
+/// Attaches every hook, in registry order, with the hooks spread over one thread per core: the
+/// verifier runs in the loading thread, and its time (hundreds of ms in `hist` mode) is most of
+/// the start-up.
+fn attach_in_parallel(ebpf: &mut Ebpf, kernel: &Kernel, mode: Mode) -> Vec<HookReport> {
+    let mut all: Programs = ebpf.programs_mut().collect();
+    let jobs: Vec<(usize, &HookSpec, Programs)> = hooks::hooks()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mut mine = Programs::new();
+            for a in spec.variants.iter().flat_map(|v| v.attachments) {
+                if let Some((name, p)) = all.remove_entry(a.program) {
+                    mine.insert(name, p);
+                }
+            }
+            (i, spec, mine)
+        })
+        .collect();
+    let n = jobs.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(n.max(1));
+    let queue = Mutex::new(jobs.into_iter().rev().collect::<Vec<_>>());
+    let done = Mutex::new(Vec::with_capacity(n));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let Some((i, spec, mut programs)) = queue.lock().expect("not poisoned").pop()
+                else {
+                    break;
+                };
+                let report = attach_hook(&mut programs, kernel, spec, mode);
+                done.lock().expect("not poisoned").push((i, report));
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("not poisoned");
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+fn attach_hook(ebpf: &mut Programs, kernel: &Kernel, def: &HookSpec, mode: Mode) -> HookReport {
     let mut report = HookReport {
         hook: def.hook,
         chosen: None,
@@ -175,7 +218,7 @@ fn attach_hook(ebpf: &mut Ebpf, kernel: &Kernel, def: &HookSpec, mode: Mode) -> 
 
 /// Attaches every point of a variant; returns the optional points that are missing.
 fn try_variant(
-    ebpf: &mut Ebpf,
+    ebpf: &mut Programs,
     kernel: &Kernel,
     variant: &Variant,
 ) -> Result<Vec<String>, AttachError> {
@@ -192,7 +235,7 @@ fn try_variant(
 }
 
 fn attach_one(
-    ebpf: &mut Ebpf,
+    ebpf: &mut Programs,
     kernel: &Kernel,
     a: &Attachment,
     loaded: &mut HashSet<&'static str>,
@@ -215,7 +258,8 @@ fn attach_one(
     };
     let first = loaded.insert(a.program);
     let program = ebpf
-        .program_mut(a.program)
+        .get_mut(a.program)
+        .map(|p| &mut **p)
         .ok_or(AttachError::ProgramMissing { program: a.program })?;
     let result: Result<(), ProgramError> = match (a.attach, program) {
         (Attach::Tracepoint { .. }, Program::RawTracePoint(p)) => {
@@ -282,10 +326,10 @@ fn check_tracepoint(
 }
 
 /// Unloads (and so detaches) every program of a variant; used when it did not fully attach.
-fn unload_variant(ebpf: &mut Ebpf, variant: &Variant) {
+fn unload_variant(ebpf: &mut Programs, variant: &Variant) {
     for a in variant.attachments {
         // Errors only mean "was not loaded", which is the state we want.
-        let _ = match ebpf.program_mut(a.program) {
+        let _ = match ebpf.get_mut(a.program).map(|p| &mut **p) {
             Some(Program::RawTracePoint(p)) => p.unload(),
             Some(Program::KProbe(p)) => p.unload(),
             Some(Program::FEntry(p)) => p.unload(),
@@ -342,6 +386,8 @@ pub fn describe_choices(reports: &[HookReport]) -> Vec<String> {
 /// Attaches the [`CONTEXT`] programs. Without them events in softirq on sockets with no
 /// `sendmsg` seen are attributed to the interrupted task, so a failure is worth a warning only.
 pub fn attach_context(ebpf: &mut Ebpf, kernel: &Kernel) -> Result<(), AttachError> {
+    let mut ebpf: Programs = ebpf.programs_mut().collect();
+    let ebpf = &mut ebpf;
     let mut loaded = HashSet::new();
     for a in CONTEXT {
         attach_one(ebpf, kernel, a, &mut loaded)?;

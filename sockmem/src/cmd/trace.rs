@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use std::collections::{HashMap, HashSet};
@@ -22,9 +23,12 @@ use crate::{
         stream::{EventStream, LossCounter},
         track::{SocketState, SocketTracker},
     },
-    render::{json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
+    render::{background::Background, json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
     session,
 };
+
+/// How often the ring buffer is drained when the programs do not wake the reader.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -117,6 +121,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut stream = EventStream::new(&mut session.ebpf)?;
     let losses = LossCounter::new(&mut session.ebpf)?;
 
+    // Written on a thread of its own: a stalled write must not stop the ring being drained.
+    let out = Background::new(out).context("starting the output's writing thread")?;
     let mut sink: Box<dyn Sink> = if args.json {
         Box::new(JsonSink::new(out, args.kernel_addrs))
     } else {
@@ -159,6 +165,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         let to_stdout = args.output.is_none();
         let deadline = tokio::time::Instant::now()
             + args.duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
+        // The programs wake this loop only when the ring is filling up (see the eBPF sink's
+        // `wakeup_flag`): at any other rate it drains on this timer, so events are written
+        // within about DRAIN_EVERY of happening, in large batches.
+        let mut drain_tick = interval(DRAIN_EVERY);
+        drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut tick = interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut lost_seen = 0u64;
@@ -171,6 +182,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
                     r?;
                     stream.drain(|b| pipe.record(b))?;
                     pipe.sink.flush()?;
+                }
+                _ = drain_tick.tick() => {
+                    if stream.drain(|b| pipe.record(b))? > 0 {
+                        pipe.sink.flush()?;
+                    }
                 }
                 _ = stops.recv() => break,
                 _ = sleep_until(deadline) => break,

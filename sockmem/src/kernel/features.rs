@@ -2,9 +2,9 @@
 //! aya's view of BTF (needed to load fentry programs).
 
 use std::{
-    cell::OnceCell,
     collections::BTreeSet,
     path::{Path, PathBuf},
+    sync::OnceLock,
 };
 
 use crate::{
@@ -21,9 +21,9 @@ const KALLSYMS: &str = "/proc/kallsyms";
 pub struct Kernel<'a> {
     pub btf: &'a Btf,
     btf_path: Option<PathBuf>,
-    aya_btf: OnceCell<Result<aya::Btf, AttachError>>,
-    kallsyms: OnceCell<Result<BTreeSet<String>, AttachError>>,
-    kprobes: OnceCell<Result<(), AttachError>>,
+    aya_btf: OnceLock<Result<aya::Btf, AttachError>>,
+    kallsyms: OnceLock<Result<BTreeSet<String>, AttachError>>,
+    kprobes: OnceLock<Result<(), AttachError>>,
 }
 
 impl<'a> Kernel<'a> {
@@ -31,10 +31,16 @@ impl<'a> Kernel<'a> {
         Kernel {
             btf,
             btf_path: btf_path.map(Path::to_path_buf),
-            aya_btf: OnceCell::new(),
-            kallsyms: OnceCell::new(),
-            kprobes: OnceCell::new(),
+            aya_btf: OnceLock::new(),
+            kallsyms: OnceLock::new(),
+            kprobes: OnceLock::new(),
         }
+    }
+
+    /// With aya's parse of the running kernel's BTF already made (see `session::start`).
+    pub fn with_aya_btf(self, btf: aya::Btf) -> Kernel<'a> {
+        let _ = self.aya_btf.set(Ok(btf));
+        self
     }
 
     /// Whether kprobes can be created at all.

@@ -46,7 +46,7 @@ pub struct SkbInfo {
     pub truesize: u32,
     /// 0 and "" where the skb is not on a device.
     pub ifindex: u32,
-    pub iface: String,
+    pub iface: Name,
 }
 
 /// Who an event's pid/tgid/comm describe.
@@ -76,7 +76,7 @@ pub struct Event {
     pub cpu: u32,
     pub pid: u32,
     pub tgid: u32,
-    pub comm: String,
+    pub comm: Name,
     /// Whose pid/comm these are.
     pub owner: Owner,
     pub hook: Hook,
@@ -106,6 +106,61 @@ pub struct Event {
     pub send_start: bool,
     /// A `wmem_release` of TCP Small Queues' 1-byte reference, not of skb bytes.
     pub tsq_reference: bool,
+}
+
+/// A kernel name of at most 16 bytes (comm, interface) as text, kept inline: decoding one
+/// costs no allocation, at 100,000 events a second.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name {
+    /// Room for 16 bytes that are not UTF-8, each replaced by U+FFFD (3 bytes).
+    bytes: [u8; 48],
+    len: u8,
+}
+
+impl Name {
+    /// From NUL-padded bytes (up to the first NUL).
+    pub fn new(raw: &[u8]) -> Name {
+        let raw = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+        let raw = &raw[..raw.len().min(16)];
+        let mut n = Name {
+            bytes: [0; 48],
+            len: 0,
+        };
+        let text = String::from_utf8_lossy(raw);
+        n.bytes[..text.len()].copy_from_slice(text.as_bytes());
+        n.len = text.len() as u8;
+        n
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever filled from a `str` (see `new`).
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// A NUL-padded kernel name (comm, interface) as text.
@@ -149,14 +204,14 @@ impl Event {
             len: raw.skb_len,
             truesize: raw.skb_truesize,
             ifindex: raw.ifindex,
-            iface: c_string(&raw.ifname),
+            iface: Name::new(&raw.ifname),
         });
         Ok(Event {
             ts_ns: raw.ts_ns,
             cpu: raw.cpu,
             pid: raw.pid,
             tgid: raw.tgid,
-            comm: c_string(&raw.comm),
+            comm: Name::new(&raw.comm),
             owner: if raw.flags & FLAG_OWNER_FROM_SEND != 0 {
                 Owner::Sendmsg
             } else if raw.flags & FLAG_OWNER_UNKNOWN != 0 {

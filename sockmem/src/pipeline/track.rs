@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use sockmem_common::Hook;
 
-use crate::pipeline::decode::{Event, Owner, Protocol};
+use crate::pipeline::decode::{Event, Name, Owner, Protocol};
 
 /// How much each counter moved since the same socket's previous event. A socket's first event
 /// counts from zero.
@@ -25,7 +25,7 @@ pub struct SocketState {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// The last sender named by an event (`sendmsg` owner), if any.
-    pub sender: Option<(u32, String)>,
+    pub sender: Option<(u32, Name)>,
     pub events: u64,
     pub first_ns: u64,
     pub last_ns: u64,
@@ -81,7 +81,7 @@ impl SocketTracker {
             s.remote = e.remote;
         }
         if e.owner == Owner::Sendmsg {
-            s.sender = Some((e.tgid, e.comm.clone()));
+            s.sender = Some((e.tgid, e.comm));
         }
         if e.hook == Hook::SockDestroy {
             s.destroyed = true;

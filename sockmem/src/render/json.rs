@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{describe, Finish, RunInfo, Sink, Summary};
+use super::{write_info, write_ip, Finish, RunInfo, Sink, Summary};
 use crate::{
     attach::stats::HookCost,
     kernel::sock_diag::SockMem,
@@ -19,11 +19,20 @@ pub struct JsonSink<W: Write> {
     out: W,
     /// Output `sk`/`skb` kernel addresses (`--kernel-addrs`).
     kernel_addrs: bool,
+    /// The event line being written, and its `info` text: reused, so an event costs no
+    /// allocation.
+    line: Vec<u8>,
+    info: String,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W, kernel_addrs: bool) -> Self {
-        JsonSink { out, kernel_addrs }
+        JsonSink {
+            out,
+            kernel_addrs,
+            line: Vec::with_capacity(1024),
+            info: String::with_capacity(128),
+        }
     }
 
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
@@ -49,48 +58,6 @@ struct Header<'a> {
     kernel: &'a str,
     ring_size: u32,
     hooks: Vec<JsonHook<'a>>,
-}
-
-#[derive(Serialize)]
-struct JsonEvent<'a> {
-    r#type: &'static str,
-    ts_ns: u64,
-    time_s: f64,
-    cpu: u32,
-    pid: u32,
-    tgid: u32,
-    comm: &'a str,
-    owner: &'static str,
-    hook: &'static str,
-    /// The socket's identity while sockmem runs.
-    sock: u64,
-    /// The socket's inode number, as `ss -e` shows it (`ino:`); 0 when unknown.
-    ino: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sk: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    skb: Option<String>,
-    /// Whether the event carries an skb.
-    has_skb: bool,
-    family: &'static str,
-    proto: &'static str,
-    laddr: String,
-    lport: u16,
-    raddr: String,
-    rport: u16,
-    /// `null` when the socket was being freed (nothing to read).
-    wmem_queued: Option<i32>,
-    wmem_queued_delta: i64,
-    wmem_alloc: Option<i32>,
-    wmem_alloc_delta: i64,
-    sndbuf: Option<i32>,
-    len: Option<u32>,
-    truesize: Option<u32>,
-    ifindex: Option<u32>,
-    iface: Option<&'a str>,
-    value: i64,
-    duration_ns: u64,
-    info: String,
 }
 
 /// The kernel's counters as `ss -m` names them (`skmem:(r,rb,t,tb,f,w,o,bl,d)`).
@@ -207,43 +174,75 @@ impl<W: Finish> Sink for JsonSink<W> {
     }
 
     fn event(&mut self, e: &Event, d: Deltas, time_s: f64) -> io::Result<()> {
+        // Written by hand, field by field, into a reused buffer (serde for each value, so
+        // numbers and strings come out exactly as serde writes them): the derived `Serialize`
+        // of a struct holding formatted strings cost several allocations per event.
+        // `tests::reference_event` is the same object through serde, and a test holds the two
+        // against each other.
         let skb = e.skb.as_ref();
-        self.line(&JsonEvent {
-            r#type: "event",
-            ts_ns: e.ts_ns,
-            time_s,
-            cpu: e.cpu,
-            pid: e.pid,
-            tgid: e.tgid,
-            comm: &e.comm,
-            owner: e.owner.name(),
-            hook: e.hook.name(),
-            sock: e.sock_id,
-            ino: e.ino,
-            sk: self.kernel_addrs.then(|| format!("{:#x}", e.sk)),
-            skb: skb
-                .filter(|_| self.kernel_addrs)
-                .map(|s| format!("{:#x}", s.skb)),
-            has_skb: skb.is_some(),
-            family: if e.local.is_ipv4() { "ipv4" } else { "ipv6" },
-            proto: e.protocol.name(),
-            laddr: e.local.ip().to_string(),
-            lport: e.local.port(),
-            raddr: e.remote.ip().to_string(),
-            rport: e.remote.port(),
-            wmem_queued: (!e.freed).then_some(e.wmem_queued),
-            wmem_queued_delta: d.wmem_queued,
-            wmem_alloc: (!e.freed).then_some(e.wmem_alloc),
-            wmem_alloc_delta: d.wmem_alloc,
-            sndbuf: (!e.freed).then_some(e.sndbuf),
-            len: skb.map(|s| s.len),
-            truesize: skb.map(|s| s.truesize),
-            ifindex: skb.map(|s| s.ifindex).filter(|&i| i != 0),
-            iface: skb.map(|s| s.iface.as_str()).filter(|s| !s.is_empty()),
-            value: e.value,
-            duration_ns: e.duration_ns,
-            info: describe(e),
-        })
+        let l = &mut self.line;
+        l.clear();
+        macro_rules! field {
+            ($key:literal, $value:expr) => {
+                l.extend_from_slice(concat!(",\"", $key, "\":").as_bytes());
+                serde_json::to_writer(&mut *l, &$value)?;
+            };
+        }
+        // Our own words, which need no escaping.
+        macro_rules! word {
+            ($key:literal, $value:expr) => {
+                l.extend_from_slice(concat!(",\"", $key, "\":\"").as_bytes());
+                l.extend_from_slice($value.as_bytes());
+                l.push(b'"');
+            };
+        }
+        l.extend_from_slice(b"{\"type\":\"event\"");
+        field!("ts_ns", e.ts_ns);
+        field!("time_s", time_s);
+        field!("cpu", e.cpu);
+        field!("pid", e.pid);
+        field!("tgid", e.tgid);
+        field!("comm", e.comm.as_str());
+        word!("owner", e.owner.name());
+        word!("hook", e.hook.name());
+        field!("sock", e.sock_id);
+        field!("ino", e.ino);
+        if self.kernel_addrs {
+            write!(l, ",\"sk\":\"{:#x}\"", e.sk)?;
+            if let Some(s) = skb {
+                write!(l, ",\"skb\":\"{:#x}\"", s.skb)?;
+            }
+        }
+        field!("has_skb", skb.is_some());
+        word!("family", if e.local.is_ipv4() { "ipv4" } else { "ipv6" });
+        word!("proto", e.protocol.name());
+        l.extend_from_slice(b",\"laddr\":\"");
+        write_ip(l, e.local.ip())?;
+        l.push(b'"');
+        field!("lport", e.local.port());
+        l.extend_from_slice(b",\"raddr\":\"");
+        write_ip(l, e.remote.ip())?;
+        l.push(b'"');
+        field!("rport", e.remote.port());
+        field!("wmem_queued", (!e.freed).then_some(e.wmem_queued));
+        field!("wmem_queued_delta", d.wmem_queued);
+        field!("wmem_alloc", (!e.freed).then_some(e.wmem_alloc));
+        field!("wmem_alloc_delta", d.wmem_alloc);
+        field!("sndbuf", (!e.freed).then_some(e.sndbuf));
+        field!("len", skb.map(|s| s.len));
+        field!("truesize", skb.map(|s| s.truesize));
+        field!("ifindex", skb.map(|s| s.ifindex).filter(|&i| i != 0));
+        field!(
+            "iface",
+            skb.map(|s| s.iface.as_str()).filter(|s| !s.is_empty())
+        );
+        field!("value", e.value);
+        field!("duration_ns", e.duration_ns);
+        self.info.clear();
+        write_info(&mut self.info, e).map_err(io::Error::other)?;
+        field!("info", self.info.as_str());
+        l.extend_from_slice(b"}\n");
+        self.out.write_all(l)
     }
 
     fn snapshot(&mut self, s: &Snapshot, st: &SocketState, time_s: f64) -> io::Result<()> {
@@ -328,6 +327,162 @@ mod tests {
     use super::*;
     use crate::pipeline::decode::tests::raw_event;
     use sockmem_common::Hook;
+    use std::net::IpAddr;
+
+    #[derive(Serialize)]
+    struct JsonEvent<'a> {
+        r#type: &'static str,
+        ts_ns: u64,
+        time_s: f64,
+        cpu: u32,
+        pid: u32,
+        tgid: u32,
+        comm: &'a str,
+        owner: &'static str,
+        hook: &'static str,
+        /// The socket's identity while sockmem runs.
+        sock: u64,
+        /// The socket's inode number, as `ss -e` shows it (`ino:`); 0 when unknown.
+        ino: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sk: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        skb: Option<String>,
+        /// Whether the event carries an skb.
+        has_skb: bool,
+        family: &'static str,
+        proto: &'static str,
+        laddr: String,
+        lport: u16,
+        raddr: String,
+        rport: u16,
+        /// `null` when the socket was being freed (nothing to read).
+        wmem_queued: Option<i32>,
+        wmem_queued_delta: i64,
+        wmem_alloc: Option<i32>,
+        wmem_alloc_delta: i64,
+        sndbuf: Option<i32>,
+        len: Option<u32>,
+        truesize: Option<u32>,
+        ifindex: Option<u32>,
+        iface: Option<&'a str>,
+        value: i64,
+        duration_ns: u64,
+        info: String,
+    }
+
+    /// The event object as the derived `Serialize` writes it: what `JsonSink::event` must equal.
+    fn reference_event(e: &Event, d: Deltas, time_s: f64, kernel_addrs: bool) -> String {
+        let skb = e.skb.as_ref();
+        serde_json::to_string(&JsonEvent {
+            r#type: "event",
+            ts_ns: e.ts_ns,
+            time_s,
+            cpu: e.cpu,
+            pid: e.pid,
+            tgid: e.tgid,
+            comm: &e.comm,
+            owner: e.owner.name(),
+            hook: e.hook.name(),
+            sock: e.sock_id,
+            ino: e.ino,
+            sk: kernel_addrs.then(|| format!("{:#x}", e.sk)),
+            skb: skb
+                .filter(|_| kernel_addrs)
+                .map(|s| format!("{:#x}", s.skb)),
+            has_skb: skb.is_some(),
+            family: if e.local.is_ipv4() { "ipv4" } else { "ipv6" },
+            proto: e.protocol.name(),
+            laddr: e.local.ip().to_string(),
+            lport: e.local.port(),
+            raddr: e.remote.ip().to_string(),
+            rport: e.remote.port(),
+            wmem_queued: (!e.freed).then_some(e.wmem_queued),
+            wmem_queued_delta: d.wmem_queued,
+            wmem_alloc: (!e.freed).then_some(e.wmem_alloc),
+            wmem_alloc_delta: d.wmem_alloc,
+            sndbuf: (!e.freed).then_some(e.sndbuf),
+            len: skb.map(|s| s.len),
+            truesize: skb.map(|s| s.truesize),
+            ifindex: skb.map(|s| s.ifindex).filter(|&i| i != 0),
+            iface: skb.map(|s| s.iface.as_str()).filter(|s| !s.is_empty()),
+            value: e.value,
+            duration_ns: e.duration_ns,
+            info: super::super::describe(e),
+        })
+        .expect("serializable")
+    }
+
+    #[test]
+    fn hand_written_events_equal_serde_s() {
+        use sockmem_common::event::{FLAG_HAS_SKB, FLAG_SOCK_FREED};
+        let mut cases = Vec::new();
+        for hook in [
+            Hook::SendmsgReturn,
+            Hook::SkbFree,
+            Hook::TcpSendmsg,
+            Hook::DriverDone,
+        ] {
+            for flags in [0, FLAG_HAS_SKB, FLAG_HAS_SKB | FLAG_SOCK_FREED] {
+                let mut raw = raw_event(hook);
+                raw.flags = flags;
+                raw.skb = 0xffff_8880_0000_1000;
+                raw.skb_len = 1448;
+                raw.ifindex = 3;
+                raw.ifname[..4].copy_from_slice(b"eth0");
+                raw.value = -11;
+                raw.duration_ns = 12_345;
+                cases.push(raw);
+            }
+        }
+        // A command name with what JSON must escape, and one that is not UTF-8.
+        let mut raw = raw_event(Hook::TcpAck);
+        raw.comm[..7].copy_from_slice(b"a\"b\\c\n\x01");
+        cases.push(raw);
+        let mut raw = raw_event(Hook::TcpAck);
+        raw.comm[..3].copy_from_slice(b"\xff\xfeA");
+        raw.family = libc::AF_INET6 as u16;
+        raw.laddr = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        cases.push(raw);
+        for raw in &cases {
+            let e = Event::from_raw(raw).unwrap();
+            for (kernel_addrs, time_s) in [(false, 0.0), (true, 1.5), (false, 1_234.000_001_5)] {
+                let d = Deltas {
+                    wmem_queued: -5,
+                    wmem_alloc: 7,
+                };
+                let mut buf = Vec::new();
+                JsonSink::new(&mut buf, kernel_addrs)
+                    .event(&e, d, time_s)
+                    .unwrap();
+                let text = String::from_utf8(buf).expect("UTF-8");
+                assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+                let _: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+                // The same keys, values and order as serde writes them.
+                assert_eq!(
+                    text.trim_end(),
+                    reference_event(&e, d, time_s, kernel_addrs)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "198.18.0.1",
+            "fd00::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut l = Vec::new();
+            write_ip(&mut l, ip).unwrap();
+            assert_eq!(String::from_utf8(l).unwrap(), ip.to_string());
+        }
+    }
 
     #[test]
     fn every_line_is_a_json_object() {

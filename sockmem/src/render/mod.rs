@@ -1,7 +1,11 @@
 //! Sinks: where decoded events go. Each writes to any `io::Write`, so tests render into a
 //! `Vec<u8>`.
 
-use std::io;
+use std::{
+    fmt,
+    io::{self, Write as _},
+    net::IpAddr,
+};
 
 use sockmem_common::registry::Field;
 
@@ -12,6 +16,7 @@ use crate::pipeline::{
     track::{Deltas, SocketState},
 };
 
+pub mod background;
 pub mod hist;
 pub mod json;
 pub mod text;
@@ -74,46 +79,110 @@ pub trait Sink {
 
 /// The hook-specific part of an event in words, e.g. `ret=65536 took=1.2ms`: the fields the
 /// hook's registry entry names, with their names.
+#[cfg(test)]
 pub fn describe(e: &Event) -> String {
-    if e.tsq_reference {
-        return "tsq reference dropped".to_owned();
-    }
-    let spec = e.hook.spec();
-    let mut words = Vec::new();
-    if e.send_start {
-        words.push("start".to_owned());
-    }
-    let value = e.value_name.clone().unwrap_or_else(|| e.value.to_string());
-    words.extend(field(spec.value, e.value, value));
-    if let Some(at) = &e.location {
-        words.push(format!("at={at}"));
-    }
-    words.extend(field(
-        spec.duration,
-        e.duration_ns as i64,
-        human_ns(e.duration_ns),
-    ));
-    words.join(" ")
+    let mut s = String::new();
+    let _ = write_info(&mut s, e);
+    s
 }
 
-fn field(f: Field, raw: i64, shown: String) -> Option<String> {
-    match f {
-        Field::Hidden => None,
-        Field::NamedIfNonzero(_) if raw == 0 => None,
-        Field::Named(name) | Field::NamedIfNonzero(name) | Field::Enum(name, ..) => {
-            Some(format!("{name}={shown}"))
+/// [`describe`] into `out`: the sinks reuse one buffer for it, so no allocation per event.
+pub fn write_info<W: fmt::Write>(out: &mut W, e: &Event) -> fmt::Result {
+    if e.tsq_reference {
+        return out.write_str("tsq reference dropped");
+    }
+    let spec = e.hook.spec();
+    let mut w = Words { out, first: true };
+    if e.send_start {
+        w.next()?.write_str("start")?;
+    }
+    w.field(spec.value, e.value, |o| match &e.value_name {
+        Some(name) => o.write_str(name),
+        None => write!(o, "{}", e.value),
+    })?;
+    if let Some(at) = &e.location {
+        write!(w.next()?, "at={at}")?;
+    }
+    w.field(spec.duration, e.duration_ns as i64, |o| {
+        write_human_ns(o, e.duration_ns)
+    })
+}
+
+/// Space-separated words.
+struct Words<'a, W> {
+    out: &'a mut W,
+    first: bool,
+}
+
+impl<W: fmt::Write> Words<'_, W> {
+    fn next(&mut self) -> Result<&mut W, fmt::Error> {
+        if !self.first {
+            self.out.write_char(' ')?;
         }
-        Field::Choice(nonzero, zero) => Some(if raw != 0 { nonzero } else { zero }.to_owned()),
+        self.first = false;
+        Ok(self.out)
+    }
+
+    fn field(
+        &mut self,
+        f: Field,
+        raw: i64,
+        shown: impl FnOnce(&mut W) -> fmt::Result,
+    ) -> fmt::Result {
+        match f {
+            Field::Hidden => Ok(()),
+            Field::NamedIfNonzero(_) if raw == 0 => Ok(()),
+            Field::Named(name) | Field::NamedIfNonzero(name) | Field::Enum(name, ..) => {
+                let o = self.next()?;
+                o.write_str(name)?;
+                o.write_char('=')?;
+                shown(o)
+            }
+            Field::Choice(nonzero, zero) => {
+                self.next()?
+                    .write_str(if raw != 0 { nonzero } else { zero })
+            }
+        }
+    }
+}
+
+/// An address as `Display` writes it; IPv4 (the common case) without the formatting machinery,
+/// which cost more than the rest of the event line.
+pub fn write_ip(l: &mut Vec<u8>, ip: IpAddr) -> io::Result<()> {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    l.push(b'.');
+                }
+                if octet >= 100 {
+                    l.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    l.push(b'0' + octet / 10 % 10);
+                }
+                l.push(b'0' + octet % 10);
+            }
+            Ok(())
+        }
+        IpAddr::V6(_) => write!(l, "{ip}"),
     }
 }
 
 /// A duration with a unit that keeps 3 significant digits or so.
+#[cfg(test)]
 pub fn human_ns(ns: u64) -> String {
+    let mut s = String::new();
+    let _ = write_human_ns(&mut s, ns);
+    s
+}
+
+fn write_human_ns<W: fmt::Write>(out: &mut W, ns: u64) -> fmt::Result {
     match ns {
-        0..=9_999 => format!("{ns}ns"),
-        10_000..=9_999_999 => format!("{:.1}us", ns as f64 / 1e3),
-        10_000_000..=9_999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
-        _ => format!("{:.2}s", ns as f64 / 1e9),
+        0..=9_999 => write!(out, "{ns}ns"),
+        10_000..=9_999_999 => write!(out, "{:.1}us", ns as f64 / 1e3),
+        10_000_000..=9_999_999_999 => write!(out, "{:.1}ms", ns as f64 / 1e6),
+        _ => write!(out, "{:.2}s", ns as f64 / 1e9),
     }
 }
 
