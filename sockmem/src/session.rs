@@ -43,7 +43,11 @@ mod debug_log {
     use anyhow::Context as _;
     use aya::Ebpf;
     use aya_log::EbpfLogger;
-    use tokio::io::{unix::AsyncFd, Interest};
+    use tokio::{
+        io::{unix::AsyncFd, Interest},
+        sync::oneshot,
+        task::JoinHandle,
+    };
 
     /// Prints each record as one `sockmem: ebpf: …` line. Our own because all it does is this
     /// one format; a logging framework's configuration would add nothing here.
@@ -59,9 +63,24 @@ mod debug_log {
         fn flush(&self) {}
     }
 
-    /// Reads the programs' log ring buffer on the tokio runtime the command runs on, for as long
-    /// as that runtime runs.
-    pub fn forward(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    /// The task that prints the programs' log lines.
+    pub struct Forwarder {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    }
+
+    impl Forwarder {
+        /// Prints what the programs logged up to now, then stops: lines written just before
+        /// the end would otherwise be lost with the runtime (seen in a loaded VM).
+        pub async fn finish(self) {
+            let _ = self.stop.send(());
+            let _ = self.task.await;
+        }
+    }
+
+    /// Reads the programs' log ring buffer on the tokio runtime the command runs on, until
+    /// [`Forwarder::finish`].
+    pub fn forward(ebpf: &mut Ebpf) -> anyhow::Result<Forwarder> {
         let logger = EbpfLogger::init_with_logger(ebpf, StderrLog)
             .context("opening the eBPF programs' log (aya-log)")?;
         // SAFETY: the logger owns its ring buffer's fd, which stays open and the same until the
@@ -69,13 +88,27 @@ mod debug_log {
         let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)
             .context("waiting on the eBPF programs' log")?;
-        tokio::spawn(async move {
-            while let Ok(mut ready) = fd.readable_mut().await {
-                ready.get_inner_mut().flush();
-                ready.clear_ready();
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let last = tokio::select! {
+                    ready = fd.readable_mut() => match ready {
+                        Ok(mut ready) => {
+                            ready.get_inner_mut().flush();
+                            ready.clear_ready();
+                            false
+                        }
+                        Err(_) => true,
+                    },
+                    _ = &mut stopped => true,
+                };
+                if last {
+                    fd.get_mut().flush();
+                    return;
+                }
             }
         });
-        Ok(())
+        Ok(Forwarder { stop, task })
     }
 }
 
@@ -86,6 +119,8 @@ pub struct Session {
     pub names: Names,
     /// Keeps the kernel's BPF statistics on (`--stats`).
     stats: Option<StatsGuard>,
+    /// `--debug`: prints the programs' log lines.
+    debug_log: Option<debug_log::Forwarder>,
 }
 
 /// Loads the kernel's BTF from `path`, or from /sys/kernel/btf/vmlinux.
@@ -252,9 +287,11 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
         );
     }
     report_hooks(&reports, o.args.verbose);
-    if o.args.debug {
-        debug_log::forward(&mut ebpf)?;
-    }
+    let debug_log = if o.args.debug {
+        Some(debug_log::forward(&mut ebpf)?)
+    } else {
+        None
+    };
     let names = Names::new(&btf);
     // On before the programs start, so every run of theirs is counted.
     let stats = if o.args.stats {
@@ -267,6 +304,7 @@ pub fn start(o: &Options) -> anyhow::Result<Session> {
         reports,
         names,
         stats,
+        debug_log,
     };
     Ok(session)
 }
@@ -281,6 +319,13 @@ impl Session {
             stats::table(&costs)
         );
         Some(costs)
+    }
+
+    /// With `--debug`: prints the programs' last log lines (call once they are switched off).
+    pub async fn finish_debug_log(&mut self) {
+        if let Some(log) = self.debug_log.take() {
+            log.finish().await;
+        }
     }
 
     /// Switches every program on or off at once (they stay attached).

@@ -45,6 +45,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     // Stop every program at once, then detach, so the numbers are one consistent snapshot.
     session.set_running(false)?;
+    runtime.block_on(session.finish_debug_log());
     let reports = std::mem::take(&mut session.reports);
     let bpf_stats = session.report_stats();
     drop(session);

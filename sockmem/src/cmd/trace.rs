@@ -213,6 +213,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
         // Stop producing, then print whatever is already in the ring buffer: it was asked for.
         session.set_running(false)?;
+        session.finish_debug_log().await;
         stream.drain(|b| pipe.record(b))?;
         // The settled truth of the sockets still alive, and the per-socket table.
         pipe.snapshot()?;
