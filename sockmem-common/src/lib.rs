@@ -29,5 +29,6 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const SKBS: &str = "SKBS";
     pub const SENDS: &str = "SENDS";
-    pub const RUNNING: &str = "RUNNING";
+    /// The data section holding the `RUNNING` switch (a map of its own).
+    pub const RUNNING: &str = ".data.running";
 }

@@ -33,7 +33,7 @@ pub fn config() -> &'static Config {
 #[inline(always)]
 pub fn ready() -> bool {
     let configured = unsafe { read_volatile(&config().ready) } == 1;
-    configured && matches!(RUNNING.get(0), Some(&1))
+    configured && unsafe { read_volatile(core::ptr::addr_of!(RUNNING)) } == 1
 }
 
 #[inline(always)]

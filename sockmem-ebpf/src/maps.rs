@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use sockmem_common::{
     hist::{Hist, HistKey},
@@ -17,9 +17,12 @@ use crate::scratch::Observed;
 #[no_mangle]
 pub static CONFIG: Config = unsafe { core::mem::zeroed() };
 
-/// `[0]` = 1 while the programs should work; set by userspace once every hook is attached.
-#[map]
-pub static RUNNING: Array<u32> = Array::with_max_entries(1, 0);
+/// 1 while the programs should work; set by userspace once every hook is attached. A global in
+/// a data section of its own (one map, one value that userspace writes): read with a plain load,
+/// where an array map lookup cost ~80 ns per event on the 6.18 host.
+#[no_mangle]
+#[link_section = ".data.running"]
+pub static mut RUNNING: u32 = 0;
 
 /// Events to userspace; the loader resizes it (`--ring-size`).
 #[map]
