@@ -200,8 +200,8 @@ pub struct TraceArgs {
 
 #[derive(Debug, Args)]
 pub struct WhyArgs {
-    /// Which sockets to report. Every socket's events are still read (another socket's bytes
-    /// ahead in a qdisc are part of the answer): only `--iface` applies in the kernel.
+    /// Which sockets to report. Other sockets' qdisc events are still read: their bytes ahead
+    /// in a qdisc are part of the answer.
     #[command(flatten)]
     pub filters: FilterArgs,
     /// Watch for this many seconds (default: until Ctrl-C or SIGTERM).

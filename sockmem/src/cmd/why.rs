@@ -1,16 +1,16 @@
 //! `sockmem why`: per socket, where the window's time went by limiting cause. Events stream as
-//! for `trace` (unfiltered but for the interface: other sockets' bytes ahead in a qdisc are
+//! for `trace` (the qdisc events of every socket: other sockets' bytes ahead in a qdisc are
 //! part of the answer) into the analysis, with sock_diag samples at `--interval`; one report
 //! at the end.
 
 use std::{collections::HashMap, io, time::Duration};
 
 use anyhow::Context as _;
-use sockmem_common::{config::MODE_TRACE, Hook, Per};
+use sockmem_common::{config::MODE_WHY, Hook, Per};
 
 use crate::{
     attach::loader,
-    cli::{FilterArgs, WhyArgs},
+    cli::WhyArgs,
     kernel::sampler::{self, SocketSampler},
     pipeline::{
         decode::Event,
@@ -77,16 +77,12 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let _runtime_context = runtime.enter();
     session::check_filters(&args.filters)?;
     let mut out = session::open_output(args.output.as_deref())?;
-    // Only the interface filter runs in the kernel (see the module docs).
-    let kernel_filter = FilterArgs {
-        iface: args.filters.iface.clone(),
-        ..FilterArgs::default()
-    };
+    // The filters run in the kernel, but for the qdisc events (MODE_WHY).
     let mut session = session::start(&session::Options {
-        filter: kernel_filter.to_kernel().map_err(anyhow::Error::msg)?,
+        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
         args: &args.session,
         ring_size: args.ring_size,
-        mode: MODE_TRACE,
+        mode: MODE_WHY,
         per: Per::Total,
     })?;
     let mut stream = EventStream::new(&mut session.ebpf)?;

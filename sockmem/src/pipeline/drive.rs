@@ -114,8 +114,9 @@ impl Drive {
         }
         session.set_running(false)?;
         session.finish_debug_log().await;
-        drain(stream, consumer)?;
-        consumer.flush()?;
+        while drain(stream, consumer)? > 0 {
+            consumer.flush()?;
+        }
         Ok(())
     }
 }

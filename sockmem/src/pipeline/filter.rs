@@ -1,6 +1,6 @@
-//! The command-line filters applied in userspace, to sockets already seen. `why` needs every
-//! socket's events in the kernel (another socket's bytes ahead in a qdisc are part of the
-//! answer), so it filters what it reports here instead of in the programs.
+//! The command-line filters applied in userspace, to sockets already seen. `why` reads every
+//! socket's qdisc events (another socket's bytes ahead in a qdisc are part of the answer), so
+//! it decides here which sockets it reports.
 
 use std::net::{IpAddr, SocketAddr};
 
