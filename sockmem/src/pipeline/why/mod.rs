@@ -399,6 +399,11 @@ impl Analyzer {
             .count()
     }
 
+    /// Every socket seen (also those the filters leave out, from their qdisc events).
+    pub fn seen(&self) -> usize {
+        self.sockets.len()
+    }
+
     pub fn socket(&self, sock_id: u64) -> Option<&Watched> {
         self.sockets.get(&sock_id)
     }
