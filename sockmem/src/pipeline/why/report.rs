@@ -23,7 +23,39 @@ pub struct WhyReport {
     pub idle_sockets: usize,
     pub memory_pressure: Pressure,
     pub lost_events: u64,
+    /// What each cause is judged from (hooks, and the kernel's tcp_info through sock_diag).
+    pub causes_need: std::collections::BTreeMap<&'static str, &'static str>,
 }
+
+/// What each cause is judged from; a missing input is named in each socket's `missing`.
+const CAUSES_NEED: [(Cause, &str); 8] = [
+    (
+        Cause::Application,
+        "tcp_info busy timer (sock_diag, 4.10+); UDP: send_blocked",
+    ),
+    (
+        Cause::SendBuffer,
+        "tcp_info sndbuf-limited timer; send_blocked (raw_syscalls:sys_enter, sched:sched_switch, sendmsg_ret)",
+    ),
+    (
+        Cause::ReceiverWindow,
+        "tcp_info snd_wnd (5.4+), unacked, snd_mss and the rwnd-limited timer",
+    ),
+    (Cause::CongestionWindow, "tcp_info snd_cwnd and unacked"),
+    (
+        Cause::Qdisc,
+        "qdisc_enqueue and qdisc_dequeue (every backend), skb_drop; the TSQ limit's inputs",
+    ),
+    (
+        Cause::Device,
+        "qdisc_enqueue/qdisc_dequeue (bytes past the qdisc), driver_done (time in the driver)",
+    ),
+    (
+        Cause::Tsq,
+        "skb truesize (skb events), tcp_info pacing rate, net.ipv4.tcp_limit_output_bytes in the socket's namespace",
+    ),
+    (Cause::Sending, "tcp_info busy timer: busy with no limit binding"),
+];
 
 #[derive(Debug, Serialize)]
 pub struct Pressure {
@@ -201,6 +233,7 @@ impl WhyReport {
                 udp_s: a.pressure_ns.1 as f64 / S,
             },
             lost_events: run.lost_events,
+            causes_need: CAUSES_NEED.iter().map(|(c, n)| (c.name(), *n)).collect(),
         }
     }
 }
@@ -387,6 +420,12 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
                 .into(),
         });
     }
+    m.push(Missing {
+        cause: "device",
+        why: "the TX queue's state (stopped by the driver or BQL) and BQL's limit/inflight are \
+              not read yet: time past the qdisc is `device` without saying which"
+            .into(),
+    });
     m.push(Missing {
         cause: "memory_pressure",
         why: "sock:sock_exceed_buf_limit is not hooked yet: only the protocols' global \
