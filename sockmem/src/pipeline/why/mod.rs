@@ -103,6 +103,7 @@ pub struct Watched {
     pub queued_area: f64,
     pub alloc_area: f64,
     pub tsq: Option<TsqLimit>,
+    /// Busy time with `sk_wmem_alloc` at the TSQ limit when sampled.
     pub throttled_ns: u64,
     /// Busy time the kernel's timers reported beyond an interval's length (they move in
     /// jiffies), counted in the next interval.
@@ -495,7 +496,7 @@ fn account(
             let cause = classify_busy(&state, w.tsq.as_ref());
             w.times_ns[Cause::Application.index()] += dt - busy;
             w.times_ns[cause.index()] += busy;
-            if matches!(cause, Cause::Qdisc | Cause::Device | Cause::Tsq) {
+            if w.tsq.is_some_and(|l| l.binds(cur.alloc)) {
                 w.throttled_ns += busy;
             }
         }

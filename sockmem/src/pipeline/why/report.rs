@@ -516,9 +516,12 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
                 "{share:.0}% of the time its bytes sat in the qdisc{}: each skb waited {} on \
                  average (p99 {}) behind {} of queue{who}",
                 match &s.tsq {
-                    Some(t) => format!(" at TCP Small Queues' limit ({})", bytes(t.limit as f64)),
+                    // Held there by TSQ for most of that time.
+                    Some(t) if t.throttled_s * 2.0 >= s.causes[0].s => {
+                        format!(" at TCP Small Queues' limit ({})", bytes(t.limit as f64))
+                    }
                     None if s.protocol == "udp" => " with the send buffer full".into(),
-                    None => String::new(),
+                    _ => String::new(),
                 },
                 us(s.qdisc.sojourn_mean_us),
                 us(s.qdisc.sojourn_p99_us),
