@@ -97,7 +97,11 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
         .collect();
     let attached = |h: Hook| !unavailable.contains_key(&h);
     let mut pipe = WhyPipeline {
-        analyzer: Analyzer::new(SocketFilter::new(&args.filters), &attached),
+        analyzer: Analyzer::new(
+            SocketFilter::new(&args.filters),
+            &attached,
+            &loader::kernel_release(),
+        ),
         sampler: SocketSampler::new(),
         batch: Vec::new(),
         events: 0,

@@ -103,6 +103,8 @@ pub struct Watched {
     pub queued_area: f64,
     pub alloc_area: f64,
     pub tsq: Option<TsqLimit>,
+    /// The congestion control's name, as sock_diag says.
+    pub congestion: Option<String>,
     /// Busy time with `sk_wmem_alloc` at the TSQ limit when sampled.
     pub throttled_ns: u64,
     /// Busy time the kernel's timers reported beyond an interval's length (they move in
@@ -139,6 +141,7 @@ impl Watched {
             queued_area: 0.0,
             alloc_area: 0.0,
             tsq: None,
+            congestion: None,
             throttled_ns: 0,
             busy_carry_ns: 0,
             udp_full_ns: [0; 3],
@@ -184,10 +187,12 @@ pub struct Analyzer {
     /// Sampled time with TCP / UDP under memory pressure.
     pub pressure_ns: (u64, u64),
     last_pressure_ns: Option<u64>,
+    /// The running kernel caps paced sockets' TSQ limit too (6.16+).
+    caps_paced: bool,
 }
 
 impl Analyzer {
-    pub fn new(filter: SocketFilter, attached: &dyn Fn(Hook) -> bool) -> Analyzer {
+    pub fn new(filter: SocketFilter, attached: &dyn Fn(Hook) -> bool, release: &str) -> Analyzer {
         Analyzer {
             filter,
             sockets: HashMap::new(),
@@ -196,6 +201,7 @@ impl Analyzer {
             qdisc_seen: attached(Hook::QdiscEnqueue) && attached(Hook::QdiscDequeue),
             pressure_ns: (0, 0),
             last_pressure_ns: None,
+            caps_paced: tsq::caps_paced(release),
         }
     }
 
@@ -358,7 +364,7 @@ impl Analyzer {
                 Protocol::Tcp => limit_output_bytes(s.netns),
                 Protocol::Udp => None,
             };
-            account(w, now_ns, s, in_qdisc, qdisc_seen, lob);
+            account(w, now_ns, s, in_qdisc, qdisc_seen, lob, self.caps_paced);
         }
         let wanted = self.wanted();
         for w in self.sockets.values_mut() {
@@ -418,6 +424,7 @@ fn account(
     in_qdisc: u64,
     qdisc_seen: bool,
     limit_output_bytes: Option<u64>,
+    caps_paced: bool,
 ) {
     let m = &s.mem;
     let tcp = m.tcp.as_ref();
@@ -426,7 +433,15 @@ fn account(
     w.alloc_max = w.alloc_max.max(u64::from(m.wmem_alloc));
     if let (Some(lob), Some(rate)) = (limit_output_bytes, tcp.and_then(|t| t.pacing_rate)) {
         if w.truesize_max > 0 {
-            w.tsq = Some(TsqLimit::new(lob, rate, w.truesize_max));
+            // BBR paces (sk_pacing_status); the fq qdisc would too, which sockmem cannot tell.
+            let paced = tcp.and_then(|t| t.congestion.as_deref()) == Some("bbr");
+            let capped = caps_paced || !paced;
+            w.tsq = Some(TsqLimit::new(lob, rate, w.truesize_max, capped));
+        }
+    }
+    if let Some(c) = tcp.and_then(|t| t.congestion.as_ref()) {
+        if w.congestion.as_ref() != Some(c) {
+            w.congestion = Some(c.clone());
         }
     }
     let cur = LastSample {

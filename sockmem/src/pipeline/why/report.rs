@@ -132,6 +132,10 @@ pub struct TcpWhy {
 #[derive(Debug, Serialize)]
 pub struct TsqWhy {
     pub limit: u64,
+    /// Whether `limit_output_bytes` caps it (always from 6.16; before, only unpaced sockets).
+    pub capped: bool,
+    /// The congestion control (`bbr` paces).
+    pub congestion: Option<String>,
     pub limit_output_bytes: u64,
     pub pacing_rate: u64,
     pub pacing_shift: u32,
@@ -298,6 +302,8 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
     });
     let tsq = w.tsq.map(|t| TsqWhy {
         limit: t.limit,
+        capped: t.capped,
+        congestion: w.congestion.clone(),
         limit_output_bytes: t.limit_output_bytes,
         pacing_rate: t.pacing_rate,
         pacing_shift: t.pacing_shift,
@@ -415,8 +421,8 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
         m.push(Missing {
             cause: "paced",
             why: "sk_pacing_status and a pacing qdisc's departure times are not read yet: time \
-                  held back by pacing counts as `sending`; the TSQ limit assumes no pacing \
-                  qdisc and the default pacing shift (10)"
+                  held back by pacing counts as `sending`; the TSQ limit takes BBR as the only \
+                  pacer (not the fq qdisc) and the default pacing shift (10)"
                 .into(),
         });
     }
