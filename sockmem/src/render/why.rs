@@ -161,9 +161,6 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
             d.skbs, d.mean_us, d.p99_us, d.max_us
         )?;
     }
-    for m in &s.missing {
-        writeln!(out, "  not measured ({}): {}", m.cause, m.why)?;
-    }
     writeln!(out)
 }
 
@@ -197,6 +194,17 @@ pub fn write_text(out: &mut dyn Write, r: &WhyReport) -> io::Result<()> {
             "{} more matching socket(s) lived too briefly to be sampled twice",
             r.unsampled_sockets
         )?;
+    }
+    // Said once for all sockets (JSON has them per socket).
+    let mut missing: Vec<(&str, &str)> = r
+        .sockets
+        .iter()
+        .flat_map(|s| s.missing.iter().map(|m| (m.cause, m.why.as_str())))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    for (cause, why) in missing {
+        writeln!(out, "not measured ({cause}): {why}")?;
     }
     if r.idle_sockets > 0 {
         writeln!(

@@ -148,8 +148,13 @@ impl Watched {
         }
     }
 
+    /// Sent, tried to, or had data outstanding for a tenth of its window by the kernel's busy
+    /// timer (a sender stuck since before the run): not a receiver whose ACKs and FIN alone
+    /// passed through.
     fn sent_anything(&self) -> bool {
-        self.send.calls > 0 || self.send.blocked_calls > 0 || self.queued_max > 0
+        self.send.calls > 0
+            || self.send.blocked_calls > 0
+            || (self.window_ns > 0 && self.tcp.busy_ns * 10 >= self.window_ns)
     }
 
     fn facts(&self) -> SocketFacts<'_> {
