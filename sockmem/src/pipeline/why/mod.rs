@@ -421,6 +421,9 @@ impl Analyzer {
     }
 }
 
+/// `sk_state` of a socket whose SYN is not answered yet.
+const TCP_SYN_SENT: u8 = 2;
+
 /// Puts the interval since the socket's previous sample under its causes.
 fn account(
     w: &mut Watched,
@@ -492,10 +495,12 @@ fn account(
                 }
                 None => dt,
             };
-            if t.snd_wnd == Some(0) {
+            // Before the handshake completes the peer has advertised no window yet.
+            let snd_wnd = t.snd_wnd.filter(|_| m.state != TCP_SYN_SENT);
+            if snd_wnd == Some(0) {
                 w.tcp.zero_window_ns += dt;
             }
-            if let Some(wnd) = t.snd_wnd {
+            if let Some(wnd) = snd_wnd {
                 w.tcp.snd_wnd_min = Some(w.tcp.snd_wnd_min.map_or(wnd, |m| m.min(wnd)));
             }
             let unacked = t.unacked.unwrap_or(0);
@@ -507,7 +512,7 @@ fn account(
                 unacked,
                 cwnd,
                 mss: t.snd_mss.unwrap_or(0),
-                snd_wnd: t.snd_wnd,
+                snd_wnd,
                 rwnd_limited_moved: rwnd > 0,
                 sndbuf_limited_moved: sndbuf > 0,
                 in_qdisc,
