@@ -7,6 +7,7 @@
 pub mod cause;
 pub mod queue;
 pub mod report;
+pub mod samples;
 pub mod tsq;
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,6 +25,7 @@ use crate::{
 
 use cause::{classify_busy, Cause, TcpState};
 use queue::QdiscQueue;
+use samples::Samples;
 use tsq::TsqLimit;
 
 /// Sends of one socket.
@@ -39,7 +41,7 @@ pub struct SendStats {
 #[derive(Clone, Debug, Default)]
 pub struct QdiscStats {
     pub enqueues: u64,
-    pub sojourn_ns: Vec<u64>,
+    pub sojourn_ns: Samples,
     /// Bytes found ahead at this socket's enqueues, by the socket that owned them.
     pub ahead: HashMap<u64, u64>,
     pub ahead_total: u64,
@@ -89,7 +91,7 @@ pub struct Watched {
     pub netns: Option<u64>,
     pub send: SendStats,
     pub qdisc: QdiscStats,
-    pub device_ns: Vec<u64>,
+    pub device_ns: Samples,
     /// Every drop of this socket's followed skbs, by the kernel's reason.
     pub drops: HashMap<String, u64>,
     pub truesize_max: u64,
@@ -128,7 +130,7 @@ impl Watched {
             netns: None,
             send: SendStats::default(),
             qdisc: QdiscStats::default(),
-            device_ns: Vec::new(),
+            device_ns: Samples::default(),
             drops: HashMap::new(),
             truesize_max: 0,
             queued_max: 0,
@@ -194,7 +196,12 @@ pub struct Analyzer {
     last_pressure_ns: Option<u64>,
     /// The running kernel caps paced sockets' TSQ limit too (6.16+).
     caps_paced: bool,
+    /// Queued skbs whose dequeue never came (see [`QdiscQueue::forget_older_than`]).
+    pub stale_skbs: u64,
 }
+
+/// An skb in a qdisc for longer than this lost its dequeue event.
+const STALE_AFTER_NS: u64 = 10_000_000_000;
 
 impl Analyzer {
     pub fn new(filter: SocketFilter, attached: &dyn Fn(Hook) -> bool, release: &str) -> Analyzer {
@@ -207,6 +214,7 @@ impl Analyzer {
             pressure_ns: (0, 0),
             last_pressure_ns: None,
             caps_paced: tsq::caps_paced(release),
+            stale_skbs: 0,
         }
     }
 
@@ -351,6 +359,9 @@ impl Analyzer {
             self.pressure_ns.1 += if pressure.1 { dt } else { 0 };
         }
         self.last_pressure_ns = Some(now_ns);
+        for q in self.queues.values_mut() {
+            self.stale_skbs += q.forget_older_than(now_ns.saturating_sub(STALE_AFTER_NS)) as u64;
+        }
         let mut seen = BTreeSet::new();
         for s in samples {
             let Some(&id) = self.by_ino.get(&s.mem.ino) else {

@@ -23,6 +23,8 @@ pub struct WhyReport {
     pub idle_sockets: usize,
     pub memory_pressure: Pressure,
     pub lost_events: u64,
+    /// Skbs seen entering a qdisc and never leaving it within 10 s (lost or unseen dequeues).
+    pub stale_qdisc_skbs: u64,
     /// What each cause is judged from (hooks, and the kernel's tcp_info through sock_diag).
     pub causes_need: std::collections::BTreeMap<&'static str, &'static str>,
 }
@@ -237,24 +239,9 @@ impl WhyReport {
                 udp_s: a.pressure_ns.1 as f64 / S,
             },
             lost_events: run.lost_events,
+            stale_qdisc_skbs: a.stale_skbs,
             causes_need: CAUSES_NEED.iter().map(|(c, n)| (c.name(), *n)).collect(),
         }
-    }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn mean(v: &[u64]) -> f64 {
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
     }
 }
 
@@ -270,10 +257,8 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         })
         .collect();
     let dominant = w.causes()[0].0;
-    let mut sojourn = w.qdisc.sojourn_ns.clone();
-    sojourn.sort_unstable();
-    let mut device = w.device_ns.clone();
-    device.sort_unstable();
+    let sojourn = &w.qdisc.sojourn_ns;
+    let device = &w.device_ns;
     let mut ahead: Vec<AheadOwner> = w
         .qdisc
         .ahead
@@ -339,20 +324,20 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         tcp,
         tsq,
         qdisc: QdiscWhy {
-            skbs: sojourn.len() as u64,
-            sojourn_mean_us: mean(&sojourn) / 1e3,
-            sojourn_p99_us: percentile(&sojourn, 0.99) as f64 / 1e3,
-            sojourn_max_us: sojourn.last().copied().unwrap_or(0) as f64 / 1e3,
+            skbs: sojourn.count(),
+            sojourn_mean_us: sojourn.mean() / 1e3,
+            sojourn_p99_us: sojourn.percentile(0.99) as f64 / 1e3,
+            sojourn_max_us: sojourn.max() as f64 / 1e3,
             ahead_bytes_mean: w.qdisc.ahead_total as f64 / w.qdisc.enqueues.max(1) as f64,
             ahead,
             drops: w.qdisc.drops,
             drop_reasons: w.drops.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         },
         device: DeviceWhy {
-            skbs: device.len() as u64,
-            mean_us: mean(&device) / 1e3,
-            p99_us: percentile(&device, 0.99) as f64 / 1e3,
-            max_us: device.last().copied().unwrap_or(0) as f64 / 1e3,
+            skbs: device.count(),
+            mean_us: device.mean() / 1e3,
+            p99_us: device.percentile(0.99) as f64 / 1e3,
+            max_us: device.max() as f64 / 1e3,
         },
         missing: missing(w, run),
     };
