@@ -133,7 +133,6 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let window_s = monotonic_ns().saturating_sub(started) as f64 / 1e9;
     let lost_events: u64 = losses.per_cpu()?.iter().sum();
     session.report_stats();
-    pipe.analyzer.finish();
     let hooks = session::hook_lines(&session.reports)
         .into_iter()
         .map(|h| {

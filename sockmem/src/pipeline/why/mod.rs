@@ -112,8 +112,12 @@ pub struct Watched {
     /// Busy time the kernel's timers reported beyond an interval's length (they move in
     /// jiffies), counted in the next interval.
     busy_carry_ns: u64,
-    /// UDP: sampled time with the send buffer nearly full, by where the bytes were.
-    udp_full_ns: [u64; 3],
+    /// The send call in progress started then (TCP: its first `tcp_sendmsg` chunk).
+    send_open_since: Option<u64>,
+    /// Time asleep in send calls that ended since the last sample (`send_blocked`).
+    blocked_spans: Vec<(u64, u64)>,
+    /// Qdisc drops since the last sample.
+    drops_since_sample: u64,
 }
 
 impl Watched {
@@ -146,7 +150,9 @@ impl Watched {
             congestion: None,
             throttled_ns: 0,
             busy_carry_ns: 0,
-            udp_full_ns: [0; 3],
+            send_open_since: None,
+            blocked_spans: Vec::new(),
+            drops_since_sample: 0,
         }
     }
 
@@ -246,17 +252,23 @@ impl Analyzer {
                 w.sndbuf = e.sndbuf as u64;
             }
         }
-        if let Some(skb) = &e.skb {
+        // The truesize TSQ weighs is the transmitted skb's (the clone shares it): taken where
+        // the socket hands skbs down, not from received or freed ones.
+        if let (Some(skb), Hook::WmemCharge | Hook::DevQueueXmit) = (&e.skb, e.hook) {
             w.truesize_max = w.truesize_max.max(u64::from(skb.truesize));
         }
         match e.hook {
+            Hook::TcpSendmsg if e.send_start => w.send_open_since = Some(e.ts_ns),
             Hook::SendmsgReturn => {
                 w.send.calls += 1;
                 w.send.bytes += e.value.max(0) as u64;
+                w.send_open_since = None;
             }
             Hook::SendBlocked => {
                 w.send.blocked_calls += 1;
                 w.send.blocked_ns += e.duration_ns;
+                w.blocked_spans
+                    .push((e.ts_ns.saturating_sub(e.duration_ns), e.ts_ns));
             }
             Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
             Hook::SockDestroy => w.gone = true,
@@ -320,6 +332,7 @@ impl Analyzer {
                 // Dropped from a qdisc, or by one at its door (the skb never entered).
                 if left.is_some() || reason.starts_with("QDISC") {
                     w.qdisc.drops += 1;
+                    w.drops_since_sample += 1;
                 }
                 *w.drops.entry(reason).or_default() += 1;
             }
@@ -478,6 +491,8 @@ fn account(
     if dt == 0 {
         return;
     }
+    let blocked = blocked_in(w, prev.t_ns, now_ns).min(dt);
+    let drops = std::mem::take(&mut w.drops_since_sample);
     w.window_ns += dt;
     w.queued_area += (prev.queued + cur.queued) as f64 / 2.0 * dt as f64;
     w.alloc_area += (prev.alloc + cur.alloc) as f64 / 2.0 * dt as f64;
@@ -525,7 +540,9 @@ fn account(
                 mss: t.snd_mss.unwrap_or(0),
                 snd_wnd,
                 rwnd_limited_moved: rwnd > 0,
-                sndbuf_limited_moved: sndbuf > 0,
+                // The kernel's timer, or sockmem's own count of time asleep in send calls
+                // (the timer does not always move where `sendmsg` waits for memory).
+                sndbuf_limited_moved: sndbuf > 0 || blocked * 2 >= dt,
                 in_qdisc,
                 qdisc_seen,
             };
@@ -537,53 +554,37 @@ fn account(
             }
         }
         _ => {
-            // UDP: which share of the blocked time is split at the end ([`finish_udp`]); here,
-            // where the bytes were while the buffer was nearly full.
-            if cur.alloc > 0 && cur.alloc * 2 >= w.sndbuf {
-                let at = if !qdisc_seen {
-                    0
-                } else if in_qdisc * 2 >= cur.alloc {
-                    1
-                } else {
-                    2
-                };
-                w.udp_full_ns[at] += dt;
-            }
-            w.times_ns[Cause::Application.index()] += dt;
+            // UDP: time asleep in send calls waits where the full buffer's bytes are; the rest
+            // is the application's, unless the qdisc dropped its datagrams meanwhile (it sends
+            // faster than the path takes them, and they are lost rather than waiting).
+            let full_at = if !qdisc_seen || cur.alloc == 0 {
+                Cause::SendBuffer
+            } else if in_qdisc * 2 >= cur.alloc {
+                Cause::Qdisc
+            } else {
+                Cause::Device
+            };
+            w.times_ns[full_at.index()] += blocked;
+            let rest = if drops > 0 {
+                Cause::Qdisc
+            } else {
+                Cause::Application
+            };
+            w.times_ns[rest.index()] += dt - blocked;
         }
     }
 }
 
-/// UDP sockets: the time asleep in send calls (clipped to the window) moves from
-/// `application` to where the full buffer's bytes were: the qdisc, the device, or unknown
-/// (`send_buffer`).
-fn finish_udp(w: &mut Watched) {
-    if w.protocol != Protocol::Udp {
-        return;
-    }
-    let blocked = w.send.blocked_ns.min(w.window_ns);
-    let full: u64 = w.udp_full_ns.iter().sum();
-    let app = Cause::Application.index();
-    w.times_ns[app] = w.window_ns - blocked;
-    let split = |part: u64| {
-        if full == 0 {
-            0
-        } else {
-            (blocked as u128 * part as u128 / full as u128) as u64
-        }
-    };
-    let qdisc = split(w.udp_full_ns[1]);
-    let device = split(w.udp_full_ns[2]);
-    w.times_ns[Cause::Qdisc.index()] = qdisc;
-    w.times_ns[Cause::Device.index()] = device;
-    w.times_ns[Cause::SendBuffer.index()] = blocked - qdisc - device;
-}
-
-impl Analyzer {
-    /// Ends the run: the UDP sockets' blocked time is split.
-    pub fn finish(&mut self) {
-        for w in self.sockets.values_mut() {
-            finish_udp(w);
+/// Time asleep in send calls within `[from, to]`: the calls that ended since the last sample,
+/// and the one still in progress if it has lasted over a millisecond (copying never takes
+/// that long; waiting for memory does).
+fn blocked_in(w: &mut Watched, from: u64, to: u64) -> u64 {
+    let overlap = |a: u64, b: u64| b.min(to).saturating_sub(a.max(from));
+    let mut t: u64 = w.blocked_spans.drain(..).map(|(a, b)| overlap(a, b)).sum();
+    if let Some(since) = w.send_open_since {
+        if to.saturating_sub(since) > 1_000_000 {
+            t += overlap(since, to);
         }
     }
+    t
 }

@@ -366,6 +366,12 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
             why: format!("{why}; time in the driver is not measured"),
         });
     }
+    if let Some(why) = hook(Hook::SendmsgReturn) {
+        m.push(Missing {
+            cause: "send_buffer",
+            why: format!("{why}; send calls and bytes are not counted, nor sends that slept"),
+        });
+    }
     if let Some(why) = hook(Hook::SendBlocked) {
         m.push(Missing {
             cause: "send_buffer",
@@ -503,9 +509,14 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
                     )
                 })
                 .unwrap_or_default();
+            let dropped = if s.qdisc.drops > 0 {
+                format!("; the qdisc dropped {} of its skbs", s.qdisc.drops)
+            } else {
+                String::new()
+            };
             format!(
                 "{share:.0}% of the time its bytes sat in the qdisc{}: each skb waited {} on \
-                 average (p99 {}) behind {} of queue{who}",
+                 average (p99 {}) behind {} of queue{who}{dropped}",
                 match &s.tsq {
                     // Held there by TSQ for most of that time.
                     Some(t) if t.throttled_s * 2.0 >= s.causes[0].s => {
