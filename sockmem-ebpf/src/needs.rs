@@ -4,7 +4,11 @@
 
 use core::ptr::read_volatile;
 
-use sockmem_common::{config::MODE_HIST, hist::Per};
+use sockmem_common::{
+    config::{MODE_HIST, MODE_WHY},
+    hist::Per,
+    Hook,
+};
 
 use crate::{filter, kernel::config};
 
@@ -43,4 +47,14 @@ pub fn skb_sizes() -> bool {
 #[inline(always)]
 pub fn sender() -> bool {
     everything() || per(Per::Pid) || filter::has_sender_filter() || filter::has_iface_filter()
+}
+
+/// `why`: whose bytes are in a qdisc is part of the answer, so the qdisc events of sockets the
+/// filters leave out still go to the ring buffer (userspace reports only the filtered ones).
+#[inline(always)]
+pub fn every_socket(hook: Hook) -> bool {
+    matches!(
+        hook,
+        Hook::QdiscEnqueue | Hook::QdiscDequeue | Hook::SkbDrop
+    ) && unsafe { read_volatile(&config().mode) == MODE_WHY }
 }

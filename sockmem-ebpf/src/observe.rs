@@ -14,11 +14,12 @@ use sockmem_common::{
     Hook,
 };
 
-/// Identifies a socket and its sender into `ob` and applies every filter but the interface's;
-/// false if filtered out. `in_send` is true in the sender's `sendmsg` context (the sender is then
-/// recorded). `skb` (0 for socket events) is the datagram an unconnected UDP socket is judged by.
+/// Identifies a socket and its sender into `ob` and applies every filter but the interface's
+/// (none with `unfiltered`); false if filtered out. `in_send` is true in the sender's `sendmsg`
+/// context (the sender is then recorded). `skb` (0 for socket events) is the datagram an
+/// unconnected UDP socket is judged by.
 #[inline(always)]
-fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64) -> bool {
+fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64, unfiltered: bool) -> bool {
     ob.sk = sk;
     ob.has_skb = false;
     if !kernel::socket_id(sk, &mut ob.id) {
@@ -31,7 +32,7 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64) -> bool {
     let e = unsafe { &mut *e };
     ob.sock = e.id;
     ob.ino = e.ino;
-    if !socket_verdict(e, sk, &mut ob.id, skb) {
+    if !socket_verdict(e, sk, &mut ob.id, skb) && !unfiltered {
         return false;
     }
     if needs::addresses() {
@@ -46,7 +47,7 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64) -> bool {
     } else {
         sender_of(ob.sock, ob.hook, &mut ob.sender);
     }
-    filter::sender_passes(ob.sender.tgid, &ob.sender.comm)
+    unfiltered || filter::sender_passes(ob.sender.tgid, &ob.sender.comm)
 }
 
 /// The socket filters' verdict, decided once per socket (again if it connects later).
@@ -89,7 +90,7 @@ pub fn socket_kept(sk: u64, in_send: bool) -> bool {
     };
     let ob = scratch.get();
     ob.hook = 0;
-    admit(ob, sk, in_send, 0) && (!filter::has_iface_filter() || ob.sender.iface_seen)
+    admit(ob, sk, in_send, 0, false) && (!filter::has_iface_filter() || ob.sender.iface_seen)
 }
 
 /// A socket-level event (no skb); false if filtered out.
@@ -103,7 +104,7 @@ pub fn socket_event(hook: Hook, sk: u64, in_send: bool, x: Extra) -> bool {
     };
     let ob = scratch.get();
     ob.hook = hook as u8;
-    if !admit(ob, sk, in_send, 0) {
+    if !admit(ob, sk, in_send, 0, false) {
         return false;
     }
     // A socket event has no interface: with an interface filter, keep the sockets that have sent
@@ -144,7 +145,8 @@ pub fn skb_event(
     ob.hook = hook as u8;
     // An skb that may be gone (`driver_done`) is not judged by its headers (they may be another
     // datagram's by now): its socket's verdict stands.
-    if !admit(ob, sk, false, if read_skb { skb } else { 0 }) {
+    let unfiltered = needs::every_socket(hook);
+    if !admit(ob, sk, false, if read_skb { skb } else { 0 }, unfiltered) {
         return false;
     }
     // But an unconnected UDP socket's event still shows the datagram's destination where the

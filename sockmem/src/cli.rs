@@ -38,6 +38,11 @@ pub enum Command {
     /// Aggregate latencies and counter values in the kernel, then print histograms.
     #[command(after_help = HIST_EXAMPLES)]
     Hist(HistArgs),
+    /// Per socket, where the time went: which limit (application, send buffer, receiver or
+    /// congestion window, TCP Small Queues, qdisc, device) held its bytes back, with the
+    /// numbers behind it.
+    #[command(after_help = WHY_EXAMPLES)]
+    Why(WhyArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
 }
@@ -47,6 +52,12 @@ EXAMPLES:
     sockmem hist -d 10                    # 10 s of every TCP/UDP socket, then histograms
     sockmem hist -d 10 --per socket -P 5201   # one block per socket with port 5201
     sockmem hist --per iface              # until Ctrl-C, split by interface";
+
+const WHY_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem why -P 5201 -d 10             # 10 s of the sockets with port 5201, then the answer
+    sockmem why -c nginx --json -d 30     # one JSON document for nginx's sockets
+    sockmem why -i eth0                   # until Ctrl-C, sockets sending through eth0";
 
 /// How histograms are split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -188,6 +199,32 @@ pub struct TraceArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// Which sockets to report. Other sockets' qdisc events are still read: their bytes ahead
+    /// in a qdisc are part of the answer.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Watch for this many seconds (default: until Ctrl-C or SIGTERM).
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to this file instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Read each socket's state from the kernel (sock_diag, as `ss -tmi`) every MS
+    /// milliseconds, 1 to 10000: the time between two samples goes under one cause.
+    #[arg(long, value_name = "MS", default_value = "20", value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub interval: u64,
+    /// Ring buffer size in bytes: a power of two from 4096 to 1G (K, M and G suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    pub ring_size: u32,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
@@ -205,6 +242,7 @@ impl Cli {
         let filters = match &cli.command {
             Command::Trace(t) => Some(&t.filters),
             Command::Hist(h) => Some(&h.filters),
+            Command::Why(w) => Some(&w.filters),
             Command::Probe(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {

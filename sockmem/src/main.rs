@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Trace(args) => cmd::trace::run(args),
         cli::Command::Hist(args) => cmd::hist::run(args),
+        cli::Command::Why(args) => cmd::why::run(args),
         cli::Command::Probe(args) => cmd::probe::run(args),
     };
     match result {

@@ -32,7 +32,7 @@ pub struct Options<'a> {
     pub filter: Filter,
     pub args: &'a SessionArgs,
     pub ring_size: u32,
-    /// `MODE_TRACE` or `MODE_HIST`.
+    /// `MODE_TRACE`, `MODE_HIST` or `MODE_WHY`.
     pub mode: u32,
     pub per: Per,
 }

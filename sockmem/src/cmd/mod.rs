@@ -2,3 +2,4 @@
 pub mod hist;
 pub mod probe;
 pub mod trace;
+pub mod why;

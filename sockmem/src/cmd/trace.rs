@@ -1,13 +1,9 @@
 //! `sockmem trace`: load → attach → stream events through decode → deltas → sink, until the
 //! duration ends, Ctrl-C or SIGTERM.
 
-use std::{
-    io,
-    time::{Duration, Instant},
-};
+use std::{io, time::Instant};
 
 use anyhow::Context as _;
-use tokio::time::{interval, sleep_until, MissedTickBehavior};
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,6 +14,7 @@ use crate::{
     cli::TraceArgs,
     pipeline::{
         decode::Event,
+        drive::{monotonic_ns, Consumer, Drive},
         names::Names,
         snapshot::{self, Agreement, Snapshot},
         stream::{EventStream, LossCounter},
@@ -26,19 +23,6 @@ use crate::{
     render::{background::Background, json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
     session,
 };
-
-/// How often the ring buffer is drained when the programs do not wake the reader.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // CLOCK_MONOTONIC is what bpf_ktime_get_ns() reads.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// decode → per-socket deltas → sink, for each record.
 struct Pipeline {
@@ -51,6 +35,19 @@ struct Pipeline {
     /// The last snapshot of each socket, by socket id.
     snapshots: HashMap<u64, Snapshot>,
     names: Names,
+}
+
+impl Consumer for Pipeline {
+    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        Pipeline::record(self, bytes)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush()
+    }
+    /// `--snapshot SECS`.
+    fn periodic(&mut self) -> io::Result<()> {
+        self.snapshot()
+    }
 }
 
 impl Pipeline {
@@ -161,60 +158,15 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         snapshots: HashMap::new(),
         names: std::mem::replace(&mut session.names, Names::empty()),
     };
+    let drive = Drive {
+        duration: args.duration,
+        periodic: args.snapshot,
+        watch_stdout: args.output.is_none(),
+    };
     let outcome = runtime.block_on(async {
-        let to_stdout = args.output.is_none();
-        let deadline = tokio::time::Instant::now()
-            + args.duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
-        // The programs wake this loop only when the ring is filling up (see the eBPF sink's
-        // `wakeup_flag`): at any other rate it drains on this timer, so events are written
-        // within about DRAIN_EVERY of happening, in large batches.
-        let mut drain_tick = interval(DRAIN_EVERY);
-        drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut tick = interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut lost_seen = 0u64;
-        let mut snapshot_tick = interval(args.snapshot.unwrap_or(Duration::from_secs(3600)));
-        snapshot_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        snapshot_tick.tick().await;
-        loop {
-            tokio::select! {
-                r = stream.readable() => {
-                    r?;
-                    stream.drain(|b| pipe.record(b))?;
-                    pipe.sink.flush()?;
-                }
-                _ = drain_tick.tick() => {
-                    if stream.drain(|b| pipe.record(b))? > 0 {
-                        pipe.sink.flush()?;
-                    }
-                }
-                _ = stops.recv() => break,
-                _ = sleep_until(deadline) => break,
-                _ = snapshot_tick.tick(), if args.snapshot.is_some() => {
-                    stream.drain(|b| pipe.record(b))?;
-                    pipe.snapshot()?;
-                    pipe.sink.flush()?;
-                }
-                _ = tick.tick() => {
-                    // `sockmem trace | head -1` with nothing to print: notice the reader left.
-                    if to_stdout && session::stdout_reader_gone() {
-                        return Err(io::Error::from(io::ErrorKind::BrokenPipe).into());
-                    }
-                    let total: u64 = losses.per_cpu().map(|v| v.iter().sum()).unwrap_or(0);
-                    if total > lost_seen {
-                        eprintln!(
-                            "sockmem: lost {} events (ring buffer full, {total} so far); a larger --ring-size or narrower filters help",
-                            total - lost_seen
-                        );
-                        lost_seen = total;
-                    }
-                }
-            }
-        }
-        // Stop producing, then print whatever is already in the ring buffer: it was asked for.
-        session.set_running(false)?;
-        session.finish_debug_log().await;
-        stream.drain(|b| pipe.record(b))?;
+        drive
+            .run(&mut session, &mut stream, &losses, &mut stops, &mut pipe)
+            .await?;
         // The settled truth of the sockets still alive, and the per-socket table.
         pipe.snapshot()?;
         pipe.socket_table()?;

@@ -6,5 +6,6 @@ pub mod features;
 pub mod interfaces;
 pub mod netns;
 pub mod offsets;
+pub mod sampler;
 pub mod sock_diag;
 pub mod symbols;

@@ -2,8 +2,11 @@
 //! (`track`), and the kernel's own view of the traced sockets (`snapshot`); for `hist`, the
 //! kernel's histogram maps (`histogram`).
 pub mod decode;
+pub mod drive;
+pub mod filter;
 pub mod histogram;
 pub mod names;
 pub mod snapshot;
 pub mod stream;
 pub mod track;
+pub mod why;

@@ -10,6 +10,9 @@ use aya::{
 use sockmem_common::names;
 use tokio::io::{unix::AsyncFd, Interest};
 
+/// Records handed over per [`EventStream::drain`] call.
+pub const DRAIN_AT_MOST: u64 = 1 << 16;
+
 pub struct EventStream {
     ring: AsyncFd<RingBuf<MapData>>,
 }
@@ -36,11 +39,14 @@ impl EventStream {
         Ok(())
     }
 
-    /// Hands every record now in the ring buffer to `f`, until `f` says stop.
+    /// Hands the records now in the ring buffer to `f`, at most [`DRAIN_AT_MOST`] of them: a
+    /// ring filled faster than it is read must not keep the caller from its other work (the
+    /// next call goes on where this one stopped).
     pub fn drain(&mut self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
         let ring = self.ring.get_mut();
         let mut n = 0;
-        while let Some(item) = ring.next() {
+        while n < DRAIN_AT_MOST {
+            let Some(item) = ring.next() else { break };
             n += 1;
             f(&item)?;
         }

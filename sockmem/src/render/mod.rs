@@ -20,6 +20,7 @@ pub mod background;
 pub mod hist;
 pub mod json;
 pub mod text;
+pub mod why;
 
 /// One hook as set up at start.
 #[derive(Clone, Debug)]

@@ -1,0 +1,160 @@
+//! `sockmem why`: per socket, where the window's time went by limiting cause. Events stream as
+//! for `trace` (the qdisc events of every socket: other sockets' bytes ahead in a qdisc are
+//! part of the answer) into the analysis, with sock_diag samples at `--interval`; one report
+//! at the end.
+
+use std::{collections::HashMap, io, time::Duration};
+
+use anyhow::Context as _;
+use sockmem_common::{config::MODE_WHY, Hook, Per};
+
+use crate::{
+    attach::loader,
+    cli::WhyArgs,
+    kernel::sampler::{self, SocketSampler},
+    pipeline::{
+        decode::Event,
+        drive::{monotonic_ns, Consumer, Drive},
+        filter::SocketFilter,
+        names::Names,
+        stream::{EventStream, LossCounter},
+        why::{
+            report::{RunFacts, WhyReport},
+            Analyzer,
+        },
+    },
+    render::{
+        why::{write_json, write_text},
+        Finish as _,
+    },
+    session,
+};
+
+/// decode → (batch, in time order) → analysis; sock_diag samples on the period.
+struct WhyPipeline {
+    analyzer: Analyzer,
+    sampler: SocketSampler,
+    batch: Vec<Event>,
+    names: Names,
+}
+
+impl Consumer for WhyPipeline {
+    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match Event::decode(bytes) {
+            Ok(mut e) => {
+                self.names.fill(&mut e);
+                self.batch.push(e);
+            }
+            Err(err) => eprintln!("sockmem: skipping an event: {err}"),
+        }
+        Ok(())
+    }
+
+    /// The ring holds each CPU's events in order, interleaved: the qdisc model needs them in
+    /// time order.
+    fn flush(&mut self) -> io::Result<()> {
+        self.batch.sort_by_key(|e| e.ts_ns);
+        for e in self.batch.drain(..) {
+            self.analyzer.observe(&e);
+        }
+        Ok(())
+    }
+
+    fn periodic(&mut self) -> io::Result<()> {
+        let samples = self.sampler.sample(&self.analyzer.wanted());
+        let now = monotonic_ns();
+        let sampler = &mut self.sampler;
+        self.analyzer
+            .sample(now, &samples, sampler::memory_pressure(), &mut |ns| {
+                sampler.limit_output_bytes(ns)
+            });
+        Ok(())
+    }
+}
+
+pub fn run(args: WhyArgs) -> anyhow::Result<()> {
+    let runtime = session::runtime()?;
+    let _runtime_context = runtime.enter();
+    session::check_filters(&args.filters)?;
+    let mut out = session::open_output(args.output.as_deref())?;
+    // The filters run in the kernel, but for the qdisc events (MODE_WHY).
+    let mut session = session::start(&session::Options {
+        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        args: &args.session,
+        ring_size: args.ring_size,
+        mode: MODE_WHY,
+        per: Per::Total,
+    })?;
+    let mut stream = EventStream::new(&mut session.ebpf)?;
+    let losses = LossCounter::new(&mut session.ebpf)?;
+    let unavailable: HashMap<Hook, String> = session
+        .reports
+        .iter()
+        .filter(|r| r.chosen.is_none())
+        .map(|r| (r.hook, r.why_unavailable()))
+        .collect();
+    let attached = |h: Hook| !unavailable.contains_key(&h);
+    let mut pipe = WhyPipeline {
+        analyzer: Analyzer::new(SocketFilter::new(&args.filters), &attached),
+        sampler: SocketSampler::new(),
+        batch: Vec::new(),
+        names: std::mem::replace(&mut session.names, Names::empty()),
+    };
+    let interval = Duration::from_millis(args.interval);
+    let drive = Drive {
+        duration: args.duration,
+        periodic: Some(interval),
+        watch_stdout: false,
+    };
+    let mut stops = session::Stops::new()?;
+    let started = monotonic_ns();
+    session.go(args.session.ready_file.as_deref())?;
+    eprintln!(
+        "sockmem: watching{}; Ctrl-C to report",
+        args.duration
+            .map(|d| format!(" for {:.1} s", d.as_secs_f64()))
+            .unwrap_or_default()
+    );
+    runtime.block_on(async {
+        drive
+            .run(&mut session, &mut stream, &losses, &mut stops, &mut pipe)
+            .await?;
+        // The last interval, up to now.
+        pipe.periodic()?;
+        anyhow::Ok(())
+    })?;
+    let window_s = monotonic_ns().saturating_sub(started) as f64 / 1e9;
+    let lost_events = losses.per_cpu()?.iter().sum();
+    session.report_stats();
+    pipe.analyzer.finish();
+    let hooks = session::hook_lines(&session.reports)
+        .into_iter()
+        .map(|h| {
+            serde_json::json!({
+                "hook": h.hook, "backend": h.backend, "attach": h.attach,
+                "attached": h.unavailable.is_none(), "reason": h.unavailable,
+            })
+        })
+        .collect();
+    drop(stream);
+    drop(session);
+    let sampler = &pipe.sampler;
+    let report = WhyReport::build(
+        &pipe.analyzer,
+        &RunFacts {
+            kernel: loader::kernel_release(),
+            window_s,
+            interval_ms: args.interval,
+            hooks,
+            unavailable: &|h| unavailable.get(&h).cloned(),
+            netns_label: &|ns| sampler.label(ns).map(str::to_owned),
+            lost_events,
+        },
+    );
+    if args.json {
+        write_json(&mut out, &report)?;
+    } else {
+        write_text(&mut out, &report)?;
+    }
+    out.finish().context("writing the report")
+}

@@ -1,0 +1,547 @@
+//! `why`: where each socket's time went, by limiting cause. Events give what only sockmem sees
+//! (whose skbs are in which qdisc, each skb's time there and in the driver, sends that slept);
+//! sock_diag samples give the kernel's own accounting (tcp_info's busy / rwnd-limited /
+//! sndbuf-limited timers, windows, cwnd, pacing rate). Each interval between two samples of a
+//! socket goes under one [`Cause`], so a socket's shares add up to its window.
+
+pub mod cause;
+pub mod queue;
+pub mod report;
+pub mod tsq;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+use sockmem_common::Hook;
+
+use crate::{
+    kernel::sampler::Sampled,
+    pipeline::{
+        decode::{Event, Name, Owner, Protocol},
+        filter::{SocketFacts, SocketFilter},
+    },
+};
+
+use cause::{classify_busy, Cause, TcpState};
+use queue::QdiscQueue;
+use tsq::TsqLimit;
+
+/// Sends of one socket.
+#[derive(Clone, Debug, Default)]
+pub struct SendStats {
+    pub calls: u64,
+    pub bytes: u64,
+    pub blocked_calls: u64,
+    pub blocked_ns: u64,
+}
+
+/// One socket's skbs in qdiscs.
+#[derive(Clone, Debug, Default)]
+pub struct QdiscStats {
+    pub enqueues: u64,
+    pub sojourn_ns: Vec<u64>,
+    /// Bytes found ahead at this socket's enqueues, by the socket that owned them.
+    pub ahead: HashMap<u64, u64>,
+    pub ahead_total: u64,
+    /// Drops in or at a qdisc.
+    pub drops: u64,
+}
+
+/// The kernel's TCP view, summed over the window.
+#[derive(Clone, Debug, Default)]
+pub struct TcpTotals {
+    pub busy_ns: u64,
+    pub rwnd_limited_ns: u64,
+    pub sndbuf_limited_ns: u64,
+    pub zero_window_ns: u64,
+    /// cwnd and packets in flight, weighted by time (divide by the window).
+    pub cwnd_area: f64,
+    pub in_flight_area: f64,
+    pub snd_wnd_min: Option<u32>,
+    /// tcp_info had the chrono timers (4.10+).
+    pub has_timers: bool,
+    pub has_snd_wnd: bool,
+}
+
+/// A sample kept until the next.
+#[derive(Clone, Debug)]
+struct LastSample {
+    t_ns: u64,
+    queued: u64,
+    alloc: u64,
+    busy_us: Option<u64>,
+    rwnd_us: Option<u64>,
+    sndbuf_us: Option<u64>,
+}
+
+/// One socket, as seen over the run.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    pub sock_id: u64,
+    pub ino: u64,
+    pub protocol: Protocol,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub sender: Option<(u32, Name)>,
+    /// Passes the user's filters: sampled and reported.
+    pub matched: bool,
+    pub gone: bool,
+    pub netns: Option<u64>,
+    pub send: SendStats,
+    pub qdisc: QdiscStats,
+    pub device_ns: Vec<u64>,
+    /// Every drop of this socket's followed skbs, by the kernel's reason.
+    pub drops: HashMap<String, u64>,
+    pub truesize_max: u64,
+    pub queued_max: u64,
+    pub alloc_max: u64,
+    pub sndbuf: u64,
+    last: Option<LastSample>,
+    pub window_ns: u64,
+    pub times_ns: [u64; Cause::ALL.len()],
+    pub tcp: TcpTotals,
+    pub queued_area: f64,
+    pub alloc_area: f64,
+    pub tsq: Option<TsqLimit>,
+    pub throttled_ns: u64,
+    /// Busy time the kernel's timers reported beyond an interval's length (they move in
+    /// jiffies), counted in the next interval.
+    busy_carry_ns: u64,
+    /// UDP: sampled time with the send buffer nearly full, by where the bytes were.
+    udp_full_ns: [u64; 3],
+}
+
+impl Watched {
+    fn new(e: &Event) -> Watched {
+        Watched {
+            sock_id: e.sock_id,
+            ino: e.ino,
+            protocol: e.protocol,
+            local: e.local,
+            remote: e.remote,
+            sender: None,
+            matched: false,
+            gone: false,
+            netns: None,
+            send: SendStats::default(),
+            qdisc: QdiscStats::default(),
+            device_ns: Vec::new(),
+            drops: HashMap::new(),
+            truesize_max: 0,
+            queued_max: 0,
+            alloc_max: 0,
+            sndbuf: 0,
+            last: None,
+            window_ns: 0,
+            times_ns: [0; Cause::ALL.len()],
+            tcp: TcpTotals::default(),
+            queued_area: 0.0,
+            alloc_area: 0.0,
+            tsq: None,
+            throttled_ns: 0,
+            busy_carry_ns: 0,
+            udp_full_ns: [0; 3],
+        }
+    }
+
+    fn sent_anything(&self) -> bool {
+        self.send.calls > 0 || self.send.blocked_calls > 0 || self.queued_max > 0
+    }
+
+    fn facts(&self) -> SocketFacts<'_> {
+        SocketFacts {
+            protocol: self.protocol,
+            local: self.local,
+            remote: self.remote,
+            sender: self.sender.as_ref().map(|(t, c)| (*t, c.as_str())),
+        }
+    }
+
+    /// The causes this socket's window is split into, and their times.
+    pub fn causes(&self) -> Vec<(Cause, u64)> {
+        let list: &[Cause] = match self.protocol {
+            Protocol::Tcp => &Cause::ALL,
+            Protocol::Udp => &Cause::UDP,
+        };
+        let mut v: Vec<(Cause, u64)> = list
+            .iter()
+            .map(|&c| (c, self.times_ns[c.index()]))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+}
+
+/// Every socket seen, and the qdiscs' contents.
+pub struct Analyzer {
+    filter: SocketFilter,
+    sockets: HashMap<u64, Watched>,
+    by_ino: HashMap<u64, u64>,
+    queues: HashMap<(u32, Name), QdiscQueue>,
+    /// The qdisc hooks attached: sockmem knows which bytes are in a qdisc.
+    qdisc_seen: bool,
+    /// Sampled time with TCP / UDP under memory pressure.
+    pub pressure_ns: (u64, u64),
+    last_pressure_ns: Option<u64>,
+}
+
+impl Analyzer {
+    pub fn new(filter: SocketFilter, attached: &dyn Fn(Hook) -> bool) -> Analyzer {
+        Analyzer {
+            filter,
+            sockets: HashMap::new(),
+            by_ino: HashMap::new(),
+            queues: HashMap::new(),
+            qdisc_seen: attached(Hook::QdiscEnqueue) && attached(Hook::QdiscDequeue),
+            pressure_ns: (0, 0),
+            last_pressure_ns: None,
+        }
+    }
+
+    /// One event (in time order).
+    pub fn observe(&mut self, e: &Event) {
+        let w = self
+            .sockets
+            .entry(e.sock_id)
+            .or_insert_with(|| Watched::new(e));
+        if w.ino == 0 && e.ino != 0 {
+            w.ino = e.ino;
+        }
+        if w.ino != 0 {
+            self.by_ino.insert(w.ino, e.sock_id);
+        }
+        // Ports change when a socket connects after it was first seen (UDP).
+        w.local = e.local;
+        w.remote = e.remote;
+        if matches!(e.owner, Owner::Sendmsg | Owner::Current) && e.tgid != 0 {
+            w.sender = Some((e.tgid, e.comm));
+        }
+        if !w.matched {
+            w.matched = self.filter.matches(&w.facts());
+        }
+        if !e.freed {
+            w.queued_max = w.queued_max.max(e.wmem_queued.max(0) as u64);
+            w.alloc_max = w.alloc_max.max(e.wmem_alloc.max(0) as u64);
+            if e.sndbuf > 0 {
+                w.sndbuf = e.sndbuf as u64;
+            }
+        }
+        if let Some(skb) = &e.skb {
+            w.truesize_max = w.truesize_max.max(u64::from(skb.truesize));
+        }
+        match e.hook {
+            Hook::SendmsgReturn => {
+                w.send.calls += 1;
+                w.send.bytes += e.value.max(0) as u64;
+            }
+            Hook::SendBlocked => {
+                w.send.blocked_calls += 1;
+                w.send.blocked_ns += e.duration_ns;
+            }
+            Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
+            Hook::SockDestroy => w.gone = true,
+            Hook::QdiscEnqueue => self.enqueue(e),
+            Hook::QdiscDequeue => self.dequeue(e, false),
+            Hook::SkbDrop => self.dequeue(e, true),
+            _ => {}
+        }
+    }
+
+    fn enqueue(&mut self, e: &Event) {
+        let Some(skb) = &e.skb else { return };
+        let bytes = u64::from(if skb.truesize > 0 {
+            skb.truesize
+        } else {
+            skb.len
+        });
+        let ahead = self
+            .queues
+            .entry((skb.ifindex, skb.iface))
+            .or_default()
+            .enqueue(skb.skb, e.sock_id, bytes, e.ts_ns);
+        if let Some(w) = self.sockets.get_mut(&e.sock_id) {
+            w.qdisc.enqueues += 1;
+            for (s, b) in ahead.by_socket {
+                *w.qdisc.ahead.entry(s).or_default() += b;
+                w.qdisc.ahead_total += b;
+            }
+        }
+    }
+
+    fn dequeue(&mut self, e: &Event, dropped: bool) {
+        let Some(skb) = &e.skb else { return };
+        let bytes = u64::from(if skb.truesize > 0 {
+            skb.truesize
+        } else {
+            skb.len
+        });
+        let queue = self.queues.get_mut(&(skb.ifindex, skb.iface));
+        let left = queue
+            .and_then(|q| {
+                q.dequeue(skb.skb, e.ts_ns).or_else(|| {
+                    (!dropped)
+                        .then(|| q.dequeue_segment(e.sock_id, bytes, e.ts_ns))
+                        .flatten()
+                })
+            })
+            // A drop reports the skb's device only sometimes: look in every queue.
+            .or_else(|| {
+                dropped
+                    .then(|| {
+                        self.queues
+                            .values_mut()
+                            .find_map(|q| q.dequeue(skb.skb, e.ts_ns))
+                    })
+                    .flatten()
+            });
+        if dropped {
+            if let Some(w) = self.sockets.get_mut(&e.sock_id) {
+                let reason = e.value_name.clone().unwrap_or_else(|| e.value.to_string());
+                // Dropped from a qdisc, or by one at its door (the skb never entered).
+                if left.is_some() || reason.starts_with("QDISC") {
+                    w.qdisc.drops += 1;
+                }
+                *w.drops.entry(reason).or_default() += 1;
+            }
+        } else if let Some((sock, sojourn)) = left {
+            if let Some(w) = self.sockets.get_mut(&sock) {
+                w.qdisc.sojourn_ns.push(sojourn);
+            }
+        }
+    }
+
+    /// The inode numbers of the sockets to sample: matched, alive, with a file.
+    pub fn wanted(&self) -> BTreeSet<u64> {
+        self.sockets
+            .values()
+            .filter(|w| w.matched && !w.gone && w.ino != 0)
+            .map(|w| w.ino)
+            .collect()
+    }
+
+    /// This socket's bytes in qdiscs now.
+    fn in_qdisc(&self, sock_id: u64) -> u64 {
+        self.queues.values().map(|q| q.bytes_of(sock_id)).sum()
+    }
+
+    /// The kernel's view of the wanted sockets at `now_ns`; `limit_output_bytes` gives a
+    /// namespace's TSQ cap. A wanted socket missing from `samples` is closed.
+    pub fn sample(
+        &mut self,
+        now_ns: u64,
+        samples: &[Sampled],
+        pressure: (bool, bool),
+        limit_output_bytes: &mut dyn FnMut(u64) -> Option<u64>,
+    ) {
+        if let Some(prev) = self.last_pressure_ns {
+            let dt = now_ns.saturating_sub(prev);
+            self.pressure_ns.0 += if pressure.0 { dt } else { 0 };
+            self.pressure_ns.1 += if pressure.1 { dt } else { 0 };
+        }
+        self.last_pressure_ns = Some(now_ns);
+        let mut seen = BTreeSet::new();
+        for s in samples {
+            let Some(&id) = self.by_ino.get(&s.mem.ino) else {
+                continue;
+            };
+            seen.insert(id);
+            let in_qdisc = self.in_qdisc(id);
+            let qdisc_seen = self.qdisc_seen;
+            let Some(w) = self.sockets.get_mut(&id) else {
+                continue;
+            };
+            if w.netns.is_none() {
+                w.netns = Some(s.netns);
+            }
+            let lob = match w.protocol {
+                Protocol::Tcp => limit_output_bytes(s.netns),
+                Protocol::Udp => None,
+            };
+            account(w, now_ns, s, in_qdisc, qdisc_seen, lob);
+        }
+        let wanted = self.wanted();
+        for w in self.sockets.values_mut() {
+            if w.matched && !w.gone && wanted.contains(&w.ino) && !seen.contains(&w.sock_id) {
+                w.gone = true;
+            }
+        }
+    }
+
+    /// Sockets to report: matched, watched for some time, and with something to send (a
+    /// receiver's ACKs alone do not make a sender); longest window first.
+    pub fn reported(&self) -> Vec<&Watched> {
+        let mut v: Vec<&Watched> = self
+            .sockets
+            .values()
+            .filter(|w| w.matched && w.window_ns > 0 && w.sent_anything())
+            .collect();
+        v.sort_by(|a, b| {
+            b.window_ns
+                .cmp(&a.window_ns)
+                .then(a.sock_id.cmp(&b.sock_id))
+        });
+        v
+    }
+
+    /// Matched sockets watched that had nothing to send.
+    pub fn idle(&self) -> usize {
+        self.sockets
+            .values()
+            .filter(|w| w.matched && w.window_ns > 0 && !w.sent_anything())
+            .count()
+    }
+
+    /// Matched sockets never sampled twice (too short-lived, or without a file).
+    pub fn unsampled(&self) -> usize {
+        self.sockets
+            .values()
+            .filter(|w| w.matched && w.window_ns == 0)
+            .count()
+    }
+
+    pub fn socket(&self, sock_id: u64) -> Option<&Watched> {
+        self.sockets.get(&sock_id)
+    }
+}
+
+/// Puts the interval since the socket's previous sample under its causes.
+fn account(
+    w: &mut Watched,
+    now_ns: u64,
+    s: &Sampled,
+    in_qdisc: u64,
+    qdisc_seen: bool,
+    limit_output_bytes: Option<u64>,
+) {
+    let m = &s.mem;
+    let tcp = m.tcp.as_ref();
+    w.sndbuf = u64::from(m.sndbuf);
+    w.queued_max = w.queued_max.max(u64::from(m.wmem_queued));
+    w.alloc_max = w.alloc_max.max(u64::from(m.wmem_alloc));
+    if let (Some(lob), Some(rate)) = (limit_output_bytes, tcp.and_then(|t| t.pacing_rate)) {
+        if w.truesize_max > 0 {
+            w.tsq = Some(TsqLimit::new(lob, rate, w.truesize_max));
+        }
+    }
+    let cur = LastSample {
+        t_ns: now_ns,
+        queued: u64::from(m.wmem_queued),
+        alloc: u64::from(m.wmem_alloc),
+        busy_us: tcp.and_then(|t| t.busy_time),
+        rwnd_us: tcp.and_then(|t| t.rwnd_limited),
+        sndbuf_us: tcp.and_then(|t| t.sndbuf_limited),
+    };
+    let Some(prev) = w.last.replace(cur.clone()) else {
+        return;
+    };
+    let dt = now_ns.saturating_sub(prev.t_ns);
+    if dt == 0 {
+        return;
+    }
+    w.window_ns += dt;
+    w.queued_area += (prev.queued + cur.queued) as f64 / 2.0 * dt as f64;
+    w.alloc_area += (prev.alloc + cur.alloc) as f64 / 2.0 * dt as f64;
+    // The kernel's timers, µs → ns, as they moved (not clipped: their sums are `ss -ti`'s).
+    let delta = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) * 1000),
+        _ => None,
+    };
+    match (w.protocol, tcp) {
+        (Protocol::Tcp, Some(t)) => {
+            let busy_raw = delta(prev.busy_us, cur.busy_us);
+            let rwnd = delta(prev.rwnd_us, cur.rwnd_us).unwrap_or(0);
+            let sndbuf = delta(prev.sndbuf_us, cur.sndbuf_us).unwrap_or(0);
+            w.tcp.has_timers = busy_raw.is_some();
+            w.tcp.has_snd_wnd = t.snd_wnd.is_some();
+            w.tcp.busy_ns += busy_raw.unwrap_or(0);
+            w.tcp.rwnd_limited_ns += rwnd;
+            w.tcp.sndbuf_limited_ns += sndbuf;
+            // Without the timers (before 4.10) the whole interval is judged by the state.
+            let busy = match busy_raw {
+                Some(b) => {
+                    let b = b + w.busy_carry_ns;
+                    let fits = b.min(dt);
+                    w.busy_carry_ns = b - fits;
+                    fits
+                }
+                None => dt,
+            };
+            if t.snd_wnd == Some(0) {
+                w.tcp.zero_window_ns += dt;
+            }
+            if let Some(wnd) = t.snd_wnd {
+                w.tcp.snd_wnd_min = Some(w.tcp.snd_wnd_min.map_or(wnd, |m| m.min(wnd)));
+            }
+            let unacked = t.unacked.unwrap_or(0);
+            let cwnd = t.snd_cwnd.unwrap_or(0);
+            w.tcp.cwnd_area += f64::from(cwnd) * dt as f64;
+            w.tcp.in_flight_area += f64::from(unacked) * dt as f64;
+            let state = TcpState {
+                wmem_alloc: cur.alloc,
+                unacked,
+                cwnd,
+                mss: t.snd_mss.unwrap_or(0),
+                snd_wnd: t.snd_wnd,
+                rwnd_limited_moved: rwnd > 0,
+                sndbuf_limited_moved: sndbuf > 0,
+                in_qdisc,
+                qdisc_seen,
+            };
+            let cause = classify_busy(&state, w.tsq.as_ref());
+            w.times_ns[Cause::Application.index()] += dt - busy;
+            w.times_ns[cause.index()] += busy;
+            if matches!(cause, Cause::Qdisc | Cause::Device | Cause::Tsq) {
+                w.throttled_ns += busy;
+            }
+        }
+        _ => {
+            // UDP: which share of the blocked time is split at the end ([`finish_udp`]); here,
+            // where the bytes were while the buffer was nearly full.
+            if cur.alloc > 0 && cur.alloc * 2 >= w.sndbuf {
+                let at = if !qdisc_seen {
+                    0
+                } else if in_qdisc * 2 >= cur.alloc {
+                    1
+                } else {
+                    2
+                };
+                w.udp_full_ns[at] += dt;
+            }
+            w.times_ns[Cause::Application.index()] += dt;
+        }
+    }
+}
+
+/// UDP sockets: the time asleep in send calls (clipped to the window) moves from
+/// `application` to where the full buffer's bytes were: the qdisc, the device, or unknown
+/// (`send_buffer`).
+fn finish_udp(w: &mut Watched) {
+    if w.protocol != Protocol::Udp {
+        return;
+    }
+    let blocked = w.send.blocked_ns.min(w.window_ns);
+    let full: u64 = w.udp_full_ns.iter().sum();
+    let app = Cause::Application.index();
+    w.times_ns[app] = w.window_ns - blocked;
+    let split = |part: u64| {
+        if full == 0 {
+            0
+        } else {
+            (blocked as u128 * part as u128 / full as u128) as u64
+        }
+    };
+    let qdisc = split(w.udp_full_ns[1]);
+    let device = split(w.udp_full_ns[2]);
+    w.times_ns[Cause::Qdisc.index()] = qdisc;
+    w.times_ns[Cause::Device.index()] = device;
+    w.times_ns[Cause::SendBuffer.index()] = blocked - qdisc - device;
+}
+
+impl Analyzer {
+    /// Ends the run: the UDP sockets' blocked time is split.
+    pub fn finish(&mut self) {
+        for w in self.sockets.values_mut() {
+            finish_udp(w);
+        }
+    }
+}

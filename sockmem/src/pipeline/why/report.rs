@@ -1,0 +1,509 @@
+//! The analysis as numbers and words, per socket and in total: what the text and JSON sinks
+//! print (`--json` is this, serialized).
+
+use serde::Serialize;
+use sockmem_common::Hook;
+
+use super::{cause::Cause, Analyzer, Watched};
+use crate::pipeline::decode::Protocol;
+
+#[derive(Debug, Serialize)]
+pub struct WhyReport {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub kernel: String,
+    pub window_s: f64,
+    pub interval_ms: u64,
+    pub hooks: Vec<serde_json::Value>,
+    pub sockets: Vec<SocketWhy>,
+    pub total: TotalWhy,
+    /// Matched sockets that lived too briefly (or without a file) to be sampled twice.
+    pub unsampled_sockets: usize,
+    /// Matched sockets that had nothing to send (receivers, idle connections): not reported.
+    pub idle_sockets: usize,
+    pub memory_pressure: Pressure,
+    pub lost_events: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Pressure {
+    /// Sampled time TCP was under memory pressure (`/proc/net/protocols`).
+    pub tcp_s: f64,
+    pub udp_s: f64,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct CauseShare {
+    pub cause: &'static str,
+    pub s: f64,
+    pub share: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TotalWhy {
+    pub window_s: f64,
+    pub dominant: Option<&'static str>,
+    pub causes: Vec<CauseShare>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SocketWhy {
+    pub sock: u64,
+    pub ino: u64,
+    pub protocol: &'static str,
+    pub local: String,
+    pub remote: String,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub netns: Option<String>,
+    pub window_s: f64,
+    pub dominant: &'static str,
+    pub reading: String,
+    pub causes: Vec<CauseShare>,
+    pub counters: Counters,
+    pub send: SendWhy,
+    pub tcp: Option<TcpWhy>,
+    pub tsq: Option<TsqWhy>,
+    pub qdisc: QdiscWhy,
+    pub device: DeviceWhy,
+    pub missing: Vec<Missing>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Counters {
+    pub queued_mean: f64,
+    pub queued_max: u64,
+    pub alloc_mean: f64,
+    pub alloc_max: u64,
+    pub sndbuf: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SendWhy {
+    pub calls: u64,
+    pub bytes: u64,
+    pub blocked_calls: u64,
+    pub blocked_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TcpWhy {
+    pub busy_s: f64,
+    pub rwnd_limited_s: f64,
+    pub sndbuf_limited_s: f64,
+    pub zero_window_s: f64,
+    pub cwnd_mean: f64,
+    pub in_flight_mean: f64,
+    pub snd_wnd_min: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TsqWhy {
+    pub limit: u64,
+    pub limit_output_bytes: u64,
+    pub pacing_rate: u64,
+    pub pacing_shift: u32,
+    pub truesize: u64,
+    pub throttled_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AheadOwner {
+    pub sock: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub bytes: u64,
+    pub share: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QdiscWhy {
+    pub skbs: u64,
+    pub sojourn_mean_us: f64,
+    pub sojourn_p99_us: f64,
+    pub sojourn_max_us: f64,
+    pub ahead_bytes_mean: f64,
+    pub ahead: Vec<AheadOwner>,
+    /// Drops in or at the qdisc.
+    pub drops: u64,
+    /// Every drop of the socket's skbs (qdisc or not), by the kernel's reason.
+    pub drop_reasons: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceWhy {
+    pub skbs: u64,
+    pub mean_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct Missing {
+    pub cause: &'static str,
+    pub why: String,
+}
+
+/// What the report needs to know of the run besides the analysis.
+pub struct RunFacts<'a> {
+    pub kernel: String,
+    pub window_s: f64,
+    pub interval_ms: u64,
+    pub hooks: Vec<serde_json::Value>,
+    /// Why a hook is not attached (`None`: it is).
+    pub unavailable: &'a dyn Fn(Hook) -> Option<String>,
+    pub netns_label: &'a dyn Fn(u64) -> Option<String>,
+    pub lost_events: u64,
+}
+
+const S: f64 = 1e9;
+
+impl WhyReport {
+    pub fn build(a: &Analyzer, run: &RunFacts) -> WhyReport {
+        let sockets: Vec<SocketWhy> = a
+            .reported()
+            .into_iter()
+            .map(|w| socket_why(a, w, run))
+            .collect();
+        let mut sums = [0f64; Cause::ALL.len()];
+        for w in a.reported() {
+            for (c, t) in w.causes() {
+                sums[c.index()] += t as f64;
+            }
+        }
+        let window: f64 = sums.iter().sum();
+        let mut causes: Vec<CauseShare> = Cause::ALL
+            .iter()
+            .filter(|c| sums[c.index()] > 0.0)
+            .map(|&c| CauseShare {
+                cause: c.name(),
+                s: sums[c.index()] / S,
+                share: sums[c.index()] / window,
+            })
+            .collect();
+        causes.sort_by(|a, b| b.share.total_cmp(&a.share));
+        WhyReport {
+            kind: "why",
+            kernel: run.kernel.clone(),
+            window_s: run.window_s,
+            interval_ms: run.interval_ms,
+            hooks: run.hooks.clone(),
+            total: TotalWhy {
+                window_s: window / S,
+                dominant: causes.first().map(|c| c.cause),
+                causes,
+            },
+            sockets,
+            unsampled_sockets: a.unsampled(),
+            idle_sockets: a.idle(),
+            memory_pressure: Pressure {
+                tcp_s: a.pressure_ns.0 as f64 / S,
+                udp_s: a.pressure_ns.1 as f64 / S,
+            },
+            lost_events: run.lost_events,
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn mean(v: &[u64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
+    }
+}
+
+fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
+    let window = w.window_ns as f64;
+    let causes: Vec<CauseShare> = w
+        .causes()
+        .into_iter()
+        .map(|(c, t)| CauseShare {
+            cause: c.name(),
+            s: t as f64 / S,
+            share: t as f64 / window,
+        })
+        .collect();
+    let dominant = w.causes()[0].0;
+    let mut sojourn = w.qdisc.sojourn_ns.clone();
+    sojourn.sort_unstable();
+    let mut device = w.device_ns.clone();
+    device.sort_unstable();
+    let mut ahead: Vec<AheadOwner> = w
+        .qdisc
+        .ahead
+        .iter()
+        .map(|(&s, &b)| {
+            let owner = a.socket(s).and_then(|o| o.sender);
+            AheadOwner {
+                sock: s,
+                pid: owner.map(|(p, _)| p),
+                comm: owner.map(|(_, c)| c.to_string()),
+                bytes: b,
+                share: b as f64 / w.qdisc.ahead_total.max(1) as f64,
+            }
+        })
+        .collect();
+    ahead.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.sock.cmp(&y.sock)));
+    ahead.truncate(10);
+    let tcp = (w.protocol == Protocol::Tcp).then(|| TcpWhy {
+        busy_s: w.tcp.busy_ns as f64 / S,
+        rwnd_limited_s: w.tcp.rwnd_limited_ns as f64 / S,
+        sndbuf_limited_s: w.tcp.sndbuf_limited_ns as f64 / S,
+        zero_window_s: w.tcp.zero_window_ns as f64 / S,
+        cwnd_mean: w.tcp.cwnd_area / window,
+        in_flight_mean: w.tcp.in_flight_area / window,
+        snd_wnd_min: w.tcp.snd_wnd_min,
+    });
+    let tsq = w.tsq.map(|t| TsqWhy {
+        limit: t.limit,
+        limit_output_bytes: t.limit_output_bytes,
+        pacing_rate: t.pacing_rate,
+        pacing_shift: t.pacing_shift,
+        truesize: t.truesize,
+        throttled_s: w.throttled_ns as f64 / S,
+    });
+    let mut out = SocketWhy {
+        sock: w.sock_id,
+        ino: w.ino,
+        protocol: w.protocol.name(),
+        local: w.local.to_string(),
+        remote: w.remote.to_string(),
+        pid: w.sender.map(|(p, _)| p),
+        comm: w.sender.map(|(_, c)| c.to_string()),
+        netns: w.netns.and_then(|n| (run.netns_label)(n)),
+        window_s: window / S,
+        dominant: dominant.name(),
+        reading: String::new(),
+        causes,
+        counters: Counters {
+            queued_mean: w.queued_area / window,
+            queued_max: w.queued_max,
+            alloc_mean: w.alloc_area / window,
+            alloc_max: w.alloc_max,
+            sndbuf: w.sndbuf,
+        },
+        send: SendWhy {
+            calls: w.send.calls,
+            bytes: w.send.bytes,
+            blocked_calls: w.send.blocked_calls,
+            blocked_s: w.send.blocked_ns as f64 / S,
+        },
+        tcp,
+        tsq,
+        qdisc: QdiscWhy {
+            skbs: sojourn.len() as u64,
+            sojourn_mean_us: mean(&sojourn) / 1e3,
+            sojourn_p99_us: percentile(&sojourn, 0.99) as f64 / 1e3,
+            sojourn_max_us: sojourn.last().copied().unwrap_or(0) as f64 / 1e3,
+            ahead_bytes_mean: w.qdisc.ahead_total as f64 / w.qdisc.enqueues.max(1) as f64,
+            ahead,
+            drops: w.qdisc.drops,
+            drop_reasons: w.drops.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        },
+        device: DeviceWhy {
+            skbs: device.len() as u64,
+            mean_us: mean(&device) / 1e3,
+            p99_us: percentile(&device, 0.99) as f64 / 1e3,
+            max_us: device.last().copied().unwrap_or(0) as f64 / 1e3,
+        },
+        missing: missing(w, run),
+    };
+    out.reading = reading(&out, dominant);
+    out
+}
+
+/// What this socket's answer could not include, and why: never a silent zero.
+fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
+    let mut m = Vec::new();
+    let hook = |h: Hook| (run.unavailable)(h).map(|why| format!("hook `{}`: {why}", h.name()));
+    for h in [Hook::QdiscEnqueue, Hook::QdiscDequeue] {
+        if let Some(why) = hook(h) {
+            m.push(Missing {
+                cause: "qdisc",
+                why: format!(
+                    "{why}; qdisc sojourn and bytes ahead are not measured, and time at the \
+                     TSQ limit is `tsq`, not split into qdisc and device"
+                ),
+            });
+        }
+    }
+    if let Some(why) = hook(Hook::DriverDone) {
+        m.push(Missing {
+            cause: "device",
+            why: format!("{why}; time in the driver is not measured"),
+        });
+    }
+    if let Some(why) = hook(Hook::SendBlocked) {
+        m.push(Missing {
+            cause: "send_buffer",
+            why: format!("{why}; sends that slept are not counted"),
+        });
+    }
+    if let Some(why) = hook(Hook::SkbDrop) {
+        m.push(Missing {
+            cause: "qdisc",
+            why: format!("{why}; drops are not counted"),
+        });
+    }
+    if w.protocol == Protocol::Tcp {
+        if !w.tcp.has_timers {
+            m.push(Missing {
+                cause: "application",
+                why: "tcp_info has no busy/rwnd-limited/sndbuf-limited timers (kernel before \
+                      4.10): every interval is judged by the socket's state alone"
+                    .into(),
+            });
+        }
+        if !w.tcp.has_snd_wnd {
+            m.push(Missing {
+                cause: "receiver_window",
+                why: "tcp_info has no tcpi_snd_wnd (kernel before 5.4): the receiver window is \
+                      judged by the rwnd-limited timer only"
+                    .into(),
+            });
+        }
+        if w.tsq.is_none() {
+            m.push(Missing {
+                cause: "tsq",
+                why: "no TSQ limit: no skb of this socket was seen with its truesize, or \
+                      net.ipv4.tcp_limit_output_bytes was unreadable in its namespace"
+                    .into(),
+            });
+        }
+        m.push(Missing {
+            cause: "paced",
+            why: "sk_pacing_status and a pacing qdisc's departure times are not read yet: time \
+                  held back by pacing counts as `sending`; the TSQ limit assumes no pacing \
+                  qdisc and the default pacing shift (10)"
+                .into(),
+        });
+    }
+    m.push(Missing {
+        cause: "memory_pressure",
+        why: "sock:sock_exceed_buf_limit is not hooked yet: only the protocols' global \
+              pressure flag is sampled (memory_pressure)"
+            .into(),
+    });
+    m
+}
+
+fn bytes(b: f64) -> String {
+    match b {
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b:.0} B"),
+    }
+}
+
+fn us(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else {
+        format!("{v:.0} µs")
+    }
+}
+
+/// One sentence on the dominant cause, with the numbers behind it.
+fn reading(s: &SocketWhy, dominant: Cause) -> String {
+    let share = s
+        .causes
+        .first()
+        .map(|c| c.share * 100.0)
+        .unwrap_or_default();
+    let c = &s.counters;
+    match dominant {
+        Cause::Application => format!(
+            "{share:.0}% of the time nothing was waiting to be sent: the application is not \
+             writing faster (queued mean {}, {} sends)",
+            bytes(c.queued_mean),
+            s.send.calls
+        ),
+        Cause::SendBuffer => format!(
+            "{share:.0}% of the time the sender waited for send-buffer memory ({} sends slept \
+             {:.2} s) with no limit further down: sndbuf {} is too small for this path \
+             (SO_SNDBUF, net.ipv4.tcp_wmem)",
+            s.send.blocked_calls,
+            s.send.blocked_s,
+            bytes(c.sndbuf as f64)
+        ),
+        Cause::ReceiverWindow => format!(
+            "{share:.0}% of the time the receiver's window was closed or full (zero window {:.2} \
+             s, smallest {}): the peer is not reading fast enough; the bytes wait in the write \
+             queue (queued mean {} of sndbuf {}), not below TCP (alloc mean {})",
+            s.tcp.as_ref().map(|t| t.zero_window_s).unwrap_or_default(),
+            s.tcp
+                .as_ref()
+                .and_then(|t| t.snd_wnd_min)
+                .map(|w| bytes(w as f64))
+                .unwrap_or_else(|| "unknown".into()),
+            bytes(c.queued_mean),
+            bytes(c.sndbuf as f64),
+            bytes(c.alloc_mean)
+        ),
+        Cause::CongestionWindow => format!(
+            "{share:.0}% of the time packets in flight filled the congestion window (cwnd mean \
+             {:.1}, in flight {:.1}): the path's capacity or losses set the pace",
+            s.tcp.as_ref().map(|t| t.cwnd_mean).unwrap_or_default(),
+            s.tcp.as_ref().map(|t| t.in_flight_mean).unwrap_or_default()
+        ),
+        Cause::Qdisc => {
+            let who = s
+                .qdisc
+                .ahead
+                .iter()
+                .find(|a| a.sock != s.sock)
+                .filter(|a| a.share >= 0.05)
+                .map(|a| {
+                    format!(
+                        "; {:.0}% of the bytes ahead were {}",
+                        a.share * 100.0,
+                        match (&a.pid, &a.comm) {
+                            (Some(p), Some(c)) => format!("pid {p}'s ({c}, socket {})", a.sock),
+                            _ => format!("socket {}'s", a.sock),
+                        }
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "{share:.0}% of the time its bytes sat in the qdisc{}: each skb waited {} on \
+                 average (p99 {}) behind {} of queue{who}",
+                match &s.tsq {
+                    Some(t) => format!(" at TCP Small Queues' limit ({})", bytes(t.limit as f64)),
+                    None if s.protocol == "udp" => " with the send buffer full".into(),
+                    None => String::new(),
+                },
+                us(s.qdisc.sojourn_mean_us),
+                us(s.qdisc.sojourn_p99_us),
+                bytes(s.qdisc.ahead_bytes_mean)
+            )
+        }
+        Cause::Device => format!(
+            "{share:.0}% of the time its bytes were past the qdisc, in the device's hands \
+             (alloc mean {}; driver time mean {}, p99 {}): the device or its completions are \
+             slow",
+            bytes(c.alloc_mean),
+            us(s.device.mean_us),
+            us(s.device.p99_us)
+        ),
+        Cause::Tsq => format!(
+            "{share:.0}% of the time TCP Small Queues held it back (alloc at the limit {})",
+            s.tsq
+                .as_ref()
+                .map(|t| bytes(t.limit as f64))
+                .unwrap_or_default()
+        ),
+        Cause::Sending => format!(
+            "{share:.0}% of the time data was moving with no limit binding when sampled: the \
+             socket sends as fast as the path lets it (or pacing holds it)"
+        ),
+    }
+}

@@ -1,0 +1,211 @@
+//! `why`'s output: a block per socket (dominant cause first, a bar per cause, the numbers
+//! behind them), or the report as one JSON document.
+
+use std::io::{self, Write};
+
+use crate::pipeline::why::report::{CauseShare, SocketWhy, WhyReport};
+
+pub fn write_json(out: &mut dyn Write, r: &WhyReport) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, r)?;
+    writeln!(out)
+}
+
+const BAR: usize = 30;
+
+fn write_causes(out: &mut dyn Write, causes: &[CauseShare]) -> io::Result<()> {
+    for c in causes.iter().filter(|c| c.share >= 0.0005) {
+        let n = (c.share * BAR as f64).round() as usize;
+        writeln!(
+            out,
+            "  {:<18} {:>6.1}%  {:>8.3} s  |{:<BAR$}|",
+            c.cause,
+            c.share * 100.0,
+            c.s,
+            "@".repeat(n.min(BAR))
+        )?;
+    }
+    Ok(())
+}
+
+fn b(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{:.2} MB", v / 1e6),
+        v if v >= 1e3 => format!("{:.1} kB", v / 1e3),
+        v => format!("{v:.0} B"),
+    }
+}
+
+fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
+    let who = match (&s.pid, &s.comm) {
+        (Some(p), Some(c)) => format!("pid {p} ({c})"),
+        _ => "sender unknown".into(),
+    };
+    writeln!(
+        out,
+        "{} {} > {}  sock {} ino {}  {who}{}  watched {:.2} s",
+        s.protocol,
+        s.local,
+        s.remote,
+        s.sock,
+        s.ino,
+        s.netns
+            .as_deref()
+            .map(|n| format!("  netns {n}"))
+            .unwrap_or_default(),
+        s.window_s
+    )?;
+    write_causes(out, &s.causes)?;
+    writeln!(out, "  => {}: {}", s.dominant, s.reading)?;
+    let c = &s.counters;
+    writeln!(
+        out,
+        "  counters: queued mean {} (max {}), alloc mean {} (max {}), sndbuf {}",
+        b(c.queued_mean),
+        b(c.queued_max as f64),
+        b(c.alloc_mean),
+        b(c.alloc_max as f64),
+        b(c.sndbuf as f64)
+    )?;
+    writeln!(
+        out,
+        "  send: {} calls, {}; {} slept for {:.3} s",
+        s.send.calls,
+        b(s.send.bytes as f64),
+        s.send.blocked_calls,
+        s.send.blocked_s
+    )?;
+    if let Some(t) = &s.tcp {
+        writeln!(
+            out,
+            "  tcp (the kernel's timers, as ss -ti): busy {:.3} s, rwnd-limited {:.3} s, \
+             sndbuf-limited {:.3} s; zero window {:.3} s; cwnd mean {:.1}, in flight {:.1}{}",
+            t.busy_s,
+            t.rwnd_limited_s,
+            t.sndbuf_limited_s,
+            t.zero_window_s,
+            t.cwnd_mean,
+            t.in_flight_mean,
+            t.snd_wnd_min
+                .map(|w| format!(", smallest window {}", b(w as f64)))
+                .unwrap_or_default()
+        )?;
+    }
+    if let Some(t) = &s.tsq {
+        writeln!(
+            out,
+            "  tsq: limit {} = min(max(2 x truesize {}, pacing rate {}/s >> {}), \
+             tcp_limit_output_bytes {}); at the limit {:.3} s",
+            b(t.limit as f64),
+            b(t.truesize as f64),
+            b(t.pacing_rate as f64),
+            t.pacing_shift,
+            b(t.limit_output_bytes as f64),
+            t.throttled_s
+        )?;
+    }
+    let q = &s.qdisc;
+    if q.skbs > 0 || !q.drop_reasons.is_empty() {
+        write!(
+            out,
+            "  qdisc: {} skbs, sojourn mean {:.1} us, p99 {:.1} us, max {:.1} us; {} ahead on \
+             average",
+            q.skbs,
+            q.sojourn_mean_us,
+            q.sojourn_p99_us,
+            q.sojourn_max_us,
+            b(q.ahead_bytes_mean)
+        )?;
+        for a in q.ahead.iter().take(3) {
+            let who = if a.sock == s.sock {
+                "itself".to_string()
+            } else {
+                match (&a.pid, &a.comm) {
+                    (Some(p), Some(c)) => format!("pid {p} ({c}) sock {}", a.sock),
+                    _ => format!("sock {}", a.sock),
+                }
+            };
+            write!(out, "; {:.0}% {who}", a.share * 100.0)?;
+        }
+        if !q.drop_reasons.is_empty() {
+            let reasons: Vec<String> = q
+                .drop_reasons
+                .iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect();
+            write!(
+                out,
+                "; {} qdisc drops (every drop: {})",
+                q.drops,
+                reasons.join(", ")
+            )?;
+        }
+        writeln!(out)?;
+    }
+    let d = &s.device;
+    if d.skbs > 0 {
+        writeln!(
+            out,
+            "  device: {} skbs, driver time mean {:.1} us, p99 {:.1} us, max {:.1} us",
+            d.skbs, d.mean_us, d.p99_us, d.max_us
+        )?;
+    }
+    for m in &s.missing {
+        writeln!(out, "  not measured ({}): {}", m.cause, m.why)?;
+    }
+    writeln!(out)
+}
+
+pub fn write_text(out: &mut dyn Write, r: &WhyReport) -> io::Result<()> {
+    writeln!(
+        out,
+        "sockmem why: {:.1} s on kernel {}, sampled every {} ms; {} socket(s)",
+        r.window_s,
+        r.kernel,
+        r.interval_ms,
+        r.sockets.len()
+    )?;
+    writeln!(out)?;
+    for s in &r.sockets {
+        write_socket(out, s)?;
+    }
+    if r.sockets.is_empty() {
+        writeln!(out, "no matching socket sent anything while watched")?;
+    } else {
+        writeln!(
+            out,
+            "total over {} socket(s), {:.2} s of socket time:",
+            r.sockets.len(),
+            r.total.window_s
+        )?;
+        write_causes(out, &r.total.causes)?;
+    }
+    if r.unsampled_sockets > 0 {
+        writeln!(
+            out,
+            "{} more matching socket(s) lived too briefly to be sampled twice",
+            r.unsampled_sockets
+        )?;
+    }
+    if r.idle_sockets > 0 {
+        writeln!(
+            out,
+            "{} more matching socket(s) had nothing to send (receivers, idle connections)",
+            r.idle_sockets
+        )?;
+    }
+    if r.memory_pressure.tcp_s > 0.0 || r.memory_pressure.udp_s > 0.0 {
+        writeln!(
+            out,
+            "memory pressure: TCP {:.3} s, UDP {:.3} s",
+            r.memory_pressure.tcp_s, r.memory_pressure.udp_s
+        )?;
+    }
+    if r.lost_events > 0 {
+        writeln!(
+            out,
+            "{} events lost (ring buffer full): qdisc and send figures undercount",
+            r.lost_events
+        )?;
+    }
+    Ok(())
+}
