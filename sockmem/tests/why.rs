@@ -35,16 +35,16 @@ const TIMER_SLACK_MS: f64 = 2.0 * TICK_MS + INTERVAL_MS as f64 + 1.0;
 struct WhyRun {
     /// stdout/stderr of each command run, in the order given.
     outs: Vec<CmdOutput>,
-    /// When SIGTERM was sent to the first, and when the last had exited.
-    stopped: Instant,
+    /// When the last had exited.
     exited: Instant,
 }
 
 impl WhyRun {
     /// The `--json` document of the first command, with every document's invariants checked.
     fn doc(&self) -> WhyDoc {
-        let d = WhyDoc::parse(&self.outs[0].stdout)
-            .unwrap_or_else(|e| panic!("bad `why --json` output ({e}): {}", self.outs[0].describe()));
+        let d = WhyDoc::parse(&self.outs[0].stdout).unwrap_or_else(|e| {
+            panic!("bad `why --json` output ({e}): {}", self.outs[0].describe())
+        });
         d.check_invariants();
         d
     }
@@ -52,14 +52,12 @@ impl WhyRun {
 
 /// `sockmem <args> --interval 20` for each of `cmds` (each starting with "why"), all attached
 /// (ready files) before `traffic` runs; then SIGTERM to each, in order, each checked to exit 0
-/// without a panic. The traffic's flows are still running when the window ends: `traffic`
+/// without a panic (after the last, `exited`). The traffic's flows are still running when the window ends: `traffic`
 /// returns them, the caller ends them.
 fn why_around<T>(cmds: &[&[&str]], traffic: impl FnOnce() -> T) -> (T, WhyRun) {
     let interval = INTERVAL_MS.to_string();
-    let dry = std::env::var_os("SOCKMEM_WHY_DRY").is_some(); // DEV ONLY
     let tracers: Vec<Tracer> = cmds
         .iter()
-        .filter(|_| !dry)
         .map(|args| {
             let mut a = args.to_vec();
             a.extend_from_slice(&["--interval", &interval]);
@@ -67,17 +65,9 @@ fn why_around<T>(cmds: &[&[&str]], traffic: impl FnOnce() -> T) -> (T, WhyRun) {
         })
         .collect();
     let t = traffic();
-    let stopped = Instant::now();
     let outs = tracers.into_iter().map(Tracer::stop_checked).collect();
     let exited = Instant::now();
-    (
-        t,
-        WhyRun {
-            outs,
-            stopped,
-            exited,
-        },
-    )
+    (t, WhyRun { outs, exited })
 }
 
 /// Why `cause` cannot be judged for `sock`, if `why` says it cannot (its `missing` list).
@@ -133,7 +123,9 @@ fn check_tcp_timers(
     let timers: [(&str, &str, fn(&TcpInfo) -> u64); 3] = [
         ("busy", "busy_s", |i| i.busy_ms),
         ("rwnd_limited", "rwnd_limited_s", |i| i.rwnd_limited_ms),
-        ("sndbuf_limited", "sndbuf_limited_s", |i| i.sndbuf_limited_ms),
+        ("sndbuf_limited", "sndbuf_limited_s", |i| {
+            i.sndbuf_limited_ms
+        }),
     ];
     let mut margins = Vec::new();
     for (name, field, get) in timers {
@@ -188,7 +180,9 @@ fn receiver_window_dominates_when_the_receiver_stops_reading() {
             let steady = ss_tcp_info_at(&pair.tx_ns, flow.key.lport, P);
             thread::sleep(Duration::from_millis(1500));
             let last = ss_tcp_info_at(&pair.tx_ns, flow.key.lport, P);
-            eprintln!("{T}: wrote {written} B; ss at stable {mem:?}; steady {steady:?}; last {last:?}");
+            eprintln!(
+                "{T}: wrote {written} B; ss at stable {mem:?}; steady {steady:?}; last {last:?}"
+            );
             (flow, steady, last)
         },
     );
@@ -258,7 +252,10 @@ fn receiver_window_dominates_when_the_receiver_stops_reading() {
     // The text form of the same window.
     let text = &run.outs[1].stdout;
     assert!(
-        text.contains(&format!(":{lport}")) && (text.contains("receiver_window") || text.contains("receiver window") || text.contains("receiver-window")),
+        text.contains(&format!(":{lport}"))
+            && (text.contains("receiver_window")
+                || text.contains("receiver window")
+                || text.contains("receiver-window")),
         "expected `why` (text) to name the socket (:{lport}) and its dominant cause (receiver \
          window); got:\n{}",
         tail(text, 3000)
@@ -292,8 +289,18 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
         &pair.rx_ns,
         "tc",
         &[
-            "qdisc", "replace", "dev", &pair.rx_if, "root", "tbf", "rate", "256kbit", "burst",
-            "4kb", "latency", "1s",
+            "qdisc",
+            "replace",
+            "dev",
+            &pair.rx_if,
+            "root",
+            "tbf",
+            "rate",
+            "256kbit",
+            "burst",
+            "4kb",
+            "latency",
+            "1s",
         ],
     );
     let p = P.to_string();
@@ -423,13 +430,15 @@ fn qdisc_dominates_behind_a_slow_tbf() {
         .tx_sysctl("net.ipv4.tcp_limit_output_bytes")
         .parse()
         .expect("a number");
-    assert_eq!(lob, LIMIT_OUTPUT_BYTES, "premise: the namespace's sysctl set");
+    assert_eq!(
+        lob, LIMIT_OUTPUT_BYTES,
+        "premise: the namespace's sysctl set"
+    );
     pair.set_tbf("20mbit", "256kb", "1s");
     let p = P.to_string();
     let ((flow, readings, samples), run) =
         why_around(&[&["why", "--json", "-P", &p, "--tcp"]], || {
-            let sampler =
-                QdiscSampler::start(&pair.tx_ns, &pair.tx_if, Duration::from_millis(20));
+            let sampler = QdiscSampler::start(&pair.tx_ns, &pair.tx_if, Duration::from_millis(20));
             let flow = TcpFlow::start(
                 &pair,
                 P,
@@ -604,8 +613,7 @@ fn qdisc_wait_is_attributed_to_the_bulk_flow_ahead() {
         || {
             let bulk = ChildTcpSender::start(&pair, BULK);
             thread::sleep(Duration::from_millis(500));
-            let sampler =
-                QdiscSampler::start(&pair.tx_ns, &pair.tx_if, Duration::from_millis(20));
+            let sampler = QdiscSampler::start(&pair.tx_ns, &pair.tx_if, Duration::from_millis(20));
             let small = TcpFlow::start(
                 &pair,
                 SMALL,
@@ -640,7 +648,11 @@ fn qdisc_wait_is_attributed_to_the_bulk_flow_ahead() {
     let doc = run.doc();
     let bulk_sock = doc.socket_at(bulk_lport, BULK);
     let small_sock = doc.socket_at(small_lport, SMALL);
-    eprintln!("{T}: bulk {}\nsmall {}", brief(bulk_sock), brief(small_sock));
+    eprintln!(
+        "{T}: bulk {}\nsmall {}",
+        brief(bulk_sock),
+        brief(small_sock)
+    );
     assert_eq!(
         get_opt_u64(bulk_sock, "pid"),
         Some(u64::from(bulk_pid)),
@@ -658,7 +670,10 @@ fn qdisc_wait_is_attributed_to_the_bulk_flow_ahead() {
         return;
     }
     let q = &small_sock["qdisc"];
-    assert!(u64_of(q, "skbs") > 0, "expected the small flow's skbs through the qdisc: {q}");
+    assert!(
+        u64_of(q, "skbs") > 0,
+        "expected the small flow's skbs through the qdisc: {q}"
+    );
     let ahead = q["ahead"].as_array().expect("an ahead list");
     let top = ahead
         .first()
@@ -687,7 +702,9 @@ fn qdisc_wait_is_attributed_to_the_bulk_flow_ahead() {
     );
     let ahead_mean = f64_of(q, "ahead_bytes_mean");
     let ratio = ahead_mean / l_bytes;
-    eprintln!("{T}: why ahead_bytes_mean {ahead_mean:.0} / tc mean backlog {l_bytes:.0} = {ratio:.3}");
+    eprintln!(
+        "{T}: why ahead_bytes_mean {ahead_mean:.0} / tc mean backlog {l_bytes:.0} = {ratio:.3}"
+    );
     assert!(
         (0.5..=2.0).contains(&ratio),
         "expected the small flow's mean bytes ahead {ahead_mean:.0} within [0.5 x, 2 x] tc's \
@@ -904,11 +921,23 @@ fn ss_tinm_parser_reads_the_timers() {
         (2016, 12, 4)
     );
     assert_eq!(i.pacing_rate, Some(18976184 / 8));
-    assert_eq!((i.cwnd, i.unacked, i.snd_wnd), (Some(30), Some(17), Some(3976192)));
-    assert_eq!((i.skmem.t, i.skmem.w, i.skmem.tb), (25448, 1464240, 1880064));
+    assert_eq!(
+        (i.cwnd, i.unacked, i.snd_wnd),
+        (Some(30), Some(17), Some(3976192))
+    );
+    assert_eq!(
+        (i.skmem.t, i.skmem.w, i.skmem.tb),
+        (25448, 1464240, 1880064)
+    );
     // Timers ss leaves out when zero.
     let quiet = parse_tcp_info("skmem:(r0,rb1,t0,tb2,f0,w0,o0,bl0,d0) cubic cwnd:10 busy:4ms")
         .expect("parses");
-    assert_eq!((quiet.busy_ms, quiet.rwnd_limited_ms, quiet.sndbuf_limited_ms), (4, 0, 0));
+    assert_eq!(
+        (
+            quiet.busy_ms,
+            quiet.rwnd_limited_ms,
+            quiet.sndbuf_limited_ms
+        ),
+        (4, 0, 0)
+    );
 }
-

@@ -137,7 +137,11 @@ impl ChildTcpSender {
                 return false;
             }
             let filter = format!("( dport = :{port} )");
-            let out = ns_checked(&pair.tx_ns, "ss", &["-tnH", "state", "established", &filter]);
+            let out = ns_checked(
+                &pair.tx_ns,
+                "ss",
+                &["-tnH", "state", "established", &filter],
+            );
             lport = out.lines().find_map(|l| {
                 let local = l.split_whitespace().nth(2)?;
                 local.rsplit_once(':')?.1.parse::<u16>().ok()
@@ -266,7 +270,10 @@ pub fn udp_phases(
                     Ok(k) => assert_eq!(k, size, "expected whole datagrams sent"),
                     Err(e) => {
                         d.store(true, Ordering::SeqCst);
-                        panic!("UDP sender to {addr}: send after {} datagrams: {e}", r.sends);
+                        panic!(
+                            "UDP sender to {addr}: send after {} datagrams: {e}",
+                            r.sends
+                        );
                     }
                 }
                 n += 1;

@@ -120,8 +120,18 @@ impl NetnsPair {
             &self.tx_ns,
             "tc",
             &[
-                "qdisc", "replace", "dev", &self.tx_if, "root", "tbf", "rate", rate, "burst",
-                burst, "limit", limit,
+                "qdisc",
+                "replace",
+                "dev",
+                &self.tx_if,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                burst,
+                "limit",
+                limit,
             ],
         );
     }

@@ -198,12 +198,27 @@ impl WhyDoc {
                 );
             }
             for f in ["tcp", "tsq"] {
-                let v = s.get(f).unwrap_or_else(|| panic!("no {f:?} in {}", brief(s)));
+                let v = s
+                    .get(f)
+                    .unwrap_or_else(|| panic!("no {f:?} in {}", brief(s)));
                 assert_eq!(
                     v.is_object(),
                     proto == "tcp",
                     "expected {f:?} to be an object for TCP and null for UDP ({proto}): {}",
                     brief(s)
+                );
+            }
+            if let Some(tsq) = s.get("tsq").filter(|t| t.is_object()) {
+                // TSQ's truesize term is the truesize of one of the socket's own skbs, each of
+                // which was charged to sk_wmem_queued (and its clone to sk_wmem_alloc) whole.
+                let c = &s["counters"];
+                let most = u64_of(c, "queued_max").max(u64_of(c, "alloc_max"));
+                let truesize = u64_of(tsq, "truesize");
+                assert!(
+                    truesize <= most,
+                    "{what}: expected tsq.truesize ({truesize}) to be that of one of the \
+                     socket's own skbs, so at most the most it ever had queued or below TCP \
+                     ({most}); tsq {tsq}, counters {c}"
                 );
             }
             for f in ["counters", "send", "qdisc", "device"] {
