@@ -28,7 +28,10 @@ const TICK_MS: f64 = 10.0;
 /// How far `why`'s tcp timers may fall outside the bounds `ss` sets (see [`check_tcp_timers`]):
 /// two ticks (the chrono timers count whole jiffies, at either end of the window), one
 /// `--interval` (the last tcp_info reading of the window may come up to an interval before the
-/// last `ss` reading), 1 ms (`ss` prints whole ms).
+/// last `ss` reading), 1 ms (`ss` prints whole ms). Measured on the host (HZ 250, 6 runs of
+/// the file): why's timers came within -36..+48 ms of `ss`'s value at the last reading, and
+/// inside the bounds by at least 41 ms below and 58 ms above (the bounds themselves are wide:
+/// from the steady reading on, and up to exit).
 const TIMER_SLACK_MS: f64 = 2.0 * TICK_MS + INTERVAL_MS as f64 + 1.0;
 
 /// One `sockmem why` run around some traffic.
@@ -78,6 +81,19 @@ fn missing_why(sock: &Value, cause: &str) -> Option<String> {
         .flatten()
         .find(|m| m.get("cause").and_then(Value::as_str) == Some(cause))
         .map(|m| m.to_string())
+}
+
+/// The header's entry of the first of `sendmsg_ret` (send calls and bytes) and `send_blocked`
+/// (sends that slept) that is not attached, if one is not.
+fn send_hooks_missing(doc: &WhyDoc) -> Option<String> {
+    ["sendmsg_ret", "send_blocked"]
+        .into_iter()
+        .find(|h| !doc.hook_attached(h))
+        .map(|h| {
+            doc.hook(h)
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| format!("no {h:?} entry in the document's hooks"))
+        })
 }
 
 /// Asserts `cause` is the socket's dominant cause with at least `min_share` of its window,
@@ -332,10 +348,12 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
         "premise: the flow delivered {r:?}"
     );
     let span = (last.at - steady.at).as_secs_f64();
-    let asleep = span - (sched.cpu + sched.run_delay.unwrap_or_default()).as_secs_f64();
+    let off_cpu = span - sched.cpu.as_secs_f64();
+    let asleep = off_cpu - sched.run_delay.unwrap_or_default().as_secs_f64();
     eprintln!(
-        "{T}: sender asleep {:.3} of {span:.3} s ({} voluntary switches); steady {steady:?}\nlast \
-         {last:?}",
+        "{T}: sender off CPU {:.3}, asleep {:.3} of {span:.3} s ({} voluntary switches); steady \
+         {steady:?}\nlast {last:?}",
+        off_cpu / span,
         asleep / span,
         sched.voluntary
     );
@@ -344,10 +362,13 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
         32 * 1024,
         "premise: expected SO_SNDBUF 16 KiB to give a 32 KiB send buffer in ss: {last:?}"
     );
+    // Off the CPU: asleep waiting for memory, or woken and waiting for a CPU (on a loaded
+    // machine: measured asleep 0.55-0.70 of the span with both cores busy, 0.86-0.96 idle).
     assert!(
-        asleep >= 0.8 * span && last.info.rwnd_limited_ms == 0 && last.info.skmem.t == 0,
-        "premise: expected the sender asleep (in write: nothing else sleeps) most of the time \
-         ({asleep:.3} of {span:.3} s), never rwnd-limited, nothing below TCP: {last:?}"
+        off_cpu >= 0.8 * span && last.info.rwnd_limited_ms == 0 && last.info.skmem.t == 0,
+        "premise: expected the sender off the CPU (in write, waiting: nothing else sleeps) most \
+         of the time ({off_cpu:.3} of {span:.3} s), never rwnd-limited, nothing below TCP: \
+         {last:?}"
     );
 
     let doc = run.doc();
@@ -364,7 +385,7 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
         u64_of(c, "queued_max") <= 32 * 1024 + 2 * CHUNK as u64,
         "expected why's queued_max at most the send buffer plus one skb of a write: {c}"
     );
-    if let Some(why) = missing_why(sock, "send_buffer") {
+    if let Some(why) = send_hooks_missing(&doc) {
         eprintln!("SKIP {T}: send counts: {why}");
     } else {
         let s = &sock["send"];
@@ -388,11 +409,19 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
              s: {s}"
         );
         // The sender was asleep for `asleep` of the `span` between the two ss readings, all of
-        // it inside the window.
+        // it inside the window; sockmem counts a sleep until the thread is back on a CPU, so
+        // the runnable time after each wakeup may count too, and outside the span the sender
+        // can be asleep at most the rest of the window. Measured on the host (5 runs): blocked
+        // 2.54-2.68 s of windows of 2.70-2.74 s, the sender asleep 1.73-1.93 s of the 2.02-2.04
+        // s span (0.855-0.956).
+        let run_delay = sched.run_delay.unwrap_or_default().as_secs_f64();
+        let at_most = asleep + run_delay + (window - span).max(0.0) + TIMER_SLACK_MS / 1e3;
         assert!(
-            blocked_s >= 0.8 * asleep,
-            "expected why's time blocked in sendmsg ({blocked_s:.3} s) to cover the sender's own \
-             time asleep between the ss readings ({asleep:.3} s), at least 80% of it: {s}"
+            blocked_s >= 0.8 * asleep && blocked_s <= at_most,
+            "expected why's time blocked in sendmsg ({blocked_s:.3} s) to cover at least 80% of \
+             the sender's own time asleep between the ss readings ({asleep:.3} s of {span:.3} \
+             s), and at most that plus its time runnable ({run_delay:.3} s) and the rest of the \
+             window ({window:.3} s): at most {at_most:.3} s: {s}"
         );
     }
     check_tcp_timers(T, sock, &steady, &last, run.exited);
@@ -523,7 +552,8 @@ fn qdisc_dominates_behind_a_slow_tbf() {
              {shift}), limit_output_bytes {LIMIT_OUTPUT_BYTES}) = {}: {tsq}",
             formula(rate)
         );
-        // The pacing rate `why` used, against ss's over the window (the rate moves with srtt).
+        // The pacing rate `why` used, against ss's over the window (the rate moves with srtt;
+        // measured: within ss's range of 12 readings, which spans < 1%, in 6 of 6 runs).
         assert!(
             rate as f64 >= 0.5 * pmin as f64 && rate as f64 <= 2.0 * pmax as f64,
             "expected why's pacing_rate within [0.5 x, 2 x] of ss's range {pmin}..{pmax} B/s, got \
@@ -540,10 +570,11 @@ fn qdisc_dominates_behind_a_slow_tbf() {
             truesize >= 1448 && truesize <= 2 * 65536,
             "expected a truesize of one skb (MSS .. 128 KiB), got {truesize}: {tsq}"
         );
-        // ss's t (sk_wmem_alloc) stays within the limit plus the skb TSQ lets through.
+        // ss's t (sk_wmem_alloc) stays within the limit plus the skb TSQ lets through
+        // (measured: t = 131984 = the limit in every reading of 6 runs).
         for a in &alloc {
             assert!(
-                *a <= limit + 2 * truesize,
+                *a <= limit + truesize,
                 "expected ss's t (bytes below TCP) never above the TSQ limit {limit} by more than \
                  an skb ({truesize}); ss showed {alloc:?}"
             );
@@ -560,6 +591,9 @@ fn qdisc_dominates_behind_a_slow_tbf() {
         let soj = f64_of(q, "sojourn_mean_us");
         let ratio = soj / w_us;
         eprintln!("{T}: why sojourn mean {soj:.0} us / Little W {w_us:.0} us = {ratio:.3}");
+        // Measured on the host (6 runs): 0.927-0.936 (why counts truesize, tc's backlog the
+        // packets' length, a few % apart). ±40% as hist.rs's Little's-law test: an emulated VM
+        // samples tc far more coarsely (0.89-1.15 there for hist).
         assert!(
             (0.6..=1.4).contains(&ratio),
             "expected why's mean qdisc sojourn {soj:.0} us within ±40% of Little's law from tc \
@@ -705,9 +739,11 @@ fn qdisc_wait_is_attributed_to_the_bulk_flow_ahead() {
     eprintln!(
         "{T}: why ahead_bytes_mean {ahead_mean:.0} / tc mean backlog {l_bytes:.0} = {ratio:.3}"
     );
+    // Measured on the host (6 runs): 0.967-0.972. ±40% as for Little's law in hist.rs: an
+    // emulated VM samples tc far more coarsely.
     assert!(
-        (0.5..=2.0).contains(&ratio),
-        "expected the small flow's mean bytes ahead {ahead_mean:.0} within [0.5 x, 2 x] tc's \
+        (0.6..=1.4).contains(&ratio),
+        "expected the small flow's mean bytes ahead {ahead_mean:.0} within ±40% of tc's \
          time-averaged backlog {l_bytes:.0} B, got ratio {ratio:.3}: {q}"
     );
 }
@@ -755,7 +791,7 @@ fn application_dominates_when_the_sender_sleeps() {
     let sock = doc.socket_at(lport, P);
     eprintln!("{T}: {}", brief(sock));
     assert_dominant(T, sock, "application", 0.8);
-    if let Some(why) = missing_why(sock, "send_buffer") {
+    if let Some(why) = send_hooks_missing(&doc) {
         eprintln!("SKIP {T}: send counts: {why}");
     } else {
         let s = &sock["send"];
@@ -844,7 +880,7 @@ fn udp_into_a_small_queue_blocks_and_drops() {
         "expected the socket's memory below UDP to reach its send buffer ({sndbuf}) (sends \
          slept waiting for it), got alloc_max {amax}: {c}"
     );
-    if let Some(why) = missing_why(sock, "send_buffer") {
+    if let Some(why) = send_hooks_missing(&doc) {
         eprintln!("SKIP {T}: send counts: {why}");
     } else {
         let s = &sock["send"];
