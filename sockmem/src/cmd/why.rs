@@ -36,6 +36,7 @@ struct WhyPipeline {
     sampler: SocketSampler,
     batch: Vec<Event>,
     names: Names,
+    events: u64,
 }
 
 impl Consumer for WhyPipeline {
@@ -44,6 +45,7 @@ impl Consumer for WhyPipeline {
             Ok(mut e) => {
                 self.names.fill(&mut e);
                 self.batch.push(e);
+                self.events += 1;
             }
             Err(err) => eprintln!("sockmem: skipping an event: {err}"),
         }
@@ -95,9 +97,14 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
         .collect();
     let attached = |h: Hook| !unavailable.contains_key(&h);
     let mut pipe = WhyPipeline {
-        analyzer: Analyzer::new(SocketFilter::new(&args.filters), &attached),
+        analyzer: Analyzer::new(
+            SocketFilter::new(&args.filters),
+            &attached,
+            &loader::kernel_release(),
+        ),
         sampler: SocketSampler::new(),
         batch: Vec::new(),
+        events: 0,
         names: std::mem::replace(&mut session.names, Names::empty()),
     };
     let interval = Duration::from_millis(args.interval);
@@ -124,7 +131,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     let window_s = monotonic_ns().saturating_sub(started) as f64 / 1e9;
-    let lost_events = losses.per_cpu()?.iter().sum();
+    let lost_events: u64 = losses.per_cpu()?.iter().sum();
     session.report_stats();
     pipe.analyzer.finish();
     let hooks = session::hook_lines(&session.reports)
@@ -156,5 +163,11 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     } else {
         write_text(&mut out, &report)?;
     }
-    out.finish().context("writing the report")
+    out.finish().context("writing the report")?;
+    eprintln!(
+        "sockmem: {} events from {} sockets in {window_s:.1} s, {lost_events} lost",
+        pipe.events,
+        pipe.analyzer.seen()
+    );
+    Ok(())
 }

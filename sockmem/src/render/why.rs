@@ -91,15 +91,27 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
         )?;
     }
     if let Some(t) = &s.tsq {
-        writeln!(
-            out,
-            "  tsq: limit {} = min(max(2 x truesize {}, pacing rate {}/s >> {}), \
-             tcp_limit_output_bytes {}); at the limit {:.3} s",
-            b(t.limit as f64),
+        let inner = format!(
+            "max(2 x truesize {}, pacing rate {}/s >> {})",
             b(t.truesize as f64),
             b(t.pacing_rate as f64),
-            t.pacing_shift,
-            b(t.limit_output_bytes as f64),
+            t.pacing_shift
+        );
+        let formula = if t.capped {
+            format!(
+                "min({inner}, tcp_limit_output_bytes {})",
+                b(t.limit_output_bytes as f64)
+            )
+        } else {
+            format!(
+                "{inner} (paced by {}: tcp_limit_output_bytes does not cap it before 6.16)",
+                t.congestion.as_deref().unwrap_or("?")
+            )
+        };
+        writeln!(
+            out,
+            "  tsq: limit {} = {formula}; at the limit {:.3} s",
+            b(t.limit as f64),
             t.throttled_s
         )?;
     }
@@ -149,9 +161,6 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
             d.skbs, d.mean_us, d.p99_us, d.max_us
         )?;
     }
-    for m in &s.missing {
-        writeln!(out, "  not measured ({}): {}", m.cause, m.why)?;
-    }
     writeln!(out)
 }
 
@@ -185,6 +194,17 @@ pub fn write_text(out: &mut dyn Write, r: &WhyReport) -> io::Result<()> {
             "{} more matching socket(s) lived too briefly to be sampled twice",
             r.unsampled_sockets
         )?;
+    }
+    // Said once for all sockets (JSON has them per socket).
+    let mut missing: Vec<(&str, &str)> = r
+        .sockets
+        .iter()
+        .flat_map(|s| s.missing.iter().map(|m| (m.cause, m.why.as_str())))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    for (cause, why) in missing {
+        writeln!(out, "not measured ({cause}): {why}")?;
     }
     if r.idle_sockets > 0 {
         writeln!(

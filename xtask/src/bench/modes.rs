@@ -44,6 +44,9 @@ pub enum Mode {
     TraceJsonFile,
     /// `sockmem trace --port 5201 > /dev/null`.
     TraceText,
+    /// `sockmem why --port 5201 --json -o target/bench/why.json` (trace's events, analysed,
+    /// plus sock_diag samples every 20 ms; no bpftrace equivalent).
+    Why,
     /// The same histograms in bpftrace.
     BpftraceHist,
     /// The same fields per event with bpftrace's printf.
@@ -51,13 +54,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 8] = [
+    pub const ALL: [Mode; 9] = [
         Mode::None,
         Mode::Floor,
         Mode::Hist,
         Mode::TraceJsonNull,
         Mode::TraceJsonFile,
         Mode::TraceText,
+        Mode::Why,
         Mode::BpftraceHist,
         Mode::BpftracePrintf,
     ];
@@ -70,6 +74,7 @@ impl Mode {
             Mode::TraceJsonNull => "trace-json-null",
             Mode::TraceJsonFile => "trace-json-file",
             Mode::TraceText => "trace-text",
+            Mode::Why => "why",
             Mode::BpftraceHist => "bpftrace-hist",
             Mode::BpftracePrintf => "bpftrace-printf",
         }
@@ -85,7 +90,7 @@ impl Mode {
     pub fn is_sockmem(self) -> bool {
         matches!(
             self,
-            Mode::Hist | Mode::TraceJsonNull | Mode::TraceJsonFile | Mode::TraceText
+            Mode::Hist | Mode::TraceJsonNull | Mode::TraceJsonFile | Mode::TraceText | Mode::Why
         )
     }
 
@@ -198,7 +203,11 @@ pub fn start(mode: Mode, ctx: &Ctx) -> anyhow::Result<Option<Running>> {
         let ready = ctx.dir.join("sockmem.ready");
         let _ = fs::remove_file(&ready);
         let mut c = Command::new(ctx.sockmem);
-        c.arg(if mode == Mode::Hist { "hist" } else { "trace" });
+        c.arg(match mode {
+            Mode::Hist => "hist",
+            Mode::Why => "why",
+            _ => "trace",
+        });
         if matches!(mode, Mode::TraceJsonNull | Mode::TraceJsonFile) {
             c.arg("--json");
         }
@@ -211,6 +220,7 @@ pub fn start(mode: Mode, ctx: &Ctx) -> anyhow::Result<Option<Running>> {
         c.arg("--ready-file").arg(&ready);
         let output = match mode {
             Mode::Hist => Some(ctx.dir.join("hist.txt")),
+            Mode::Why => Some(ctx.dir.join("why.json")),
             Mode::TraceJsonFile => Some(ctx.dir.join("trace.jsonl")),
             _ => None,
         };
@@ -219,7 +229,10 @@ pub fn start(mode: Mode, ctx: &Ctx) -> anyhow::Result<Option<Running>> {
                 let f = fs::File::create(output.as_ref().unwrap()).context("creating hist.txt")?;
                 c.stdout(f);
             }
-            Mode::TraceJsonFile => {
+            Mode::TraceJsonFile | Mode::Why => {
+                if mode == Mode::Why {
+                    c.arg("--json");
+                }
                 c.arg("-o")
                     .arg(output.as_ref().unwrap())
                     .stdout(Stdio::null());
@@ -351,7 +364,7 @@ impl Running {
                 let text = fs::read_to_string(self.output.as_ref().unwrap()).unwrap_or_default();
                 f.events = parse::sockmem_hist_count(&text, "wmem_queued");
             }
-            Mode::TraceJsonNull | Mode::TraceText => {
+            Mode::TraceJsonNull | Mode::TraceText | Mode::Why => {
                 set_summary(&mut f, parse::sockmem_stderr_summary(&stderr));
             }
             Mode::TraceJsonFile => {

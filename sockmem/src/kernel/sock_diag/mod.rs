@@ -312,7 +312,7 @@ fn request(family: Family, protocol: Protocol, seq: u32) -> Vec<u8> {
         SockDiagMessage::InetRequest(InetRequest {
             family: family.af(),
             protocol: protocol.ipproto(),
-            extensions: ExtensionFlags::SKMEMINFO | ExtensionFlags::INFO,
+            extensions: ExtensionFlags::SKMEMINFO | ExtensionFlags::INFO | ExtensionFlags::CONG,
             states: StateFlags::all().difference(StateFlags::TIME_WAIT),
             socket_id,
         })
@@ -424,15 +424,20 @@ impl Dump<'_> {
             IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)),
         };
         let mut mem = None;
-        let mut tcp = None;
+        let mut tcp: Option<TcpInfoSubset> = None;
+        let mut congestion = None;
         for nla in &resp.nlas {
             match nla {
                 Nla::MemInfo(m) => mem = Some(m),
                 Nla::TcpInfo(bytes) if self.protocol == Protocol::Tcp => {
                     tcp = Some(TcpInfoSubset::parse(bytes))
                 }
+                Nla::Congestion(name) => congestion = Some(name.clone()),
                 _ => {}
             }
+        }
+        if let Some(t) = tcp.as_mut() {
+            t.congestion = congestion;
         }
         let Some(m) = mem else {
             return Ok(None);

@@ -32,6 +32,8 @@ pub struct TcpInfoSubset {
     pub sndbuf_limited: Option<u64>,
     /// `tcpi_snd_wnd`: the peer's advertised receive window after scaling, bytes (5.4+).
     pub snd_wnd: Option<u32>,
+    /// The congestion control's name (`INET_DIAG_CONG`, `ss -i`'s `cubic`/`bbr`), where sent.
+    pub congestion: Option<String>,
 }
 
 /// Byte offsets in `struct tcp_info` (include/uapi/linux/tcp.h), checked with `offsetof`.
@@ -75,6 +77,7 @@ impl TcpInfoSubset {
             rwnd_limited: u64_at(tcpi::RWND_LIMITED),
             sndbuf_limited: u64_at(tcpi::SNDBUF_LIMITED),
             snd_wnd: u32_at(tcpi::SND_WND),
+            congestion: None,
         }
     }
 }

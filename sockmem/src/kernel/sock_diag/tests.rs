@@ -487,8 +487,9 @@ fn request_asks_for_skmeminfo_and_tcp_info_of_every_full_socket() {
     assert_eq!(u16_at(6), 0x301, "NLM_F_REQUEST | NLM_F_DUMP");
     assert_eq!(u32_at(8), 7);
     assert_eq!((req[16], req[17]), (AF_INET6, IPPROTO_UDP));
-    // idiag_ext: 1 << (INET_DIAG_INFO - 1) | 1 << (INET_DIAG_SKMEMINFO - 1).
-    assert_eq!(req[18], (1 << 1) | (1 << 6));
+    // idiag_ext: 1 << (INET_DIAG_INFO - 1) | 1 << (INET_DIAG_CONG - 1) |
+    // 1 << (INET_DIAG_SKMEMINFO - 1).
+    assert_eq!(req[18], (1 << 1) | (1 << 3) | (1 << 6));
     let states = u32_at(20);
     for st in 1..=11 {
         assert_eq!(

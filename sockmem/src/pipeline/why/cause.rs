@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn tsq_bytes_in_the_qdisc_or_the_device() {
-        let tsq = TsqLimit::new(1 << 20, 2_500_000, 65_000);
+        let tsq = TsqLimit::new(1 << 20, 2_500_000, 65_000, true);
         let mut s = TcpState {
             wmem_alloc: 130_000,
             in_qdisc: 100_000,

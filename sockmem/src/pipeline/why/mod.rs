@@ -7,6 +7,7 @@
 pub mod cause;
 pub mod queue;
 pub mod report;
+pub mod samples;
 pub mod tsq;
 
 use std::collections::{BTreeSet, HashMap};
@@ -24,6 +25,7 @@ use crate::{
 
 use cause::{classify_busy, Cause, TcpState};
 use queue::QdiscQueue;
+use samples::Samples;
 use tsq::TsqLimit;
 
 /// Sends of one socket.
@@ -39,7 +41,7 @@ pub struct SendStats {
 #[derive(Clone, Debug, Default)]
 pub struct QdiscStats {
     pub enqueues: u64,
-    pub sojourn_ns: Vec<u64>,
+    pub sojourn_ns: Samples,
     /// Bytes found ahead at this socket's enqueues, by the socket that owned them.
     pub ahead: HashMap<u64, u64>,
     pub ahead_total: u64,
@@ -89,7 +91,7 @@ pub struct Watched {
     pub netns: Option<u64>,
     pub send: SendStats,
     pub qdisc: QdiscStats,
-    pub device_ns: Vec<u64>,
+    pub device_ns: Samples,
     /// Every drop of this socket's followed skbs, by the kernel's reason.
     pub drops: HashMap<String, u64>,
     pub truesize_max: u64,
@@ -103,6 +105,9 @@ pub struct Watched {
     pub queued_area: f64,
     pub alloc_area: f64,
     pub tsq: Option<TsqLimit>,
+    /// The congestion control's name, as sock_diag says.
+    pub congestion: Option<String>,
+    /// Busy time with `sk_wmem_alloc` at the TSQ limit when sampled.
     pub throttled_ns: u64,
     /// Busy time the kernel's timers reported beyond an interval's length (they move in
     /// jiffies), counted in the next interval.
@@ -125,7 +130,7 @@ impl Watched {
             netns: None,
             send: SendStats::default(),
             qdisc: QdiscStats::default(),
-            device_ns: Vec::new(),
+            device_ns: Samples::default(),
             drops: HashMap::new(),
             truesize_max: 0,
             queued_max: 0,
@@ -138,14 +143,20 @@ impl Watched {
             queued_area: 0.0,
             alloc_area: 0.0,
             tsq: None,
+            congestion: None,
             throttled_ns: 0,
             busy_carry_ns: 0,
             udp_full_ns: [0; 3],
         }
     }
 
+    /// Sent, tried to, or had data outstanding for a tenth of its window by the kernel's busy
+    /// timer (a sender stuck since before the run): not a receiver whose ACKs and FIN alone
+    /// passed through.
     fn sent_anything(&self) -> bool {
-        self.send.calls > 0 || self.send.blocked_calls > 0 || self.queued_max > 0
+        self.send.calls > 0
+            || self.send.blocked_calls > 0
+            || (self.window_ns > 0 && self.tcp.busy_ns * 10 >= self.window_ns)
     }
 
     fn facts(&self) -> SocketFacts<'_> {
@@ -183,10 +194,17 @@ pub struct Analyzer {
     /// Sampled time with TCP / UDP under memory pressure.
     pub pressure_ns: (u64, u64),
     last_pressure_ns: Option<u64>,
+    /// The running kernel caps paced sockets' TSQ limit too (6.16+).
+    caps_paced: bool,
+    /// Queued skbs whose dequeue never came (see [`QdiscQueue::forget_older_than`]).
+    pub stale_skbs: u64,
 }
 
+/// An skb in a qdisc for longer than this lost its dequeue event.
+const STALE_AFTER_NS: u64 = 10_000_000_000;
+
 impl Analyzer {
-    pub fn new(filter: SocketFilter, attached: &dyn Fn(Hook) -> bool) -> Analyzer {
+    pub fn new(filter: SocketFilter, attached: &dyn Fn(Hook) -> bool, release: &str) -> Analyzer {
         Analyzer {
             filter,
             sockets: HashMap::new(),
@@ -195,6 +213,8 @@ impl Analyzer {
             qdisc_seen: attached(Hook::QdiscEnqueue) && attached(Hook::QdiscDequeue),
             pressure_ns: (0, 0),
             last_pressure_ns: None,
+            caps_paced: tsq::caps_paced(release),
+            stale_skbs: 0,
         }
     }
 
@@ -339,6 +359,9 @@ impl Analyzer {
             self.pressure_ns.1 += if pressure.1 { dt } else { 0 };
         }
         self.last_pressure_ns = Some(now_ns);
+        for q in self.queues.values_mut() {
+            self.stale_skbs += q.forget_older_than(now_ns.saturating_sub(STALE_AFTER_NS)) as u64;
+        }
         let mut seen = BTreeSet::new();
         for s in samples {
             let Some(&id) = self.by_ino.get(&s.mem.ino) else {
@@ -357,7 +380,7 @@ impl Analyzer {
                 Protocol::Tcp => limit_output_bytes(s.netns),
                 Protocol::Udp => None,
             };
-            account(w, now_ns, s, in_qdisc, qdisc_seen, lob);
+            account(w, now_ns, s, in_qdisc, qdisc_seen, lob, self.caps_paced);
         }
         let wanted = self.wanted();
         for w in self.sockets.values_mut() {
@@ -399,10 +422,18 @@ impl Analyzer {
             .count()
     }
 
+    /// Every socket seen (also those the filters leave out, from their qdisc events).
+    pub fn seen(&self) -> usize {
+        self.sockets.len()
+    }
+
     pub fn socket(&self, sock_id: u64) -> Option<&Watched> {
         self.sockets.get(&sock_id)
     }
 }
+
+/// `sk_state` of a socket whose SYN is not answered yet.
+const TCP_SYN_SENT: u8 = 2;
 
 /// Puts the interval since the socket's previous sample under its causes.
 fn account(
@@ -412,6 +443,7 @@ fn account(
     in_qdisc: u64,
     qdisc_seen: bool,
     limit_output_bytes: Option<u64>,
+    caps_paced: bool,
 ) {
     let m = &s.mem;
     let tcp = m.tcp.as_ref();
@@ -420,7 +452,15 @@ fn account(
     w.alloc_max = w.alloc_max.max(u64::from(m.wmem_alloc));
     if let (Some(lob), Some(rate)) = (limit_output_bytes, tcp.and_then(|t| t.pacing_rate)) {
         if w.truesize_max > 0 {
-            w.tsq = Some(TsqLimit::new(lob, rate, w.truesize_max));
+            // BBR paces (sk_pacing_status); the fq qdisc would too, which sockmem cannot tell.
+            let paced = tcp.and_then(|t| t.congestion.as_deref()) == Some("bbr");
+            let capped = caps_paced || !paced;
+            w.tsq = Some(TsqLimit::new(lob, rate, w.truesize_max, capped));
+        }
+    }
+    if let Some(c) = tcp.and_then(|t| t.congestion.as_ref()) {
+        if w.congestion.as_ref() != Some(c) {
+            w.congestion = Some(c.clone());
         }
     }
     let cur = LastSample {
@@ -466,10 +506,12 @@ fn account(
                 }
                 None => dt,
             };
-            if t.snd_wnd == Some(0) {
+            // Before the handshake completes the peer has advertised no window yet.
+            let snd_wnd = t.snd_wnd.filter(|_| m.state != TCP_SYN_SENT);
+            if snd_wnd == Some(0) {
                 w.tcp.zero_window_ns += dt;
             }
-            if let Some(wnd) = t.snd_wnd {
+            if let Some(wnd) = snd_wnd {
                 w.tcp.snd_wnd_min = Some(w.tcp.snd_wnd_min.map_or(wnd, |m| m.min(wnd)));
             }
             let unacked = t.unacked.unwrap_or(0);
@@ -481,7 +523,7 @@ fn account(
                 unacked,
                 cwnd,
                 mss: t.snd_mss.unwrap_or(0),
-                snd_wnd: t.snd_wnd,
+                snd_wnd,
                 rwnd_limited_moved: rwnd > 0,
                 sndbuf_limited_moved: sndbuf > 0,
                 in_qdisc,
@@ -490,7 +532,7 @@ fn account(
             let cause = classify_busy(&state, w.tsq.as_ref());
             w.times_ns[Cause::Application.index()] += dt - busy;
             w.times_ns[cause.index()] += busy;
-            if matches!(cause, Cause::Qdisc | Cause::Device | Cause::Tsq) {
+            if w.tsq.is_some_and(|l| l.binds(cur.alloc)) {
                 w.throttled_ns += busy;
             }
         }

@@ -98,6 +98,21 @@ impl QdiscQueue {
         Some(q)
     }
 
+    /// Forgets skbs queued since before `before_ns`: their dequeue was lost (ring buffer full,
+    /// or freed where no hook saw it), and kept they would count as ahead of every later skb.
+    pub fn forget_older_than(&mut self, before_ns: u64) -> usize {
+        let stale: Vec<u64> = self
+            .skbs
+            .iter()
+            .filter(|(_, q)| q.since_ns < before_ns)
+            .map(|(&skb, _)| skb)
+            .collect();
+        for skb in &stale {
+            self.remove(*skb);
+        }
+        stale.len()
+    }
+
     /// Bytes of this socket queued now.
     pub fn bytes_of(&self, sock_id: u64) -> u64 {
         self.by_socket.get(&sock_id).copied().unwrap_or(0)
@@ -134,6 +149,16 @@ mod tests {
         assert_eq!(q.dequeue_segment(1, 1500, 300), Some((1, 200)));
         assert_eq!(q.bytes_of(1), 1000);
         assert_eq!(q.dequeue_segment(2, 1500, 300), None);
+    }
+
+    #[test]
+    fn stale_entries_are_forgotten() {
+        let mut q = QdiscQueue::default();
+        q.enqueue(0xa, 1, 1000, 100);
+        q.enqueue(0xb, 2, 1000, 5_000);
+        assert_eq!(q.forget_older_than(1_000), 1);
+        assert_eq!(q.bytes_of(1), 0);
+        assert_eq!(q.bytes_of(2), 1000);
     }
 
     #[test]

@@ -23,7 +23,41 @@ pub struct WhyReport {
     pub idle_sockets: usize,
     pub memory_pressure: Pressure,
     pub lost_events: u64,
+    /// Skbs seen entering a qdisc and never leaving it within 10 s (lost or unseen dequeues).
+    pub stale_qdisc_skbs: u64,
+    /// What each cause is judged from (hooks, and the kernel's tcp_info through sock_diag).
+    pub causes_need: std::collections::BTreeMap<&'static str, &'static str>,
 }
+
+/// What each cause is judged from; a missing input is named in each socket's `missing`.
+const CAUSES_NEED: [(Cause, &str); 8] = [
+    (
+        Cause::Application,
+        "tcp_info busy timer (sock_diag, 4.10+); UDP: send_blocked",
+    ),
+    (
+        Cause::SendBuffer,
+        "tcp_info sndbuf-limited timer; send_blocked (raw_syscalls:sys_enter, sched:sched_switch, sendmsg_ret)",
+    ),
+    (
+        Cause::ReceiverWindow,
+        "tcp_info snd_wnd (5.4+), unacked, snd_mss and the rwnd-limited timer",
+    ),
+    (Cause::CongestionWindow, "tcp_info snd_cwnd and unacked"),
+    (
+        Cause::Qdisc,
+        "qdisc_enqueue and qdisc_dequeue (every backend), skb_drop; the TSQ limit's inputs",
+    ),
+    (
+        Cause::Device,
+        "qdisc_enqueue/qdisc_dequeue (bytes past the qdisc), driver_done (time in the driver)",
+    ),
+    (
+        Cause::Tsq,
+        "skb truesize (skb events), tcp_info pacing rate, net.ipv4.tcp_limit_output_bytes in the socket's namespace",
+    ),
+    (Cause::Sending, "tcp_info busy timer: busy with no limit binding"),
+];
 
 #[derive(Debug, Serialize)]
 pub struct Pressure {
@@ -100,6 +134,10 @@ pub struct TcpWhy {
 #[derive(Debug, Serialize)]
 pub struct TsqWhy {
     pub limit: u64,
+    /// Whether `limit_output_bytes` caps it (always from 6.16; before, only unpaced sockets).
+    pub capped: bool,
+    /// The congestion control (`bbr` paces).
+    pub congestion: Option<String>,
     pub limit_output_bytes: u64,
     pub pacing_rate: u64,
     pub pacing_shift: u32,
@@ -201,23 +239,9 @@ impl WhyReport {
                 udp_s: a.pressure_ns.1 as f64 / S,
             },
             lost_events: run.lost_events,
+            stale_qdisc_skbs: a.stale_skbs,
+            causes_need: CAUSES_NEED.iter().map(|(c, n)| (c.name(), *n)).collect(),
         }
-    }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn mean(v: &[u64]) -> f64 {
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
     }
 }
 
@@ -233,10 +257,8 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         })
         .collect();
     let dominant = w.causes()[0].0;
-    let mut sojourn = w.qdisc.sojourn_ns.clone();
-    sojourn.sort_unstable();
-    let mut device = w.device_ns.clone();
-    device.sort_unstable();
+    let sojourn = &w.qdisc.sojourn_ns;
+    let device = &w.device_ns;
     let mut ahead: Vec<AheadOwner> = w
         .qdisc
         .ahead
@@ -265,6 +287,8 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
     });
     let tsq = w.tsq.map(|t| TsqWhy {
         limit: t.limit,
+        capped: t.capped,
+        congestion: w.congestion.clone(),
         limit_output_bytes: t.limit_output_bytes,
         pacing_rate: t.pacing_rate,
         pacing_shift: t.pacing_shift,
@@ -300,20 +324,20 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         tcp,
         tsq,
         qdisc: QdiscWhy {
-            skbs: sojourn.len() as u64,
-            sojourn_mean_us: mean(&sojourn) / 1e3,
-            sojourn_p99_us: percentile(&sojourn, 0.99) as f64 / 1e3,
-            sojourn_max_us: sojourn.last().copied().unwrap_or(0) as f64 / 1e3,
+            skbs: sojourn.count(),
+            sojourn_mean_us: sojourn.mean() / 1e3,
+            sojourn_p99_us: sojourn.percentile(0.99) as f64 / 1e3,
+            sojourn_max_us: sojourn.max() as f64 / 1e3,
             ahead_bytes_mean: w.qdisc.ahead_total as f64 / w.qdisc.enqueues.max(1) as f64,
             ahead,
             drops: w.qdisc.drops,
             drop_reasons: w.drops.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         },
         device: DeviceWhy {
-            skbs: device.len() as u64,
-            mean_us: mean(&device) / 1e3,
-            p99_us: percentile(&device, 0.99) as f64 / 1e3,
-            max_us: device.last().copied().unwrap_or(0) as f64 / 1e3,
+            skbs: device.count(),
+            mean_us: device.mean() / 1e3,
+            p99_us: device.percentile(0.99) as f64 / 1e3,
+            max_us: device.max() as f64 / 1e3,
         },
         missing: missing(w, run),
     };
@@ -382,11 +406,17 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
         m.push(Missing {
             cause: "paced",
             why: "sk_pacing_status and a pacing qdisc's departure times are not read yet: time \
-                  held back by pacing counts as `sending`; the TSQ limit assumes no pacing \
-                  qdisc and the default pacing shift (10)"
+                  held back by pacing counts as `sending`; the TSQ limit takes BBR as the only \
+                  pacer (not the fq qdisc) and the default pacing shift (10)"
                 .into(),
         });
     }
+    m.push(Missing {
+        cause: "device",
+        why: "the TX queue's state (stopped by the driver or BQL) and BQL's limit/inflight are \
+              not read yet: time past the qdisc is `device` without saying which"
+            .into(),
+    });
     m.push(Missing {
         cause: "memory_pressure",
         why: "sock:sock_exceed_buf_limit is not hooked yet: only the protocols' global \
@@ -477,9 +507,12 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
                 "{share:.0}% of the time its bytes sat in the qdisc{}: each skb waited {} on \
                  average (p99 {}) behind {} of queue{who}",
                 match &s.tsq {
-                    Some(t) => format!(" at TCP Small Queues' limit ({})", bytes(t.limit as f64)),
+                    // Held there by TSQ for most of that time.
+                    Some(t) if t.throttled_s * 2.0 >= s.causes[0].s => {
+                        format!(" at TCP Small Queues' limit ({})", bytes(t.limit as f64))
+                    }
                     None if s.protocol == "udp" => " with the send buffer full".into(),
-                    None => String::new(),
+                    _ => String::new(),
                 },
                 us(s.qdisc.sojourn_mean_us),
                 us(s.qdisc.sojourn_p99_us),
