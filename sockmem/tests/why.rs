@@ -544,6 +544,18 @@ fn qdisc_dominates_behind_a_slow_tbf() {
             "expected why's limit_output_bytes to be the sender namespace's sysctl: {tsq}"
         );
         assert_eq!(shift, 10, "expected the default pacing shift 10: {tsq}");
+        // CUBIC on a tbf is not paced: the cap applies on every kernel. ss names the
+        // congestion control too.
+        assert_eq!(
+            tsq.get("capped").and_then(Value::as_bool),
+            Some(true),
+            "expected the limit capped by limit_output_bytes (an unpaced CUBIC socket): {tsq}"
+        );
+        assert_eq!(
+            tsq.get("congestion").and_then(Value::as_str),
+            Some(last.info.cc.as_str()),
+            "expected why's congestion control to be ss's: {tsq}"
+        );
         let formula = |p: u64| (2 * truesize).max(p >> shift).min(LIMIT_OUTPUT_BYTES);
         assert_eq!(
             limit,
