@@ -40,6 +40,12 @@ pub struct TcpFlowOpts {
     pub reader_waits: Duration,
     /// Pin the sender and the receiver to these CPUs.
     pub cpus: Option<(usize, usize)>,
+    /// `SO_SNDBUF` of the sender's socket (the kernel doubles it and stops autotuning it).
+    pub sndbuf: Option<usize>,
+    /// The sender sleeps this long after each write.
+    pub write_gap: Duration,
+    /// `TCP_NODELAY` on the sender's socket (no Nagle: each small write leaves at once).
+    pub nodelay: bool,
 }
 
 impl TcpFlowOpts {
@@ -52,6 +58,9 @@ impl TcpFlowOpts {
             mapped_v6: false,
             reader_waits: Duration::ZERO,
             cpus: None,
+            sndbuf: None,
+            write_gap: Duration::ZERO,
+            nodelay: false,
         }
     }
 
@@ -90,11 +99,37 @@ impl TcpFlowOpts {
         self.max_duration = max_duration;
         self
     }
+
+    /// Writes of `bytes` each (default 64 KiB).
+    pub fn chunk(mut self, bytes: usize) -> TcpFlowOpts {
+        self.chunk = bytes;
+        self
+    }
+
+    /// Sets `SO_SNDBUF` to `bytes` on the sender's socket once connected.
+    pub fn sndbuf(mut self, bytes: usize) -> TcpFlowOpts {
+        self.sndbuf = Some(bytes);
+        self
+    }
+
+    /// The sender sleeps `gap` after each write.
+    pub fn write_gap(mut self, gap: Duration) -> TcpFlowOpts {
+        self.write_gap = gap;
+        self
+    }
+
+    /// `TCP_NODELAY` on the sender's socket.
+    pub fn nodelay(mut self) -> TcpFlowOpts {
+        self.nodelay = true;
+        self
+    }
 }
 
 #[derive(Default)]
 pub(super) struct FlowShared {
     pub(super) sent: AtomicU64,
+    /// `write_all` calls completed by the sender.
+    pub(super) writes: AtomicU64,
     pub(super) received: AtomicU64,
     pub(super) sender_done: AtomicBool,
     pub(super) stop: AtomicBool,
@@ -258,6 +293,13 @@ impl TcpFlow {
             if let Some((cpu, _)) = o.cpus {
                 pin_to_cpu(cpu);
             }
+            if let Some(bytes) = o.sndbuf {
+                set_sndbuf(&s, bytes);
+            }
+            if o.nodelay {
+                s.set_nodelay(true)
+                    .expect("TCP_NODELAY set on the sender's socket");
+            }
             let start = Instant::now();
             let buf = vec![0x5au8; o.chunk];
             let mut sent = 0u64;
@@ -283,6 +325,10 @@ impl TcpFlow {
                     .unwrap_or_else(|e| panic!("sender to {addr}: write after {sent} bytes: {e}"));
                 sent += want as u64;
                 sh.sent.store(sent, Ordering::SeqCst);
+                sh.writes.fetch_add(1, Ordering::SeqCst);
+                if !o.write_gap.is_zero() {
+                    thread::sleep(o.write_gap);
+                }
             }
             sh.sender_done.store(true, Ordering::SeqCst);
             if o.hold_open {
@@ -308,6 +354,11 @@ impl TcpFlow {
 
     pub fn received(&self) -> u64 {
         self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// `write_all` calls the sender has completed so far.
+    pub fn writes(&self) -> u64 {
+        self.shared.writes.load(Ordering::SeqCst)
     }
 
     /// Waits until the receiver has read `n` bytes.
@@ -543,6 +594,27 @@ pub fn udp_sendto_alternating(
 /// Receive buffer given to UDP receivers (`SO_RCVBUFFORCE`, past `rmem_max`): room for every
 /// datagram a test sends even if the receiving thread is slow to be scheduled.
 const UDP_RCVBUF: i32 = 8 << 20;
+
+/// Sets `SO_SNDBUF` to `bytes` (the kernel doubles it, within `wmem_max`, and no longer
+/// autotunes it); panics on failure.
+pub fn set_sndbuf(s: &impl AsRawFd, bytes: usize) {
+    let v = bytes as i32;
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_SNDBUF, {bytes}): {}",
+        io::Error::last_os_error()
+    );
+}
 
 /// Sets `SO_RCVBUFFORCE` (root only; a failure leaves the default, which the counts show).
 pub fn force_rcvbuf(s: &impl AsRawFd, bytes: i32) {

@@ -18,6 +18,12 @@
 //! - [`json`]: [`JsonTrace`], the `trace --json` output split into header, events, snapshot
 //!   lines, socket lines (the exit table) and summary, with field getters; [`hist_doc`]:
 //!   [`HistDoc`], the `hist --json` document.
+//! - [`why_doc`]: [`WhyDoc`], the `why --json` document, with the checks every document passes.
+//! - [`tcp_info`]: `ss -tinm` ([`ss_tcp_info`]: the chrono timers busy / rwnd_limited /
+//!   sndbuf_limited, pacing rate), and the per-namespace knobs of the `why` tests (route
+//!   congestion control, tbf with a byte limit, sysctls, IPv6 off); [`side_flows`]: a bulk TCP
+//!   sender in a process of its own ([`ChildTcpSender`]) and a UDP sender that times every send
+//!   ([`udp_phases`]).
 //! - [`kernel_views`]: what the kernel itself reports, to check sockmem against: `ss -tm`
 //!   ([`ss_skmem`]), `ss -e` ([`ss_ino`]), `tc -s qdisc` ([`qdisc_sent`], [`QdiscStats`],
 //!   [`QdiscSampler`]), `/proc/net/dev`.
@@ -34,15 +40,18 @@ pub mod json;
 pub mod kernel_views;
 pub mod netns;
 pub mod process;
+pub mod side_flows;
 pub mod stalled;
+pub mod tcp_info;
 pub mod threads;
 pub mod tracer;
+pub mod why_doc;
 
 // Each test binary uses a part of what is re-exported.
 #[allow(unused_imports)]
 pub use {
-    flows::*, hist_doc::*, json::*, kernel_views::*, netns::*, process::*, stalled::*, threads::*,
-    tracer::*,
+    flows::*, hist_doc::*, json::*, kernel_views::*, netns::*, process::*, side_flows::*,
+    stalled::*, tcp_info::*, threads::*, tracer::*, why_doc::*,
 };
 
 /// How long `sockmem trace` may take to attach everything and write its ready file.

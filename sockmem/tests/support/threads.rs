@@ -121,6 +121,30 @@ impl SchedStat {
         }
     }
 
+    /// Thread `tid` of this process as the kernel accounts it now, read from outside it
+    /// (`/proc/self/task/<tid>/schedstat`: time on a CPU and runnable; `status`: context
+    /// switches). `None` once the thread is gone or without `CONFIG_SCHED_INFO`.
+    pub fn of_thread(tid: u32) -> Option<SchedStat> {
+        let dir = format!("/proc/self/task/{tid}");
+        let schedstat = fs::read_to_string(format!("{dir}/schedstat")).ok()?;
+        let mut f = schedstat.split_whitespace().map(|v| v.parse::<u64>().ok());
+        let cpu = Duration::from_nanos(f.next()??);
+        let run_delay = Some(Duration::from_nanos(f.next()??));
+        let status = fs::read_to_string(format!("{dir}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        Some(SchedStat {
+            cpu,
+            run_delay,
+            voluntary: field("voluntary_ctxt_switches:")?,
+            involuntary: field("nonvoluntary_ctxt_switches:")?,
+        })
+    }
+
     /// What changed since `earlier`.
     pub fn since(&self, earlier: &SchedStat) -> SchedStat {
         SchedStat {
