@@ -2,7 +2,8 @@
 //!
 //! One traced run serves every test (it is made by the first test that needs it): a `record`
 //! and a live `trace --json` started together with the same port filter, then one TCP transfer
-//! over a veth with a tbf qdisc (198.18.191.0/24), then both stopped with SIGTERM. The replay
+//! over a veth with a tbf qdisc (198.18.191.0/24), its socket held open while both are stopped
+//! with SIGTERM (so both snapshot it at exit). The replay
 //! must print the live run's events; damaged copies of the recording must give clear errors.
 //! Must run as root on a kernel with BTF.
 
@@ -40,13 +41,20 @@ fn recorded() -> &'static Recorded {
         let path = tmp_path("run.smrec");
         let port = PORT.to_string();
         let p = path.to_str().expect("a UTF-8 temporary path");
-        let (transfer, outs) = traced_by(
+        // The sender's socket stays open until both have stopped: both snapshot it at exit.
+        let (flow, outs) = traced_by(
             &[
                 &["record", "-o", p, "-P", &port],
                 &["trace", "--json", "-P", &port],
             ],
-            || tcp_transfer(&pair, PORT, "smrec-tx", BYTES),
+            || {
+                let opts = TcpFlowOpts::bytes(BYTES).hold_open();
+                let flow = TcpFlow::start(&pair, PORT, "smrec-tx", opts);
+                flow.wait_received(BYTES, IO_TIMEOUT);
+                flow
+            },
         );
+        let transfer = flow.finish_transfer();
         let (record, live) = (&outs[0], &outs[1]);
         let recorded_events = record
             .stderr
@@ -210,9 +218,33 @@ fn replay_equals_the_live_trace() {
             r.key
         );
     }
+    // The snapshot at exit: the idle socket as the kernel reported it to each.
+    let snaps = out.snapshots_of(out.sock_of(&r.key));
+    let live_snaps = r.live.snapshots_of(r.live.sock_of(&r.key));
+    let (Some(snap), Some(live_snap)) = (snaps.last(), live_snaps.last()) else {
+        panic!(
+            "expected an exit snapshot of {} in the replay ({}) and live ({})",
+            r.key,
+            snaps.len(),
+            live_snaps.len()
+        )
+    };
+    for f in ["ino", "state", "agreement"] {
+        assert_eq!(
+            snap[f], live_snap[f],
+            "expected the replayed snapshot's {f} to be the live one's\nlive:   {live_snap}\n\
+             replay: {snap}"
+        );
+    }
+    for f in ["w", "t", "tb"] {
+        assert_eq!(
+            snap["skmem"][f], live_snap["skmem"][f],
+            "expected the replayed snapshot's skmem {f} to be the live one's (an idle socket)\n\
+             live:   {live_snap}\nreplay: {snap}"
+        );
+    }
     // The exit table has the socket, as the live one does.
-    let sock = out.sock_of(&r.key);
-    let row = out.socket_line(sock);
+    let row = out.socket_line(out.sock_of(&r.key));
     let live_row = r.live.socket_line(r.live.sock_of(&r.key));
     for f in ["events", "destroyed", "pid", "comm"] {
         assert_eq!(
