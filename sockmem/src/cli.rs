@@ -486,6 +486,12 @@ mod tests {
             &["trace", "--backend", "uprobe"],
             &["hist", "--per", "thread"],
             &["hist", "--duration", "-1"],
+            &["record"],
+            &["record", "-o", "f", "--ring-size", "3M"],
+            &["record", "-o", "f", "--json"],
+            &["trace", "--input", "f", "--duration", "1"],
+            &["trace", "--input", "f", "--backend", "kprobe"],
+            &["trace", "--input", "f", "--ready-file", "r"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

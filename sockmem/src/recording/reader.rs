@@ -83,16 +83,19 @@ impl<R: Read + Seek> Reader<R> {
     pub fn open(mut src: R) -> Result<Reader<R>, ReadError> {
         let len = src.seek(SeekFrom::End(0))?;
         src.seek(SeekFrom::Start(0))?;
-        let mut pre = [0u8; PREAMBLE_BYTES];
-        let got = read_full(&mut src, &mut pre)?;
-        if !pre.starts_with(&format::MAGIC) || !got && len < format::MAGIC.len() as u64 {
-            return Err(ReadError::NotARecording(if len == 0 {
-                "the file is empty"
-            } else {
-                "it does not start with a recording's magic bytes"
-            }));
+        let mut pre = Vec::with_capacity(PREAMBLE_BYTES);
+        (&mut src)
+            .take(PREAMBLE_BYTES as u64)
+            .read_to_end(&mut pre)?;
+        if len == 0 {
+            return Err(ReadError::NotARecording("the file is empty"));
         }
-        if !got {
+        if !pre.starts_with(&format::MAGIC) {
+            return Err(ReadError::NotARecording(
+                "it does not start with a recording's magic bytes",
+            ));
+        }
+        if pre.len() < PREAMBLE_BYTES {
             return Err(ReadError::Truncated { events: 0 });
         }
         let version =
