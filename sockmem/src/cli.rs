@@ -16,7 +16,8 @@ EXAMPLES:
     sockmem trace                         # every send-side change of every TCP/UDP socket
     sockmem trace -P 5201 -d 10           # sockets with port 5201 at either end, for 10 s
     sockmem trace -c iperf3 --tcp         # TCP sockets written by processes named iperf3
-    sockmem trace -i eth0 --json -o t.jsonl   # JSON lines, one per event, into t.jsonl";
+    sockmem trace -i eth0 --json -o t.jsonl   # JSON lines, one per event, into t.jsonl
+    sockmem trace --input run.smrec -P 5201   # replay a recording (`sockmem record`)";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,9 +44,19 @@ pub enum Command {
     /// numbers behind it.
     #[command(after_help = WHY_EXAMPLES)]
     Why(WhyArgs),
+    /// Record every event (as `trace` sees them) and the kernel's view of the traced sockets
+    /// to a file, for `trace --input` (and later analysis) elsewhere.
+    #[command(after_help = RECORD_EXAMPLES)]
+    Record(RecordArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
 }
+
+const RECORD_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem record -o run.smrec -P 5201 -d 10   # 10 s of the sockets with port 5201
+    sockmem trace --input run.smrec --json      # the same run as `trace --json` printed it
+    sockmem trace --input run.smrec -c iperf3   # only what processes named iperf3 sent";
 
 const HIST_EXAMPLES: &str = "\
 EXAMPLES:
@@ -194,6 +205,35 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes: a power of two from 4096 to 1G (K, M and G suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_ring_size)]
     pub ring_size: u32,
+    /// Replay a recording (`sockmem record`) instead of tracing: no program is loaded, no root
+    /// needed. The filters apply to the recorded events.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "duration", "snapshot", "ring_size", "backend", "ready_file", "btf", "debug", "stats",
+        "strict",
+    ])]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// The recording: written beside, and put in place when the run ends (also on Ctrl-C or
+    /// SIGTERM).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Stop after this many seconds (fractions allowed); default: until Ctrl-C or SIGTERM.
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Also every SECS, the kernel's view of each traced socket still open (sock_diag); one is
+    /// always taken at exit.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub snapshot: Option<Duration>,
+    /// Ring buffer size in bytes: a power of two from 4096 to 1G (K, M and G suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    pub ring_size: u32,
     #[command(flatten)]
     pub session: SessionArgs,
 }
@@ -243,6 +283,7 @@ impl Cli {
             Command::Trace(t) => Some(&t.filters),
             Command::Hist(h) => Some(&h.filters),
             Command::Why(w) => Some(&w.filters),
+            Command::Record(r) => Some(&r.filters),
             Command::Probe(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
@@ -445,6 +486,12 @@ mod tests {
             &["trace", "--backend", "uprobe"],
             &["hist", "--per", "thread"],
             &["hist", "--duration", "-1"],
+            &["record"],
+            &["record", "-o", "f", "--ring-size", "3M"],
+            &["record", "-o", "f", "--json"],
+            &["trace", "--input", "f", "--duration", "1"],
+            &["trace", "--input", "f", "--backend", "kprobe"],
+            &["trace", "--input", "f", "--ready-file", "r"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

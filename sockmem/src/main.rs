@@ -5,6 +5,7 @@ mod cmd;
 mod kernel;
 mod output;
 mod pipeline;
+mod recording;
 mod render;
 mod session;
 
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Trace(args) => cmd::trace::run(args),
         cli::Command::Hist(args) => cmd::hist::run(args),
         cli::Command::Why(args) => cmd::why::run(args),
+        cli::Command::Record(args) => cmd::record::run(args),
         cli::Command::Probe(args) => cmd::probe::run(args),
     };
     match result {

@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, os::fd::OwnedFd};
 
 use aya::{sys::Stats, Ebpf};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::hooks::{hooks, CONTEXT};
 
@@ -21,7 +21,7 @@ pub fn enable() -> anyhow::Result<StatsGuard> {
 }
 
 /// One hook's (or the context programs') cost over the run.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct HookCost {
     pub hook: String,
     pub runs: u64,

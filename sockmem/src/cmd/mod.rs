@@ -1,5 +1,6 @@
 //! One file per subcommand, each a thin layer over the shared session, pipeline and sinks.
 pub mod hist;
 pub mod probe;
+pub mod record;
 pub mod trace;
 pub mod why;

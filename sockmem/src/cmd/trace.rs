@@ -1,108 +1,30 @@
 //! `sockmem trace`: load → attach → stream events through decode → deltas → sink, until the
 //! duration ends, Ctrl-C or SIGTERM.
 
-use std::{io, time::Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 
-use std::collections::{HashMap, HashSet};
-
-use sockmem_common::{config::MODE_TRACE, Hook, Per};
+use sockmem_common::{config::MODE_TRACE, Per};
 
 use crate::{
     attach::loader,
     cli::TraceArgs,
     pipeline::{
-        decode::Event,
-        drive::{monotonic_ns, Consumer, Drive},
+        drive::{monotonic_ns, Drive},
         names::Names,
-        snapshot::{self, Agreement, Snapshot},
         stream::{EventStream, LossCounter},
-        track::{SocketState, SocketTracker},
+        trace::TracePipeline,
     },
+    recording,
     render::{background::Background, json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
     session,
 };
 
-/// decode → per-socket deltas → sink, for each record.
-struct Pipeline {
-    tracker: SocketTracker,
-    sink: Box<dyn Sink>,
-    start_ns: u64,
-    events: u64,
-    /// Hooks that attached (what a snapshot's difference can be explained by).
-    attached: HashSet<Hook>,
-    /// The last snapshot of each socket, by socket id.
-    snapshots: HashMap<u64, Snapshot>,
-    names: Names,
-}
-
-impl Consumer for Pipeline {
-    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
-        Pipeline::record(self, bytes)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.sink.flush()
-    }
-    /// `--snapshot SECS`.
-    fn periodic(&mut self) -> io::Result<()> {
-        self.snapshot()
-    }
-}
-
-impl Pipeline {
-    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match Event::decode(bytes) {
-            Ok(mut e) => {
-                self.names.fill(&mut e);
-                let d = self.tracker.observe(&e);
-                let time_s = e.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9;
-                self.events += 1;
-                self.sink.event(&e, d, time_s)
-            }
-            // A record we cannot read is a sockmem bug; say so and go on.
-            Err(err) => {
-                eprintln!("sockmem: skipping an event: {err}");
-                Ok(())
-            }
-        }
-    }
-
-    /// The kernel's view of every live traced socket, into the output.
-    fn snapshot(&mut self) -> io::Result<()> {
-        let now = monotonic_ns();
-        let attached = |h: Hook| self.attached.contains(&h);
-        let taken = snapshot::take(&self.tracker, &attached, now);
-        let time_s = now.saturating_sub(self.start_ns) as f64 / 1e9;
-        for s in taken {
-            if let Some(st) = self.tracker.get(s.sock_id) {
-                self.sink.snapshot(&s, st, time_s)?;
-                if let Agreement::Differs(why) = &s.agreement {
-                    eprintln!(
-                        "sockmem: socket {} ({} > {}): the kernel's counters differ from its last \
-                         event: {why}",
-                        s.sock_id, st.local, st.remote
-                    );
-                }
-            }
-            self.snapshots.insert(s.sock_id, s);
-        }
-        Ok(())
-    }
-
-    /// At exit: every socket seen, with its last snapshot.
-    fn socket_table(&mut self) -> io::Result<()> {
-        let rows: Vec<(&SocketState, Option<&Snapshot>)> = self
-            .tracker
-            .states()
-            .into_iter()
-            .map(|st| (st, self.snapshots.get(&st.sock_id)))
-            .collect();
-        self.sink.sockets(&rows)
-    }
-}
-
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+    if let Some(input) = &args.input {
+        return recording::replay::run(&args, input);
+    }
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
     session::check_filters(&args.filters)?;
@@ -144,20 +66,18 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
 
-    let mut pipe = Pipeline {
-        tracker: SocketTracker::default(),
+    let mut pipe = TracePipeline::new(
         sink,
         start_ns,
-        events: 0,
-        attached: session
+        session
             .reports
             .iter()
             .filter(|r| r.chosen.is_some())
             .map(|r| r.hook)
             .collect(),
-        snapshots: HashMap::new(),
-        names: std::mem::replace(&mut session.names, Names::empty()),
-    };
+        std::mem::replace(&mut session.names, Names::empty()),
+        None,
+    );
     let drive = Drive {
         duration: args.duration,
         periodic: args.snapshot,
@@ -176,7 +96,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let bpf_stats = session.report_stats();
     drop(stream);
     drop(session);
-    let Pipeline {
+    let TracePipeline {
         tracker,
         mut sink,
         events,

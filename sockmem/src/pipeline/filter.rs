@@ -2,11 +2,14 @@
 //! socket's qdisc events (another socket's bytes ahead in a qdisc are part of the answer), so
 //! it decides here which sockets it reports.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, SocketAddr},
+};
 
 use crate::{
     cli::{FilterArgs, IpNet},
-    pipeline::decode::Protocol,
+    pipeline::decode::{Event, Protocol},
 };
 
 /// `-p`/`-c`/`-P`/`-a`/`--tcp`/`--udp` as a predicate on a socket (the interface filter stays
@@ -84,6 +87,79 @@ impl SocketFilter {
     }
 }
 
+/// Every command-line filter, the interface's included, applied to events after the fact (`trace
+/// --input`) as the programs apply them while tracing (`sockmem-ebpf/src/observe.rs`):
+///
+/// - the socket filters on the event's own addresses, ports and protocol; an unconnected UDP
+///   socket (no remote port) is judged by the datagram its skb events show, and its other events
+///   pass once one of its datagrams has;
+/// - `--pid`/`--comm` on the event's sender (its `tgid` and `comm`; an event whose sender is
+///   unknown has neither, and fails them);
+/// - `--iface` keeps skb events on that interface, and the socket events of sockets that have
+///   sent an skb through it (seen earlier in the events).
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    socket: SocketFilter,
+    iface: Option<String>,
+    /// Sockets that have passed an skb event through `iface`.
+    through_iface: HashSet<u64>,
+    /// Unconnected UDP sockets one of whose datagrams has passed the socket filters.
+    datagram_passed: HashSet<u64>,
+}
+
+impl EventFilter {
+    pub fn new(f: &FilterArgs) -> EventFilter {
+        EventFilter {
+            socket: SocketFilter::new(f),
+            iface: f.iface.clone(),
+            ..EventFilter::default()
+        }
+    }
+
+    pub fn admits(&mut self, e: &Event) -> bool {
+        let s = &self.socket;
+        let facts = SocketFacts {
+            protocol: e.protocol,
+            local: e.local,
+            remote: e.remote,
+            sender: Some((e.tgid, &e.comm)),
+        };
+        let has_endpoint_filter = !s.ports.is_empty() || !s.nets.is_empty();
+        let unconnected_udp = e.protocol == Protocol::Udp && e.remote.port() == 0;
+        if unconnected_udp && has_endpoint_filter && e.skb.is_none() {
+            // Its endpoints are not on the event: its datagrams decided.
+            let judged = SocketFacts {
+                local: "0.0.0.0:0".parse().expect("an address"),
+                remote: "0.0.0.0:0".parse().expect("an address"),
+                ..facts
+            };
+            let sender_ok = SocketFilter {
+                ports: Vec::new(),
+                nets: Vec::new(),
+                ..s.clone()
+            };
+            if !self.datagram_passed.contains(&e.sock_id) || !sender_ok.matches(&judged) {
+                return false;
+            }
+        } else if !s.matches(&facts) {
+            return false;
+        } else if e.protocol == Protocol::Udp && has_endpoint_filter && e.skb.is_some() {
+            self.datagram_passed.insert(e.sock_id);
+        }
+        let Some(want) = &self.iface else {
+            return true;
+        };
+        match &e.skb {
+            Some(skb) if skb.iface.as_str() == want => {
+                self.through_iface.insert(e.sock_id);
+                true
+            }
+            Some(_) => false,
+            None => self.through_iface.contains(&e.sock_id),
+        }
+    }
+}
+
 /// An IPv4 network also holds the IPv4-mapped IPv6 form of its addresses, and the other way
 /// round, as in the kernel filter.
 fn contains(net: &IpNet, ip: IpAddr) -> bool {
@@ -155,5 +231,34 @@ mod tests {
         assert!(!f.matches(&facts(None)));
         assert!(f.matches(&facts(Some((5, "iperf3")))));
         assert!(!f.matches(&facts(Some((5, "curl")))));
+    }
+
+    #[test]
+    fn the_iface_filter_keeps_skbs_on_it_and_sockets_that_sent_through_it() {
+        use crate::pipeline::decode::tests::raw_event;
+        use sockmem_common::{event::FLAG_HAS_SKB, Hook};
+        let ev = |sock: u64, iface: Option<&[u8]>| {
+            let mut raw = raw_event(Hook::QdiscEnqueue);
+            raw.sock_id = sock;
+            if let Some(name) = iface {
+                raw.flags |= FLAG_HAS_SKB;
+                raw.ifname[..name.len()].copy_from_slice(name);
+            }
+            Event::from_raw(&raw).unwrap()
+        };
+        let mut f = EventFilter::new(&FilterArgs {
+            iface: Some("veth0".into()),
+            port: vec![5201],
+            ..FilterArgs::default()
+        });
+        assert!(!f.admits(&ev(1, None)), "no skb through veth0 seen yet");
+        assert!(!f.admits(&ev(1, Some(b"lo"))));
+        assert!(f.admits(&ev(1, Some(b"veth0"))));
+        assert!(f.admits(&ev(1, None)), "socket 1 has sent through veth0");
+        assert!(!f.admits(&ev(2, None)));
+        let mut other_port = raw_event(Hook::TcpAck);
+        other_port.rport = 80;
+        other_port.sock_id = 1;
+        assert!(!f.admits(&Event::from_raw(&other_port).unwrap()));
     }
 }

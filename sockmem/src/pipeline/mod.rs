@@ -8,5 +8,6 @@ pub mod histogram;
 pub mod names;
 pub mod snapshot;
 pub mod stream;
+pub mod trace;
 pub mod track;
 pub mod why;

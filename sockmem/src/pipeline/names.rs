@@ -4,6 +4,8 @@
 
 use std::{cell::OnceCell, collections::HashMap};
 
+use crate::recording::format::RecordedEnum;
+
 use sockmem_common::{registry::Field, Hook};
 
 use crate::{
@@ -15,6 +17,9 @@ pub struct Names {
     /// Per hook with an enum value: its enumerators by value, common prefix removed.
     enums: HashMap<Hook, HashMap<u64, String>>,
     symbols: OnceCell<SymbolTable>,
+    /// Where code addresses point, as a recording's trailer says (then kallsyms is not read:
+    /// it is another machine's, or another boot's).
+    recorded: Option<HashMap<u64, String>>,
 }
 
 impl Names {
@@ -35,7 +40,56 @@ impl Names {
         Names {
             enums,
             symbols: OnceCell::new(),
+            recorded: None,
         }
+    }
+
+    /// From a recording: its enumerators and the code locations its events name.
+    pub fn recorded(enums: &[RecordedEnum], locations: &[(u64, String)]) -> Names {
+        let enums = enums
+            .iter()
+            .filter_map(|e| {
+                let spec = sockmem_common::registry::hooks().find(|s| s.hook.name() == e.hook)?;
+                Some((spec.hook, e.values.iter().cloned().collect()))
+            })
+            .collect();
+        Names {
+            enums,
+            symbols: OnceCell::new(),
+            recorded: Some(locations.iter().cloned().collect()),
+        }
+    }
+
+    /// The enumerator tables, for a recording's trailer (sorted: the same file for the same run).
+    pub fn enum_tables(&self) -> Vec<RecordedEnum> {
+        let mut v: Vec<RecordedEnum> = self
+            .enums
+            .iter()
+            .map(|(hook, names)| {
+                let mut values: Vec<(u64, String)> =
+                    names.iter().map(|(v, n)| (*v, n.clone())).collect();
+                values.sort();
+                RecordedEnum {
+                    hook: hook.name().to_owned(),
+                    values,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.hook.cmp(&b.hook));
+        v
+    }
+
+    /// `symbol+offset` of a kernel code address.
+    pub fn location(&self, addr: u64) -> Option<String> {
+        if let Some(map) = &self.recorded {
+            return map.get(&addr).cloned();
+        }
+        let table = self.symbols.get_or_init(|| {
+            std::fs::read_to_string("/proc/kallsyms")
+                .map(|s| SymbolTable::parse(&s))
+                .unwrap_or_default()
+        });
+        table.describe(addr)
     }
 
     /// Names nothing (numbers stay numbers).
@@ -43,6 +97,7 @@ impl Names {
         Names {
             enums: HashMap::new(),
             symbols: OnceCell::new(),
+            recorded: None,
         }
     }
 
@@ -52,12 +107,7 @@ impl Names {
             e.value_name = names.get(&(e.value as u64)).cloned();
         }
         if e.hook == Hook::SkbDrop && e.aux != 0 {
-            let table = self.symbols.get_or_init(|| {
-                std::fs::read_to_string("/proc/kallsyms")
-                    .map(|s| SymbolTable::parse(&s))
-                    .unwrap_or_default()
-            });
-            e.location = table.describe(e.aux);
+            e.location = self.location(e.aux);
         }
     }
 }

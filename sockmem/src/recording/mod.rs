@@ -1,0 +1,27 @@
+//! Recordings: `sockmem record` writes every raw event of a `trace` run, and the kernel's view
+//! of the traced sockets, to a file; `sockmem trace --input` replays one through `trace`'s own
+//! output path.
+//!
+//! The file (little endian throughout):
+//!
+//! ```text
+//! "SOCKMEMR"  format version (u16)
+//! frame*      kind (u8)  payload length (u32)  payload
+//! footer      offset of the trailer frame (u64)  "SOCKMEND"
+//! ```
+//!
+//! The first frame is the header (JSON, [`format::Header`]: sockmem version, kernel release,
+//! hooks and backends, filters, the `SockEvent` size, and a CLOCK_REALTIME/CLOCK_MONOTONIC
+//! anchor for the events' monotonic timestamps). Then, in the order they happened, event frames
+//! (one raw `SockEvent` each, as the ring buffer held it) and snapshot frames (JSON,
+//! [`format::RecordedSnapshot`]: one socket as sock_diag reported it). The last frame is the
+//! trailer (JSON, [`format::Trailer`]: counts, events lost per CPU, and the names decoding
+//! needs from the recording machine: `skb_drop_reason` enumerators, `symbol+offset` of drop
+//! sites), found through the footer. A file without its footer is truncated; a newer format
+//! version is refused by name. Event payloads carry no checksum: a bit flipped inside one gives a
+//! wrong value, or an event `trace` skips as undecodable; everything else is checked.
+pub mod format;
+pub mod reader;
+pub mod recorder;
+pub mod replay;
+pub mod writer;

@@ -1,0 +1,399 @@
+//! Integration tests of `sockmem record` and `sockmem trace --input`.
+//!
+//! One traced run serves every test (it is made by the first test that needs it): a `record`
+//! and a live `trace --json` started together with the same port filter, then one TCP transfer
+//! over a veth with a tbf qdisc (198.18.191.0/24), its socket held open while both are stopped
+//! with SIGTERM (so both snapshot it at exit). The replay
+//! must print the live run's events; damaged copies of the recording must give clear errors.
+//! Must run as root on a kernel with BTF.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+use support::*;
+
+const PORT: u16 = 27001;
+const BYTES: u64 = 1024 * 1024;
+
+struct Recorded {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// The live `trace --json` of the same run.
+    live: JsonTrace,
+    /// The transfer's sending socket.
+    key: SockKey,
+    /// The interface its skbs left by.
+    tx_if: String,
+    /// Events in the recording, as `record` said at exit.
+    recorded_events: u64,
+}
+
+fn recorded() -> &'static Recorded {
+    static RUN: OnceLock<Recorded> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let pair = NetnsPair::with_tbf("rec", 191);
+        let path = tmp_path("run.smrec");
+        let port = PORT.to_string();
+        let p = path.to_str().expect("a UTF-8 temporary path");
+        // The sender's socket stays open until both have stopped: both snapshot it at exit.
+        let (flow, outs) = traced_by(
+            &[
+                &["record", "-o", p, "-P", &port],
+                &["trace", "--json", "-P", &port],
+            ],
+            || {
+                let opts = TcpFlowOpts::bytes(BYTES).hold_open();
+                let flow = TcpFlow::start(&pair, PORT, "smrec-tx", opts);
+                flow.wait_received(BYTES, IO_TIMEOUT);
+                flow
+            },
+        );
+        let transfer = flow.finish_transfer();
+        let (record, live) = (&outs[0], &outs[1]);
+        let recorded_events = record
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("sockmem: recorded ")?.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "expected `sockmem: recorded N events` on record's stderr: {}",
+                    record.describe()
+                )
+            });
+        let bytes = fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "expected the recording at {} after record exited: {e}",
+                path.display()
+            )
+        });
+        Recorded {
+            path,
+            bytes,
+            live: live.json(),
+            key: transfer.key,
+            tx_if: pair.tx_if.clone(),
+            recorded_events,
+        }
+    })
+}
+
+/// `sockmem <args>` to completion (a replay loads no program: seconds at most).
+fn sockmem(args: &[&str]) -> CmdOutput {
+    run_sockmem(args, Duration::from_secs(120))
+}
+
+/// `trace --input <file> --json <extra>`, checked to succeed.
+fn replay(file: &Path, extra: &[&str]) -> JsonTrace {
+    let mut args = vec!["trace", "--input", file.to_str().expect("UTF-8"), "--json"];
+    args.extend_from_slice(extra);
+    let out = sockmem(&args);
+    out.assert_no_panic();
+    out.assert_success();
+    out.json()
+}
+
+/// What of an event two sockmems tracing the same run agree on exactly: everything but the
+/// times (each program reads the clock itself: `ts_ns`, `time_s`, and the durations between its
+/// own readings, with the `info` text showing them), the socket id (each sockmem numbers the
+/// sockets it sees) and the counters (see [`replay_equals_the_live_trace`]).
+fn identity(e: &Value) -> String {
+    let mut m = e.as_object().expect("an event object").clone();
+    for k in [
+        "ts_ns",
+        "time_s",
+        "sock",
+        "duration_ns",
+        "info",
+        "wmem_queued",
+        "wmem_alloc",
+        "sndbuf",
+        "wmem_queued_delta",
+        "wmem_alloc_delta",
+    ] {
+        m.remove(k);
+    }
+    Value::Object(m).to_string()
+}
+
+fn counters(e: &Value) -> (Value, Value, Value) {
+    (
+        e["wmem_queued"].clone(),
+        e["wmem_alloc"].clone(),
+        e["sndbuf"].clone(),
+    )
+}
+
+/// How far events may sit from their live twin (see [`replay_equals_the_live_trace`]).
+const MAX_DISPLACEMENT: usize = 32;
+
+#[test]
+fn replay_equals_the_live_trace() {
+    let r = recorded();
+    let out = replay(&r.path, &[]);
+    out.assert_summary_counts_events();
+    assert_eq!(
+        out.summary_u64("events"),
+        r.recorded_events,
+        "expected the replay's summary to count every recorded event"
+    );
+    assert_eq!(
+        out.attached_hooks(),
+        r.live.attached_hooks(),
+        "expected the replay's header to list the hooks and backends the live trace had"
+    );
+    let live = r.live.events_for(&r.key);
+    let replayed = out.events_for(&r.key);
+    assert!(
+        live.len() >= 10,
+        "expected the live trace to see the transfer's socket {}, got {} events",
+        r.key,
+        live.len()
+    );
+    assert_eq!(
+        (r.live.summary_u64("lost"), out.summary_u64("lost")),
+        (0, 0),
+        "expected neither the live trace nor the recording to lose events"
+    );
+    // Two sockmems on one run are two sets of programs, each firing at every hook: the same
+    // events, with the same hooks, values, senders, CPUs and skbs. But each program reads the
+    // socket's counters itself, a few microseconds after the other, while another CPU may
+    // change them (an ACK frees, a completion uncharges); and two events on two CPUs (or a
+    // softirq arriving between the two programs) may reach the two ring buffers in either
+    // order. So: every live event has its replayed twin (its k-th occurrence the k-th), near its
+    // place, and nearly always with the same counters; the replay's own deltas follow its own
+    // order. (That the replay prints what a live `trace` prints for the same records, byte for
+    // byte, is `recording::replay`'s unit test.)
+    assert_eq!(
+        live.len(),
+        replayed.len(),
+        "expected the replay to have the live trace's {} events of {}, got {}",
+        live.len(),
+        r.key,
+        replayed.len()
+    );
+    let mut twins: HashMap<String, VecDeque<usize>> = HashMap::new();
+    for (j, e) in replayed.iter().enumerate() {
+        twins.entry(identity(e)).or_default().push_back(j);
+    }
+    let (mut moved, mut counters_differ) = (0, 0);
+    for (i, e) in live.iter().enumerate() {
+        let j = twins
+            .get_mut(&identity(e))
+            .and_then(VecDeque::pop_front)
+            .unwrap_or_else(|| panic!("expected live event #{i} of {} in the replay: {e}", r.key));
+        assert!(
+            i.abs_diff(j) <= MAX_DISPLACEMENT,
+            "expected live event #{i} near its place in the replay, found it at #{j}: {e}"
+        );
+        moved += usize::from(i != j);
+        counters_differ += usize::from(counters(e) != counters(replayed[j]));
+    }
+    eprintln!(
+        "record: {} events of {}: {moved} at another place in the replay, {counters_differ} with \
+         other counters",
+        live.len(),
+        r.key
+    );
+    assert!(
+        moved * 20 <= live.len() && counters_differ * 20 <= live.len(),
+        "expected at most 5% of the {} events elsewhere or with other counters than live, got \
+         {moved} and {counters_differ}",
+        live.len()
+    );
+    check_deltas(&replayed, "wmem_queued", "wmem_queued_delta")
+        .and_then(|_| check_deltas(&replayed, "wmem_alloc", "wmem_alloc_delta"))
+        .unwrap_or_else(|e| panic!("expected the replay's deltas to follow its order: {e}"));
+    let hooks = hook_counts(replayed.iter().copied());
+    for h in ["tcp_sendmsg", "qdisc_enqueue", "qdisc_dequeue"] {
+        assert!(
+            hooks.contains_key(h) || !r.live.is_attached(h),
+            "expected {h} events for {} in the replay: {hooks:?}",
+            r.key
+        );
+    }
+    // The snapshot at exit: the idle socket as the kernel reported it to each.
+    let snaps = out.snapshots_of(out.sock_of(&r.key));
+    let live_snaps = r.live.snapshots_of(r.live.sock_of(&r.key));
+    let (Some(snap), Some(live_snap)) = (snaps.last(), live_snaps.last()) else {
+        panic!(
+            "expected an exit snapshot of {} in the replay ({}) and live ({})",
+            r.key,
+            snaps.len(),
+            live_snaps.len()
+        )
+    };
+    for f in ["ino", "state", "agreement"] {
+        assert_eq!(
+            snap[f], live_snap[f],
+            "expected the replayed snapshot's {f} to be the live one's\nlive:   {live_snap}\n\
+             replay: {snap}"
+        );
+    }
+    for f in ["w", "t", "tb"] {
+        assert_eq!(
+            snap["skmem"][f], live_snap["skmem"][f],
+            "expected the replayed snapshot's skmem {f} to be the live one's (an idle socket)\n\
+             live:   {live_snap}\nreplay: {snap}"
+        );
+    }
+    // The exit table has the socket, as the live one does.
+    let row = out.socket_line(out.sock_of(&r.key));
+    let live_row = r.live.socket_line(r.live.sock_of(&r.key));
+    for f in ["events", "destroyed", "pid", "comm"] {
+        assert_eq!(
+            row[f], live_row[f],
+            "expected the replay's socket line {f} to be the live one's\nlive:   {live_row}\nreplay: {row}"
+        );
+    }
+}
+
+#[test]
+fn replay_filters_apply_after_the_fact() {
+    let r = recorded();
+    let all = replay(&r.path, &[]);
+    let none = replay(&r.path, &["--port", "1"]);
+    assert_eq!(
+        none.events.len(),
+        0,
+        "expected no event for port 1 in a recording of port {PORT}"
+    );
+    assert_eq!(none.summary_u64("events"), 0);
+    let on_iface = replay(&r.path, &["--iface", &r.tx_if]);
+    on_iface.assert_summary_counts_events();
+    assert!(
+        !on_iface.events.is_empty() && on_iface.events.len() <= all.events.len(),
+        "expected some but not more of the {} events through {}, got {}",
+        all.events.len(),
+        r.tx_if,
+        on_iface.events.len()
+    );
+    for e in &on_iface.events {
+        if has_skb(e) {
+            assert_eq!(
+                get_opt_str(e, "iface"),
+                Some(r.tx_if.as_str()),
+                "expected only skbs on {} under --iface: {e}",
+                r.tx_if
+            );
+        }
+    }
+    let tcp_only = replay(&r.path, &["--udp"]);
+    assert_eq!(tcp_only.events.len(), 0, "a TCP transfer has no UDP events");
+    // Text output too, and without root: no program is loaded.
+    let copy = std::env::temp_dir().join(format!("sockmem-rec-{}.smrec", std::process::id()));
+    fs::write(&copy, &r.bytes).expect("a copy of the recording in the temporary directory");
+    let as_nobody = unprivileged(&["trace", "--input", copy.to_str().expect("UTF-8")]);
+    let _ = fs::remove_file(&copy);
+    as_nobody.assert_no_panic();
+    as_nobody.assert_success();
+    let lines = as_nobody.stdout.lines().count();
+    assert!(
+        lines > all.events.len(),
+        "expected a text header, one line per event and the socket table as an unprivileged \
+         user, got {lines} lines for {} events: {}",
+        all.events.len(),
+        as_nobody.describe()
+    );
+}
+
+/// `sockmem <args>` as user nobody.
+fn unprivileged(args: &[&str]) -> CmdOutput {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let mut cmd = match setpriv {
+        Some(sp) => {
+            let mut c = Command::new(sp);
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sockmem_bin(),
+            ]);
+            c
+        }
+        None => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "nobody", "--", sockmem_bin()]);
+            c
+        }
+    };
+    cmd.args(args);
+    run_with_timeout(&mut cmd, Duration::from_secs(120))
+}
+
+/// `trace --input` of `bytes`: exit code 1, no panic, one `sockmem:` message containing every
+/// one of `words`.
+fn assert_refused(what: &str, bytes: &[u8], words: &[&str]) {
+    let f = tmp_path(what);
+    fs::write(&f, bytes).expect("writing a damaged copy");
+    let out = sockmem(&["trace", "--input", f.to_str().expect("UTF-8"), "--json"]);
+    let _ = fs::remove_file(&f);
+    out.assert_no_panic();
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("sockmem: ") && words.iter().all(|w| l.contains(w))),
+        "{what}: expected a `sockmem: ` line with {words:?}, got {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn damaged_or_foreign_files_are_clear_errors() {
+    let r = recorded();
+    let b = &r.bytes;
+    // Cut in the middle: the trailer is gone.
+    assert_refused(
+        "truncated",
+        &b[..b.len() / 2],
+        &["truncated", "events are readable"],
+    );
+    // The frame after the header (layout in README: magic, u16 version, then kind u8 + u32
+    // length + payload) gets a kind no version has.
+    let header_len = u32::from_le_bytes(b[11..15].try_into().expect("4 bytes")) as usize;
+    let mut corrupt = b.clone();
+    corrupt[15 + header_len] = 0xee;
+    assert_refused(
+        "corrupt",
+        &corrupt,
+        &["corrupt recording", "frame kind 238"],
+    );
+    // Not a recording at all.
+    let json = r.live.header.to_string();
+    assert_refused("foreign", json.as_bytes(), &["not a sockmem recording"]);
+    assert_refused("empty", b"", &["not a sockmem recording", "empty"]);
+    let out = sockmem(&["trace", "--input", "/nonexistent/run.smrec"]);
+    out.assert_no_panic();
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("/nonexistent/run.smrec"),
+        "expected the missing file named: {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn a_newer_format_version_is_refused_by_name() {
+    let r = recorded();
+    let mut newer = r.bytes.clone();
+    let ours = u16::from_le_bytes([newer[8], newer[9]]);
+    newer[8..10].copy_from_slice(&(ours + 1).to_le_bytes());
+    assert_refused(
+        "newer",
+        &newer,
+        &[
+            "newer sockmem",
+            &format!("format version {}", ours + 1),
+            &format!("format version {ours}"),
+        ],
+    );
+}
