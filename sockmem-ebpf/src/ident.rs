@@ -26,13 +26,30 @@ fn next_id() -> u64 {
 }
 
 /// The entry of the socket at `sk` (created at first sight: new id, inode number, ports), or
-/// `None` when the map has no room. Fills a zero local port from what was seen before (TCP
-/// clears it before `tcp_destroy_sock`).
+/// `None` when the map has no room or the socket is neither TCP nor UDP. Fills `id.protocol`,
+/// and a zero local port from what was seen before (TCP clears it before `tcp_destroy_sock`).
 #[inline(always)]
 pub fn identify(sk: u64, id: &mut SocketId) -> Option<*mut SockIdent> {
     let now_ino = kernel::sock_ino(sk);
-    if let Some(e) = SOCKETS.get_ptr_mut(sk) {
+    let found = SOCKETS.get_ptr_mut(sk);
+    // The same nonzero inode is the same socket: its protocol is the entry's, and the
+    // `sk_protocol` read (~50 ns) is left to sockets not known yet, or without a file.
+    let known = match found {
         // SAFETY: a map value, valid for this program's run.
+        Some(e) => now_ino != 0 && unsafe { (*e).ino } == now_ino,
+        None => false,
+    };
+    match found {
+        Some(e) if known => id.protocol = unsafe { (*e).protocol },
+        _ => {
+            id.protocol = kernel::sk_protocol(sk);
+            if !kernel::followed_protocol(id.protocol) {
+                return None;
+            }
+        }
+    }
+    if let Some(e) = found {
+        // SAFETY: as above.
         let e_ref = unsafe { &mut *e };
         if same_socket(e_ref, now_ino, id) {
             if e_ref.ino == 0 {

@@ -88,8 +88,8 @@ fn bytes_at<const N: usize>(buf: &[u8; HEAD as usize], at: u64) -> [u8; N] {
     out
 }
 
-/// Fills `id` with the identity of an IPv4/IPv6 TCP/UDP socket, addresses left zero (see
-/// [`socket_addrs`]); false for anything else. In place, because the BPF stack is too small for
+/// Fills `id` with the identity of an IPv4/IPv6 socket, addresses left zero (see
+/// [`socket_addrs`]) and the protocol to `ident::identify`; false for another family. In place, because the BPF stack is too small for
 /// copies of it.
 #[inline(always)]
 pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
@@ -131,12 +131,9 @@ pub fn socket_id(sk: u64, id: &mut SocketId) -> bool {
     if family != AF_INET && family != AF_INET6 {
         return false;
     }
-    let protocol = sk_protocol(sk);
-    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
-        return false;
-    }
     id.family = family;
-    id.protocol = protocol;
+    // Left to `ident::identify`, which reads `sk_protocol` only for a socket it does not know.
+    id.protocol = 0;
     id.lport = lport;
     id.rport = rport;
     id.laddr = [0; 16];
@@ -217,6 +214,12 @@ pub fn counters(sk: u64) -> SendMemory {
         wmem_alloc: wmem_alloc(sk),
         sndbuf: 0,
     }
+}
+
+/// Whether sockmem follows sockets of this protocol (TCP and UDP).
+#[inline(always)]
+pub fn followed_protocol(protocol: u8) -> bool {
+    protocol == IPPROTO_TCP || protocol == IPPROTO_UDP
 }
 
 #[inline(always)]

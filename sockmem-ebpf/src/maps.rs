@@ -11,7 +11,7 @@ use sockmem_common::{
     Config,
 };
 
-use crate::scratch::Observed;
+use crate::scratch::CpuScratch;
 
 /// Filled by the loader (offsets from BTF, filters) before any program is attached.
 #[no_mangle]
@@ -58,9 +58,10 @@ pub static SENDS: LruHashMap<u32, SendStart> = LruHashMap::with_max_entries(1638
 #[map]
 pub static HISTS: PerCpuHashMap<HistKey, Hist> = PerCpuHashMap::with_max_entries(4096, 0);
 
-/// Per-CPU scratch for what a handler observed, one slot per nesting level.
+/// Per-CPU scratch for what a handler observed, one slot per nesting level, and how many are
+/// in use: one value, so that taking and giving back a slot is one lookup.
 #[map]
-pub static SCRATCH: PerCpuArray<Observed> = PerCpuArray::with_max_entries(4, 0);
+pub static SCRATCH: PerCpuArray<CpuScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The socket whose `tcp_wfree` runs on this CPU (see `hooks::wmem::tcp_wfree`).
 #[map]
@@ -69,10 +70,6 @@ pub static IN_TCP_WFREE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// 1 while this CPU runs a softirq (see `sender::softirq_entry`).
 #[map]
 pub static IN_SOFTIRQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
-
-/// How many scratch slots are in use on this CPU.
-#[map]
-pub static SCRATCH_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The histograms without `--per`, indexed by `HistKind` (slot 0 unused).
 #[map]

@@ -3,11 +3,7 @@
 
 use sockmem_common::HistKey;
 
-use crate::{
-    kernel::SocketId,
-    maps::{SCRATCH, SCRATCH_DEPTH},
-    sender::Sender,
-};
+use crate::{kernel::SocketId, maps::SCRATCH, sender::Sender};
 
 /// The skb part of an event.
 #[repr(C)]
@@ -36,36 +32,52 @@ pub struct Observed {
     pub key: HistKey,
 }
 
+/// How deep handlers nest on one CPU: a task's, a softirq's over it, and room to spare.
+pub const SLOTS: usize = 4;
+
+/// One CPU's scratch: the slots, and how many are in use.
+#[repr(C)]
+pub struct CpuScratch {
+    pub depth: u32,
+    pub _pad: u32,
+    pub slots: [Observed; SLOTS],
+}
+
 /// A scratch slot for one handler; slots stack per CPU, because a program can be interrupted
-/// by a softirq that runs another one.
-pub struct Scratch(*mut Observed);
+/// by a softirq that runs another one. Holds this CPU's scratch (one lookup per handler, the
+/// depth beside the slots) and the slot.
+pub struct Scratch {
+    cpu: *mut CpuScratch,
+    slot: *mut Observed,
+}
 
 impl Scratch {
     #[inline(always)]
     pub fn take() -> Option<Scratch> {
-        let depth = SCRATCH_DEPTH.get_ptr_mut(0)?;
-        let d = unsafe { *depth };
-        let Some(slot) = SCRATCH.get_ptr_mut(d) else {
+        let cpu = SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: this CPU's map value, valid for this program's run.
+        let d = unsafe { (*cpu).depth };
+        let Some(slot) = (unsafe { (*cpu).slots.get_mut(d as usize) }) else {
             crate::diag::scratch_exhausted(d);
             return None;
         };
-        unsafe { *depth = d + 1 };
-        Some(Scratch(slot))
+        let slot: *mut Observed = slot;
+        unsafe { (*cpu).depth = d + 1 };
+        Some(Scratch { cpu, slot })
     }
 
     #[inline(always)]
     #[allow(clippy::mut_from_ref)]
     pub fn get(&self) -> &mut Observed {
         // SAFETY: a map value of this CPU, owned by this handler until `drop`.
-        unsafe { &mut *self.0 }
+        unsafe { &mut *self.slot }
     }
 }
 
 impl Drop for Scratch {
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(depth) = SCRATCH_DEPTH.get_ptr_mut(0) {
-            unsafe { *depth = (*depth).saturating_sub(1) };
-        }
+        // SAFETY: as in `take`; the program is still running.
+        unsafe { (*self.cpu).depth = (*self.cpu).depth.saturating_sub(1) };
     }
 }

@@ -23,7 +23,12 @@ pub struct Sender {
 
 #[inline(always)]
 pub fn current_task(s: &mut Sender) {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    task(bpf_get_current_pid_tgid(), s);
+}
+
+/// The task `pid_tgid` (the current one) as the sender.
+#[inline(always)]
+fn task(pid_tgid: u64, s: &mut Sender) {
     s.tgid = (pid_tgid >> 32) as u32;
     s.pid = pid_tgid as u32;
     s.comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -32,32 +37,36 @@ pub fn current_task(s: &mut Sender) {
     s.unknown = false;
 }
 
+/// The socket's last `sendmsg` caller as the sender.
+#[inline(always)]
+fn fill_from_owner(o: &Owner, s: &mut Sender) {
+    s.tgid = o.tgid;
+    s.pid = o.pid;
+    s.comm = o.comm;
+    s.from_send = true;
+    s.iface_seen = o.iface_seen != 0;
+    s.unknown = false;
+}
+
 /// In `sendmsg` (process context) the current task is the sender: remember it for the skb events
 /// that fire later in softirq, where "current" is whoever happened to be running.
 #[inline(always)]
 pub fn record_sender(sock: u64, lport: u16, s: &mut Sender) {
-    // The thread that sent last time: its entry stands, and no map update or comm read is
-    // needed on every send (a thread that renames itself keeps its old name until another
-    // thread sends on the socket).
     let pid_tgid = bpf_get_current_pid_tgid();
-    if let Some(o) = unsafe { OWNERS.get(sock) } {
-        if o.pid == pid_tgid as u32 && o.tgid == (pid_tgid >> 32) as u32 {
-            s.tgid = o.tgid;
-            s.pid = o.pid;
-            s.comm = o.comm;
-            s.from_send = true;
-            s.iface_seen = o.iface_seen != 0;
-            s.unknown = false;
-            return;
-        }
-    }
-    current_task(s);
-    s.from_send = true;
     let mut iface_seen = 0;
     match unsafe { OWNERS.get(sock) } {
+        // The thread that sent last time: its entry stands, and no map update or comm read is
+        // needed on every send (a thread that renames itself keeps its old name until another
+        // thread sends on the socket).
+        Some(o) if o.pid == pid_tgid as u32 && o.tgid == (pid_tgid >> 32) as u32 => {
+            fill_from_owner(o, s);
+            return;
+        }
         Some(prev) => iface_seen = prev.iface_seen,
-        None => crate::diag::new_sender(s.tgid, lport),
+        None => crate::diag::new_sender((pid_tgid >> 32) as u32, lport),
     }
+    task(pid_tgid, s);
+    s.from_send = true;
     s.iface_seen = iface_seen != 0;
     let owner = Owner {
         tgid: s.tgid,
@@ -72,14 +81,7 @@ pub fn record_sender(sock: u64, lport: u16, s: &mut Sender) {
 #[inline(always)]
 pub fn sender_of(sock: u64, hook: u8, s: &mut Sender) {
     match unsafe { OWNERS.get(sock) } {
-        Some(o) => {
-            s.tgid = o.tgid;
-            s.pid = o.pid;
-            s.comm = o.comm;
-            s.from_send = true;
-            s.iface_seen = o.iface_seen != 0;
-            s.unknown = false;
-        }
+        Some(o) => fill_from_owner(o, s),
         // Above the qdisc, in process context, the current task is the socket's user. In
         // softirq it is whoever was interrupted, and below the qdisc whoever ran the qdisc
         // (often another socket's sender): name nobody rather than the wrong process.

@@ -29,12 +29,29 @@ const RECORD_BYTES: u64 = (core::mem::size_of::<SockEvent>() as u64 + 8 + 7) & !
 #[inline(always)]
 fn wakeup_flag() -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let mark = EVENTS.query(BPF_RB_RING_SIZE as u64) / WAKE_AT_FRACTION;
+    let mark = wake_mark();
     if avail >= mark && avail < mark + 4 * RECORD_BYTES {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// The ring's size / [`WAKE_AT_FRACTION`], asked once: the size is fixed at load, and a
+/// `bpf_ringbuf_query` is a helper call per event. Whichever CPU asks first writes it (all
+/// write the same value).
+static mut WAKE_MARK: u64 = 0;
+
+#[inline(always)]
+fn wake_mark() -> u64 {
+    let at = core::ptr::addr_of_mut!(WAKE_MARK);
+    // SAFETY: a global of this object (its `.bss`); a racing write stores the same value.
+    let mut mark = unsafe { core::ptr::read_volatile(at) };
+    if mark == 0 {
+        mark = EVENTS.query(BPF_RB_RING_SIZE as u64) / WAKE_AT_FRACTION;
+        unsafe { core::ptr::write_volatile(at, mark) };
+    }
+    mark
 }
 
 /// Reserves, fills in place and submits one event; counts a failed reserve as lost.
