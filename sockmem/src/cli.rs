@@ -70,6 +70,29 @@ EXAMPLES:
     sockmem why -c nginx --json -d 30     # one JSON document for nginx's sockets
     sockmem why -i eth0                   # until Ctrl-C, sockets sending through eth0";
 
+/// How `trace` shows an event's time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeMode {
+    /// Seconds since tracing started (since the recording started, with `--input`).
+    #[default]
+    Rel,
+    /// Wall clock, UTC, ISO 8601 with microseconds (from a CLOCK_REALTIME/CLOCK_MONOTONIC
+    /// anchor read at the start).
+    Wall,
+    /// The raw CLOCK_MONOTONIC nanoseconds the programs stamp (JSON `ts_ns`).
+    Mono,
+}
+
+impl TimeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeMode::Rel => "rel",
+            TimeMode::Wall => "wall",
+            TimeMode::Mono => "mono",
+        }
+    }
+}
+
 /// How histograms are split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PerArg {
@@ -189,6 +212,11 @@ pub struct TraceArgs {
     /// One JSON object per line (a header, the events, a summary).
     #[arg(long)]
     pub json: bool,
+    /// How times are shown: `rel` seconds since the start, `wall` clock (UTC, ISO 8601 with
+    /// microseconds), `mono` raw CLOCK_MONOTONIC ns. JSON events always carry `ts_ns` and
+    /// `time_s`; `wall` adds `wall`; the header carries the clock anchor.
+    #[arg(long, value_name = "WHEN", default_value = "rel")]
+    pub time: TimeMode,
     /// Also output the kernel addresses of `struct sock` and `struct sk_buff` (JSON `sk`,
     /// `skb`). Off by default: they reveal the kernel's memory layout to whoever reads the
     /// output, and sockets are identified by `sock` (and `ino`) anyway.
@@ -492,6 +520,7 @@ mod tests {
             &["trace", "--input", "f", "--duration", "1"],
             &["trace", "--input", "f", "--backend", "kprobe"],
             &["trace", "--input", "f", "--ready-file", "r"],
+            &["trace", "--time", "utc"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);
