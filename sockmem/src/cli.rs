@@ -48,6 +48,11 @@ pub enum Command {
     /// to a file, for `trace --input` (and later analysis) elsewhere.
     #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
+    /// Sum up a recording per socket (or process, command, interface): sender, lifetime,
+    /// counters, bytes sent, time blocked, qdisc sojourn, drops; `--hist` for `hist`'s
+    /// histograms built from the recorded events.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
 }
@@ -57,6 +62,13 @@ EXAMPLES:
     sockmem record -o run.smrec -P 5201 -d 10   # 10 s of the sockets with port 5201
     sockmem trace --input run.smrec --json      # the same run as `trace --json` printed it
     sockmem trace --input run.smrec -c iperf3   # only what processes named iperf3 sent";
+
+const REPORT_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem report run.smrec                  # one row per socket, busiest first
+    sockmem report run.smrec --group-by pid   # one row per sending process
+    sockmem report run.smrec -P 5201 --hist   # the sockets with port 5201, and histograms
+    sockmem report run.smrec --json -o r.json # one JSON document";
 
 const HIST_EXAMPLES: &str = "\
 EXAMPLES:
@@ -89,6 +101,31 @@ impl TimeMode {
             TimeMode::Rel => "rel",
             TimeMode::Wall => "wall",
             TimeMode::Mono => "mono",
+        }
+    }
+}
+
+/// `report --group-by`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// One row per socket.
+    #[default]
+    Socket,
+    /// Per sending process (tgid and comm).
+    Pid,
+    /// Per sending command name.
+    Comm,
+    /// Per interface the socket's skbs left by (the one most of them used).
+    Iface,
+}
+
+impl GroupBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupBy::Socket => "socket",
+            GroupBy::Pid => "pid",
+            GroupBy::Comm => "comm",
+            GroupBy::Iface => "iface",
         }
     }
 }
@@ -267,6 +304,29 @@ pub struct RecordArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording (`sockmem record -o FILE`).
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// Which sockets: the filters apply to the recorded events, as `trace --input` applies them.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// One row per socket (the default), sending process, command name or interface.
+    #[arg(long, value_name = "KEY")]
+    pub group_by: Option<GroupBy>,
+    /// Also the histograms `sockmem hist` prints, built from the recorded events (one set per
+    /// group with `--group-by`, else in total).
+    #[arg(long)]
+    pub hist: bool,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to this file instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct WhyArgs {
     /// Which sockets to report. Other sockets' qdisc events are still read: their bytes ahead
     /// in a qdisc are part of the answer.
@@ -312,6 +372,7 @@ impl Cli {
             Command::Hist(h) => Some(&h.filters),
             Command::Why(w) => Some(&w.filters),
             Command::Record(r) => Some(&r.filters),
+            Command::Report(r) => Some(&r.filters),
             Command::Probe(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
@@ -521,6 +582,8 @@ mod tests {
             &["trace", "--input", "f", "--backend", "kprobe"],
             &["trace", "--input", "f", "--ready-file", "r"],
             &["trace", "--time", "utc"],
+            &["report"],
+            &["report", "f", "--group-by", "cgroup"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

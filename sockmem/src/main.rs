@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         cli::Command::Hist(args) => cmd::hist::run(args),
         cli::Command::Why(args) => cmd::why::run(args),
         cli::Command::Record(args) => cmd::record::run(args),
+        cli::Command::Report(args) => cmd::report::run(args),
         cli::Command::Probe(args) => cmd::probe::run(args),
     };
     match result {

@@ -2,5 +2,6 @@
 pub mod hist;
 pub mod probe;
 pub mod record;
+pub mod report;
 pub mod trace;
 pub mod why;

@@ -17,8 +17,7 @@
 //! For the same records, the replay and a live `trace` print the same bytes (tested below).
 
 use std::{
-    fs::File,
-    io::{BufReader, Read, Seek},
+    io::{Read, Seek},
     path::Path,
 };
 
@@ -37,15 +36,7 @@ use crate::{
 
 pub fn run(args: &TraceArgs, input: &Path) -> anyhow::Result<()> {
     let what = || format!("reading the recording `{}`", input.display());
-    let meta = std::fs::metadata(input).with_context(what)?;
-    if !meta.is_file() {
-        anyhow::bail!(
-            "`{}` is not a regular file; --input takes a recording (`sockmem record -o FILE`)",
-            input.display()
-        );
-    }
-    let file = File::open(input).with_context(what)?;
-    let mut reader = Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
+    let mut reader = super::open(input)?;
     let out = session::open_output(args.output.as_deref())?;
     let out = Background::new(out).context("starting the output's writing thread")?;
     // Time 0 and the wall clock are the recording's.

@@ -19,6 +19,7 @@ use crate::pipeline::{
 pub mod background;
 pub mod hist;
 pub mod json;
+pub mod report;
 pub mod text;
 pub mod time;
 pub mod why;
