@@ -22,6 +22,8 @@ struct Recorded {
     path: PathBuf,
     /// The replay of every recorded event, with kernel addresses (skbs paired by address).
     replay: JsonTrace,
+    /// A live `trace --json --time wall` of the same run.
+    live_wall: JsonTrace,
     /// The transfer's sending socket.
     key: SockKey,
     /// Wall clock (µs since the epoch) before the traffic started and after `record` stopped.
@@ -44,13 +46,19 @@ fn recorded() -> &'static Recorded {
         let port = PORT.to_string();
         let p = path.to_str().expect("a UTF-8 temporary path");
         let mut wall_before_us = 0;
-        let (flow, _) = traced_by(&[&["record", "-o", p, "-P", &port]], || {
-            wall_before_us = now_us();
-            let opts = TcpFlowOpts::bytes(BYTES).hold_open();
-            let flow = TcpFlow::start(&pair, PORT, "smrpt-tx", opts);
-            flow.wait_received(BYTES, IO_TIMEOUT);
-            flow
-        });
+        let (flow, outs) = traced_by(
+            &[
+                &["record", "-o", p, "-P", &port],
+                &["trace", "--json", "--time", "wall", "-P", &port],
+            ],
+            || {
+                wall_before_us = now_us();
+                let opts = TcpFlowOpts::bytes(BYTES).hold_open();
+                let flow = TcpFlow::start(&pair, PORT, "smrpt-tx", opts);
+                flow.wait_received(BYTES, IO_TIMEOUT);
+                flow
+            },
+        );
         let wall_after_us = now_us();
         let transfer = flow.finish_transfer();
         let replay = sockmem(&["trace", "--input", p, "--json", "--kernel-addrs"]);
@@ -59,6 +67,7 @@ fn recorded() -> &'static Recorded {
         Recorded {
             path,
             replay: replay.json(),
+            live_wall: outs[1].json(),
             key: transfer.key,
             wall_before_us,
             wall_after_us,
@@ -356,6 +365,17 @@ fn wall_clock_times_fall_within_the_run() {
         assert!(
             lo <= t && t <= hi,
             "expected every event's wall time within the run ({lo}..={hi} µs), got {t}: {e}"
+        );
+    }
+    // Live too, from the anchor `trace` reads as it starts.
+    let live = &r.live_wall;
+    assert_eq!(live.header["time"], "wall", "{}", live.header);
+    assert!(!live.events.is_empty());
+    for e in &live.events {
+        let t = parse_wall(get_str(e, "wall"));
+        assert!(
+            lo <= t && t <= hi,
+            "expected every live event's wall time within the run ({lo}..={hi} µs), got {t}: {e}"
         );
     }
     // The same instants in the text, and the raw monotonic ns.

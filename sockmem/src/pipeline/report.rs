@@ -242,13 +242,22 @@ impl Collector {
             qdisc_seen: false,
             given_back: false,
         };
-        // Another socket's skb at the address: what was followed there is gone.
-        if self.skbs.get(&addr).is_some_and(|p| p.sock_id != sock) {
+        // Another socket's skb at the address, or an skb handed to the driver again after the
+        // socket got its bytes back (a segment the qdisc cut from a GSO skb, at the address of
+        // one that ended): what was followed there is gone. The programs forget it when it is
+        // freed, which not every free shows as an event.
+        if self.skbs.get(&addr).is_some_and(|p| {
+            p.sock_id != sock
+                || (p.given_back && matches!(e.hook, Hook::DriverXmit | Hook::QdiscEnqueue))
+        }) {
             self.skbs.remove(&addr);
+            self.completeness.skbs_lost += 1;
         }
         match e.hook {
             Hook::DevQueueXmit => {
-                self.skbs.insert(addr, fresh(t, 0));
+                if self.skbs.insert(addr, fresh(t, 0)).is_some() {
+                    self.completeness.skbs_lost += 1;
+                }
                 self.completeness.skbs_tracked += 1;
             }
             Hook::QdiscEnqueue => {
@@ -604,5 +613,29 @@ mod tests {
             .map(|h| h.label.as_str())
             .collect();
         assert_eq!(labels, ["100 sender", "200 sender"]);
+    }
+
+    #[test]
+    fn an_address_handed_to_the_driver_again_after_it_ended_is_a_new_skb() {
+        let mut e = Events {
+            v: Vec::new(),
+            t: 1_000_000,
+        };
+        // A GSO skb's segments at one address, the first one's free unseen.
+        e.at(0, Hook::DriverXmit, skb(0xa));
+        e.at(300, Hook::SkbReceived, skb(0xa));
+        e.at(1000, Hook::DriverXmit, skb(0xa));
+        e.at(200, Hook::SkbReceived, skb(0xa));
+        e.at(10, Hook::SkbReceived, skb(0xa));
+        let mut c = Collector::new(true);
+        e.v.iter().for_each(|e| c.observe(e));
+        let h = c.finish(GroupBy::Socket, false).hist.unwrap();
+        let d = h
+            .totals
+            .iter()
+            .find(|t| t.kind == HistKind::DriverTime)
+            .unwrap();
+        assert_eq!((d.count, d.sum), (2, 500), "each segment once");
+        assert_eq!(h.completeness.skbs_lost, 1);
     }
 }

@@ -428,6 +428,28 @@ mod tests {
     }
 
     #[test]
+    fn json_says_when_events_were_lost() {
+        let (h, mut t) = (header(), Trailer::default());
+        t.lost_per_cpu = vec![3, 4];
+        let s = Summary {
+            rows: Vec::new(),
+            hist: None,
+        };
+        let mut buf = Vec::new();
+        write_report_json(&mut buf, &ctx(&h, &t, GroupBy::Pid), &s).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            (&v["complete"], &v["lost_events"]),
+            (&false.into(), &7.into())
+        );
+        assert!(
+            v["warning"].as_str().unwrap().contains("undercounts"),
+            "{v}"
+        );
+        assert_eq!(v["group_by"], "pid");
+    }
+
+    #[test]
     fn json_is_one_document() {
         let (h, t) = (header(), Trailer::default());
         let s = Summary {
