@@ -48,6 +48,9 @@ pub enum Command {
     /// to a file, for `trace --input` (and later analysis) elsewhere.
     #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
+    /// Build a small network, run a sender and a receiver, record them, and show what the two
+    /// counters did (`--list`: the demos).
+    Demo(DemoArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
 }
@@ -265,6 +268,21 @@ pub struct WhyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The demo to run: stalled-receiver, tsq, udp-sndbuf, qdisc-backlog.
+    pub scenario: Option<String>,
+    /// List the demos and what each shows.
+    #[arg(long)]
+    pub list: bool,
+    /// Traffic for this many seconds.
+    #[arg(short = 'd', long, value_name = "SECS", default_value = "5", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Where the recording (and the plot) go.
+    #[arg(short = 'o', long, value_name = "DIR", default_value = "sockmem-demo")]
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
@@ -284,7 +302,7 @@ impl Cli {
             Command::Hist(h) => Some(&h.filters),
             Command::Why(w) => Some(&w.filters),
             Command::Record(r) => Some(&r.filters),
-            Command::Probe(_) => None,
+            Command::Probe(_) | Command::Demo(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
             use clap::CommandFactory;
