@@ -65,9 +65,8 @@ pub fn tcp_receiver(
         let mut buf = vec![0u8; 1 << 16];
         while Instant::now() < until && !stopped() {
             if read {
-                match conn.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) | Err(_) => {}
+                if let Ok(0) = conn.read(&mut buf) {
+                    break;
                 }
             } else {
                 thread::sleep(Duration::from_millis(20));
