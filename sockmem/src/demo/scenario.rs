@@ -118,12 +118,21 @@ pub fn run(s: Scenario, secs: f64, recording: &Path) -> anyhow::Result<Outcome> 
     let (sent, kernel) = match s {
         Scenario::UdpSndbuf => {
             let rx = traffic::udp_receiver(lab.rx_netns(), lab.rx_addr, PORT, rx_until)?;
-            let half = start + Duration::from_secs_f64(secs / 2.0);
+            // Small datagrams fill the buffer (truesize counts, not bytes); then half a second
+            // of large ones, ~2000 a second, overflow the qdisc's byte limit (it passes ~170 a
+            // second; at full speed the recorder's ring would overflow first).
+            let switch = until
+                .checked_sub(Duration::from_millis(500))
+                .unwrap_or(until)
+                .max(start);
             let tx = traffic::udp_sender(
                 lab.tx_netns(),
                 to,
                 32 << 10,
-                vec![(200, half), (1472, until)],
+                vec![
+                    (200, switch, Duration::ZERO),
+                    (1472, until, Duration::from_micros(500)),
+                ],
             );
             let kernel = sample_before(&lab, Protocol::Udp, until);
             let sent = join(tx)?;

@@ -155,12 +155,13 @@ pub fn udp_receiver(
     Ok(h)
 }
 
-/// A UDP sender: `(size, until)` phases of back-to-back datagrams, with `sndbuf`.
+/// A UDP sender: `(size, until, gap)` phases of datagrams, each `gap` apart (back to back
+/// when zero), with `sndbuf`.
 pub fn udp_sender(
     ns: PathBuf,
     to: SocketAddr,
     sndbuf: i32,
-    phases: Vec<(usize, Instant)>,
+    phases: Vec<(usize, Instant, Duration)>,
 ) -> JoinHandle<anyhow::Result<Sent>> {
     thread::spawn(move || -> anyhow::Result<Sent> {
         enter(&ns)?;
@@ -169,9 +170,12 @@ pub fn udp_sender(
         setsockopt(&s, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf);
         s.set_write_timeout(Some(Duration::from_millis(100)))?;
         let mut sent = Sent::default();
-        for (size, until) in phases {
+        for (size, until, gap) in phases {
             let d = vec![b'u'; size];
             while Instant::now() < until && !stopped() {
+                if !gap.is_zero() {
+                    thread::sleep(gap);
+                }
                 let t = Instant::now();
                 if let Ok(n) = s.send(&d) {
                     sent.calls += 1;
