@@ -53,6 +53,9 @@ pub enum Command {
     /// histograms built from the recorded events.
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
+    /// Build a small network, run a sender and a receiver, record them, and show what the two
+    /// counters did (`--list`: the demos).
+    Demo(DemoArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
 }
@@ -353,6 +356,21 @@ pub struct WhyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The demo to run: stalled-receiver, tsq, udp-sndbuf, qdisc-backlog.
+    pub scenario: Option<String>,
+    /// List the demos and what each shows.
+    #[arg(long)]
+    pub list: bool,
+    /// Traffic for this many seconds.
+    #[arg(short = 'd', long, value_name = "SECS", default_value = "5", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Where the recording (and the plot) go.
+    #[arg(short = 'o', long, value_name = "DIR", default_value = "sockmem-demo")]
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
@@ -373,7 +391,7 @@ impl Cli {
             Command::Why(w) => Some(&w.filters),
             Command::Record(r) => Some(&r.filters),
             Command::Report(r) => Some(&r.filters),
-            Command::Probe(_) => None,
+            Command::Probe(_) | Command::Demo(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
             use clap::CommandFactory;

@@ -2,6 +2,7 @@
 mod attach;
 mod cli;
 mod cmd;
+mod demo;
 mod kernel;
 mod output;
 mod pipeline;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         cli::Command::Why(args) => cmd::why::run(args),
         cli::Command::Record(args) => cmd::record::run(args),
         cli::Command::Report(args) => cmd::report::run(args),
+        cli::Command::Demo(args) => cmd::demo::run(args),
         cli::Command::Probe(args) => cmd::probe::run(args),
     };
     match result {
