@@ -96,6 +96,12 @@ fn report(r: &Recorded, extra: &[&str]) -> Value {
     })
 }
 
+/// Whether a sendmsg hook attached: without one (tracepoints on 6.1) no socket's sender is
+/// known.
+fn knows_senders(r: &Recorded) -> bool {
+    r.replay.is_attached("tcp_sendmsg") || r.replay.is_attached("sendmsg_ret")
+}
+
 fn rows(doc: &Value) -> &Vec<Value> {
     doc["rows"].as_array().expect("`rows` is an array")
 }
@@ -164,7 +170,9 @@ fn per_socket_figures_equal_the_flow_and_the_replay() {
     let sock = r.replay.sock_of(&r.key);
     let events = r.replay.events_of_sock(sock);
     assert_eq!(num(row, "events") as usize, events.len(), "{row}");
-    assert_eq!(row["pid"], std::process::id(), "{row}");
+    if knows_senders(r) {
+        assert_eq!(row["pid"], std::process::id(), "{row}");
+    }
     // Maxima of the counters over the socket's replayed events.
     for (field, max_field) in [
         ("wmem_queued", "wmem_queued_max"),
@@ -223,10 +231,14 @@ fn per_socket_figures_equal_the_flow_and_the_replay() {
     // The text: a table with the socket's row, its sent bytes in words.
     let text = sockmem(&["report", r.path.to_str().expect("UTF-8")]).stdout;
     let lport = format!(":{}", r.key.lport);
+    let sent = if r.replay.is_attached("sendmsg_ret") {
+        "1MiB"
+    } else {
+        "0B"
+    };
     assert!(
-        text.lines()
-            .any(|l| l.contains(&lport) && l.contains("1MiB")),
-        "expected a text row for {} with 1MiB sent:\n{text}",
+        text.lines().any(|l| l.contains(&lport) && l.contains(sent)),
+        "expected a text row for {} with {sent} sent:\n{text}",
         r.key
     );
 }
@@ -253,7 +265,9 @@ fn groups_sum_their_sockets() {
                 .is_some_and(|s| s.contains(&Value::from(sock)))
         })
         .unwrap_or_else(|| panic!("expected a group holding socket {sock}: {by_pid:#}"));
-    assert_eq!(group["pid"], std::process::id(), "{group}");
+    if knows_senders(r) {
+        assert_eq!(group["pid"], std::process::id(), "{group}");
+    }
     let members: Vec<&Value> = rows(&sockets)
         .iter()
         .filter(|row| group["socks"].as_array().unwrap().contains(&row["sock"]))
