@@ -385,10 +385,8 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
         32 * 1024,
         "expected why's sndbuf 32 KiB: {c}"
     );
-    assert!(
-        u64_of(c, "queued_max") <= 32 * 1024 + 2 * CHUNK as u64,
-        "expected why's queued_max at most the send buffer plus one skb of a write: {c}"
-    );
+    // Not checked: queued_max against the send buffer. 6.18 keeps the write queue within it
+    // plus one skb; 6.1 let it reach 275-727 kB with sndbuf 32 KiB in the VM matrix.
     if let Some(why) = send_hooks_missing(&doc) {
         eprintln!("SKIP {T}: send counts: {why}");
     } else {
@@ -839,10 +837,13 @@ fn application_dominates_when_the_sender_sleeps() {
 // 6. UDP into a small, slow queue: send buffer and qdisc drops
 // ---------------------------------------------------------------------------------------------
 
-/// A connected UDP socket with `SO_SNDBUF` 32 KiB (64 KiB in the kernel) sends as fast as it
+/// A connected UDP socket with `SO_SNDBUF` 24 KiB (48 KiB in the kernel) sends as fast as it
 /// can into `tbf rate 2mbit burst 16kb limit 26kb`: first 200-byte datagrams, whose truesize
-/// fills the send buffer long before their bytes fill the tbf (the sender sleeps in `send`),
-/// then 1472-byte datagrams, whose bytes fill the tbf first (it drops, the sender never waits).
+/// fills the send buffer before their bytes fill the tbf (the sender sleeps in `send`), then
+/// 1472-byte datagrams, whose bytes fill the tbf first (it drops, the sender never waits).
+/// The send buffer sits between the two: below the tbf's limit times the small datagrams'
+/// truesize-to-bytes ratio (2.1 on 6.1, 3.2 on 6.18), above it times the large ones' (1.5).
+/// With 64 KiB, 6.1 never slept in the VM matrix: its tbf dropped first.
 /// `why` must say the send buffer or the qdisc dominates, count every send and byte, the
 /// sends that slept as the sender's own scheduler counts do, the tbf's drops as `tc` does, and
 /// see the socket's memory reach its send buffer.
@@ -860,7 +861,7 @@ fn udp_into_a_small_queue_blocks_and_drops() {
             &pair,
             P,
             "smtx-wudp",
-            32 * 1024,
+            24 * 1024,
             &[
                 (200, Duration::from_millis(1500)),
                 (1472, Duration::from_millis(1500)),
@@ -888,7 +889,7 @@ fn udp_into_a_small_queue_blocks_and_drops() {
     );
     let c = &sock["counters"];
     let sndbuf = u64_of(c, "sndbuf");
-    assert_eq!(sndbuf, 64 * 1024, "expected SO_SNDBUF 32 KiB doubled: {c}");
+    assert_eq!(sndbuf, 48 * 1024, "expected SO_SNDBUF 24 KiB doubled: {c}");
     let amax = u64_of(c, "alloc_max");
     assert!(
         amax as f64 >= 0.9 * sndbuf as f64 && amax <= sndbuf + 4096,

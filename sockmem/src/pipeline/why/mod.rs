@@ -95,6 +95,8 @@ pub struct Watched {
     /// Every drop of this socket's followed skbs, by the kernel's reason.
     pub drops: HashMap<String, u64>,
     pub truesize_max: u64,
+    /// Skbs handed to the device with more than headers in them.
+    pub data_skbs: u64,
     pub queued_max: u64,
     pub alloc_max: u64,
     pub sndbuf: u64,
@@ -118,6 +120,8 @@ pub struct Watched {
     blocked_spans: Vec<(u64, u64)>,
     /// Qdisc drops since the last sample.
     drops_since_sample: u64,
+    /// Time asleep in send calls within the window (calls may start before the first sample).
+    pub blocked_in_window_ns: u64,
 }
 
 impl Watched {
@@ -137,6 +141,7 @@ impl Watched {
             device_ns: Samples::default(),
             drops: HashMap::new(),
             truesize_max: 0,
+            data_skbs: 0,
             queued_max: 0,
             alloc_max: 0,
             sndbuf: 0,
@@ -153,15 +158,18 @@ impl Watched {
             send_open_since: None,
             blocked_spans: Vec::new(),
             drops_since_sample: 0,
+            blocked_in_window_ns: 0,
         }
     }
 
-    /// Sent, tried to, or had data outstanding for a tenth of its window by the kernel's busy
-    /// timer (a sender stuck since before the run): not a receiver whose ACKs and FIN alone
-    /// passed through.
+    /// Sent (its calls, or skbs larger than bare headers: on kernels without a `sendmsg_ret`
+    /// hook the calls are not seen), tried to, or had data outstanding for a tenth of its
+    /// window by the kernel's busy timer (a sender stuck since before the run): not a receiver
+    /// whose ACKs and FIN alone passed through.
     fn sent_anything(&self) -> bool {
         self.send.calls > 0
             || self.send.blocked_calls > 0
+            || self.data_skbs > 0
             || (self.window_ns > 0 && self.tcp.busy_ns * 10 >= self.window_ns)
     }
 
@@ -205,6 +213,10 @@ pub struct Analyzer {
     /// Queued skbs whose dequeue never came (see [`QdiscQueue::forget_older_than`]).
     pub stale_skbs: u64,
 }
+
+/// An skb no longer than this at `dev_queue_xmit` carries no data: Ethernet, IPv6 and TCP
+/// headers with options (a pure ACK or FIN is 66-86 bytes).
+const BARE_HEADERS: u32 = 128;
 
 /// An skb in a qdisc for longer than this lost its dequeue event.
 const STALE_AFTER_NS: u64 = 10_000_000_000;
@@ -256,6 +268,9 @@ impl Analyzer {
         // the socket hands skbs down, not from received or freed ones.
         if let (Some(skb), Hook::WmemCharge | Hook::DevQueueXmit) = (&e.skb, e.hook) {
             w.truesize_max = w.truesize_max.max(u64::from(skb.truesize));
+            if e.hook == Hook::DevQueueXmit && skb.len > BARE_HEADERS {
+                w.data_skbs += 1;
+            }
         }
         match e.hook {
             Hook::TcpSendmsg if e.send_start => w.send_open_since = Some(e.ts_ns),
@@ -492,6 +507,7 @@ fn account(
         return;
     }
     let blocked = blocked_in(w, prev.t_ns, now_ns).min(dt);
+    w.blocked_in_window_ns += blocked;
     let drops = std::mem::take(&mut w.drops_since_sample);
     w.window_ns += dt;
     w.queued_area += (prev.queued + cur.queued) as f64 / 2.0 * dt as f64;

@@ -117,6 +117,7 @@ pub struct SendWhy {
     pub calls: u64,
     pub bytes: u64,
     pub blocked_calls: u64,
+    /// Time asleep in send calls, within the socket's window.
     pub blocked_s: f64,
 }
 
@@ -319,7 +320,7 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
             calls: w.send.calls,
             bytes: w.send.bytes,
             blocked_calls: w.send.blocked_calls,
-            blocked_s: w.send.blocked_ns as f64 / S,
+            blocked_s: w.blocked_in_window_ns as f64 / S,
         },
         tcp,
         tsq,
