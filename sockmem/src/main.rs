@@ -20,6 +20,8 @@ fn main() -> ExitCode {
         cli::Command::Why(args) => cmd::why::run(args),
         cli::Command::Record(args) => cmd::record::run(args),
         cli::Command::Probe(args) => cmd::probe::run(args),
+        cli::Command::Plot(args) => cmd::plot::run(args),
+        cli::Command::Export(args) => cmd::export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

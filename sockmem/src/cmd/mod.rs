@@ -1,5 +1,7 @@
 //! One file per subcommand, each a thin layer over the shared session, pipeline and sinks.
+pub mod export;
 pub mod hist;
+pub mod plot;
 pub mod probe;
 pub mod record;
 pub mod trace;

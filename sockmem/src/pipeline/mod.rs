@@ -8,6 +8,7 @@ pub mod histogram;
 pub mod names;
 pub mod snapshot;
 pub mod stream;
+pub mod timeline;
 pub mod trace;
 pub mod track;
 pub mod why;

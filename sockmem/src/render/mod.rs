@@ -19,6 +19,8 @@ use crate::pipeline::{
 pub mod background;
 pub mod hist;
 pub mod json;
+pub mod perfetto;
+pub mod plot;
 pub mod text;
 pub mod why;
 
