@@ -17,6 +17,7 @@ use crate::pipeline::{
 };
 
 pub mod background;
+pub mod bitmap;
 pub mod hist;
 pub mod json;
 pub mod perfetto;

@@ -23,6 +23,7 @@ use plotters::{
     style::{register_font, FontStyle},
 };
 
+use super::bitmap::Bitmap;
 use crate::pipeline::timeline::{Reading, SocketTimeline, Timeline};
 
 pub const WIDTH: u32 = 1200;
@@ -158,7 +159,7 @@ impl<'a> Plot<'a> {
         let (w, h) = self.size();
         let mut rgb = vec![0u8; w as usize * h as usize * 3];
         {
-            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            let root = Bitmap(BitMapBackend::with_buffer(&mut rgb, (w, h))).into_drawing_area();
             self.draw(&root)
                 .map_err(|e| anyhow!("drawing the plot: {e}"))?;
             root.present()
@@ -455,7 +456,8 @@ enum Swatch {
 fn fonts() -> anyhow::Result<()> {
     static FONT: OnceLock<bool> = OnceLock::new();
     let loaded = *FONT.get_or_init(|| {
-        register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
+        super::bitmap::font().is_some()
+            && register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
     });
     anyhow::ensure!(loaded, "the embedded font (DejaVu Sans) does not load");
     Ok(())
