@@ -3,7 +3,13 @@
 //! send call, each skb's time in the qdisc and in the driver, drops). The user's filters apply
 //! as `trace --input` applies them.
 
-use std::{collections::HashMap, fs::File, io::BufReader, net::SocketAddr, path::Path};
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{BufReader, Read, Seek},
+    net::SocketAddr,
+    path::Path,
+};
 
 use anyhow::Context as _;
 use sockmem_common::Hook;
@@ -15,7 +21,7 @@ use crate::{
         filter::EventFilter,
         names::Names,
     },
-    recording::reader::{Item, Reader},
+    recording::reader::{Item, ReadError, Reader},
 };
 
 /// The counters as one event read them.
@@ -129,8 +135,15 @@ impl Timeline {
             );
         }
         let file = File::open(path).with_context(what)?;
-        let mut reader =
-            Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
+        let reader = Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
+        Timeline::from_reader(reader, filters).with_context(what)
+    }
+
+    /// The events of an opened recording; the filters choose them.
+    pub fn from_reader<R: Read + Seek>(
+        mut reader: Reader<R>,
+        filters: &FilterArgs,
+    ) -> Result<Timeline, ReadError> {
         let (header, trailer) = (reader.header().clone(), reader.trailer().clone());
         let names = Names::recorded(&trailer.enums, &trailer.locations);
         let mut b = Builder {
@@ -141,7 +154,7 @@ impl Timeline {
             in_qdisc: HashMap::new(),
             last_ns: header.anchor.monotonic_ns,
         };
-        while let Some(item) = reader.next_item().with_context(what)? {
+        while let Some(item) = reader.next_item()? {
             if let Item::Event(bytes) = item {
                 match Event::decode(bytes) {
                     Ok(e) => b.event(e),
@@ -247,5 +260,169 @@ impl Builder {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::Cursor;
+
+    use sockmem_common::{event::FLAG_HAS_SKB, SockEvent};
+
+    use super::*;
+    use crate::{
+        pipeline::decode::tests::raw_event,
+        recording::{
+            format::{ClockAnchor, Header, RecordedFilters, Trailer},
+            writer::Writer,
+        },
+    };
+
+    /// A recording of `events` (time 0 at 1 s).
+    pub fn recording(events: &[SockEvent]) -> Vec<u8> {
+        let header = Header {
+            sockmem_version: "0.1.0".into(),
+            kernel: "6.18.0-test".into(),
+            ring_size: 1 << 22,
+            hooks: Vec::new(),
+            filters: RecordedFilters::default(),
+            event_size: std::mem::size_of::<SockEvent>() as u32,
+            anchor: ClockAnchor {
+                realtime_ns: 1_764_000_000_000_000_000,
+                monotonic_ns: 1_000_000_000,
+            },
+            snapshot_every_s: None,
+        };
+        let mut w = Writer::new(Vec::new(), &header).unwrap();
+        for raw in events {
+            let p = (raw as *const SockEvent).cast::<u8>();
+            // SAFETY: plain old data, read whole.
+            let bytes = unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<SockEvent>()) };
+            w.event(bytes).unwrap();
+        }
+        w.finish(Trailer {
+            elapsed_s: 1.0,
+            ..Trailer::default()
+        })
+        .unwrap()
+    }
+
+    pub fn at(hook: Hook, ms: u64, f: impl FnOnce(&mut SockEvent)) -> SockEvent {
+        let mut raw = raw_event(hook);
+        raw.ts_ns = 1_000_000_000 + ms * 1_000_000;
+        f(&mut raw);
+        raw
+    }
+
+    pub fn timeline(events: &[SockEvent], filters: &FilterArgs) -> Timeline {
+        let file = recording(events);
+        Timeline::from_reader(Reader::open(Cursor::new(file)).unwrap(), filters).unwrap()
+    }
+
+    fn skb(raw: &mut SockEvent, addr: u64) {
+        raw.flags |= FLAG_HAS_SKB;
+        raw.skb = addr;
+        raw.skb_len = 1500;
+    }
+
+    #[test]
+    fn events_become_readings_calls_and_skb_spans() {
+        let events = [
+            at(Hook::TcpSendmsg, 1, |r| r.wmem_queued = 100),
+            at(Hook::QdiscEnqueue, 2, |r| skb(r, 0xa)),
+            at(Hook::QdiscEnqueue, 3, |r| skb(r, 0xb)),
+            at(Hook::QdiscDequeue, 5, |r| skb(r, 0xa)),
+            // Bypassed the qdisc: no enqueue seen.
+            at(Hook::QdiscDequeue, 6, |r| skb(r, 0xc)),
+            // Dropped in the qdisc: its address is free for another skb.
+            at(Hook::SkbDrop, 7, |r| {
+                skb(r, 0xb);
+                r.value = 2;
+            }),
+            at(Hook::QdiscDequeue, 8, |r| skb(r, 0xb)),
+            at(Hook::DriverDone, 9, |r| {
+                skb(r, 0xa);
+                r.duration_ns = 500_000;
+            }),
+            at(Hook::SendBlocked, 10, |r| {
+                (r.value, r.duration_ns) = (2, 4_000_000)
+            }),
+            at(Hook::SendmsgReturn, 10, |r| {
+                (r.value, r.duration_ns) = (65536, 9_000_000)
+            }),
+            at(Hook::TcpAck, 11, |r| {
+                r.flags |= sockmem_common::event::FLAG_SOCK_FREED
+            }),
+            at(Hook::TcpSendmsg, 12, |r| {
+                (r.sock_id, r.lport) = (0x402, 40001)
+            }),
+        ];
+        let t = timeline(&events, &FilterArgs::default());
+        assert_eq!((t.start_ns, t.duration_ns), (1_000_000_000, 1_000_000_000));
+        assert_eq!(t.sockets.len(), 2);
+        let s = &t.sockets[0];
+        assert_eq!(s.events, 11);
+        assert_eq!(
+            s.readings.len(),
+            10,
+            "the freed socket's event reads no counters"
+        );
+        assert_eq!(s.readings[0].queued, 100);
+        let ms = |ms: u64| 1_000_000_000 + ms * 1_000_000;
+        assert_eq!(
+            s.qdisc,
+            vec![Span {
+                start_ns: ms(2),
+                end_ns: ms(5),
+                value: 1500
+            }]
+        );
+        assert_eq!(
+            s.driver,
+            vec![Span {
+                start_ns: ms(9) - 500_000,
+                end_ns: ms(9),
+                value: 1500
+            }]
+        );
+        assert_eq!(
+            (s.blocked[0].start_ns, s.blocked[0].value),
+            (ms(6), 2),
+            "blocked: the report back by the time asleep"
+        );
+        assert_eq!((s.sendmsg[0].start_ns, s.sendmsg[0].value), (ms(1), 65536));
+        assert_eq!(s.drops[0].reason, "reason 2");
+        assert_eq!(s.sender, Some((100, "sender".to_owned())));
+        assert_eq!(s.four_tuple(), "tcp 198.18.0.1:40000 > 198.18.0.2:5201");
+
+        let only = timeline(
+            &events,
+            &FilterArgs {
+                port: vec![40001],
+                ..FilterArgs::default()
+            },
+        );
+        assert_eq!(only.sockets.len(), 1);
+        assert_eq!(only.sockets[0].sock_id, 0x402);
+    }
+
+    #[test]
+    fn the_sender_is_the_sendmsg_caller_over_a_task_that_ran() {
+        use sockmem_common::event::{FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN};
+        let events = [
+            at(Hook::TcpAck, 1, |r| {
+                r.flags |= FLAG_OWNER_UNKNOWN;
+                r.tgid = 0;
+            }),
+            at(Hook::TcpAck, 2, |r| r.tgid = 7),
+            at(Hook::TcpSendmsg, 3, |r| {
+                r.flags |= FLAG_OWNER_FROM_SEND;
+                r.tgid = 9;
+            }),
+            at(Hook::TcpAck, 4, |r| r.tgid = 11),
+        ];
+        let t = timeline(&events, &FilterArgs::default());
+        assert_eq!(t.sockets[0].sender.as_ref().map(|s| s.0), Some(9));
+        assert_eq!(t.sockets[0].sender_name(), "sender (9)");
     }
 }

@@ -155,3 +155,94 @@ impl<W: Write> EventWriter<'_, W> {
         serde_json::to_writer(&mut *self.out, &v).map_err(io::Error::other)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use sockmem_common::{event::FLAG_HAS_SKB, Hook};
+
+    use super::*;
+    use crate::{
+        cli::FilterArgs,
+        pipeline::timeline::tests::{at, timeline},
+    };
+
+    #[test]
+    fn a_trace_of_counters_slices_and_async_skb_spans_by_process() {
+        let skb = |addr: u64| {
+            move |r: &mut sockmem_common::SockEvent| {
+                r.flags |= FLAG_HAS_SKB;
+                r.skb = addr;
+                r.skb_len = 1000;
+            }
+        };
+        let t = timeline(
+            &[
+                at(Hook::TcpSendmsg, 1, |r| r.wmem_queued = 100),
+                at(Hook::QdiscEnqueue, 2, skb(1)),
+                at(Hook::QdiscEnqueue, 3, skb(2)),
+                at(Hook::QdiscDequeue, 4, skb(1)),
+                at(Hook::QdiscDequeue, 5, skb(2)),
+                at(Hook::SendmsgReturn, 6, |r| {
+                    (r.value, r.duration_ns) = (10, 5_000_000)
+                }),
+                at(Hook::TcpSendmsg, 7, |r| {
+                    (r.sock_id, r.tgid, r.lport) = (9, 200, 1)
+                }),
+            ],
+            &FilterArgs::default(),
+        );
+        let mut out = Vec::new();
+        let counts = write(&t, &mut out).unwrap();
+        let doc: Value = serde_json::from_slice(&out).expect("valid JSON");
+        let evs = doc["traceEvents"].as_array().unwrap();
+        assert_eq!(counts.events as usize, evs.len());
+        assert_eq!(counts.processes, 2);
+        let of = |ph: &'static str| evs.iter().filter(move |e| e["ph"] == ph);
+        let names: Vec<_> = of("M")
+            .filter(|e| e["name"] == "process_name")
+            .map(|e| {
+                (
+                    e["pid"].as_u64().unwrap(),
+                    e["args"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(names, [(100, "sender (100)"), (200, "sender (200)")]);
+        let queued: Vec<_> = of("C")
+            .filter(|e| e["name"] == "sock 769 sk_wmem_queued")
+            .map(|e| {
+                (
+                    e["ts"].as_f64().unwrap(),
+                    e["args"]["bytes"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(queued.len(), 6);
+        assert_eq!(queued[0], (1000.0, 100), "µs since the start");
+        let sendmsg: Vec<_> = of("X").filter(|e| e["name"] == "sendmsg").collect();
+        assert_eq!(sendmsg.len(), 1);
+        assert_eq!(
+            (sendmsg[0]["ts"].as_f64(), sendmsg[0]["dur"].as_f64()),
+            (Some(1000.0), Some(5000.0))
+        );
+        // Overlapping skbs in the qdisc: async pairs, one id each.
+        let mut spans: HashMap<String, (f64, f64)> = HashMap::new();
+        for e in of("b") {
+            spans.entry(e["id"].as_str().unwrap().into()).or_default().0 =
+                e["ts"].as_f64().unwrap();
+        }
+        for e in of("e") {
+            spans
+                .get_mut(e["id"].as_str().unwrap())
+                .expect("an end has its begin")
+                .1 = e["ts"].as_f64().unwrap();
+        }
+        let mut spans: Vec<_> = spans.into_values().collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert_eq!(spans, [(2000.0, 4000.0), (3000.0, 5000.0)]);
+        assert!(of("M").any(|e| e["name"] == "thread_name"
+            && e["args"]["name"] == "sock 769 tcp 198.18.0.1:40000 > 198.18.0.2:5201: sendmsg"));
+    }
+}

@@ -656,6 +656,56 @@ mod tests {
     }
 
     #[test]
+    fn svg_series_are_tagged_and_png_has_the_size() {
+        use crate::{
+            cli::FilterArgs,
+            pipeline::timeline::tests::{at, timeline},
+        };
+        use sockmem_common::Hook;
+        let events: Vec<_> = (0..50u64)
+            .flat_map(|i| {
+                [
+                    at(Hook::TcpSendmsg, i, |r| {
+                        (r.wmem_queued, r.wmem_alloc) = (i as i32 * 1000, i as i32 * 500)
+                    }),
+                    at(Hook::TcpSendmsg, i, |r| (r.sock_id, r.lport) = (7, 1)),
+                ]
+            })
+            .chain([at(Hook::SendBlocked, 30, |r| r.duration_ns = 5_000_000)])
+            .collect();
+        let t = timeline(&events, &FilterArgs::default());
+        let plot = Plot::choose(&t, &[], 1, "test.smrec".into()).unwrap();
+        assert_eq!((plot.panels.len(), plot.left_out), (1, 1));
+        let svg = plot.svg().unwrap();
+        let doc = roxmltree::Document::parse(&svg).expect("XML");
+        for (class, points) in [
+            ("series sk_wmem_queued", 2 * 51 - 1),
+            ("series sk_sndbuf", 3),
+        ] {
+            let line = doc
+                .descendants()
+                .find(|n| n.attribute("class") == Some(class))
+                .unwrap_or_else(|| panic!("{class} in {svg}"));
+            assert_eq!(line.attribute("data-sock"), Some("769"));
+            let n = line.attribute("points").unwrap().split_whitespace().count();
+            assert_eq!(n, points, "{class}");
+        }
+        assert!(svg.contains("1 more not shown"));
+        let two = Plot::choose(&t, &[7, 769], 6, "t".into()).unwrap();
+        assert_eq!(two.size(), (1200, 640));
+        let png = two.png().unwrap();
+        let info = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        assert_eq!((info.info().width, info.info().height), (1200, 640));
+        let err = Plot::choose(&t, &[8], 6, "t".into())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("socket 8") && err.contains("769, 7"), "{err}");
+    }
+
+    #[test]
     fn the_format_is_the_extension() {
         use std::path::Path;
         assert_eq!(Format::of(Path::new("a.SVG")).unwrap(), Format::Svg);
