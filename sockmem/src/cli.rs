@@ -48,6 +48,9 @@ pub enum Command {
     /// to a file, for `trace --input` (and later analysis) elsewhere.
     #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
+    /// Build a small network, run a sender and a receiver, record them, and show what the two
+    /// counters did (`--list`: the demos).
+    Demo(DemoArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
     /// Draw a recording: per socket, sk_wmem_queued and sk_wmem_alloc over time, with sendmsg
@@ -325,6 +328,21 @@ pub struct WhyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The demo to run: stalled-receiver, tsq, udp-sndbuf, qdisc-backlog.
+    pub scenario: Option<String>,
+    /// List the demos and what each shows.
+    #[arg(long)]
+    pub list: bool,
+    /// Traffic for this many seconds.
+    #[arg(short = 'd', long, value_name = "SECS", default_value = "5", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Where the recording (and the plot) go.
+    #[arg(short = 'o', long, value_name = "DIR", default_value = "sockmem-demo")]
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
@@ -346,7 +364,7 @@ impl Cli {
             Command::Record(r) => Some(&r.filters),
             Command::Plot(p) => Some(&p.filters),
             Command::Export(e) => Some(&e.filters),
-            Command::Probe(_) => None,
+            Command::Probe(_) | Command::Demo(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
             use clap::CommandFactory;

@@ -353,6 +353,20 @@ pub fn hook_lines(reports: &[HookReport]) -> Vec<HookLine> {
         .collect()
 }
 
+/// Each hook as a JSON object (`hook`, `backend`, `attach`, `attached`, `reason`): the `hooks`
+/// list of `hist --json` and `why --json`.
+pub fn hooks_json(reports: &[HookReport]) -> Vec<serde_json::Value> {
+    hook_lines(reports)
+        .into_iter()
+        .map(|h| {
+            serde_json::json!({
+                "hook": h.hook, "backend": h.backend, "attach": h.attach,
+                "attached": h.unavailable.is_none(), "reason": h.unavailable,
+            })
+        })
+        .collect()
+}
+
 /// Tells the user on stderr which backend each hook got, and what this kernel cannot give.
 fn report_hooks(reports: &[HookReport], verbose: bool) {
     if verbose {

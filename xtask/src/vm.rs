@@ -455,6 +455,12 @@ const ONE_BACKEND_EXECUTABLES: &[(&str, &str)] = &[
         "the filters run in the programs' common path, the same on every backend; how each \
          backend's hooks see the traffic is what trace, hist and backends check (~6 min a cell)",
     ),
+    (
+        "demo",
+        "each demo records through `sockmem record` and checks its claims on the recording; \
+         how each backend's hooks see traffic is what trace, hist and backends check (~2 min a \
+         cell)",
+    ),
 ];
 
 /// The backend [`ONE_BACKEND_EXECUTABLES`] run under.

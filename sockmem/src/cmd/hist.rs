@@ -58,15 +58,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         .map(|h| format!("{} via {}", h.hook, h.backend))
         .collect();
     if args.json {
-        let hooks: Vec<serde_json::Value> = session::hook_lines(&reports)
-            .into_iter()
-            .map(|h| {
-                serde_json::json!({
-                    "hook": h.hook, "backend": h.backend, "attach": h.attach,
-                    "attached": h.unavailable.is_none(), "reason": h.unavailable,
-                })
-            })
-            .collect();
+        let hooks = session::hooks_json(&reports);
         let ctx = JsonContext {
             per: args.per.map(PerArg::name).unwrap_or("total"),
             duration_s: elapsed,

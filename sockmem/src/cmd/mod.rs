@@ -1,4 +1,5 @@
 //! One file per subcommand, each a thin layer over the shared session, pipeline and sinks.
+pub mod demo;
 pub mod export;
 pub mod hist;
 pub mod plot;

@@ -133,15 +133,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let window_s = monotonic_ns().saturating_sub(started) as f64 / 1e9;
     let lost_events: u64 = losses.per_cpu()?.iter().sum();
     session.report_stats();
-    let hooks = session::hook_lines(&session.reports)
-        .into_iter()
-        .map(|h| {
-            serde_json::json!({
-                "hook": h.hook, "backend": h.backend, "attach": h.attach,
-                "attached": h.unavailable.is_none(), "reason": h.unavailable,
-            })
-        })
-        .collect();
+    let hooks = session::hooks_json(&session.reports);
     drop(stream);
     drop(session);
     let sampler = &pipe.sampler;
