@@ -1,6 +1,7 @@
 //! plotters' bitmap backend, with its text drawn from the embedded font's glyph outlines placed
 //! where the font puts them. plotters' own `ab_glyph` text drops each glyph's side bearing and
-//! rounds its position (an address reads "198.18.21 3.1"); everything else is plotters'.
+//! rounds its position (an address reads "198.18.21 3.1"); and wide lines are drawn segment by
+//! segment. Everything else is plotters'.
 
 use std::sync::OnceLock;
 
@@ -19,6 +20,18 @@ pub fn font() -> Option<&'static FontRef<'static>> {
 }
 
 pub struct Bitmap<'a>(pub BitMapBackend<'a>);
+
+/// A one-pixel line of a colour.
+struct Thin(BackendColor);
+
+impl BackendStyle for Thin {
+    fn color(&self) -> BackendColor {
+        self.0
+    }
+    fn stroke_width(&self) -> u32 {
+        1
+    }
+}
 
 type Result<T, E> = std::result::Result<T, DrawingErrorKind<E>>;
 
@@ -54,12 +67,37 @@ impl<'a> DrawingBackend for Bitmap<'a> {
     ) -> Result<(), Self::ErrorType> {
         self.0.draw_rect(upper_left, bottom_right, style, fill)
     }
+    /// A wide path as each of its segments drawn wide, not as plotters' one polygon: the
+    /// polygon of a step line that goes back and forth in a pixel column (thousands of
+    /// readings) crosses itself, and its fill leaves holes in the line.
     fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
         &mut self,
         path: I,
         style: &S,
     ) -> Result<(), Self::ErrorType> {
-        self.0.draw_path(path, style)
+        let width = style.stroke_width() as i32;
+        if width <= 1 || style.color().alpha == 0.0 {
+            return self.0.draw_path(path, style);
+        }
+        let thin = Thin(style.color());
+        let mut prev: Option<BackendCoord> = None;
+        for p in path {
+            match prev {
+                Some(q) if q == p => continue,
+                Some(q) => {
+                    for ox in 0..width {
+                        for oy in 0..width {
+                            let (dx, dy) = (ox - width / 2, oy - width / 2);
+                            self.0
+                                .draw_line((q.0 + dx, q.1 + dy), (p.0 + dx, p.1 + dy), &thin)?;
+                        }
+                    }
+                }
+                None => {}
+            }
+            prev = Some(p);
+        }
+        Ok(())
     }
     fn draw_circle<S: BackendStyle>(
         &mut self,
