@@ -192,3 +192,56 @@ impl<'a> DrawingBackend for Bitmap<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use plotters::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_wide_path_that_doubles_back_has_no_holes() {
+        let (w, h) = (200u32, 100u32);
+        let mut rgb = vec![255u8; (w * h * 3) as usize];
+        {
+            let mut b = Bitmap(BitMapBackend::with_buffer(&mut rgb, (w, h)));
+            // A step line up and down through the same few columns, as a dense series draws.
+            let mut path = vec![(10, 50)];
+            for x in 11..190 {
+                let y = if x % 2 == 0 { 20 } else { 80 };
+                path.extend([(x, path.last().unwrap().1), (x, y), (x, y)]);
+            }
+            let style = ShapeStyle::from(&BLUE).stroke_width(2);
+            b.draw_path(path, &style).unwrap();
+            b.present().unwrap();
+        }
+        let blue = |x: u32, y: u32| {
+            let i = ((y * w + x) * 3) as usize;
+            rgb[i..i + 3] == [0, 0, 255]
+        };
+        for x in 11..189 {
+            for y in 21..80 {
+                assert!(
+                    blue(x, y) || blue(x.saturating_sub(1), y) || blue(x + 1, y),
+                    "a hole at ({x}, {y})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_is_drawn_from_the_embedded_font() {
+        assert!(font().is_some(), "DejaVu Sans loads");
+        let (w, h) = (200u32, 40u32);
+        let mut rgb = vec![255u8; (w * h * 3) as usize];
+        {
+            let mut b = Bitmap(BitMapBackend::with_buffer(&mut rgb, (w, h)));
+            super::super::plot::tests::register_font_for_tests();
+            let style = ("sans-serif", 20).into_font().color(&BLACK);
+            b.draw_text("198.18.213.1", &style, (5, 5)).unwrap();
+            b.present().unwrap();
+        }
+        let dark = rgb.chunks(3).filter(|p| p[0] < 128).count();
+        assert!(dark > 100, "{dark} dark pixels");
+    }
+}

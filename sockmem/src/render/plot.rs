@@ -596,8 +596,12 @@ fn thin(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    pub fn register_font_for_tests() {
+        fonts().expect("the embedded font loads");
+    }
 
     fn r(ts_ns: u64, queued: i32) -> Reading {
         Reading {
