@@ -133,6 +133,21 @@ impl<'a> Plot<'a> {
         })
     }
 
+    /// Writes the plot to `path`, as its extension says (SVG or PNG); the file is in place
+    /// only once complete.
+    pub fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let bytes = match Format::of(path)? {
+            Format::Svg => self.svg()?.into_bytes(),
+            Format::Png => self.png()?,
+        };
+        let mut out = crate::output::OutputFile::create(path)?;
+        out.write_all(&bytes)
+            .with_context(|| format!("writing `{}`", path.display()))?;
+        out.commit()?;
+        Ok(())
+    }
+
     pub fn size(&self) -> (u32, u32) {
         (
             WIDTH,
