@@ -48,6 +48,11 @@ pub enum Command {
     /// to a file, for `trace --input` (and later analysis) elsewhere.
     #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
+    /// Sum up a recording per socket (or process, command, interface): sender, lifetime,
+    /// counters, bytes sent, time blocked, qdisc sojourn, drops; `--hist` for `hist`'s
+    /// histograms built from the recorded events.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
     /// Build a small network, run a sender and a receiver, record them, and show what the two
     /// counters did (`--list`: the demos).
     Demo(DemoArgs),
@@ -121,6 +126,13 @@ EXAMPLES:
     sockmem trace --input run.smrec --json      # the same run as `trace --json` printed it
     sockmem trace --input run.smrec -c iperf3   # only what processes named iperf3 sent";
 
+const REPORT_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem report run.smrec                  # one row per socket, busiest first
+    sockmem report run.smrec --group-by pid   # one row per sending process
+    sockmem report run.smrec -P 5201 --hist   # the sockets with port 5201, and histograms
+    sockmem report run.smrec --json -o r.json # one JSON document";
+
 const HIST_EXAMPLES: &str = "\
 EXAMPLES:
     sockmem hist -d 10                    # 10 s of every TCP/UDP socket, then histograms
@@ -132,6 +144,54 @@ EXAMPLES:
     sockmem why -P 5201 -d 10             # 10 s of the sockets with port 5201, then the answer
     sockmem why -c nginx --json -d 30     # one JSON document for nginx's sockets
     sockmem why -i eth0                   # until Ctrl-C, sockets sending through eth0";
+
+/// How `trace` shows an event's time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeMode {
+    /// Seconds since tracing started (since the recording started, with `--input`).
+    #[default]
+    Rel,
+    /// Wall clock, UTC, ISO 8601 with microseconds (from a CLOCK_REALTIME/CLOCK_MONOTONIC
+    /// anchor read at the start).
+    Wall,
+    /// The raw CLOCK_MONOTONIC nanoseconds the programs stamp (JSON `ts_ns`).
+    Mono,
+}
+
+impl TimeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeMode::Rel => "rel",
+            TimeMode::Wall => "wall",
+            TimeMode::Mono => "mono",
+        }
+    }
+}
+
+/// `report --group-by`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// One row per socket.
+    #[default]
+    Socket,
+    /// Per sending process (tgid and comm).
+    Pid,
+    /// Per sending command name.
+    Comm,
+    /// Per interface the socket's skbs left by (the one most of them used).
+    Iface,
+}
+
+impl GroupBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupBy::Socket => "socket",
+            GroupBy::Pid => "pid",
+            GroupBy::Comm => "comm",
+            GroupBy::Iface => "iface",
+        }
+    }
+}
 
 /// How histograms are split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -252,6 +312,11 @@ pub struct TraceArgs {
     /// One JSON object per line (a header, the events, a summary).
     #[arg(long)]
     pub json: bool,
+    /// How times are shown: `rel` seconds since the start, `wall` clock (UTC, ISO 8601 with
+    /// microseconds), `mono` raw CLOCK_MONOTONIC ns. JSON events always carry `ts_ns` and
+    /// `time_s`; `wall` adds `wall`; the header carries the clock anchor.
+    #[arg(long, value_name = "WHEN", default_value = "rel")]
+    pub time: TimeMode,
     /// Also output the kernel addresses of `struct sock` and `struct sk_buff` (JSON `sk`,
     /// `skb`). Off by default: they reveal the kernel's memory layout to whoever reads the
     /// output, and sockets are identified by `sock` (and `ino`) anyway.
@@ -299,6 +364,29 @@ pub struct RecordArgs {
     pub ring_size: u32,
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording (`sockmem record -o FILE`).
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// Which sockets: the filters apply to the recorded events, as `trace --input` applies them.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// One row per socket (the default), sending process, command name or interface.
+    #[arg(long, value_name = "KEY")]
+    pub group_by: Option<GroupBy>,
+    /// Also the histograms `sockmem hist` prints, built from the recorded events (one set per
+    /// group with `--group-by`, else in total).
+    #[arg(long)]
+    pub hist: bool,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to this file instead of standard output.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +452,7 @@ impl Cli {
             Command::Record(r) => Some(&r.filters),
             Command::Plot(p) => Some(&p.filters),
             Command::Export(e) => Some(&e.filters),
+            Command::Report(r) => Some(&r.filters),
             Command::Probe(_) | Command::Demo(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
@@ -576,6 +665,9 @@ mod tests {
             &["plot", "f", "-o", "x.svg", "--socket", "three"],
             &["plot", "f", "-o", "x.svg", "--panels", "0"],
             &["export", "f"],
+            &["trace", "--time", "utc"],
+            &["report"],
+            &["report", "f", "--group-by", "cgroup"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

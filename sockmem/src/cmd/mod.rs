@@ -5,5 +5,6 @@ pub mod hist;
 pub mod plot;
 pub mod probe;
 pub mod record;
+pub mod report;
 pub mod trace;
 pub mod why;

@@ -11,13 +11,13 @@ use crate::{
     attach::loader,
     cli::TraceArgs,
     pipeline::{
-        drive::{monotonic_ns, Drive},
+        drive::Drive,
         names::Names,
         stream::{EventStream, LossCounter},
         trace::TracePipeline,
     },
-    recording,
-    render::{background::Background, json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
+    recording::{self, format::ClockAnchor},
+    render::{background::Background, time::Clock, trace_sink, RunInfo, Summary},
     session,
 };
 
@@ -42,18 +42,20 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
 
     // Written on a thread of its own: a stalled write must not stop the ring being drained.
     let out = Background::new(out).context("starting the output's writing thread")?;
-    let mut sink: Box<dyn Sink> = if args.json {
-        Box::new(JsonSink::new(out, args.kernel_addrs))
-    } else {
-        Box::new(TextSink::new(out))
+    // Time 0, and the wall clock's anchor (`--time wall`, the JSON header).
+    let anchor = ClockAnchor::now();
+    let clock = Clock {
+        mode: args.time,
+        anchor,
     };
+    let mut sink = trace_sink(out, args.json, args.kernel_addrs, clock);
 
     let info = RunInfo {
         kernel: loader::kernel_release(),
         ring_size: args.ring_size,
         hooks: session::hook_lines(&session.reports),
     };
-    let start_ns = monotonic_ns();
+    let start_ns = anchor.monotonic_ns;
     let started = Instant::now();
     sink.header(&info)?;
     sink.flush()?;

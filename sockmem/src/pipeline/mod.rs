@@ -6,6 +6,7 @@ pub mod drive;
 pub mod filter;
 pub mod histogram;
 pub mod names;
+pub mod report;
 pub mod snapshot;
 pub mod stream;
 pub mod timeline;

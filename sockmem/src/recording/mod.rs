@@ -25,3 +25,22 @@ pub mod reader;
 pub mod recorder;
 pub mod replay;
 pub mod writer;
+
+use std::{fs::File, io::BufReader, path::Path};
+
+use anyhow::Context as _;
+
+/// Opens the recording at `input` for reading (`trace --input`, `report`): a regular file whose
+/// preamble, header and trailer check out.
+pub fn open(input: &Path) -> anyhow::Result<reader::Reader<BufReader<File>>> {
+    let what = || format!("reading the recording `{}`", input.display());
+    let meta = std::fs::metadata(input).with_context(what)?;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "`{}` is not a regular file; a recording is written by `sockmem record -o FILE`",
+            input.display()
+        );
+    }
+    let file = File::open(input).with_context(what)?;
+    reader::Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)
+}

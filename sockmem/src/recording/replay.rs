@@ -17,8 +17,7 @@
 //! For the same records, the replay and a live `trace` print the same bytes (tested below).
 
 use std::{
-    fs::File,
-    io::{BufReader, Read, Seek},
+    io::{Read, Seek},
     path::Path,
 };
 
@@ -31,28 +30,21 @@ use super::{
 use crate::{
     cli::TraceArgs,
     pipeline::{filter::EventFilter, names::Names, trace::TracePipeline},
-    render::{background::Background, json::JsonSink, text::TextSink, RunInfo, Sink, Summary},
+    render::{background::Background, time::Clock, trace_sink, RunInfo, Sink, Summary},
     session,
 };
 
 pub fn run(args: &TraceArgs, input: &Path) -> anyhow::Result<()> {
     let what = || format!("reading the recording `{}`", input.display());
-    let meta = std::fs::metadata(input).with_context(what)?;
-    if !meta.is_file() {
-        anyhow::bail!(
-            "`{}` is not a regular file; --input takes a recording (`sockmem record -o FILE`)",
-            input.display()
-        );
-    }
-    let file = File::open(input).with_context(what)?;
-    let mut reader = Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
+    let mut reader = super::open(input)?;
     let out = session::open_output(args.output.as_deref())?;
     let out = Background::new(out).context("starting the output's writing thread")?;
-    let sink: Box<dyn Sink> = if args.json {
-        Box::new(JsonSink::new(out, args.kernel_addrs))
-    } else {
-        Box::new(TextSink::new(out))
+    // Time 0 and the wall clock are the recording's.
+    let clock = Clock {
+        mode: args.time,
+        anchor: reader.header().anchor,
     };
+    let sink = trace_sink(out, args.json, args.kernel_addrs, clock);
     let summary = replay(&mut reader, sink, EventFilter::new(&args.filters), &what())?;
     let (header, trailer) = (reader.header(), reader.trailer());
     eprintln!(
@@ -152,7 +144,7 @@ mod tests {
             },
             writer::Writer,
         },
-        render::Finish,
+        render::{json::JsonSink, Finish},
     };
 
     /// An output the test can read after the sink is gone.

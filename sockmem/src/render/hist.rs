@@ -225,6 +225,21 @@ pub struct JsonContext<'a> {
     pub bpf_stats: Option<&'a [HookCost]>,
 }
 
+/// The histograms, their totals and the completeness counts as `hist --json` has them, for a
+/// document of another command (`report --hist --json`).
+pub fn json_parts(report: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "histograms": report
+            .histograms
+            .iter()
+            .filter(|h| !h.label.is_empty())
+            .map(json_hist)
+            .collect::<Vec<_>>(),
+        "totals": report.totals.iter().map(json_hist).collect::<Vec<_>>(),
+        "completeness": &report.completeness,
+    })
+}
+
 pub fn write_json(out: &mut impl Write, ctx: &JsonContext, report: &Report) -> io::Result<()> {
     let c = &report.completeness;
     let doc = JsonReport {

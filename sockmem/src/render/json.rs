@@ -4,15 +4,20 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{write_info, write_ip, Finish, RunInfo, Sink, Summary};
+use super::{
+    time::{wall, write_wall, Clock},
+    write_info, write_ip, Finish, RunInfo, Sink, Summary,
+};
 use crate::{
     attach::stats::HookCost,
+    cli::TimeMode,
     kernel::sock_diag::SockMem,
     pipeline::{
         decode::Event,
         snapshot::Snapshot,
         track::{Deltas, SocketState},
     },
+    recording::format::ClockAnchor,
 };
 
 pub struct JsonSink<W: Write> {
@@ -23,6 +28,9 @@ pub struct JsonSink<W: Write> {
     /// allocation.
     line: Vec<u8>,
     info: String,
+    /// The header's clock anchor and `--time`: `wall` adds a `wall` field to events and
+    /// snapshots.
+    clock: Option<Clock>,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -32,7 +40,19 @@ impl<W: Write> JsonSink<W> {
             kernel_addrs,
             line: Vec::with_capacity(1024),
             info: String::with_capacity(128),
+            clock: None,
         }
+    }
+
+    /// The clock anchor goes into the header; `--time wall` adds `wall` to events and
+    /// snapshots (`ts_ns` and `time_s` are always there).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn wall_clock(&self) -> Option<Clock> {
+        self.clock.filter(|c| c.mode == TimeMode::Wall)
     }
 
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
@@ -58,6 +78,13 @@ struct Header<'a> {
     kernel: &'a str,
     ring_size: u32,
     hooks: Vec<JsonHook<'a>>,
+    /// `--time`: how the text shows times (JSON events always carry `ts_ns` and `time_s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<&'static str>,
+    /// CLOCK_REALTIME and CLOCK_MONOTONIC read together at time 0: an event's wall time is
+    /// `realtime_ns + ts_ns - monotonic_ns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clock: Option<ClockAnchor>,
 }
 
 /// The kernel's counters as `ss -m` names them (`skmem:(r,rb,t,tb,f,w,o,bl,d)`).
@@ -84,6 +111,8 @@ struct LastCounters {
 struct JsonSnapshot<'a> {
     r#type: &'static str,
     time_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wall: Option<String>,
     sock: u64,
     ino: u64,
     netns: &'a str,
@@ -170,6 +199,8 @@ impl<W: Finish> Sink for JsonSink<W> {
             kernel: &info.kernel,
             ring_size: info.ring_size,
             hooks,
+            time: self.clock.map(|c| c.mode.name()),
+            clock: self.clock.map(|c| c.anchor),
         })
     }
 
@@ -199,6 +230,11 @@ impl<W: Finish> Sink for JsonSink<W> {
         l.extend_from_slice(b"{\"type\":\"event\"");
         field!("ts_ns", e.ts_ns);
         field!("time_s", time_s);
+        if let Some(c) = self.clock.filter(|c| c.mode == TimeMode::Wall) {
+            l.extend_from_slice(b",\"wall\":\"");
+            write_wall(l, c.wall_ns(e.ts_ns));
+            l.push(b'"');
+        }
         field!("cpu", e.cpu);
         field!("pid", e.pid);
         field!("tgid", e.tgid);
@@ -247,9 +283,13 @@ impl<W: Finish> Sink for JsonSink<W> {
 
     fn snapshot(&mut self, s: &Snapshot, st: &SocketState, time_s: f64) -> io::Result<()> {
         let k = &s.kernel;
+        let wall = self
+            .wall_clock()
+            .map(|c| wall(c.wall_ns(c.mono_ns(time_s))));
         self.line(&JsonSnapshot {
             r#type: "snapshot",
             time_s,
+            wall,
             sock: s.sock_id,
             ino: k.ino,
             netns: &s.netns,
@@ -556,5 +596,40 @@ mod tests {
             ev["wmem_alloc"].is_null() && ev["wmem_queued"].is_null(),
             "{ev}"
         );
+    }
+
+    #[test]
+    fn the_header_carries_the_anchor_and_wall_time_is_added() {
+        use crate::render::time::Clock;
+        let anchor = ClockAnchor {
+            realtime_ns: 1_796_092_812_000_000_000,
+            monotonic_ns: 7_000_000_000,
+        };
+        let mut raw = raw_event(Hook::TcpAck);
+        raw.ts_ns = 7_000_001_000;
+        let e = Event::from_raw(&raw).unwrap();
+        for mode in [TimeMode::Rel, TimeMode::Wall, TimeMode::Mono] {
+            let mut buf = Vec::new();
+            let mut sink = JsonSink::new(&mut buf, false).with_clock(Clock { mode, anchor });
+            sink.header(&RunInfo::default()).unwrap();
+            sink.event(&e, Deltas::default(), 0.000_001).unwrap();
+            let lines: Vec<serde_json::Value> = String::from_utf8(buf)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("valid JSON"))
+                .collect();
+            assert_eq!(lines[0]["time"], mode.name());
+            assert_eq!(lines[0]["clock"]["monotonic_ns"], 7_000_000_000u64);
+            assert_eq!(
+                lines[0]["clock"]["realtime_ns"],
+                1_796_092_812_000_000_000u64
+            );
+            assert_eq!(lines[1]["ts_ns"], 7_000_001_000u64);
+            assert_eq!(lines[1]["time_s"], 0.000_001);
+            match mode {
+                TimeMode::Wall => assert_eq!(lines[1]["wall"], "2026-12-01T02:40:12.000001Z"),
+                _ => assert!(lines[1].get("wall").is_none()),
+            }
+        }
     }
 }

@@ -22,7 +22,9 @@ pub mod hist;
 pub mod json;
 pub mod perfetto;
 pub mod plot;
+pub mod report;
 pub mod text;
+pub mod time;
 pub mod why;
 
 /// One hook as set up at start.
@@ -79,6 +81,20 @@ pub trait Sink {
     fn flush(&mut self) -> io::Result<()>;
     /// Flushes and completes the output (see [`Finish`]).
     fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// `trace`'s sink, live or replaying: JSON lines or text, times as `clock` says.
+pub fn trace_sink<W: Finish + 'static>(
+    out: W,
+    json: bool,
+    kernel_addrs: bool,
+    clock: time::Clock,
+) -> Box<dyn Sink> {
+    if json {
+        Box::new(json::JsonSink::new(out, kernel_addrs).with_clock(clock))
+    } else {
+        Box::new(text::TextSink::new(out).with_clock(clock))
+    }
 }
 
 /// The hook-specific part of an event in words, e.g. `ret=65536 took=1.2ms`: the fields the

@@ -5,7 +5,11 @@ use std::{
     net::SocketAddr,
 };
 
-use super::{write_info, write_ip, Finish, RunInfo, Sink, Summary};
+use super::{
+    time::{write_wall, Clock},
+    write_info, write_ip, Finish, RunInfo, Sink, Summary,
+};
+use crate::cli::TimeMode;
 use crate::pipeline::{
     decode::{Event, Owner},
     snapshot::Snapshot,
@@ -17,6 +21,8 @@ pub struct TextSink<W: Write> {
     /// Reused for each event line, so an event costs no allocation.
     line: Vec<u8>,
     cell: String,
+    /// `--time wall|mono`; `None`: seconds since the start.
+    clock: Option<Clock>,
 }
 
 impl<W: Write> TextSink<W> {
@@ -25,6 +31,41 @@ impl<W: Write> TextSink<W> {
             out,
             line: Vec::with_capacity(512),
             cell: String::with_capacity(128),
+            clock: None,
+        }
+    }
+
+    /// Times as `clock.mode` says (`trace --time`).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock).filter(|c| c.mode != TimeMode::Rel);
+        self
+    }
+
+    fn mode(&self) -> TimeMode {
+        self.clock.map(|c| c.mode).unwrap_or_default()
+    }
+}
+
+/// The time cell of an event at `ts_ns` (`time_s` after the start).
+fn time_cell(l: &mut Vec<u8>, clock: Option<Clock>, ts_ns: u64, time_s: f64) {
+    let mode = clock.map(|c| c.mode).unwrap_or_default();
+    let (_, width) = Clock::column(mode);
+    match clock {
+        Some(c) if mode == TimeMode::Wall => {
+            cell(l, width, Left, |l| write_wall(l, c.wall_ns(ts_ns)))
+        }
+        Some(_) if mode == TimeMode::Mono => cell(l, width, Right, |l| int(l, ts_ns)),
+        _ => {
+            // `{:>11.6}`: microseconds, rounded.
+            let us = (time_s * 1e6).round() as u64;
+            cell(l, width, Right, |l| {
+                int(l, us / 1_000_000);
+                l.push(b'.');
+                let frac = us % 1_000_000;
+                let digits = itoa::Buffer::new().format(frac).len();
+                l.extend(std::iter::repeat_n(b'0', 6 - digits));
+                int(l, frac);
+            });
         }
     }
 }
@@ -87,11 +128,28 @@ impl<W: Finish> Sink for TextSink<W> {
     // The header uses the event line's widths with literal titles, so columns line up.
     #[allow(clippy::write_literal)]
     fn header(&mut self, _info: &RunInfo) -> io::Result<()> {
+        let (title, width) = Clock::column(self.mode());
+        let title = match self.mode() {
+            TimeMode::Wall => format!("{title:<width$}"),
+            _ => format!("{title:>width$}"),
+        };
         writeln!(
             self.out,
-            "{:>11} {:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
-            "TIME(s)", "CPU", "PID", "COMM", "HOOK", "PROTO", "LOCAL", "REMOTE", "QUEUED(Δ)",
-            "ALLOC(Δ)", "SNDBUF", "LEN", "IFACE", "INFO"
+            "{} {:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
+            title,
+            "CPU",
+            "PID",
+            "COMM",
+            "HOOK",
+            "PROTO",
+            "LOCAL",
+            "REMOTE",
+            "QUEUED(Δ)",
+            "ALLOC(Δ)",
+            "SNDBUF",
+            "LEN",
+            "IFACE",
+            "INFO"
         )
     }
 
@@ -100,16 +158,7 @@ impl<W: Finish> Sink for TextSink<W> {
         // `{:>16}` the line cost more than everything else sockmem does with an event.
         let l = &mut self.line;
         l.clear();
-        // `{:>11.6}`: microseconds, rounded.
-        let us = (time_s * 1e6).round() as u64;
-        cell(l, 11, Right, |l| {
-            int(l, us / 1_000_000);
-            l.push(b'.');
-            let frac = us % 1_000_000;
-            let digits = itoa::Buffer::new().format(frac).len();
-            l.extend(std::iter::repeat_n(b'0', 6 - digits));
-            int(l, frac);
-        });
+        time_cell(l, self.clock, e.ts_ns, time_s);
         cell(l, 3, Right, |l| int(l, e.cpu));
         // In softirq before the socket's first `sendmsg`: no process to name.
         match e.owner {
@@ -185,10 +234,13 @@ impl<W: Finish> Sink for TextSink<W> {
         if let Some(note) = s.agreement.note() {
             info.push_str(&format!(": {note}"));
         }
+        let mut time = Vec::new();
+        let ts_ns = self.clock.map(|c| c.mono_ns(time_s)).unwrap_or_default();
+        time_cell(&mut time, self.clock, ts_ns, time_s);
         writeln!(
             self.out,
-            "{:>11.6} {:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
-            time_s,
+            "{}{:>3} {:>7} {:<15} {:<14} {:<5} {:<21} {:<21} {:>16} {:>14} {:>8} {:>6} {:<10} {}",
+            String::from_utf8_lossy(&time),
             "-",
             tgid,
             comm,
@@ -419,5 +471,34 @@ mod tests {
             end(lines[0], "QUEUED(Δ)") - "Δ".len() + 1,
             end(lines[1], "65536(+0)")
         );
+    }
+
+    #[test]
+    fn wall_and_monotonic_time_columns() {
+        use crate::{recording::format::ClockAnchor, render::time::Clock};
+        let mut raw = raw_event(Hook::TcpAck);
+        raw.ts_ns = 7_250_000_000;
+        let e = Event::from_raw(&raw).unwrap();
+        let anchor = ClockAnchor {
+            realtime_ns: 1_796_092_812_000_000_000,
+            monotonic_ns: 7_000_000_000,
+        };
+        for (mode, title, time) in [
+            (TimeMode::Wall, "TIME(UTC)", "2026-12-01T02:40:12.250000Z"),
+            (TimeMode::Mono, "TIME(ns)", "7250000000"),
+            (TimeMode::Rel, "TIME(s)", "0.250000"),
+        ] {
+            let mut buf = Vec::new();
+            let mut sink = TextSink::new(&mut buf).with_clock(Clock { mode, anchor });
+            sink.header(&RunInfo::default()).unwrap();
+            sink.event(&e, Deltas::default(), 0.25).unwrap();
+            let text = String::from_utf8(buf).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines[0].split_whitespace().next(), Some(title), "{text}");
+            assert_eq!(lines[1].split_whitespace().next(), Some(time), "{text}");
+            // The CPU column ends at the same place on both lines.
+            let cpu_end = lines[0].find("CPU").unwrap() + 3;
+            assert_eq!(&lines[1][cpu_end - 1..cpu_end], "0", "{text}");
+        }
     }
 }

@@ -31,6 +31,25 @@ impl Samples {
         }
     }
 
+    /// Adds every value `other` holds (`report`'s groups of sockets): count, sum and maximum
+    /// exactly; percentiles exact while the two together kept every value, else from a
+    /// reservoir that favours neither side much.
+    pub fn merge(&mut self, other: &Samples) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+        for &v in &other.kept {
+            if self.kept.len() < RESERVOIR {
+                self.kept.push(v);
+            } else {
+                let j = self.next() % self.count.max(1);
+                if (j as usize) < RESERVOIR {
+                    self.kept[j as usize] = v;
+                }
+            }
+        }
+    }
+
     fn next(&mut self) -> u64 {
         if self.rng == 0 {
             self.rng = 0x9e37_79b9_7f4a_7c15;
@@ -86,6 +105,16 @@ mod tests {
         assert_eq!(s.mean(), 50.5);
         assert_eq!(s.percentile(0.99), 99);
         assert_eq!(s.percentile(0.5), 50);
+    }
+
+    #[test]
+    fn merged_samples_are_exact_while_small() {
+        let (mut a, mut b) = (Samples::default(), Samples::default());
+        (1..=60).for_each(|v| a.push(v));
+        (61..=100).for_each(|v| b.push(v));
+        a.merge(&b);
+        assert_eq!((a.count(), a.max(), a.mean()), (100, 100, 50.5));
+        assert_eq!(a.percentile(0.99), 99);
     }
 
     #[test]

@@ -1,0 +1,64 @@
+//! `sockmem report FILE`: a recording summed up per socket (or group), with `hist`'s histograms
+//! on request. Reads the file through the recording reader, applies the filters as `trace
+//! --input` does, and hands the events to the report's collector; no program is loaded.
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::ReportArgs,
+    pipeline::{decode::Event, filter::EventFilter, names::Names, report::Collector},
+    recording::{self, reader::Item},
+    render::{
+        report::{write_report_json, write_report_text, Context},
+        Finish as _,
+    },
+    session,
+};
+
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let what = || format!("reading the recording `{}`", args.input.display());
+    let mut reader = recording::open(&args.input)?;
+    let mut out = session::open_output(args.output.as_deref())?;
+    let names = Names::recorded(&reader.trailer().enums, &reader.trailer().locations);
+    let mut filter = EventFilter::new(&args.filters);
+    let mut collector = Collector::new(args.hist);
+    let mut undecodable = 0u64;
+    while let Some(item) = reader.next_item().with_context(what)? {
+        let Item::Event(bytes) = item else { continue };
+        let Ok(mut e) = Event::decode(bytes) else {
+            undecodable += 1;
+            continue;
+        };
+        if !filter.admits(&e) {
+            continue;
+        }
+        names.fill(&mut e);
+        collector.observe(&e);
+    }
+    if undecodable > 0 {
+        eprintln!("sockmem: skipped {undecodable} events that could not be decoded");
+    }
+    let group_by = args.group_by.unwrap_or_default();
+    let events = collector.events;
+    let summary = collector.finish(group_by, args.group_by.is_some());
+    let file = args.input.display().to_string();
+    let ctx = Context {
+        file: &file,
+        header: reader.header(),
+        trailer: reader.trailer(),
+        group_by,
+        filters: (&args.filters).into(),
+        events,
+    };
+    if args.json {
+        write_report_json(&mut out, &ctx, &summary)?;
+    } else {
+        write_report_text(&mut out, &ctx, &summary)?;
+    }
+    out.finish().context("writing the report")?;
+    let lost: u64 = ctx.trailer.lost_per_cpu.iter().sum();
+    if lost > 0 {
+        eprintln!("sockmem: warning: the recording lost {lost} events: the report undercounts");
+    }
+    Ok(())
+}
