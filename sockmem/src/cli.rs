@@ -58,6 +58,66 @@ pub enum Command {
     Demo(DemoArgs),
     /// Show, for the running kernel, which backend each hook can use and why others cannot.
     Probe(ProbeArgs),
+    /// Draw a recording: per socket, sk_wmem_queued and sk_wmem_alloc over time, with sendmsg
+    /// calls, time blocked and drops (SVG or PNG).
+    #[command(after_help = PLOT_EXAMPLES)]
+    Plot(PlotArgs),
+    /// Convert a recording for other tools: Chrome trace-event JSON for Perfetto.
+    #[command(after_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
+}
+
+const PLOT_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem plot run.smrec -o run.svg            # the 6 busiest sockets, one panel each
+    sockmem plot run.smrec -o run.png -P 5201    # sockets with port 5201 at either end
+    sockmem plot run.smrec -o one.svg --socket 3 # socket 3 (`sock` in `trace --json`)";
+
+const EXPORT_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem export run.smrec --perfetto run.json   # open in ui.perfetto.dev or chrome://tracing
+    sockmem export run.smrec --perfetto a.json -c iperf3";
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The recording (`sockmem record -o FILE`).
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// The image to write: its extension, .svg or .png, chooses the format.
+    #[arg(short = 'o', long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Which events to draw, as `trace --input` applies them.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Plot this socket (its id: `sock` in `trace --json`, `sock ID` in a plot's panels);
+    /// repeat for several. Default: the busiest sockets (most events reading the counters).
+    #[arg(long = "socket", value_name = "ID", value_parser = parse_sock_id)]
+    pub sockets: Vec<u64>,
+    /// At most this many panels (1 to 16) of the busiest sockets, when no --socket is given.
+    #[arg(long, value_name = "N", default_value = "6", value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub panels: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The recording (`sockmem record -o FILE`).
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// Write Chrome trace-event JSON here (Perfetto and chrome://tracing open it).
+    #[arg(long, value_name = "OUT.json")]
+    pub perfetto: PathBuf,
+    /// Which events to export, as `trace --input` applies them.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+/// A socket id: decimal, or hexadecimal with `0x`.
+fn parse_sock_id(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not a socket id (a number: `sock` in `trace --json`)"))
 }
 
 const RECORD_EXAMPLES: &str = "\
@@ -390,6 +450,8 @@ impl Cli {
             Command::Hist(h) => Some(&h.filters),
             Command::Why(w) => Some(&w.filters),
             Command::Record(r) => Some(&r.filters),
+            Command::Plot(p) => Some(&p.filters),
+            Command::Export(e) => Some(&e.filters),
             Command::Report(r) => Some(&r.filters),
             Command::Probe(_) | Command::Demo(_) => None,
         };
@@ -599,6 +661,10 @@ mod tests {
             &["trace", "--input", "f", "--duration", "1"],
             &["trace", "--input", "f", "--backend", "kprobe"],
             &["trace", "--input", "f", "--ready-file", "r"],
+            &["plot", "f"],
+            &["plot", "f", "-o", "x.svg", "--socket", "three"],
+            &["plot", "f", "-o", "x.svg", "--panels", "0"],
+            &["export", "f"],
             &["trace", "--time", "utc"],
             &["report"],
             &["report", "f", "--group-by", "cgroup"],

@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => cmd::report::run(args),
         cli::Command::Demo(args) => cmd::demo::run(args),
         cli::Command::Probe(args) => cmd::probe::run(args),
+        cli::Command::Plot(args) => cmd::plot::run(args),
+        cli::Command::Export(args) => cmd::export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

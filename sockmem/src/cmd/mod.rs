@@ -1,6 +1,8 @@
 //! One file per subcommand, each a thin layer over the shared session, pipeline and sinks.
 pub mod demo;
+pub mod export;
 pub mod hist;
+pub mod plot;
 pub mod probe;
 pub mod record;
 pub mod report;

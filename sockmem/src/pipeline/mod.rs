@@ -9,6 +9,7 @@ pub mod names;
 pub mod report;
 pub mod snapshot;
 pub mod stream;
+pub mod timeline;
 pub mod trace;
 pub mod track;
 pub mod why;

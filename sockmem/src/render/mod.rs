@@ -17,8 +17,11 @@ use crate::pipeline::{
 };
 
 pub mod background;
+pub mod bitmap;
 pub mod hist;
 pub mod json;
+pub mod perfetto;
+pub mod plot;
 pub mod report;
 pub mod text;
 pub mod time;

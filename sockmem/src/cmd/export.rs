@@ -1,0 +1,27 @@
+//! `sockmem export FILE --perfetto OUT.json`: a recording as Chrome trace-event JSON (see
+//! `render::perfetto`).
+
+use anyhow::Context as _;
+
+use crate::{cli::ExportArgs, output::OutputFile, pipeline::timeline::Timeline, render::perfetto};
+
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let timeline = Timeline::read(&args.input, &args.filters)?;
+    anyhow::ensure!(
+        !timeline.sockets.is_empty(),
+        "no event of the recording's {} matches the filters: nothing to export",
+        timeline.recorded_events
+    );
+    let mut out = OutputFile::create(&args.perfetto)?;
+    let counts = perfetto::write(&timeline, &mut out)
+        .with_context(|| format!("writing `{}`", args.perfetto.display()))?;
+    out.commit()?;
+    eprintln!(
+        "sockmem: exported {} trace events of {} sockets in {} processes to `{}`",
+        counts.events,
+        timeline.sockets.len(),
+        counts.processes,
+        args.perfetto.display()
+    );
+    Ok(())
+}

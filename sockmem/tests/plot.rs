@@ -1,0 +1,394 @@
+//! Integration tests of `sockmem plot` and `sockmem export --perfetto`, on one recording of real
+//! traffic: a TCP transfer (256 KiB, a 32 KiB `SO_SNDBUF`) through a 20 mbit tbf between two
+//! namespaces (198.18.213.0/24), so that both counters move and the sender blocks. Each output
+//! is held against the recording's own events, as `trace --input --json` replays them.
+//! Must run as root on a kernel with BTF (to record); plotting and exporting need neither.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use support::*;
+
+const PORT: u16 = 27301;
+const BYTES: u64 = 256 * 1024;
+
+struct Recorded {
+    path: PathBuf,
+    /// The recording as `trace --input --json` prints it.
+    replay: JsonTrace,
+    /// The transfer's sending socket, and its id.
+    key: SockKey,
+    sock: u64,
+}
+
+fn recorded() -> &'static Recorded {
+    static RUN: OnceLock<Recorded> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let pair = NetnsPair::new("plot", 213);
+        pair.add_tbf("20mbit");
+        let path = tmp_path("plot.smrec");
+        let port = PORT.to_string();
+        let p = path.to_str().expect("a UTF-8 temporary path");
+        let (flow, outs) = traced_by(&[&["record", "-o", p, "-P", &port]], || {
+            let opts = TcpFlowOpts::bytes(BYTES).sndbuf(32 * 1024);
+            let flow = TcpFlow::start(&pair, PORT, "smplot-tx", opts);
+            flow.wait_received(BYTES, IO_TIMEOUT);
+            flow
+        });
+        let transfer = flow.finish_transfer();
+        outs[0].assert_success();
+        let out = sockmem(&["trace", "--input", p, "--json"]);
+        out.assert_success();
+        let replay = out.json();
+        let sock = replay.sock_of(&transfer.key);
+        Recorded {
+            path,
+            replay,
+            key: transfer.key,
+            sock,
+        }
+    })
+}
+
+/// `sockmem <args>` to completion (no program is loaded: seconds at most).
+fn sockmem(args: &[&str]) -> CmdOutput {
+    let out = run_sockmem(args, Duration::from_secs(120));
+    out.assert_no_panic();
+    out
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 temporary path")
+}
+
+/// Per socket, the counters of its events that read them (`null` for a socket being freed), in
+/// the recording's order.
+fn readings(replay: &JsonTrace) -> BTreeMap<u64, Vec<(i64, i64, i64)>> {
+    let mut m: BTreeMap<u64, Vec<(i64, i64, i64)>> = BTreeMap::new();
+    for e in &replay.events {
+        let sock = get_u64(e, "sock");
+        let entry = m.entry(sock).or_default();
+        if !e["wmem_queued"].is_null() {
+            entry.push((
+                get_i64(e, "wmem_queued"),
+                get_i64(e, "wmem_alloc"),
+                get_i64(e, "sndbuf"),
+            ));
+        }
+    }
+    m.retain(|_, v| !v.is_empty());
+    m
+}
+
+/// The `points` of a polyline.
+fn vertices(node: &roxmltree::Node) -> Vec<(f64, f64)> {
+    node.attribute("points")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| {
+            let (x, y) = p.split_once(',').expect("x,y");
+            (x.parse().expect("a number"), y.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_svg_has_both_series_of_each_socket() {
+    let r = recorded();
+    let out_path = tmp_path("plot.svg");
+    let out = sockmem(&["plot", path_str(&r.path), "-o", path_str(&out_path)]);
+    out.assert_success();
+    let svg = fs::read_to_string(&out_path).expect("the SVG written");
+    let doc = roxmltree::Document::parse(&svg)
+        .unwrap_or_else(|e| panic!("expected the SVG to parse as XML: {e}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let socks = readings(&r.replay);
+    assert!(
+        socks.contains_key(&r.sock) && socks.len() <= 6,
+        "expected the sender's socket {} among at most 6 sockets with readings: {:?}",
+        r.sock,
+        socks.keys()
+    );
+    let height = 40 + 300 * socks.len();
+    assert_eq!(
+        (root.attribute("width"), root.attribute("height")),
+        (Some("1200"), Some(height.to_string().as_str())),
+        "expected 1200 × (40 + 300 per panel)"
+    );
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or_default().trim().to_owned())
+        .collect();
+    for label in [
+        "sk_wmem_queued",
+        "sk_wmem_alloc",
+        "sk_sndbuf",
+        "sendmsg call",
+    ] {
+        assert_eq!(
+            texts.iter().filter(|t| t.as_str() == label).count(),
+            socks.len(),
+            "expected the legend label {label} once per panel"
+        );
+    }
+    for (sock, rs) in &socks {
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with(&format!("sock {sock} · tcp "))),
+            "expected a panel titled `sock {sock} · tcp ...`"
+        );
+        for series in ["sk_wmem_queued", "sk_wmem_alloc"] {
+            let lines: Vec<_> = doc
+                .descendants()
+                .filter(|n| {
+                    n.has_tag_name("polyline")
+                        && n.attribute("class") == Some(&format!("series {series}"))
+                        && n.attribute("data-sock") == Some(&sock.to_string())
+                })
+                .collect();
+            assert_eq!(lines.len(), 1, "expected one {series} line for sock {sock}");
+            let line = lines[0];
+            assert_eq!(
+                line.attribute("data-readings"),
+                Some(rs.len().to_string().as_str())
+            );
+            // A step line: each reading a vertex, and a corner before every reading but the
+            // first. Above 5000 readings, a few per pixel column.
+            let v = vertices(&line);
+            if rs.len() <= 5000 {
+                assert_eq!(
+                    v.len(),
+                    2 * rs.len() - 1,
+                    "expected {series} of sock {sock} to step through its {} readings",
+                    rs.len()
+                );
+            } else {
+                assert!(
+                    v.len() % 2 == 1 && v.len() < 2 * rs.len() && v.len() <= 2 * 4 * 1200,
+                    "expected {series} of sock {sock} thinned per pixel column: {} vertices \
+                     for {} readings",
+                    v.len(),
+                    rs.len()
+                );
+            }
+            assert!(
+                v.windows(2).all(|w| w[0].0 <= w[1].0),
+                "time runs left to right"
+            );
+        }
+        // The counters moved, so the lines are not flat.
+        let queued_max = rs.iter().map(|r| r.0).max().unwrap_or(0);
+        if *sock == r.sock {
+            assert!(
+                queued_max > 0,
+                "expected the sender's sk_wmem_queued to grow"
+            );
+        }
+    }
+    let _ = fs::remove_file(&out_path);
+}
+
+#[test]
+fn the_png_is_a_png_of_the_requested_size() {
+    let r = recorded();
+    let out_path = tmp_path("plot.png");
+    let sock = r.sock.to_string();
+    let out = sockmem(&[
+        "plot",
+        path_str(&r.path),
+        "-o",
+        path_str(&out_path),
+        "--socket",
+        &sock,
+    ]);
+    out.assert_success();
+    let bytes = fs::read(&out_path).expect("the PNG written");
+    let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+    let mut reader = decoder
+        .read_info()
+        .unwrap_or_else(|e| panic!("expected a valid PNG: {e}"));
+    let (w, h) = (reader.info().width, reader.info().height);
+    assert_eq!((w, h), (1200, 340), "one panel: 1200 × (40 + 300)");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a size")];
+    let frame = reader.next_frame(&mut buf).expect("the image decodes");
+    let pixels = &buf[..frame.buffer_size()];
+    // Not blank: the lines' colours are there.
+    let distinct: std::collections::HashSet<&[u8]> = pixels.chunks(3).collect();
+    assert!(
+        distinct.len() > 20,
+        "expected a drawing, got {} colours",
+        distinct.len()
+    );
+    assert!(
+        pixels.chunks(3).any(|p| p == [31, 119, 180]),
+        "expected the sk_wmem_queued line's blue"
+    );
+    // At most one panel: the others are said to be left out.
+    let one = tmp_path("one.png");
+    let out = sockmem(&[
+        "plot",
+        path_str(&r.path),
+        "-o",
+        path_str(&one),
+        "--panels",
+        "1",
+    ]);
+    out.assert_success();
+    let left_out = readings(&r.replay).len() - 1;
+    if left_out > 0 {
+        assert!(
+            out.stderr.contains(&format!("{left_out} more not shown")),
+            "expected the sockets left out counted: {}",
+            out.describe()
+        );
+    }
+    let _ = fs::remove_file(&out_path);
+    let _ = fs::remove_file(&one);
+}
+
+#[test]
+fn the_perfetto_export_has_the_recordings_counters_and_calls() {
+    let r = recorded();
+    let out_path = tmp_path("perfetto.json");
+    let out = sockmem(&[
+        "export",
+        path_str(&r.path),
+        "--perfetto",
+        path_str(&out_path),
+    ]);
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&fs::read_to_string(&out_path).expect("written"))
+        .unwrap_or_else(|e| panic!("expected the export to parse as JSON: {e}"));
+    let evs = doc["traceEvents"].as_array().expect("traceEvents");
+    let counter = |name: &str| -> Vec<i64> {
+        evs.iter()
+            .filter(|e| e["ph"] == "C" && e["name"] == name)
+            .map(|e| e["args"]["bytes"].as_i64().expect("a byte count"))
+            .collect()
+    };
+    let rs = &readings(&r.replay)[&r.sock];
+    let want = |f: fn(&(i64, i64, i64)) -> i64| rs.iter().map(f).collect::<Vec<_>>();
+    assert_eq!(
+        counter(&format!("sock {} sk_wmem_queued", r.sock)),
+        want(|r| r.0),
+        "expected sk_wmem_queued as the recording's events read it"
+    );
+    assert_eq!(
+        counter(&format!("sock {} sk_wmem_alloc", r.sock)),
+        want(|r| r.1),
+        "expected sk_wmem_alloc as the recording's events read it"
+    );
+    // Time runs forward, in µs since the start.
+    let ts: Vec<f64> = evs
+        .iter()
+        .filter(|e| e["ph"] == "C")
+        .filter_map(|e| e["ts"].as_f64())
+        .collect();
+    assert!(ts.iter().all(|t| *t >= 0.0));
+    // One sendmsg slice per sendmsg_ret.
+    let returns = r
+        .replay
+        .events
+        .iter()
+        .filter(|e| hook(e) == "sendmsg_ret")
+        .count();
+    let slices = evs
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["name"] == "sendmsg")
+        .count();
+    assert_eq!(slices, returns, "expected a sendmsg slice per sendmsg_ret");
+    if r.replay.is_attached("sendmsg_ret") {
+        assert!(returns > 0, "expected sendmsg calls in the transfer");
+    }
+    // Grouped by process: the sender's, named.
+    let sender = r
+        .replay
+        .events_for(&r.key)
+        .iter()
+        .find(|e| get_opt_str(e, "owner") == Some("sendmsg"))
+        .map(|e| get_u64(e, "tgid"));
+    if let Some(pid) = sender {
+        assert!(
+            evs.iter().any(|e| e["ph"] == "M"
+                && e["name"] == "process_name"
+                && e["pid"] == pid
+                && e["args"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains("smplot-tx"))),
+            "expected process_name metadata for the sender {pid}"
+        );
+        assert!(
+            evs.iter()
+                .filter(|e| e["ph"] == "C" && e["pid"] == pid)
+                .count()
+                >= 2 * rs.len(),
+            "expected the sender's counters under its process"
+        );
+    }
+    assert!(
+        evs.iter().any(|e| e["ph"] == "M"
+            && e["name"] == "thread_name"
+            && e["args"]["name"]
+                .as_str()
+                .is_some_and(|n| n.contains(&format!(":{PORT}")))),
+        "expected tracks named by the socket's 4-tuple"
+    );
+    let _ = fs::remove_file(&out_path);
+}
+
+/// Exit code 1, no panic, and a `sockmem:` line with every one of `words`.
+fn assert_fails(args: &[&str], words: &[&str]) {
+    let out = sockmem(args);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("sockmem: ") && words.iter().all(|w| l.contains(w))),
+        "{args:?}: expected a `sockmem: ` line with {words:?}, got {}",
+        out.describe()
+    );
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message() {
+    let r = recorded();
+    let rec = path_str(&r.path);
+    let svg = tmp_path("bad.svg");
+    let svg = path_str(&svg);
+    assert_fails(&["plot", rec, "-o", "/tmp/x.jpg"], &[".svg or .png"]);
+    assert_fails(&["plot", rec, "-o", svg, "-P", "1"], &["no socket"]);
+    assert_fails(
+        &["plot", rec, "-o", svg, "--socket", "987654321"],
+        &["socket 987654321", &r.sock.to_string()],
+    );
+    assert_fails(
+        &["export", rec, "--perfetto", "/tmp/x.json", "-P", "1"],
+        &["nothing to export"],
+    );
+    let foreign = tmp_path("foreign.smrec");
+    fs::write(&foreign, "not a recording\n").expect("a file");
+    assert_fails(
+        &["plot", path_str(&foreign), "-o", svg],
+        &["not a sockmem recording"],
+    );
+    assert_fails(
+        &["export", path_str(&foreign), "--perfetto", "/tmp/x.json"],
+        &["not a sockmem recording"],
+    );
+    let _ = fs::remove_file(&foreign);
+    assert_fails(
+        &["plot", "/nonexistent/run.smrec", "-o", svg],
+        &["/nonexistent/run.smrec"],
+    );
+    assert!(!Path::new(svg).exists(), "no image from a failed run");
+    let out = sockmem(&["plot", rec]);
+    out.assert_usage_error(&["plot", rec]);
+}
