@@ -3,8 +3,10 @@
 use anyhow::bail;
 
 use crate::{
-    cli::DemoArgs,
-    demo::scenario::{self, Scenario},
+    cli::{DemoArgs, FilterArgs},
+    demo::scenario::{self, Scenario, PORT},
+    pipeline::timeline::Timeline,
+    render::plot::Plot,
 };
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -41,6 +43,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  [{}] {}", if c.holds { "ok" } else { "no" }, c.text);
     }
     println!("recording: {}", recording.display());
+    // The sender's counters over time, from the recording.
+    let picture = args.output_dir.join(format!("{}.png", s.name()));
+    let filters = FilterArgs {
+        port: vec![PORT],
+        ..FilterArgs::default()
+    };
+    let timeline = Timeline::read(&recording, &filters)?;
+    let source = format!("sockmem demo {}", s.name());
+    Plot::choose(&timeline, &outcome.facts.sock_ids, 6, source)?.save(&picture)?;
+    println!("plot: {}", picture.display());
     if !holds {
         bail!("the demo did not show what it should (see above)");
     }

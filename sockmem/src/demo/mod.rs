@@ -20,6 +20,8 @@ use crate::{
 /// their remote port.
 #[derive(Debug, Default)]
 pub struct SenderFacts {
+    /// The sender sockets' ids (what the plot draws).
+    pub sock_ids: Vec<u64>,
     pub events: u64,
     pub queued_max: i64,
     pub alloc_max: i64,
@@ -90,6 +92,9 @@ pub fn sender_facts(path: &Path, port: u16) -> anyhow::Result<SenderFacts> {
             continue;
         }
         f.events += 1;
+        if !f.sock_ids.contains(&e.sock_id) {
+            f.sock_ids.push(e.sock_id);
+        }
         if let (Some(last), Some(prev)) = (f.last_ts, f.alloc_held.last_mut()) {
             prev.1 = e.ts_ns.saturating_sub(last);
         }

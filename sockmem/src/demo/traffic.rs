@@ -23,6 +23,14 @@ pub struct Sent {
     pub slow_calls: u64,
 }
 
+/// A thread with a name: its comm, which sockmem's events show as the sender.
+fn named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawning a demo thread")
+}
+
 fn setsockopt<T>(fd: &impl AsRawFd, level: i32, name: i32, v: &T) {
     // SAFETY: a valid socket and a value of the option's size. A failure keeps the default,
     // which the demo's verdict shows.
@@ -47,7 +55,7 @@ pub fn tcp_receiver(
     until: Instant,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let h = thread::spawn(move || -> anyhow::Result<()> {
+    let h = named("demo-receiver", move || -> anyhow::Result<()> {
         enter(&ns)?;
         let listener = TcpListener::bind((addr, port)).context("listening")?;
         listener.set_nonblocking(true)?;
@@ -89,7 +97,7 @@ pub fn tcp_sender(
     sndbuf: Option<i32>,
     until: Instant,
 ) -> JoinHandle<anyhow::Result<Sent>> {
-    thread::spawn(move || -> anyhow::Result<Sent> {
+    named("demo-sender", move || -> anyhow::Result<Sent> {
         enter(&ns)?;
         let mut s =
             TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connecting")?;
@@ -138,7 +146,7 @@ pub fn udp_receiver(
     until: Instant,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let h = thread::spawn(move || -> anyhow::Result<()> {
+    let h = named("demo-receiver", move || -> anyhow::Result<()> {
         enter(&ns)?;
         let s = UdpSocket::bind((addr, port)).context("binding")?;
         s.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -163,7 +171,7 @@ pub fn udp_sender(
     sndbuf: i32,
     phases: Vec<(usize, Instant, Duration)>,
 ) -> JoinHandle<anyhow::Result<Sent>> {
-    thread::spawn(move || -> anyhow::Result<Sent> {
+    named("demo-sender", move || -> anyhow::Result<Sent> {
         enter(&ns)?;
         let s = UdpSocket::bind(("0.0.0.0", 0)).context("binding")?;
         s.connect(to).context("connecting")?;
