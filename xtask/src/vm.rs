@@ -456,6 +456,16 @@ const ONE_BACKEND_EXECUTABLES: &[(&str, &str)] = &[
          backend's hooks see the traffic is what trace, hist and backends check (~6 min a cell)",
     ),
     (
+        "report",
+        "reads recordings: the same on every backend once `record` (which runs on all) wrote \
+         them",
+    ),
+    (
+        "plot",
+        "draws recordings: the same on every backend once `record` (which runs on all) wrote \
+         them",
+    ),
+    (
         "demo",
         "each demo records through `sockmem record` and checks its claims on the recording; \
          how each backend's hooks see traffic is what trace, hist and backends check (~2 min a \
