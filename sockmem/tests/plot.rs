@@ -34,7 +34,9 @@ fn recorded() -> &'static Recorded {
         let path = tmp_path("plot.smrec");
         let port = PORT.to_string();
         let p = path.to_str().expect("a UTF-8 temporary path");
-        let (flow, outs) = traced_by(&[&["record", "-o", p, "-P", &port]], || {
+        // Snapshots every 50 ms: the plot draws the TSQ limit from them.
+        let rec = ["record", "-o", p, "-P", &port, "--snapshot", "0.05"];
+        let (flow, outs) = traced_by(&[&rec], || {
             let opts = TcpFlowOpts::bytes(BYTES).sndbuf(32 * 1024);
             let flow = TcpFlow::start(&pair, PORT, "smplot-tx", opts);
             flow.wait_received(BYTES, IO_TIMEOUT);
@@ -192,6 +194,43 @@ fn the_svg_has_both_series_of_each_socket() {
                 "expected the sender's sk_wmem_queued to grow"
             );
         }
+    }
+    // The TSQ limit: one step line for the sender, through the snapshots taken after it
+    // handed its first skb down (TSQ weighs that skb's truesize), at most one per snapshot.
+    let first_xmit = r
+        .replay
+        .events_of_sock(r.sock)
+        .iter()
+        .find(|e| hook(e) == "dev_queue_xmit")
+        .and_then(|e| e["time_s"].as_f64());
+    let snapshots_after: usize = r
+        .replay
+        .snapshots_of(r.sock)
+        .iter()
+        .filter(|s| first_xmit.is_some_and(|t| s["time_s"].as_f64().is_some_and(|ts| ts > t)))
+        .count();
+    let tsq: Vec<_> = doc
+        .descendants()
+        .filter(|n| {
+            n.has_tag_name("polyline")
+                && n.attribute("class") == Some("series tsq_limit")
+                && n.attribute("data-sock") == Some(&r.sock.to_string())
+        })
+        .collect();
+    if snapshots_after == 0 {
+        eprintln!("no snapshot of the sender after its first skb: no TSQ line to check");
+    } else {
+        assert_eq!(tsq.len(), 1, "expected a TSQ limit line for the sender");
+        let k: usize = tsq[0]
+            .attribute("data-readings")
+            .and_then(|v| v.parse().ok())
+            .expect("data-readings");
+        assert!(
+            (1..=r.replay.snapshots_of(r.sock).len()).contains(&k),
+            "expected the TSQ line through 1..={} snapshots, got {k}",
+            r.replay.snapshots_of(r.sock).len()
+        );
+        assert_eq!(vertices(&tsq[0]).len(), 2 * k - 1, "a step line");
     }
     let _ = fs::remove_file(&out_path);
 }

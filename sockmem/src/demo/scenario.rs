@@ -215,7 +215,8 @@ impl Recorder {
         let stderr = path.with_extension("stderr");
         let _ = std::fs::remove_file(&ready);
         let child = Command::new(exe)
-            .args(["record", "-P", &PORT.to_string(), "-d"])
+            // Snapshots every 200 ms: the plot draws TSQ's limit from them.
+            .args(["record", "-P", &PORT.to_string(), "--snapshot", "0.2", "-d"])
             .arg(format!("{}", secs + 30.0))
             .arg("-o")
             .arg(path)

@@ -8,6 +8,7 @@ use sockmem_common::Hook;
 use crate::{
     kernel::{
         netns,
+        sampler::read_sysctl_in,
         sock_diag::{DumpFilter, SockDiag, SockMem},
     },
     pipeline::track::{SocketState, SocketTracker},
@@ -23,6 +24,8 @@ pub struct Snapshot {
     /// The last event's `(wmem_queued, wmem_alloc)`, if one read them.
     pub last: Option<(i32, i32)>,
     pub agreement: Agreement,
+    /// `net.ipv4.tcp_limit_output_bytes` in that namespace (TCP sockets; TSQ's cap).
+    pub limit_output_bytes: Option<u64>,
 }
 
 /// How the snapshot compares with the socket's last event.
@@ -82,6 +85,8 @@ pub fn take(
         let Ok(sockets) = diag.and_then(|mut d| d.dump(&filter)) else {
             continue;
         };
+        // Read once per namespace, and only where a traced TCP socket is.
+        let mut lob: Option<Option<u64>> = None;
         for k in sockets {
             let Some(state) = wanted.get(&k.ino) else {
                 continue;
@@ -89,12 +94,21 @@ pub fn take(
             if !found.insert(k.ino) {
                 continue;
             }
+            let limit_output_bytes = match k.tcp {
+                Some(_) => *lob.get_or_insert_with(|| {
+                    read_sysctl_in(&ns.path, "net/ipv4/tcp_limit_output_bytes")
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                }),
+                None => None,
+            };
             out.push(Snapshot {
                 sock_id: state.sock_id,
                 agreement: compare(state, &k, attached, now_ns),
                 last: state.last,
                 netns: ns.label.clone(),
                 kernel: k,
+                limit_output_bytes,
             });
         }
         if found.len() == wanted.len() {

@@ -16,12 +16,16 @@ use sockmem_common::Hook;
 
 use crate::{
     cli::FilterArgs,
+    pipeline::why::tsq::{caps_paced, TsqLimit},
     pipeline::{
         decode::{Event, Owner, Protocol},
         filter::EventFilter,
         names::Names,
     },
-    recording::reader::{Item, ReadError, Reader},
+    recording::{
+        format::RecordedSnapshot,
+        reader::{Item, ReadError, Reader},
+    },
 };
 
 /// The counters as one event read them.
@@ -75,6 +79,12 @@ pub struct SocketTimeline {
     /// `driver_done`: [done − time in the driver, done], value = its length.
     pub driver: Vec<Span>,
     pub drops: Vec<DropMark>,
+    /// The largest truesize of the skbs it handed down (what TSQ weighs).
+    pub truesize_max: u64,
+    /// TCP Small Queues' limit at each snapshot of the recording (`record --snapshot SECS`),
+    /// computed as the kernel does from the snapshot's pacing rate and
+    /// `tcp_limit_output_bytes`: (CLOCK_MONOTONIC ns, bytes).
+    pub tsq_limit: Vec<(u64, u64)>,
 }
 
 impl SocketTimeline {
@@ -93,6 +103,8 @@ impl SocketTimeline {
             qdisc: Vec::new(),
             driver: Vec::new(),
             drops: Vec::new(),
+            truesize_max: 0,
+            tsq_limit: Vec::new(),
         }
     }
 
@@ -154,12 +166,14 @@ impl Timeline {
             in_qdisc: HashMap::new(),
             last_ns: header.anchor.monotonic_ns,
         };
+        let caps_paced = caps_paced(&header.kernel);
         while let Some(item) = reader.next_item()? {
-            if let Item::Event(bytes) = item {
-                match Event::decode(bytes) {
+            match item {
+                Item::Event(bytes) => match Event::decode(bytes) {
                     Ok(e) => b.event(e),
                     Err(err) => eprintln!("sockmem: skipping an event: {err}"),
-                }
+                },
+                Item::Snapshot(snap) => b.snapshot(&snap, caps_paced),
             }
         }
         let start_ns = header.anchor.monotonic_ns;
@@ -191,6 +205,25 @@ struct Builder {
 }
 
 impl Builder {
+    /// A snapshot of a socket the filters kept: TSQ's limit then, where its inputs are known.
+    fn snapshot(&mut self, snap: &RecordedSnapshot, caps_paced: bool) {
+        let Some(&i) = self.index.get(&snap.sock_id) else {
+            return;
+        };
+        let s = &mut self.sockets[i];
+        let Some(t) = snap.kernel.tcp.as_ref() else {
+            return;
+        };
+        if let (Some(lob), Some(rate), true) =
+            (snap.limit_output_bytes, t.pacing_rate, s.truesize_max > 0)
+        {
+            // BBR paces: before 6.16 the cap does not apply to it (see `why::tsq`).
+            let capped = caps_paced || t.congestion.as_deref() != Some("bbr");
+            let limit = TsqLimit::new(lob, rate, s.truesize_max, capped).limit;
+            s.tsq_limit.push((snap.time_ns, limit));
+        }
+    }
+
     fn event(&mut self, mut e: Event) {
         if !self.filter.admits(&e) {
             return;
@@ -226,6 +259,9 @@ impl Builder {
             value,
         };
         let skb_len = e.skb.as_ref().map_or(0, |k| i64::from(k.len));
+        if let (Some(k), Hook::DevQueueXmit | Hook::WmemCharge) = (&e.skb, e.hook) {
+            s.truesize_max = s.truesize_max.max(u64::from(k.truesize));
+        }
         match e.hook {
             Hook::SendmsgReturn => s.sendmsg.push(ended(e.duration_ns, e.value)),
             Hook::SendBlocked => s.blocked.push(ended(e.duration_ns, e.value)),

@@ -305,6 +305,10 @@ pub struct RecordedSnapshot {
     pub agreement: String,
     pub note: Option<String>,
     pub kernel: RecordedSockMem,
+    /// `net.ipv4.tcp_limit_output_bytes` in the socket's namespace when taken (absent in
+    /// recordings from before it was kept).
+    #[serde(default)]
+    pub limit_output_bytes: Option<u64>,
 }
 
 impl RecordedSnapshot {
@@ -317,6 +321,7 @@ impl RecordedSnapshot {
             last: s.last,
             agreement: s.agreement.word().to_owned(),
             note: s.agreement.note().map(str::to_owned),
+            limit_output_bytes: s.limit_output_bytes,
             kernel: RecordedSockMem {
                 ino: k.ino,
                 family: k.family.to_string(),
@@ -380,6 +385,7 @@ impl RecordedSnapshot {
             netns: self.netns.clone(),
             last: self.last,
             agreement,
+            limit_output_bytes: self.limit_output_bytes,
             kernel: SockMem {
                 ino: k.ino,
                 family,

@@ -330,6 +330,7 @@ mod tests {
             last: Some((100, 200)),
             agreement: "explained".into(),
             note: Some("still moving".into()),
+            limit_output_bytes: Some(4 << 20),
             kernel: crate::recording::format::RecordedSockMem {
                 ino: 7,
                 family: "ipv4".into(),

@@ -253,6 +253,7 @@ mod tests {
             last: Some((1000, 4608)),
             agreement: "explained".into(),
             note: Some("still moving".into()),
+            limit_output_bytes: Some(4 << 20),
             kernel: RecordedSockMem {
                 ino: 123_456,
                 family: "ipv4".into(),

@@ -3,12 +3,13 @@
 //! marks, time blocked in send calls as shaded spans; the panels stacked on one time axis
 //! (seconds since the recording started). Drawn with plotters, as SVG or as PNG.
 //!
-//! The TSQ limit is not drawn: it is `max(2 × truesize, pacing_rate >> pacing_shift)`, capped
-//! by `net.ipv4.tcp_limit_output_bytes`, and a recording has neither the sysctl nor the pacing
-//! rate at each event (the legend says so).
+//! The TSQ limit is drawn where the recording has snapshots (`record --snapshot SECS`): at each,
+//! `max(2 × truesize, pacing_rate >> pacing_shift)` capped by `net.ipv4.tcp_limit_output_bytes`
+//! as the kernel computes it (see `pipeline::timeline`), held until the next; without
+//! snapshots the legend says "not recorded".
 //!
 //! In the SVG, each series is one `<polyline>` with `class="series sk_wmem_queued"` (or
-//! `sk_wmem_alloc`, `sk_sndbuf`), `data-sock` (the socket id) and `data-readings` (how many
+//! `sk_wmem_alloc`, `sk_sndbuf`, `tsq_limit`), `data-sock` (the socket id) and `data-readings` (how many
 //! readings the series has: every event that read the counters, for `sk_sndbuf` the readings
 //! where it changed and the last). A step line through K readings has 2K − 1 vertices; K is
 //! `data-readings` up to [`MAX_READINGS`]. A series with more keeps, per pixel column, the
@@ -37,6 +38,7 @@ pub const MAX_READINGS: usize = 5000;
 const QUEUED: RGBColor = RGBColor(31, 119, 180);
 const ALLOC: RGBColor = RGBColor(255, 127, 14);
 const SNDBUF: RGBColor = RGBColor(105, 105, 105);
+const TSQ: RGBColor = RGBColor(148, 103, 189);
 const SENDMSG: RGBColor = RGBColor(44, 160, 44);
 const BLOCKED: RGBColor = RGBColor(214, 39, 40);
 const DROP: RGBColor = RGBColor(118, 42, 131);
@@ -259,12 +261,14 @@ impl<'a> Plot<'a> {
         let t = self.timeline;
         let secs = |ns: u64| t.rel_ns(ns) as f64 / 1e9;
         let (chart_area, legend_area) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
+        let tsq_max = s.tsq_limit.iter().map(|&(_, l)| l).max().unwrap_or(0);
         let highest = s
             .readings
             .iter()
             .map(|r| r.queued.max(r.alloc).max(r.sndbuf))
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(i32::try_from(tsq_max).unwrap_or(i32::MAX));
         // The y axis counts K (or M) so that its ticks fall on round numbers of them.
         let unit = Unit::for_max(highest as f64);
         let top = (highest as f64 / unit.bytes).max(1.0) * 1.08;
@@ -340,6 +344,13 @@ impl<'a> Plot<'a> {
                 color.stroke_width(2),
             )))?;
         }
+        // Over the counters: sk_wmem_alloc lives just around it.
+        if !s.tsq_limit.is_empty() {
+            chart.draw_series(std::iter::once(PathElement::new(
+                step_points(&s.tsq_limit, |l| l as f64 / unit.bytes, &secs),
+                TSQ.stroke_width(2),
+            )))?;
+        }
         chart.draw_series(
             s.drops
                 .iter()
@@ -381,7 +392,15 @@ impl<'a> Plot<'a> {
                 format!("{}", s.drops.len()),
                 Swatch::Cross(DROP),
             ),
-            ("TSQ limit", "not recorded".to_owned(), Swatch::None),
+            if s.tsq_limit.is_empty() {
+                ("TSQ limit", "not recorded".to_owned(), Swatch::None)
+            } else {
+                (
+                    "TSQ limit",
+                    format!("max {}", bytes(tsq_max as f64)),
+                    Swatch::Line(TSQ, 2),
+                )
+            },
         ];
         let (x0, mut y) = (8, 30);
         for (name, note, swatch) in entries {
@@ -423,27 +442,40 @@ impl<'a> Plot<'a> {
     /// series in order, one polyline per series, each in its own colour.
     fn tag_series(&self, svg: &str) -> String {
         let mut out = String::with_capacity(svg.len() + 200 * self.panels.len());
-        let mut seen = [0usize; 3];
+        let mut seen = [0usize; 4];
+        // Only the panels with TSQ limits draw that series.
+        let with_tsq: Vec<&&SocketTimeline> = self
+            .panels
+            .iter()
+            .filter(|p| !p.tsq_limit.is_empty())
+            .collect();
         for line in svg.split_inclusive('\n') {
             let series = [
                 (QUEUED, "sk_wmem_queued"),
                 (ALLOC, "sk_wmem_alloc"),
                 (SNDBUF, "sk_sndbuf"),
+                (TSQ, "tsq_limit"),
             ]
             .iter()
             .position(|(c, _)| {
                 line.starts_with("<polyline")
                     && line.contains(&format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2))
             });
-            match series {
-                Some(k) if seen[k] < self.panels.len() => {
-                    let s = self.panels[seen[k]];
-                    let readings = if k == 2 {
-                        changes(&s.readings, |r| r.sndbuf).len()
-                    } else {
-                        s.readings.len()
+            let of = |k: usize, n: usize| -> Option<&SocketTimeline> {
+                if k == 3 {
+                    with_tsq.get(n).map(|p| **p)
+                } else {
+                    self.panels.get(n).copied()
+                }
+            };
+            match series.and_then(|k| of(k, seen[k]).map(|s| (k, s))) {
+                Some((k, s)) => {
+                    let readings = match k {
+                        2 => changes(&s.readings, |r| r.sndbuf).len(),
+                        3 => s.tsq_limit.len(),
+                        _ => s.readings.len(),
                     };
-                    let name = ["sk_wmem_queued", "sk_wmem_alloc", "sk_sndbuf"][k];
+                    let name = ["sk_wmem_queued", "sk_wmem_alloc", "sk_sndbuf", "tsq_limit"][k];
                     seen[k] += 1;
                     out.push_str("<polyline");
                     out.push_str(&format!(
@@ -509,6 +541,23 @@ fn step(
             v.push((x, value(&readings[i - 1])));
         }
         v.push((x, value(r)));
+    }
+    v
+}
+
+/// A step line through `(ns, value)` points: each value holds until the next point.
+fn step_points(
+    points: &[(u64, u64)],
+    value: impl Fn(u64) -> f64,
+    secs: &impl Fn(u64) -> f64,
+) -> Vec<(f64, f64)> {
+    let mut v = Vec::with_capacity(points.len() * 2);
+    for (i, &(ts, val)) in points.iter().enumerate() {
+        let x = secs(ts);
+        if i > 0 {
+            v.push((x, value(points[i - 1].1)));
+        }
+        v.push((x, value(val)));
     }
     v
 }
