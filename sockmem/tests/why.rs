@@ -838,7 +838,7 @@ fn application_dominates_when_the_sender_sleeps() {
 // ---------------------------------------------------------------------------------------------
 
 /// A connected UDP socket with `SO_SNDBUF` 24 KiB (48 KiB in the kernel) sends as fast as it
-/// can into `tbf rate 2mbit burst 16kb limit 26kb`: first 200-byte datagrams, whose truesize
+/// can into `tbf rate 200kbit burst 16kb limit 26kb`: first 200-byte datagrams, whose truesize
 /// fills the send buffer before their bytes fill the tbf (the sender sleeps in `send`), then
 /// 1472-byte datagrams, whose bytes fill the tbf first (it drops, the sender never waits).
 /// The send buffer sits between the two: below the tbf's limit times the small datagrams'
@@ -853,7 +853,9 @@ fn udp_into_a_small_queue_blocks_and_drops() {
     const P: u16 = 27051;
     let pair = NetnsPair::new("wudp", 205);
     pair.disable_ipv6();
-    pair.set_tbf_limit("2mbit", "16kb", "26kb");
+    // 200 kbit/s: slow enough that even a sender in an emulated VM (~550 datagrams a second
+    // on 6.1 under TCG) overruns it; at 2 Mbit/s that one never filled anything.
+    pair.set_tbf_limit("200kbit", "16kb", "26kb");
     let p = P.to_string();
     let ((res, drops), run) = why_around(&[&["why", "--json", "-P", &p, "--udp"]], || {
         let before = pair.tx_qdisc_stats();

@@ -133,6 +133,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let window_s = monotonic_ns().saturating_sub(started) as f64 / 1e9;
     let lost_events: u64 = losses.per_cpu()?.iter().sum();
     session.report_stats();
+    pipe.analyzer.finish();
     let hooks = session::hooks_json(&session.reports);
     drop(stream);
     drop(session);

@@ -122,6 +122,11 @@ pub struct Watched {
     drops_since_sample: u64,
     /// Time asleep in send calls within the window (calls may start before the first sample).
     pub blocked_in_window_ns: u64,
+    /// When the socket was first sampled: its window starts there.
+    first_sample_ns: Option<u64>,
+    /// UDP: sampled time with the send buffer at least half full, by where its bytes were
+    /// (qdisc, device, unknown): where time asleep in sends waited.
+    udp_full_ns: [u64; 3],
 }
 
 impl Watched {
@@ -159,6 +164,8 @@ impl Watched {
             blocked_spans: Vec::new(),
             drops_since_sample: 0,
             blocked_in_window_ns: 0,
+            first_sample_ns: None,
+            udp_full_ns: [0; 3],
         }
     }
 
@@ -282,8 +289,12 @@ impl Analyzer {
             Hook::SendBlocked => {
                 w.send.blocked_calls += 1;
                 w.send.blocked_ns += e.duration_ns;
-                w.blocked_spans
-                    .push((e.ts_ns.saturating_sub(e.duration_ns), e.ts_ns));
+                let start = e.ts_ns.saturating_sub(e.duration_ns);
+                w.blocked_spans.push((start, e.ts_ns));
+                // Reported when the call returns, however many samples it spanned.
+                if let Some(first) = w.first_sample_ns {
+                    w.blocked_in_window_ns += e.ts_ns.saturating_sub(start.max(first));
+                }
             }
             Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
             Hook::SockDestroy => w.gone = true,
@@ -500,6 +511,7 @@ fn account(
         sndbuf_us: tcp.and_then(|t| t.sndbuf_limited),
     };
     let Some(prev) = w.last.replace(cur.clone()) else {
+        w.first_sample_ns = Some(now_ns);
         return;
     };
     let dt = now_ns.saturating_sub(prev.t_ns);
@@ -507,7 +519,6 @@ fn account(
         return;
     }
     let blocked = blocked_in(w, prev.t_ns, now_ns).min(dt);
-    w.blocked_in_window_ns += blocked;
     let drops = std::mem::take(&mut w.drops_since_sample);
     w.window_ns += dt;
     w.queued_area += (prev.queued + cur.queued) as f64 / 2.0 * dt as f64;
@@ -570,23 +581,54 @@ fn account(
             }
         }
         _ => {
-            // UDP: time asleep in send calls waits where the full buffer's bytes are; the rest
-            // is the application's, unless the qdisc dropped its datagrams meanwhile (it sends
-            // faster than the path takes them, and they are lost rather than waiting).
-            let full_at = if !qdisc_seen || cur.alloc == 0 {
-                Cause::SendBuffer
-            } else if in_qdisc * 2 >= cur.alloc {
-                Cause::Qdisc
-            } else {
-                Cause::Device
-            };
-            w.times_ns[full_at.index()] += blocked;
+            // UDP: the application's time, unless the qdisc dropped its datagrams meanwhile
+            // (it sends faster than the path takes them: they are lost, not waiting). Time
+            // asleep in sends is moved out of it at the end ([`Analyzer::finish`]): a send
+            // call is reported when it returns, long after the samples it spanned.
             let rest = if drops > 0 {
                 Cause::Qdisc
             } else {
                 Cause::Application
             };
-            w.times_ns[rest.index()] += dt - blocked;
+            w.times_ns[rest.index()] += dt;
+            if cur.alloc > 0 && cur.alloc * 2 >= w.sndbuf {
+                let at = if !qdisc_seen {
+                    2
+                } else if in_qdisc * 2 >= cur.alloc {
+                    0
+                } else {
+                    1
+                };
+                w.udp_full_ns[at] += dt;
+            }
+        }
+    }
+}
+
+impl Analyzer {
+    /// Ends the run: each UDP socket's time asleep in sends (within its window) moves from
+    /// `application` to where its full buffer's bytes were: the qdisc, the device, or not
+    /// known (`send_buffer`), in the shares the samples saw.
+    pub fn finish(&mut self) {
+        for w in self.sockets.values_mut() {
+            if w.protocol != Protocol::Udp {
+                continue;
+            }
+            let app = Cause::Application.index();
+            let moved = w.blocked_in_window_ns.min(w.times_ns[app]);
+            w.times_ns[app] -= moved;
+            let full: u64 = w.udp_full_ns.iter().sum();
+            let part = |n: u64| {
+                if full == 0 {
+                    0
+                } else {
+                    (u128::from(moved) * u128::from(n) / u128::from(full)) as u64
+                }
+            };
+            let (q, d) = (part(w.udp_full_ns[0]), part(w.udp_full_ns[1]));
+            w.times_ns[Cause::Qdisc.index()] += q;
+            w.times_ns[Cause::Device.index()] += d;
+            w.times_ns[Cause::SendBuffer.index()] += moved - q - d;
         }
     }
 }
