@@ -368,11 +368,15 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
     );
     // Off the CPU: asleep waiting for memory, or woken and waiting for a CPU (on a loaded
     // machine: measured asleep 0.55-0.70 of the span with both cores busy, 0.86-0.96 idle).
+    // In the VM matrix, 6.1 showed a moment of rwnd-limited (12 of 3176 ms busy) and one skb
+    // below TCP at the last reading (t 1656): the premise is "mostly", not "never".
     assert!(
-        off_cpu >= 0.8 * span && last.info.rwnd_limited_ms == 0 && last.info.skmem.t == 0,
+        off_cpu >= 0.8 * span
+            && last.info.rwnd_limited_ms * 20 <= last.info.busy_ms.max(1)
+            && last.info.skmem.t <= 64 * 1024,
         "premise: expected the sender off the CPU (in write, waiting: nothing else sleeps) most \
-         of the time ({off_cpu:.3} of {span:.3} s), never rwnd-limited, nothing below TCP: \
-         {last:?}"
+         of the time ({off_cpu:.3} of {span:.3} s), hardly rwnd-limited, at most an skb below \
+         TCP: {last:?}"
     );
 
     let doc = run.doc();
@@ -884,11 +888,27 @@ fn udp_into_a_small_queue_blocks_and_drops() {
     eprintln!("{T}: {}", brief(sock));
     assert_eq!(get_str(sock, "protocol"), "udp");
     let d = dominant(sock);
-    assert!(
-        d == "send_buffer" || d == "qdisc",
-        "expected send_buffer or qdisc to dominate, got {d}: shares {}",
-        shares(sock)
-    );
+    if let Some(why) = send_hooks_missing(&doc) {
+        // Without send_blocked (6.1 tracepoints) time asleep in sends cannot be told from the
+        // application's: only the drop phase (half the window) is the qdisc's.
+        eprintln!("SKIP {T}: dominance: {why}");
+        let qdisc_share = sock["causes"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["cause"] == "qdisc"))
+            .and_then(|c| c["share"].as_f64())
+            .unwrap_or(0.0);
+        assert!(
+            qdisc_share >= 0.2,
+            "expected the drop phase under qdisc: shares {}",
+            shares(sock)
+        );
+    } else {
+        assert!(
+            d == "send_buffer" || d == "qdisc",
+            "expected send_buffer or qdisc to dominate, got {d}: shares {}",
+            shares(sock)
+        );
+    }
     let c = &sock["counters"];
     let sndbuf = u64_of(c, "sndbuf");
     assert_eq!(sndbuf, 48 * 1024, "expected SO_SNDBUF 24 KiB doubled: {c}");
