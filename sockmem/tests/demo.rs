@@ -128,11 +128,12 @@ fn udp_sndbuf_blocks_and_drops() {
 fn qdisc_backlog_sojourn_and_drops() {
     let dir = tempdir("qdisc");
     let text = run_demo("qdisc-backlog", &dir);
-    assert_eq!(
+    // tc also counts the segments tbf cut GSO skbs into; sockmem the skbs it followed.
+    let (ours, tc) = (
         number_after(&text, "the qdisc dropped"),
         number_after(&text, "(tc -s:"),
-        "{text}"
     );
+    assert!(ours > 0.0 && ours <= tc, "{text}");
     assert!(number_after(&text, "p99") >= 1.0, "{text}");
 }
 

@@ -416,10 +416,14 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                     f.sojourn_ns.max() as f64 / 1e6
                 ),
             ));
+            // tbf cuts GSO skbs larger than its burst into segments and counts their drops;
+            // sockmem follows the skbs the socket handed down (equal on 6.18, 3 of 9 on a
+            // 6.12 VM).
             v.push(claim(
-                f.qdisc_drops() > 0 && f.qdisc_drops() == o.tc_drops,
+                f.qdisc_drops() > 0 && f.qdisc_drops() <= o.tc_drops,
                 format!(
-                    "the qdisc dropped {} of its skbs (tc -s: {})",
+                    "the qdisc dropped {} of its skbs (tc -s: {}, counting the segments tbf \
+                     cut them into)",
                     f.qdisc_drops(),
                     o.tc_drops
                 ),
