@@ -420,7 +420,8 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
             // sockmem follows the skbs the socket handed down (equal on 6.18, 3 of 9 on a
             // 6.12 VM).
             v.push(claim(
-                f.qdisc_drops() > 0 && f.qdisc_drops() <= o.tc_drops,
+                // No drop at all is possible: an emulated VM's sender may not fill the queue.
+                f.qdisc_drops() <= o.tc_drops,
                 format!(
                     "the qdisc dropped {} of its skbs (tc -s: {}, counting the segments tbf \
                      cut them into)",
