@@ -6,14 +6,14 @@ pub mod lab;
 pub mod scenario;
 pub mod traffic;
 
-use std::{collections::HashMap, fs::File, io::BufReader, path::Path};
+use std::{collections::HashMap, path::Path};
 
 use anyhow::Context as _;
 use sockmem_common::Hook;
 
 use crate::{
     pipeline::{decode::Event, why::samples::Samples},
-    recording::reader::{Item, Reader},
+    recording::{self, reader::Item},
 };
 
 /// What the recording says about the demo's sender socket(s): those with the demo's port as
@@ -69,8 +69,7 @@ impl SenderFacts {
 /// Reads the recording's events of the sockets sending to `port`.
 pub fn sender_facts(path: &Path, port: u16) -> anyhow::Result<SenderFacts> {
     let what = || format!("reading the recording `{}`", path.display());
-    let mut r =
-        Reader::open(BufReader::new(File::open(path).with_context(what)?)).with_context(what)?;
+    let mut r = recording::open(path)?;
     let drop_names: HashMap<u64, String> = r
         .trailer()
         .enums

@@ -18,7 +18,7 @@ use sockmem_common::Hook;
 use crate::{
     kernel::sampler::Sampled,
     pipeline::{
-        decode::{Event, Name, Owner, Protocol},
+        decode::{Event, Name, Owner, Protocol, SkbInfo},
         filter::{SocketFacts, SocketFilter},
     },
 };
@@ -221,6 +221,16 @@ pub struct Analyzer {
     pub stale_skbs: u64,
 }
 
+/// What an skb weighs in a qdisc's count of bytes: its truesize (what `sk_wmem_alloc` holds),
+/// or its length where the hook could not read the truesize.
+fn queued_bytes(skb: &SkbInfo) -> u64 {
+    u64::from(if skb.truesize > 0 {
+        skb.truesize
+    } else {
+        skb.len
+    })
+}
+
 /// An skb no longer than this at `dev_queue_xmit` carries no data: Ethernet, IPv6 and TCP
 /// headers with options (a pure ACK or FIN is 66-86 bytes).
 const BARE_HEADERS: u32 = 128;
@@ -307,11 +317,7 @@ impl Analyzer {
 
     fn enqueue(&mut self, e: &Event) {
         let Some(skb) = &e.skb else { return };
-        let bytes = u64::from(if skb.truesize > 0 {
-            skb.truesize
-        } else {
-            skb.len
-        });
+        let bytes = queued_bytes(skb);
         let ahead = self
             .queues
             .entry((skb.ifindex, skb.iface))
@@ -328,11 +334,7 @@ impl Analyzer {
 
     fn dequeue(&mut self, e: &Event, dropped: bool) {
         let Some(skb) = &e.skb else { return };
-        let bytes = u64::from(if skb.truesize > 0 {
-            skb.truesize
-        } else {
-            skb.len
-        });
+        let bytes = queued_bytes(skb);
         let queue = self.queues.get_mut(&(skb.ifindex, skb.iface));
         let left = queue
             .and_then(|q| {
