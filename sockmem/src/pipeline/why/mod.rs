@@ -8,6 +8,7 @@ pub mod cause;
 pub mod queue;
 pub mod report;
 pub mod samples;
+pub mod sleeps;
 pub mod tsq;
 
 use std::collections::{BTreeSet, HashMap};
@@ -26,6 +27,7 @@ use crate::{
 use cause::{classify_busy, Cause, TcpState};
 use queue::QdiscQueue;
 use samples::Samples;
+use sleeps::{Pending, Sleeps};
 use tsq::TsqLimit;
 
 /// Sends of one socket.
@@ -114,16 +116,10 @@ pub struct Watched {
     /// Busy time the kernel's timers reported beyond an interval's length (they move in
     /// jiffies), counted in the next interval.
     busy_carry_ns: u64,
-    /// The send call in progress started then (TCP: its first `tcp_sendmsg` chunk).
-    send_open_since: Option<u64>,
-    /// Time asleep in send calls that ended since the last sample (`send_blocked`).
-    blocked_spans: Vec<(u64, u64)>,
+    /// Time asleep in send calls, by sampled interval.
+    pub sleeps: Sleeps,
     /// Qdisc drops since the last sample.
     drops_since_sample: u64,
-    /// Time asleep in send calls within the window (calls may start before the first sample).
-    pub blocked_in_window_ns: u64,
-    /// When the socket was first sampled: its window starts there.
-    first_sample_ns: Option<u64>,
     /// UDP: sampled time with the send buffer at least half full, by where its bytes were
     /// (qdisc, device, unknown): where time asleep in sends waited.
     udp_full_ns: [u64; 3],
@@ -160,11 +156,8 @@ impl Watched {
             congestion: None,
             throttled_ns: 0,
             busy_carry_ns: 0,
-            send_open_since: None,
-            blocked_spans: Vec::new(),
+            sleeps: Sleeps::default(),
             drops_since_sample: 0,
-            blocked_in_window_ns: 0,
-            first_sample_ns: None,
             udp_full_ns: [0; 3],
         }
     }
@@ -290,21 +283,15 @@ impl Analyzer {
             }
         }
         match e.hook {
-            Hook::TcpSendmsg if e.send_start => w.send_open_since = Some(e.ts_ns),
             Hook::SendmsgReturn => {
                 w.send.calls += 1;
                 w.send.bytes += e.value.max(0) as u64;
-                w.send_open_since = None;
+                w.sleeps.returned(e.ts_ns, e.duration_ns);
             }
             Hook::SendBlocked => {
                 w.send.blocked_calls += 1;
                 w.send.blocked_ns += e.duration_ns;
-                let start = e.ts_ns.saturating_sub(e.duration_ns);
-                w.blocked_spans.push((start, e.ts_ns));
-                // Reported when the call returns, however many samples it spanned.
-                if let Some(first) = w.first_sample_ns {
-                    w.blocked_in_window_ns += e.ts_ns.saturating_sub(start.max(first));
-                }
+                w.sleeps.blocked(e.ts_ns, e.duration_ns);
             }
             Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
             Hook::SockDestroy => w.gone = true,
@@ -512,15 +499,14 @@ fn account(
         rwnd_us: tcp.and_then(|t| t.rwnd_limited),
         sndbuf_us: tcp.and_then(|t| t.sndbuf_limited),
     };
+    let asleep = w.sleeps.close(now_ns);
     let Some(prev) = w.last.replace(cur.clone()) else {
-        w.first_sample_ns = Some(now_ns);
         return;
     };
     let dt = now_ns.saturating_sub(prev.t_ns);
     if dt == 0 {
         return;
     }
-    let blocked = blocked_in(w, prev.t_ns, now_ns).min(dt);
     let drops = std::mem::take(&mut w.drops_since_sample);
     w.window_ns += dt;
     w.queued_area += (prev.queued + cur.queued) as f64 / 2.0 * dt as f64;
@@ -569,14 +555,32 @@ fn account(
                 mss: t.snd_mss.unwrap_or(0),
                 snd_wnd,
                 rwnd_limited_moved: rwnd > 0,
-                // The kernel's timer, or sockmem's own count of time asleep in send calls
-                // (the timer does not always move where `sendmsg` waits for memory).
-                sndbuf_limited_moved: sndbuf > 0 || blocked * 2 >= dt,
+                // The kernel's timer; where it did not move, sockmem's own count of time
+                // asleep in send calls decides between `send_buffer` and `sending` below (the
+                // timer does not always move where `sendmsg` waits for memory).
+                sndbuf_limited_moved: sndbuf > 0,
                 in_qdisc,
                 qdisc_seen,
             };
-            let cause = classify_busy(&state, w.tsq.as_ref());
+            let mut cause = classify_busy(&state, w.tsq.as_ref());
             w.times_ns[Cause::Application.index()] += dt - busy;
+            if cause == Cause::Sending {
+                let p = Pending {
+                    from: prev.t_ns,
+                    to: now_ns,
+                    busy,
+                    asleep,
+                };
+                if p.send_buffer_limited() {
+                    cause = Cause::SendBuffer;
+                } else if busy > 0 {
+                    // `sending` until the calls over it have returned and said how long they
+                    // slept in it.
+                    if let Some(old) = w.sleeps.defer(p) {
+                        judge_sleeps(w, &old);
+                    }
+                }
+            }
             w.times_ns[cause.index()] += busy;
             if w.tsq.is_some_and(|l| l.binds(cur.alloc)) {
                 w.throttled_ns += busy;
@@ -607,17 +611,31 @@ fn account(
     }
 }
 
+/// A TCP interval put under `sending` moves to `send_buffer` if its sender turned out to be
+/// asleep in send calls at least half its busy time.
+fn judge_sleeps(w: &mut Watched, p: &Pending) {
+    if p.send_buffer_limited() {
+        let busy = p.busy.min(w.times_ns[Cause::Sending.index()]);
+        w.times_ns[Cause::Sending.index()] -= busy;
+        w.times_ns[Cause::SendBuffer.index()] += busy;
+    }
+}
+
 impl Analyzer {
-    /// Ends the run: each UDP socket's time asleep in sends (within its window) moves from
+    /// Ends the run: every socket's sleeps in send calls are all known. A TCP interval still
+    /// pending is judged; each UDP socket's time asleep (within its window) moves from
     /// `application` to where its full buffer's bytes were: the qdisc, the device, or not
     /// known (`send_buffer`), in the shares the samples saw.
     pub fn finish(&mut self) {
         for w in self.sockets.values_mut() {
+            for p in w.sleeps.drain() {
+                judge_sleeps(w, &p);
+            }
             if w.protocol != Protocol::Udp {
                 continue;
             }
             let app = Cause::Application.index();
-            let moved = w.blocked_in_window_ns.min(w.times_ns[app]);
+            let moved = w.sleeps.in_window_ns.min(w.times_ns[app]);
             w.times_ns[app] -= moved;
             let full: u64 = w.udp_full_ns.iter().sum();
             let part = |n: u64| {
@@ -633,18 +651,4 @@ impl Analyzer {
             w.times_ns[Cause::SendBuffer.index()] += moved - q - d;
         }
     }
-}
-
-/// Time asleep in send calls within `[from, to]`: the calls that ended since the last sample,
-/// and the one still in progress if it has lasted over a millisecond (copying never takes
-/// that long; waiting for memory does).
-fn blocked_in(w: &mut Watched, from: u64, to: u64) -> u64 {
-    let overlap = |a: u64, b: u64| b.min(to).saturating_sub(a.max(from));
-    let mut t: u64 = w.blocked_spans.drain(..).map(|(a, b)| overlap(a, b)).sum();
-    if let Some(since) = w.send_open_since {
-        if to.saturating_sub(since) > 1_000_000 {
-            t += overlap(since, to);
-        }
-    }
-    t
 }

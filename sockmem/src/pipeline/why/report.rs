@@ -320,7 +320,7 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
             calls: w.send.calls,
             bytes: w.send.bytes,
             blocked_calls: w.send.blocked_calls,
-            blocked_s: w.blocked_in_window_ns as f64 / S,
+            blocked_s: w.sleeps.in_window_ns as f64 / S,
         },
         tcp,
         tsq,
