@@ -51,6 +51,31 @@ pub struct QdiscStats {
     pub drops: u64,
 }
 
+/// `sock_exceed_buf_limit` events: the protocol refused memory, by protocol and direction.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Refusals {
+    pub tcp_send: u64,
+    pub tcp_recv: u64,
+    pub udp_send: u64,
+    pub udp_recv: u64,
+}
+
+impl Refusals {
+    fn count(&mut self, protocol: Protocol, recv: bool) {
+        let n = match (protocol, recv) {
+            (Protocol::Tcp, false) => &mut self.tcp_send,
+            (Protocol::Tcp, true) => &mut self.tcp_recv,
+            (Protocol::Udp, false) => &mut self.udp_send,
+            (Protocol::Udp, true) => &mut self.udp_recv,
+        };
+        *n += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.tcp_send + self.tcp_recv + self.udp_send + self.udp_recv
+    }
+}
+
 /// The kernel's TCP view, summed over the window.
 #[derive(Clone, Debug, Default)]
 pub struct TcpTotals {
@@ -118,6 +143,9 @@ pub struct Watched {
     busy_carry_ns: u64,
     /// Time asleep in send calls, by sampled interval.
     pub sleeps: Sleeps,
+    /// Times the protocol refused this socket memory (`sock_exceed_buf_limit`): to send, to
+    /// receive.
+    pub refused: [u64; 2],
     /// Qdisc drops since the last sample.
     drops_since_sample: u64,
     /// UDP: sampled time with the send buffer at least half full, by where its bytes were
@@ -157,6 +185,7 @@ impl Watched {
             throttled_ns: 0,
             busy_carry_ns: 0,
             sleeps: Sleeps::default(),
+            refused: [0; 2],
             drops_since_sample: 0,
             udp_full_ns: [0; 3],
         }
@@ -207,6 +236,8 @@ pub struct Analyzer {
     qdisc_seen: bool,
     /// Sampled time with TCP / UDP under memory pressure.
     pub pressure_ns: (u64, u64),
+    /// `sock_exceed_buf_limit` events of the matched sockets (receivers too).
+    pub refusals: Refusals,
     last_pressure_ns: Option<u64>,
     /// The running kernel caps paced sockets' TSQ limit too (6.16+).
     caps_paced: bool,
@@ -240,6 +271,7 @@ impl Analyzer {
             queues: HashMap::new(),
             qdisc_seen: attached(Hook::QdiscEnqueue) && attached(Hook::QdiscDequeue),
             pressure_ns: (0, 0),
+            refusals: Refusals::default(),
             last_pressure_ns: None,
             caps_paced: tsq::caps_paced(release),
             stale_skbs: 0,
@@ -295,6 +327,13 @@ impl Analyzer {
             }
             Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
             Hook::SockDestroy => w.gone = true,
+            Hook::SockExceedBufLimit => {
+                let recv = e.value != 0;
+                w.refused[usize::from(recv)] += 1;
+                if w.matched {
+                    self.refusals.count(w.protocol, recv);
+                }
+            }
             Hook::QdiscEnqueue => self.enqueue(e),
             Hook::QdiscDequeue => self.dequeue(e, false),
             Hook::SkbDrop => self.dequeue(e, true),

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sockmem_common::Hook;
 
-use super::{cause::Cause, Analyzer, Watched};
+use super::{cause::Cause, Analyzer, Refusals, Watched};
 use crate::pipeline::decode::Protocol;
 
 #[derive(Debug, Serialize)]
@@ -64,6 +64,11 @@ pub struct Pressure {
     /// Sampled time TCP was under memory pressure (`/proc/net/protocols`).
     pub tcp_s: f64,
     pub udp_s: f64,
+    /// The matched sockets' `sock_exceed_buf_limit` events (receivers too): the protocol's
+    /// memory limit refused them memory.
+    pub refused: Refusals,
+    /// Why `sock_exceed_buf_limit` is not attached (refusals then not counted).
+    pub refused_not_seen: Option<String>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -119,6 +124,8 @@ pub struct SendWhy {
     pub blocked_calls: u64,
     /// Time asleep in send calls, within the socket's window.
     pub blocked_s: f64,
+    /// Times the protocol refused the socket memory to send (`sock_exceed_buf_limit`).
+    pub refused_memory: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -238,6 +245,8 @@ impl WhyReport {
             memory_pressure: Pressure {
                 tcp_s: a.pressure_ns.0 as f64 / S,
                 udp_s: a.pressure_ns.1 as f64 / S,
+                refused: a.refusals,
+                refused_not_seen: (run.unavailable)(Hook::SockExceedBufLimit),
             },
             lost_events: run.lost_events,
             stale_qdisc_skbs: a.stale_skbs,
@@ -321,6 +330,7 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
             bytes: w.send.bytes,
             blocked_calls: w.send.blocked_calls,
             blocked_s: w.sleeps.in_window_ns as f64 / S,
+            refused_memory: w.refused[0],
         },
         tcp,
         tsq,
@@ -424,12 +434,15 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
               not read yet: time past the qdisc is `device` without saying which"
             .into(),
     });
-    m.push(Missing {
-        cause: "memory_pressure",
-        why: "sock:sock_exceed_buf_limit is not hooked yet: only the protocols' global \
-              pressure flag is sampled (memory_pressure)"
-            .into(),
-    });
+    if let Some(why) = hook(Hook::SockExceedBufLimit) {
+        m.push(Missing {
+            cause: "memory_pressure",
+            why: format!(
+                "{why}; refusals of memory by the protocol's limits are not counted, only its \
+                 global pressure flag is sampled (memory_pressure)"
+            ),
+        });
+    }
     m
 }
 
