@@ -540,6 +540,76 @@ fn send_buffer_dominates_when_each_write_spans_many_samples() {
     );
 }
 
+/// `SO_MAX_PACING_RATE` 2 MB/s on a sender that writes as fast as it can over a bare veth
+/// (CUBIC; `SO_SNDBUF` 32 KiB, 64 KiB in the kernel, so that what it writes tracks what leaves): TCP paces itself to
+/// the cap, the path could take far more. `why` must say `paced` dominates, with the cap as `ss`
+/// shows it (its pacing rate, in bytes) and an acknowledged rate that agrees with the sender's
+/// own count of bytes written per second over the span between two `ss` readings, which must
+/// itself be the cap's (witness: 0.7-1.05 of 2 MB/s; headers count in the pacing, not in the
+/// payload).
+#[test]
+fn paced_dominates_under_a_max_pacing_rate() {
+    const T: &str = "paced_dominates_under_a_max_pacing_rate";
+    const P: u16 = 27018;
+    const RATE: u64 = 2_000_000;
+    let pair = NetnsPair::new("wpace", 209);
+    pair.tx_congctl("cubic");
+    let p = P.to_string();
+    let ((flow, steady, last, sent_span), run) =
+        why_around(&[&["why", "--json", "-P", &p, "--tcp"]], || {
+            let flow = TcpFlow::start(
+                &pair,
+                P,
+                "smtx-wpace",
+                TcpFlowOpts::until_stopped()
+                    .sndbuf(32 * 1024)
+                    .max_pacing_rate(RATE),
+            );
+            thread::sleep(Duration::from_millis(700));
+            let steady = ss_tcp_info_at(&pair.tx_ns, flow.key.lport, P);
+            let s0 = flow.sent();
+            thread::sleep(Duration::from_millis(2000));
+            let last = ss_tcp_info_at(&pair.tx_ns, flow.key.lport, P);
+            let s1 = flow.sent();
+            (flow, steady, last, s1 - s0)
+        });
+    let lport = flow.key.lport;
+    let r = flow.finish();
+    assert!(
+        r.sent > 0 && r.received == r.sent,
+        "premise: the flow delivered {r:?}"
+    );
+    let span = (last.at - steady.at).as_secs_f64();
+    let written_rate = sent_span as f64 / span;
+    eprintln!("{T}: written {written_rate:.0} B/s over {span:.3} s; last {last:?}");
+    assert_eq!(
+        last.info.pacing_rate,
+        Some(RATE),
+        "premise: expected ss's pacing rate at the cap: {last:?}"
+    );
+    assert!(
+        written_rate >= 0.7 * RATE as f64 && written_rate <= 1.05 * RATE as f64,
+        "premise: expected the sender to write at the cap {RATE} B/s, got {written_rate:.0}"
+    );
+
+    let doc = run.doc();
+    let sock = doc.socket_at(lport, P);
+    eprintln!("{T}: {}", brief(sock));
+    assert_dominant(T, sock, "paced", 0.5);
+    let tcp = &sock["tcp"];
+    assert_eq!(
+        u64_of(tcp, "max_pacing_rate"),
+        RATE,
+        "expected why's max_pacing_rate the cap: {tcp}"
+    );
+    let achieved = f64_of(tcp, "achieved_rate");
+    assert!(
+        (achieved - written_rate).abs() <= 0.25 * written_rate,
+        "expected why's acknowledged rate ({achieved:.0} B/s) within 25% of the rate the sender \
+         wrote at ({written_rate:.0} B/s): {tcp}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. A slow tbf with a deep queue: qdisc, and the TSQ limit
 // ---------------------------------------------------------------------------------------------

@@ -96,6 +96,15 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
                 .map(|w| format!(", smallest window {}", b(w as f64)))
                 .unwrap_or_default()
         )?;
+        let rate = |r: Option<f64>| r.map_or("unlimited".to_string(), |r| format!("{}/s", b(r)));
+        writeln!(
+            out,
+            "  pacing: rate {}, cap (SO_MAX_PACING_RATE) {}; acknowledged {}",
+            rate(t.pacing_rate.map(|r| r as f64)),
+            rate(t.max_pacing_rate.map(|r| r as f64)),
+            t.achieved_rate
+                .map_or("not read".to_string(), |r| format!("{}/s", b(r)))
+        )?;
     }
     if let Some(t) = &s.tsq {
         let inner = format!(

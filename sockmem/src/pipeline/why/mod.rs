@@ -90,6 +90,11 @@ pub struct TcpTotals {
     /// tcp_info had the chrono timers (4.10+).
     pub has_timers: bool,
     pub has_snd_wnd: bool,
+    /// The last pacing rate and `SO_MAX_PACING_RATE` cap read (`None`: unlimited or not read).
+    pub pacing_rate: Option<u64>,
+    pub max_pacing_rate: Option<u64>,
+    /// Bytes the peer acknowledged over the window (tcp_info's `bytes_acked`, 4.1+).
+    pub bytes_acked: Option<u64>,
 }
 
 /// A sample kept until the next.
@@ -101,6 +106,7 @@ struct LastSample {
     busy_us: Option<u64>,
     rwnd_us: Option<u64>,
     sndbuf_us: Option<u64>,
+    bytes_acked: Option<u64>,
 }
 
 /// One socket, as seen over the run.
@@ -537,6 +543,7 @@ fn account(
         busy_us: tcp.and_then(|t| t.busy_time),
         rwnd_us: tcp.and_then(|t| t.rwnd_limited),
         sndbuf_us: tcp.and_then(|t| t.sndbuf_limited),
+        bytes_acked: tcp.and_then(|t| t.bytes_acked),
     };
     let asleep = w.sleeps.close(now_ns);
     let Some(prev) = w.last.replace(cur.clone()) else {
@@ -565,6 +572,15 @@ fn account(
             w.tcp.busy_ns += busy_raw.unwrap_or(0);
             w.tcp.rwnd_limited_ns += rwnd;
             w.tcp.sndbuf_limited_ns += sndbuf;
+            if let (Some(a), Some(b)) = (prev.bytes_acked, cur.bytes_acked) {
+                *w.tcp.bytes_acked.get_or_insert(0) += b.saturating_sub(a);
+            }
+            let unlimited = |r: &u64| *r != u64::MAX && *r != 0;
+            w.tcp.pacing_rate = t.pacing_rate.filter(unlimited);
+            w.tcp.max_pacing_rate = t.max_pacing_rate.filter(unlimited);
+            // The kernel keeps sk_pacing_rate at most the cap: at it, the cap binds.
+            let capped =
+                matches!((w.tcp.pacing_rate, w.tcp.max_pacing_rate), (Some(r), Some(m)) if r >= m);
             // Without the timers (before 4.10) the whole interval is judged by the state.
             let busy = match busy_raw {
                 Some(b) => {
@@ -600,6 +616,7 @@ fn account(
                 sndbuf_limited_moved: sndbuf > 0,
                 in_qdisc,
                 qdisc_seen,
+                pacing_capped_with_data: capped && t.notsent_bytes.is_some_and(|n| n > 0),
             };
             let mut cause = classify_busy(&state, w.tsq.as_ref());
             w.times_ns[Cause::Application.index()] += dt - busy;
