@@ -405,6 +405,9 @@ impl RecordedSnapshot {
                 cookie: k.cookie,
                 uid: k.uid,
                 tcp: k.tcp.as_ref().map(|t| TcpInfoSubset {
+                    // Not recorded (the recording's format predates them).
+                    max_pacing_rate: None,
+                    bytes_acked: None,
                     info_len: t.info_len,
                     snd_mss: t.snd_mss,
                     unacked: t.unacked,
