@@ -70,6 +70,12 @@ pub fn has_sender_filter() -> bool {
     }
 }
 
+/// Whether `--cgroup` is set.
+#[inline(always)]
+pub fn has_cgroup_filter() -> bool {
+    unsafe { read_volatile(&config().filter.cgroup_id) != 0 }
+}
+
 /// Whether the current task is in the `--cgroup` cgroup or one of its descendants (true
 /// without `--cgroup`). Asked in the sender's own context (`sendmsg`, or an event above the
 /// qdisc in process context) and carried with the sender to the events fired elsewhere.

@@ -111,7 +111,8 @@ pub fn sender_of(sock: u64, hook: u8, s: &mut Sender) {
             s.pid = 0;
             s.comm = [0; 16];
             s.cgroup_id = 0;
-            s.in_cgroup = false;
+            // Nobody to judge: passes unless a cgroup is asked for.
+            s.in_cgroup = !filter::has_cgroup_filter();
             s.from_send = false;
             s.iface_seen = false;
             s.unknown = true;
