@@ -176,6 +176,16 @@ fn every_event_carries_its_senders_cgroup() {
         "premise: sender 2 moved (its /proc cgroup)"
     );
     let below_qdisc = ["qdisc_dequeue", "driver_xmit", "driver_done", "skb_free"];
+    // The sender is carried from a hook in its `sendmsg`; a kernel with neither (6.1's
+    // tracepoints: `tcp_sendmsg_locked` and `sock_send_length` came later) names it only where
+    // it is the current task, and every other event names nobody (still not the root cgroup).
+    let carried = t.is_attached("tcp_sendmsg") || t.is_attached("sendmsg_ret");
+    if !carried {
+        eprintln!(
+            "every_event_carries_its_senders_cgroup: no sendmsg hook attached: the events fired \
+             elsewhere are checked to name nobody, not to name the sender"
+        );
+    }
     for (f, dir) in [(&f1, &lab.sub), (&f2, &lab.b)] {
         let evs = events(&t, f);
         assert!(!evs.is_empty(), "no events of {:?}", f.key);
@@ -185,16 +195,21 @@ fn every_event_carries_its_senders_cgroup() {
             .iter()
             .filter(|e| get_str(e, "owner") == "sendmsg")
             .map(|e| get_u64(e, "ts_ns"))
-            .min()
-            .expect("events owned by the sender's sendmsg");
+            .min();
+        assert!(
+            first_send.is_some() || !carried,
+            "expected events owned by the sender's sendmsg"
+        );
         let mut unknown = 0;
         for e in &evs {
             if get_str(e, "owner") == "unknown" {
                 unknown += 1;
-                assert!(
-                    get_u64(e, "ts_ns") < first_send,
-                    "an event with no sender after the first sendmsg: {e}"
-                );
+                if let Some(first) = first_send {
+                    assert!(
+                        get_u64(e, "ts_ns") < first,
+                        "an event with no sender after the first sendmsg: {e}"
+                    );
+                }
                 assert_eq!(get_u64(e, "cgroup_id"), 0, "unknown sender, not root: {e}");
                 assert!(e["cgroup"].is_null(), "unknown sender shows no cgroup: {e}");
                 continue;
@@ -213,17 +228,22 @@ fn every_event_carries_its_senders_cgroup() {
                 "the cgroup dir's inode: {e}"
             );
         }
-        let hooks = per_hook(evs.iter().copied());
+        let named = |e: &&&Value| !e["cgroup"].is_null();
+        let hooks = per_hook(evs.iter().filter(named).copied());
         let after_exit = evs
             .iter()
-            .filter(|e| get_u64(e, "ts_ns") > f.report.exit_ns && !e["cgroup"].is_null())
+            .filter(named)
+            .filter(|e| get_u64(e, "ts_ns") > f.report.exit_ns)
             .count();
         eprintln!(
-            "{}: {} events ({unknown} before any send with no sender), {after_exit} after the \
-             sender exited; hooks {hooks:?}",
+            "{}: {} events ({unknown} with no sender), {after_exit} named after the sender \
+             exited; named per hook {hooks:?}",
             f.cgroup,
             evs.len()
         );
+        if !carried {
+            continue;
+        }
         for h in below_qdisc {
             if t.is_attached(h) {
                 assert!(
@@ -242,15 +262,13 @@ fn every_event_carries_its_senders_cgroup() {
             f.cgroup,
             f.report.exit_ns
         );
-        assert_eq!(
-            hooks.get("sendmsg_ret").copied().unwrap_or(0) as u64,
-            if t.is_attached("sendmsg_ret") {
-                f.report.sends
-            } else {
-                0
-            },
-            "one sendmsg_ret per send() the sender made"
-        );
+        if t.is_attached("sendmsg_ret") {
+            assert_eq!(
+                hooks.get("sendmsg_ret").copied().unwrap_or(0) as u64,
+                f.report.sends,
+                "one sendmsg_ret per send() the sender made"
+            );
+        }
     }
     // The receivers are threads of this test process: their sockets' events name its cgroup
     // (or nobody, in softirq before they sent anything).
@@ -424,8 +442,16 @@ fn hist_per_cgroup_splits_and_sums_to_the_total() {
             "{kind}: the --per cgroup run and the un-split run beside it saw the same samples"
         );
     }
+    // qdisc_sojourn is sampled at the dequeue, below the qdisc: named after the sender only
+    // where a sendmsg hook carries it (see `every_event_carries_its_senders_cgroup`).
+    let carried = split.hook_attached("tcp_sendmsg") || split.hook_attached("sendmsg_ret");
+    let kinds: &[&str] = if carried {
+        &["qdisc_sojourn", "wmem_queued"]
+    } else {
+        &["wmem_queued"]
+    };
     for (f, dir) in [(&f1, &lab.sub), (&f2, &lab.b)] {
-        for kind in ["qdisc_sojourn", "wmem_queued"] {
+        for &kind in kinds {
             let h = split
                 .keyed_one(kind, &f.cgroup)
                 .unwrap_or_else(|| panic!("no {kind} histogram keyed {}", f.cgroup));
