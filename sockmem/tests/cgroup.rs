@@ -415,6 +415,7 @@ fn hist_per_cgroup_splits_and_sums_to_the_total() {
         &[
             &["hist", "--json", "--per", "cgroup", "-a", &rx],
             &["hist", "--json", "-a", &rx],
+            &["hist", "--json", "--per", "netns", "-a", &rx],
         ],
         || two_flows(&lab, 23621, 23622),
     );
@@ -422,6 +423,37 @@ fn hist_per_cgroup_splits_and_sums_to_the_total() {
         HistDoc::parse(&o.stdout, per).unwrap_or_else(|e| panic!("{e}: {}", o.describe()))
     };
     let (split, whole) = (parse(&outs[0], "cgroup"), parse(&outs[1], "total"));
+    let by_netns = parse(&outs[2], "netns");
+    // Per namespace: the senders' sockets in one, the receivers' in the other, nothing else.
+    let mut ns_keys = by_netns.keys("wmem_queued");
+    ns_keys.sort();
+    let mut want = vec![lab.pair.rx_ns.clone(), lab.pair.tx_ns.clone()];
+    want.sort();
+    assert_eq!(
+        ns_keys, want,
+        "hist --per netns: the two namespaces by name"
+    );
+    for kind in HIST_KINDS {
+        let sum: u64 = by_netns
+            .keyed(kind)
+            .iter()
+            .map(|h| hist_u64(h, "count"))
+            .sum();
+        assert_eq!(
+            sum,
+            hist_u64(whole.total(kind), "count"),
+            "{kind}: per netns counts add up to the un-split run's total"
+        );
+    }
+    let tx_sendmsg = by_netns.keyed_one("sendmsg_time", &lab.pair.tx_ns);
+    if let Some(h) = tx_sendmsg {
+        assert_eq!(
+            hist_u64(h, "count"),
+            f1.report.sends + f2.report.sends,
+            "{h}"
+        );
+        assert_eq!(h["netns_ino"].as_u64(), Some(f1.netns_ino), "{h}");
+    }
     for h in split.histograms() {
         eprintln!("per cgroup: {}", hist_brief(h));
     }
