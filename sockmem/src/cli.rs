@@ -213,6 +213,8 @@ pub enum PerArg {
     Cgroup,
     /// One per network namespace of the socket (its `ip netns` name, or `ino:N`).
     Netns,
+    /// One per sender's cgroup and interface together (`PATH IFACE`).
+    CgroupIface,
 }
 
 impl PerArg {
@@ -223,6 +225,7 @@ impl PerArg {
             PerArg::Iface => Per::Iface,
             PerArg::Cgroup => Per::Cgroup,
             PerArg::Netns => Per::Netns,
+            PerArg::CgroupIface => Per::CgroupIface,
         }
     }
 
@@ -233,6 +236,7 @@ impl PerArg {
             PerArg::Iface => "iface",
             PerArg::Cgroup => "cgroup",
             PerArg::Netns => "netns",
+            PerArg::CgroupIface => "cgroup-iface",
         }
     }
 }
@@ -693,7 +697,7 @@ mod tests {
             &["trace", "--time", "utc"],
             &["report"],
             &["report", "f", "--group-by", "container"],
-            &["hist", "--per", "cgroup-iface"],
+            &["hist", "--per", "cgroup-ifaces"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

@@ -416,6 +416,7 @@ fn hist_per_cgroup_splits_and_sums_to_the_total() {
             &["hist", "--json", "--per", "cgroup", "-a", &rx],
             &["hist", "--json", "-a", &rx],
             &["hist", "--json", "--per", "netns", "-a", &rx],
+            &["hist", "--json", "--per", "cgroup-iface", "-a", &rx],
         ],
         || two_flows(&lab, 23621, 23622),
     );
@@ -444,6 +445,38 @@ fn hist_per_cgroup_splits_and_sums_to_the_total() {
             hist_u64(whole.total(kind), "count"),
             "{kind}: per netns counts add up to the un-split run's total"
         );
+    }
+    // Per cgroup and interface: the senders' qdisc samples under `PATH <sender veth>`, socket
+    // events (no skb) under `PATH (no interface)`; the counts add up to the total.
+    let by_both = parse(&outs[3], "cgroup-iface");
+    for kind in HIST_KINDS {
+        let sum: u64 = by_both
+            .keyed(kind)
+            .iter()
+            .map(|h| hist_u64(h, "count"))
+            .sum();
+        assert_eq!(
+            sum,
+            hist_u64(whole.total(kind), "count"),
+            "{kind}: per cgroup and interface counts add up to the un-split run's total"
+        );
+    }
+    for f in [&f1, &f2] {
+        let key = format!("{} {}", f.cgroup, lab.pair.tx_if);
+        let h = by_both.keyed_one("wmem_queued", &key).unwrap_or_else(|| {
+            panic!(
+                "no wmem_queued keyed {key:?}: {:?}",
+                by_both.keys("wmem_queued")
+            )
+        });
+        assert!(hist_u64(h, "count") > 0, "{}", hist_brief(h));
+        if by_both.hook_attached("tcp_sendmsg") && by_both.hook_attached("sendmsg_ret") {
+            let key = format!("{} (no interface)", f.cgroup);
+            let h = by_both
+                .keyed_one("sendmsg_time", &key)
+                .unwrap_or_else(|| panic!("no sendmsg_time keyed {key:?}"));
+            assert_eq!(hist_u64(h, "count"), f.report.sends, "{}", hist_brief(h));
+        }
     }
     let tx_sendmsg = by_netns.keyed_one("sendmsg_time", &lab.pair.tx_ns);
     if let Some(h) = tx_sendmsg {
