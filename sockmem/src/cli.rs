@@ -17,7 +17,9 @@ EXAMPLES:
     sockmem trace -P 5201 -d 10           # sockets with port 5201 at either end, for 10 s
     sockmem trace -c iperf3 --tcp         # TCP sockets written by processes named iperf3
     sockmem trace -i eth0 --json -o t.jsonl   # JSON lines, one per event, into t.jsonl
-    sockmem trace --input run.smrec -P 5201   # replay a recording (`sockmem record`)";
+    sockmem trace --input run.smrec -P 5201   # replay a recording (`sockmem record`)
+    sockmem trace --cgroup /system.slice/nginx.service   # that service's sockets (and below)
+    sockmem trace --netns blue            # sockets of the `ip netns` namespace blue";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -130,6 +132,7 @@ const REPORT_EXAMPLES: &str = "\
 EXAMPLES:
     sockmem report run.smrec                  # one row per socket, busiest first
     sockmem report run.smrec --group-by pid   # one row per sending process
+    sockmem report run.smrec --group-by cgroup   # one row per sender's cgroup
     sockmem report run.smrec -P 5201 --hist   # the sockets with port 5201, and histograms
     sockmem report run.smrec --json -o r.json # one JSON document";
 
@@ -137,7 +140,8 @@ const HIST_EXAMPLES: &str = "\
 EXAMPLES:
     sockmem hist -d 10                    # 10 s of every TCP/UDP socket, then histograms
     sockmem hist -d 10 --per socket -P 5201   # one block per socket with port 5201
-    sockmem hist --per iface              # until Ctrl-C, split by interface";
+    sockmem hist --per iface              # until Ctrl-C, split by interface
+    sockmem hist --per cgroup -d 10       # one block per sender's cgroup (container)";
 
 const WHY_EXAMPLES: &str = "\
 EXAMPLES:
@@ -180,6 +184,10 @@ pub enum GroupBy {
     Comm,
     /// Per interface the socket's skbs left by (the one most of them used).
     Iface,
+    /// Per sender's cgroup v2 path.
+    Cgroup,
+    /// Per network namespace of the socket.
+    Netns,
 }
 
 impl GroupBy {
@@ -189,6 +197,8 @@ impl GroupBy {
             GroupBy::Pid => "pid",
             GroupBy::Comm => "comm",
             GroupBy::Iface => "iface",
+            GroupBy::Cgroup => "cgroup",
+            GroupBy::Netns => "netns",
         }
     }
 }
@@ -202,6 +212,13 @@ pub enum PerArg {
     Pid,
     /// One per interface (skb events; socket-level ones go under "no interface").
     Iface,
+    /// One per sender's cgroup v2 (its path; "(unknown sender)" before a socket's first seen
+    /// sendmsg).
+    Cgroup,
+    /// One per network namespace of the socket (its `ip netns` name, or `ino:N`).
+    Netns,
+    /// One per sender's cgroup and interface together (`PATH IFACE`).
+    CgroupIface,
 }
 
 impl PerArg {
@@ -210,6 +227,9 @@ impl PerArg {
             PerArg::Socket => Per::Socket,
             PerArg::Pid => Per::Pid,
             PerArg::Iface => Per::Iface,
+            PerArg::Cgroup => Per::Cgroup,
+            PerArg::Netns => Per::Netns,
+            PerArg::CgroupIface => Per::CgroupIface,
         }
     }
 
@@ -218,6 +238,9 @@ impl PerArg {
             PerArg::Socket => "socket",
             PerArg::Pid => "pid",
             PerArg::Iface => "iface",
+            PerArg::Cgroup => "cgroup",
+            PerArg::Netns => "netns",
+            PerArg::CgroupIface => "cgroup-iface",
         }
     }
 }
@@ -229,7 +252,8 @@ pub struct HistArgs {
     /// Aggregate for this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Split the histograms by socket, process or interface (default: one of each kind).
+    /// Split the histograms by socket, process, interface, cgroup or network namespace
+    /// (default: one of each kind).
     #[arg(long, value_name = "KEY")]
     pub per: Option<PerArg>,
     /// One JSON document: buckets, counts and percentiles per key.
@@ -300,6 +324,15 @@ pub struct FilterArgs {
     /// Only UDP sockets.
     #[arg(long)]
     pub udp: bool,
+    /// Only sockets whose sender is in this cgroup v2 or below it: a path relative to the
+    /// cgroup2 root as /proc/PID/cgroup shows it (`/system.slice/nginx.service`), or absolute
+    /// under the cgroup2 mount.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Only sockets of this network namespace: an `ip netns` name, a namespace file
+    /// (`/proc/PID/ns/net`, `/run/netns/NAME`) or its inode number.
+    #[arg(long, value_name = "NAME|PATH|INODE")]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -667,7 +700,8 @@ mod tests {
             &["export", "f"],
             &["trace", "--time", "utc"],
             &["report"],
-            &["report", "f", "--group-by", "cgroup"],
+            &["report", "f", "--group-by", "container"],
+            &["hist", "--per", "cgroup-ifaces"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);
