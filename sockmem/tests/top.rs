@@ -6,6 +6,7 @@
 mod support;
 
 use std::{
+    net::SocketAddrV4,
     path::Path,
     process::Command,
     thread,
@@ -165,14 +166,15 @@ fn wait_file(p: &Path) {
     );
 }
 
-/// One socket's row as `top` shows it: `LOCAL > REMOTE PROTO PID COMM IFACE QUEUED ALLOC SNDBUF
-/// QUEUED/S ALLOC/S BLOCKED QDISC_P99 DROPS`.
+/// One socket's row as `top` shows it: `LOCAL > REMOTE PROTO PID COMM CGROUP IFACE QUEUED ALLOC
+/// SNDBUF QUEUED/S ALLOC/S BLOCKED QDISC_P99 DROPS`.
 #[derive(Debug)]
 struct ScreenRow {
     local_port: u16,
     remote_port: u16,
     pid: String,
     comm: String,
+    cgroup: String,
     queued: u64,
     sndbuf: u64,
 }
@@ -187,7 +189,7 @@ fn screen_rows(screen: &str) -> Vec<ScreenRow> {
         .filter_map(|l| {
             // A closed socket's first column ends with `(closed)`.
             let w: Vec<&str> = l.split_whitespace().filter(|w| *w != "(closed)").collect();
-            if w.len() < 14 || w[1] != ">" {
+            if w.len() < 15 || w[1] != ">" {
                 return None;
             }
             let number = |i: usize, what: &str| -> u64 {
@@ -200,8 +202,9 @@ fn screen_rows(screen: &str) -> Vec<ScreenRow> {
                 remote_port: port_of(w[2]),
                 pid: w[4].to_owned(),
                 comm: w[5].to_owned(),
-                queued: number(7, "QUEUED"),
-                sndbuf: number(9, "SNDBUF"),
+                cgroup: w[6].to_owned(),
+                queued: number(8, "QUEUED"),
+                sndbuf: number(10, "SNDBUF"),
             })
         })
         .collect()
@@ -270,6 +273,7 @@ fn the_table_shows_both_flows_agrees_with_ss_and_its_keys_work() {
         assert_eq!(r.local_port, flow_key.lport, "{r:?}");
         assert_eq!(r.pid, sender.tgid.to_string(), "{r:?}");
         assert_eq!(r.comm, sender.comm, "{r:?}");
+        assert_eq!(Some(&r.cgroup), proc_cgroup(sender.tgid).as_ref(), "{r:?}");
     }
     let ss_now = ss_skmem(&pair.tx_ns, stalled.key.lport, stall_port);
     assert_eq!(ss_now, ss, "the stalled socket stayed as it was");
@@ -369,8 +373,18 @@ fn blocks(text: &str) -> Vec<Block> {
 #[test]
 fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
     let pair = NetnsPair::new("topl", 232);
-    let (stall_port, bulk_port) = (23201u16, 23202u16);
-    let args = ["top", "-P", "23201", "-P", "23202", "--interval", "0.5"];
+    let (stall_port, bulk_port, cgroup_port) = (23201u16, 23202u16, 23203u16);
+    let args = [
+        "top",
+        "-P",
+        "23201",
+        "-P",
+        "23202",
+        "-P",
+        "23203",
+        "--interval",
+        "0.5",
+    ];
     let text = Tracer::start(&args);
     let mut json_args = args.to_vec();
     json_args.push("--json");
@@ -386,6 +400,23 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
             .for_at_most(Duration::from_secs(120)),
     );
     let (_, ss) = stalled.wait_stable(&pair);
+    // A sender process of its own in a cgroup made here: the column names that cgroup.
+    let group = CgroupDir::create(&format!("/sockmem-test-{}-top", std::process::id()));
+    let reader = TcpReader::start(&pair, cgroup_port);
+    let child = CgroupSender::start(
+        &group,
+        &pair.tx_ns,
+        SocketAddrV4::new(pair.rx_addr, cgroup_port),
+        64 * 1024,
+        16,
+    );
+    let (child_pid, child_cgroup) = (child.pid, proc_cgroup(child.pid));
+    assert_eq!(child_cgroup.as_deref(), Some(group.path.as_str()));
+    child.go();
+    let report = child.report(Duration::from_secs(90));
+    assert!(wait_until(Duration::from_secs(90), || reader.received()
+        >= report.bytes));
+    reader.finish();
     // A few refreshes with the stalled socket settled.
     thread::sleep(Duration::from_secs(2));
     let ss_after = ss_skmem(&pair.tx_ns, stalled.key.lport, stall_port);
@@ -433,17 +464,27 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
             stalled_sender.comm.as_str()
         )
     );
-    let (queued, sndbuf): (u64, u64) = (s[6].parse().unwrap(), s[8].parse().unwrap());
+    assert_eq!(Some(&s[5]), proc_cgroup(stalled_sender.tgid).as_ref());
+    let (queued, sndbuf): (u64, u64) = (s[7].parse().unwrap(), s[9].parse().unwrap());
     assert_eq!(
         (queued, sndbuf),
         (ss.w, ss.tb),
         "the stalled socket against ss: {s:?}"
     );
-    assert_eq!(s[9], "0", "a stalled queue does not move: {s:?}");
+    assert_eq!(s[10], "0", "a stalled queue does not move: {s:?}");
+    // The cgroup sender's socket, in some block (it closed when the child exited: it stays a
+    // few seconds): its pid and cgroup as /proc said while it ran.
+    let child_row = bs
+        .iter()
+        .flat_map(|b| &b.rows)
+        .find(|r| port_of(&r[0]) == report.lport && port_of(&r[1]) == cgroup_port)
+        .expect("the cgroup sender's socket in some block");
+    assert_eq!(child_row[3], child_pid.to_string(), "{child_row:?}");
+    assert_eq!(Some(&child_row[5]), child_cgroup.as_ref(), "{child_row:?}");
     let b = row(bulk_port);
     assert_eq!(b[4], bulk_comm);
     assert_eq!(last.get("sockets"), last.rows.len().to_string());
-    let total: i64 = last.rows.iter().map(|r| r[6].parse::<i64>().unwrap()).sum();
+    let total: i64 = last.rows.iter().map(|r| r[7].parse::<i64>().unwrap()).sum();
     assert_eq!(last.get("queued"), total.to_string());
     assert_eq!(last.get("lost"), "0");
 

@@ -37,6 +37,10 @@ pub struct LiveRow {
     /// The last sender seen (`sendmsg`).
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The sender's cgroup v2 path (`id:N` when the id is not in the tree), and the socket's
+    /// network namespace (its `ip netns` name, else `ino:N`).
+    pub cgroup: Option<String>,
+    pub netns: Option<String>,
     /// The interface most of its skbs went through.
     pub iface: Option<String>,
     /// The counters as its last event read them (`sk_wmem_queued`, `sk_wmem_alloc`, `sk_sndbuf`).
@@ -85,13 +89,17 @@ impl LiveRow {
         format!("{} > {} {}", self.local, self.remote, self.protocol)
     }
 
-    /// Whether `text` is in its socket, sender or interface (`top`'s filter key).
+    /// Whether `text` is in its socket, sender, cgroup, namespace or interface (`top`'s filter
+    /// key).
     pub fn contains(&self, text: &str) -> bool {
+        let has = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(text));
         text.is_empty()
             || self.socket().contains(text)
-            || self.comm.as_deref().is_some_and(|c| c.contains(text))
+            || has(&self.comm)
+            || has(&self.cgroup)
+            || has(&self.netns)
             || self.pid.is_some_and(|p| p.to_string() == text)
-            || self.iface.as_deref().is_some_and(|i| i.contains(text))
+            || has(&self.iface)
     }
 }
 
@@ -224,6 +232,8 @@ impl LiveTable {
                 remote: r.remote.expect("a socket row has its addresses"),
                 pid: r.pid,
                 comm: r.comm.clone(),
+                cgroup: r.cgroup.clone(),
+                netns: r.netns.clone(),
                 iface: r.iface.clone(),
                 queued,
                 alloc,

@@ -261,6 +261,7 @@ impl Screen {
                 Constraint::Min(44),
                 Constraint::Length(8),
                 Constraint::Length(15),
+                Constraint::Length(28),
                 Constraint::Length(15),
                 Constraint::Length(9),
                 Constraint::Length(9),
@@ -299,6 +300,7 @@ fn cells(r: &LiveRow) -> Vec<String> {
         format!("{}{closed}", r.socket()),
         or_dash(r.pid),
         or_dash(r.comm.as_deref()),
+        or_dash(r.cgroup.as_deref()),
         or_dash(r.iface.as_deref()),
         r.queued.to_string(),
         r.alloc.to_string(),
@@ -387,6 +389,8 @@ impl TopSink for Lines {
                         "remote": s.remote.to_string(),
                         "pid": s.pid,
                         "comm": s.comm,
+                        "cgroup": s.cgroup,
+                        "netns": s.netns,
                         "iface": s.iface,
                         "queued": s.queued,
                         "alloc": s.alloc,
@@ -430,17 +434,18 @@ impl TopSink for Lines {
             )?;
             writeln!(
                 self.out,
-                "LOCAL REMOTE PROTO PID COMM IFACE QUEUED ALLOC SNDBUF QUEUED_RATE ALLOC_RATE BLOCKED_NS QDISC_P99_NS DROPS STATE"
+                "LOCAL REMOTE PROTO PID COMM CGROUP IFACE QUEUED ALLOC SNDBUF QUEUED_RATE ALLOC_RATE BLOCKED_NS QDISC_P99_NS DROPS STATE"
             )?;
             for s in &rows {
                 writeln!(
                     self.out,
-                    "{} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
+                    "{} {} {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
                     s.local,
                     s.remote,
                     s.protocol,
                     or_dash(s.pid),
                     word(s.comm.as_deref()),
+                    word(s.cgroup.as_deref()),
                     word(s.iface.as_deref()),
                     s.queued,
                     s.alloc,
@@ -475,6 +480,8 @@ mod tests {
             remote: "10.0.0.2:5201".parse().unwrap(),
             pid: Some(7),
             comm: Some(comm.to_owned()),
+            cgroup: Some("/a".into()),
+            netns: None,
             iface: Some("veth0".into()),
             queued,
             alloc: 0,
