@@ -257,21 +257,7 @@ impl Screen {
             let header = Row::new(COLUMNS.iter().map(|c| Cell::from(*c)))
                 .style(Style::default().add_modifier(Modifier::REVERSED));
             let body = rows.iter().map(|row| Row::new(cells(row)));
-            let widths = [
-                Constraint::Min(44),
-                Constraint::Length(8),
-                Constraint::Length(15),
-                Constraint::Length(28),
-                Constraint::Length(15),
-                Constraint::Length(9),
-                Constraint::Length(9),
-                Constraint::Length(9),
-                Constraint::Length(11),
-                Constraint::Length(11),
-                Constraint::Length(9),
-                Constraint::Length(9),
-                Constraint::Length(6),
-            ];
+            let widths = WIDTHS;
             f.render_widget(Table::new(body, widths).header(header), table);
         })?;
         Ok(())
@@ -279,10 +265,11 @@ impl Screen {
 }
 
 /// The table's columns (and the plain lines', but for the socket's two ends split there).
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 13] = [
     "SOCKET",
     "PID",
     "COMM",
+    "CGROUP",
     "IFACE",
     "QUEUED",
     "ALLOC",
@@ -294,9 +281,26 @@ const COLUMNS: [&str; 12] = [
     "DROPS",
 ];
 
-fn cells(r: &LiveRow) -> Vec<String> {
+/// Each column's width (the socket's takes what is left).
+const WIDTHS: [Constraint; COLUMNS.len()] = [
+    Constraint::Min(44),
+    Constraint::Length(8),
+    Constraint::Length(15),
+    Constraint::Length(28),
+    Constraint::Length(15),
+    Constraint::Length(9),
+    Constraint::Length(9),
+    Constraint::Length(9),
+    Constraint::Length(11),
+    Constraint::Length(11),
+    Constraint::Length(9),
+    Constraint::Length(9),
+    Constraint::Length(6),
+];
+
+fn cells(r: &LiveRow) -> [String; COLUMNS.len()] {
     let closed = if r.closed { " (closed)" } else { "" };
-    vec![
+    [
         format!("{}{closed}", r.socket()),
         or_dash(r.pid),
         or_dash(r.comm.as_deref()),
