@@ -373,7 +373,7 @@ fn blocks(text: &str) -> Vec<Block> {
 #[test]
 fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
     let pair = NetnsPair::new("topl", 232);
-    let (stall_port, bulk_port, cgroup_port) = (23201u16, 23202u16, 23203u16);
+    let (stall_port, bulk_port, cgroup_port, blocking_port) = (23201u16, 23202, 23203, 23204);
     let args = [
         "top",
         "-P",
@@ -382,6 +382,8 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
         "23202",
         "-P",
         "23203",
+        "-P",
+        "23204",
         "--interval",
         "0.5",
     ];
@@ -400,6 +402,10 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
             .for_at_most(Duration::from_secs(120)),
     );
     let (_, ss) = stalled.wait_stable(&pair);
+    // A sender asleep in blocking writes (2 s each, then EAGAIN and the next one) all along.
+    let sndtimeo = Duration::from_secs(2);
+    let blocking = BlockingStalledTcp::start(&pair, blocking_port, "smtopl-block", sndtimeo);
+    blocking.wait_blocked(1, Duration::from_secs(40));
     // A sender process of its own in a cgroup made here: the column names that cgroup.
     let group = CgroupDir::create(&format!("/sockmem-test-{}-top", std::process::id()));
     let reader = TcpReader::start(&pair, cgroup_port);
@@ -422,6 +428,8 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
     let ss_after = ss_skmem(&pair.tx_ns, stalled.key.lport, stall_port);
     let text = text.stop_checked();
     let json = json.stop_checked();
+    let writes = blocking.stop_writing(Duration::from_secs(20));
+    blocking.finish();
     let (stalled_sender, stalled_lport) = (stalled.sender.clone(), stalled.key.lport);
     let bulk_comm = bulk.sender.comm.clone();
     bulk.stop();
@@ -481,6 +489,39 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
         .expect("the cgroup sender's socket in some block");
     assert_eq!(child_row[3], child_pid.to_string(), "{child_row:?}");
     assert_eq!(Some(&child_row[5]), child_cgroup.as_ref(), "{child_row:?}");
+    // The blocking sender: by its own clock its writes after the buffer filled, back to back,
+    // each slept about its timeout or returned at once (a few bytes the peer's window let in:
+    // 28 us seen), so in each of the last blocks (within the 2 s after its first such write) top
+    // says it was asleep nearly the whole interval.
+    let first_blocked = writes
+        .iter()
+        .position(|w| w.took >= sndtimeo / 2)
+        .expect("a blocked write");
+    let slept: Vec<Duration> = writes[first_blocked..].iter().map(|w| w.took).collect();
+    assert!(
+        slept
+            .iter()
+            .all(|t| *t >= sndtimeo * 9 / 10 || *t < Duration::from_millis(1)),
+        "expected every write after the first blocked one to sleep ~{sndtimeo:?} or return at \
+         once: {slept:?}"
+    );
+    for b in &bs[bs.len() - 3..] {
+        let r = b
+            .rows
+            .iter()
+            .find(|r| port_of(&r[1]) == blocking_port)
+            .expect("the blocking sender's row");
+        let blocked_ns: f64 = r[12].parse().unwrap();
+        let interval_ns = b.get("interval_s").parse::<f64>().unwrap() * 1e9;
+        eprintln!(
+            "blocking sender asleep {:.4} of a {interval_ns} ns interval",
+            blocked_ns / interval_ns
+        );
+        assert!(
+            blocked_ns >= 0.9 * interval_ns && blocked_ns <= interval_ns * 1.001,
+            "expected the blocking sender asleep ~all of the {interval_ns} ns interval: {r:?}"
+        );
+    }
     let b = row(bulk_port);
     assert_eq!(b[4], bulk_comm);
     assert_eq!(last.get("sockets"), last.rows.len().to_string());
