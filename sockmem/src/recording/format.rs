@@ -185,6 +185,11 @@ pub struct RecordedFilters {
     pub iface: Option<String>,
     pub tcp: bool,
     pub udp: bool,
+    /// `--cgroup` and `--netns` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl From<&FilterArgs> for RecordedFilters {
@@ -201,6 +206,8 @@ impl From<&FilterArgs> for RecordedFilters {
             iface: f.iface.clone(),
             tcp: f.tcp,
             udp: f.udp,
+            cgroup: f.cgroup.clone(),
+            netns: f.netns.clone(),
         }
     }
 }
