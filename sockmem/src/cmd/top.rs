@@ -69,6 +69,8 @@ impl Consumer for TopPipeline<'_> {
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    // First: a signal while the programs load ends the run like one after.
+    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     let mut session = session::start(&session::Options {
         filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
@@ -84,7 +86,6 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         ..View::default()
     };
     let on_terminal = Screen::wanted() && !args.json;
-    let mut stops = session::Stops::new()?;
     session.go(args.session.ready_file.as_deref())?;
     if !on_terminal {
         eprintln!(
