@@ -100,8 +100,9 @@ fn memory_refused_by_udp_mem_is_counted_as_the_kernel_traces_it() {
         "sysctl",
         &["-qw", &format!("net.ipv4.udp_rmem_min={RMEM_MIN}")],
     );
+    // One instance per test process: two runs side by side must not share (or remove) it.
     let ftrace = FtraceInstance::start(
-        "sockmem-why-memory",
+        &format!("sockmem-why-memory-{}", std::process::id()),
         "sock/sock_exceed_buf_limit",
         &format!("sysctl_rmem == {RMEM_MIN}"),
     );
