@@ -6,5 +6,6 @@ pub mod plot;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod trace;
 pub mod why;

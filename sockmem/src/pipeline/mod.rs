@@ -5,6 +5,7 @@ pub mod decode;
 pub mod drive;
 pub mod filter;
 pub mod histogram;
+pub mod live;
 pub mod names;
 pub mod report;
 pub mod snapshot;
