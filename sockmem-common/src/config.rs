@@ -60,6 +60,10 @@ pub struct FieldOffsets {
     /// From a `struct socket` to its inode's `i_ino`: the socket lives in a `socket_alloc` next
     /// to its `vfs_inode`, so this is `socket_alloc.vfs_inode + inode.i_ino - socket_alloc.socket`.
     pub socket_ino: u32,
+    /// `sock.__sk_common.skc_net.net` (`struct net *`): the socket's network namespace.
+    pub sk_net: u32,
+    /// `net.ns.inum`: the namespace's inode number.
+    pub net_ns_inum: u32,
 }
 
 /// How many `--port`s and `--addr`s the programs take.
@@ -120,6 +124,13 @@ pub struct Filter {
     pub comm: [u8; 16],
     /// Interface name, NUL-padded; `ifname[0] == 0` = any.
     pub ifname: [u8; 16],
+    /// The sender's cgroup (or a descendant): its cgroup v2 id; 0 = any.
+    pub cgroup_id: u64,
+    /// The depth of `cgroup_id` below the cgroup2 root (root 0): a sender's ancestor at this
+    /// level must be `cgroup_id`.
+    pub cgroup_level: u32,
+    /// The socket's network namespace inode; 0 = any.
+    pub netns_ino: u32,
 }
 
 #[repr(C)]
@@ -151,10 +162,10 @@ pub const MODE_SERVE: u32 = 3;
 /// socket and sender filters: `why` needs to know whose bytes are ahead in a qdisc.
 pub const MODE_WHY: u32 = 2;
 
-const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 112);
 const _: () = assert!(core::mem::size_of::<Net>() == 40);
-const _: () = assert!(core::mem::size_of::<Filter>() == 376);
-const _: () = assert!(core::mem::size_of::<Config>() == 520);
+const _: () = assert!(core::mem::size_of::<Filter>() == 392);
+const _: () = assert!(core::mem::size_of::<Config>() == 544);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

@@ -42,6 +42,10 @@ pub struct SockEvent {
     /// Hook-specific duration in ns: for `SendmsgReturn`, time since the call's first chunk; for
     /// `DriverDone`, time in the driver; for `SkbFree`/`SkbDrop`, time since `dev_queue_xmit`.
     pub duration_ns: u64,
+    /// The sender's cgroup v2 id (the inode number of its cgroup directory), taken at `sendmsg`
+    /// and carried like pid/comm to the socket's later events; 0 when the sender is unknown
+    /// (never the root cgroup, whose id is 1).
+    pub cgroup_id: u64,
     pub tgid: u32,
     pub pid: u32,
     pub cpu: u32,
@@ -54,6 +58,9 @@ pub struct SockEvent {
     pub sndbuf: i32,
     pub skb_len: u32,
     pub skb_truesize: u32,
+    /// The inode number of the socket's network namespace (`ls -l /proc/<pid>/ns/net`,
+    /// `ip netns identify`); 0 when it could not be read.
+    pub netns_ino: u32,
     /// Local port, host byte order.
     pub lport: u16,
     /// Remote port, host byte order.
@@ -66,7 +73,7 @@ pub struct SockEvent {
     pub hook: u8,
     /// `FLAG_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
     pub comm: [u8; 16],
     pub ifname: [u8; 16],
     /// IPv4 in the first 4 bytes, or IPv6; network byte order.
@@ -74,7 +81,7 @@ pub struct SockEvent {
     pub raddr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<SockEvent>() == 176);
+const _: () = assert!(core::mem::size_of::<SockEvent>() == 192);
 const _: () = assert!(core::mem::align_of::<SockEvent>() == 8);
 
 #[cfg(feature = "user")]

@@ -51,6 +51,13 @@ pub enum Per {
     Socket = 1,
     Pid = 2,
     Iface = 3,
+    /// By the sender's cgroup: `HistKey.id` is the cgroup id (0: sender unknown).
+    Cgroup = 4,
+    /// By the socket's network namespace: `HistKey.id` is its inode number.
+    Netns = 5,
+    /// By sender's cgroup and interface: `HistKey.id` is the cgroup id, `HistKey.name` the
+    /// interface (empty for events with no skb). For exporters labelling by both.
+    CgroupIface = 6,
 }
 
 /// One histogram's identity. Self-describing, so that userspace needs no other map to label it:
@@ -64,11 +71,12 @@ pub struct HistKey {
     pub family: u16,
     pub lport: u16,
     pub rport: u16,
-    /// Socket address (per socket) or tgid (per pid).
+    /// Socket id (per socket), tgid (per pid), cgroup id (per cgroup, per cgroup and
+    /// interface) or network namespace inode (per netns).
     pub id: u64,
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
-    /// comm (per pid) or interface name (per interface).
+    /// comm (per pid) or interface name (per interface, per cgroup and interface).
     pub name: [u8; 16],
 }
 

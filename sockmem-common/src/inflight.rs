@@ -57,7 +57,10 @@ pub struct SockIdent {
     pub verdict: u8,
     /// 1 once a datagram of this unconnected UDP socket passed the filters by its headers.
     pub datagram_passed: u8,
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 1],
+    /// The socket's network namespace inode, read once when the entry is made (a socket
+    /// never changes namespace).
+    pub netns_ino: u32,
 }
 
 /// A send system call in progress on a thread (`send_blocked`), keyed by thread id. Entries of

@@ -75,7 +75,8 @@ pub fn identify(sk: u64, id: &mut SocketId) -> Option<*mut SockIdent> {
         protocol: id.protocol,
         verdict: 0,
         datagram_passed: 0,
-        _pad: [0; 5],
+        _pad: [0; 1],
+        netns_ino: kernel::sock_netns(sk),
     };
     let _ = SOCKETS.insert(sk, fresh, BPF_ANY as u64);
     SOCKETS.get_ptr_mut(sk)

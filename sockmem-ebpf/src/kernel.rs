@@ -317,6 +317,15 @@ pub fn sock_ino(sk: u64) -> u64 {
     read(socket, &o.socket_ino).unwrap_or(0)
 }
 
+/// The inode number of the socket's network namespace (`sk_net(sk)->ns.inum`); 0 when it
+/// cannot be read.
+#[inline(always)]
+pub fn sock_netns(sk: u64) -> u32 {
+    let o = &config().offsets;
+    let net: u64 = read(sk, &o.sk_net).unwrap_or(0);
+    read(net, &o.net_ns_inum).unwrap_or(0)
+}
+
 #[inline(always)]
 pub fn skb_sk(skb: u64) -> u64 {
     read(skb, &config().offsets.skb_sk).unwrap_or(0)

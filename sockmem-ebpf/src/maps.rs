@@ -106,7 +106,11 @@ pub struct Owner {
     pub comm: [u8; 16],
     /// 1 once an skb of this socket passed the interface filter.
     pub iface_seen: u32,
-    pub _pad: u32,
+    /// 1 when the sender was in the `--cgroup` cgroup (or below) when it sent: decided in its
+    /// own context, where the ancestor helper can tell (see `filter::current_in_cgroup`).
+    pub in_cgroup: u32,
+    /// The sender's cgroup v2 id when it sent.
+    pub cgroup_id: u64,
 }
 
 /// Adds one to a completeness counter (`sockmem_common::hist::counter`).

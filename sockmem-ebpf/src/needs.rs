@@ -30,10 +30,11 @@ pub fn addresses() -> bool {
     everything() || per(Per::Socket)
 }
 
-/// The skb's device: shown by `trace`, keyed by `--per iface`, filtered by `--iface`.
+/// The skb's device: shown by `trace`, keyed by `--per iface` and `--per cgroup-iface`,
+/// filtered by `--iface`.
 #[inline(always)]
 pub fn device() -> bool {
-    everything() || per(Per::Iface) || filter::has_iface_filter()
+    everything() || per(Per::Iface) || per(Per::CgroupIface) || filter::has_iface_filter()
 }
 
 /// The skb's length and truesize: shown by `trace` only.
@@ -42,11 +43,17 @@ pub fn skb_sizes() -> bool {
     everything()
 }
 
-/// The sending process: shown by `trace`, keyed by `--per pid`, filtered by `--pid`/`--comm`,
-/// and kept with it is whether the socket sent through the `--iface` interface.
+/// The sending process: shown by `trace`, keyed by `--per pid` and the cgroup splits,
+/// filtered by `--pid`/`--comm`/`--cgroup`, and kept with it is whether the socket sent
+/// through the `--iface` interface.
 #[inline(always)]
 pub fn sender() -> bool {
-    everything() || per(Per::Pid) || filter::has_sender_filter() || filter::has_iface_filter()
+    everything()
+        || per(Per::Pid)
+        || per(Per::Cgroup)
+        || per(Per::CgroupIface)
+        || filter::has_sender_filter()
+        || filter::has_iface_filter()
 }
 
 /// `why`: whose bytes are in a qdisc is part of the answer, so the qdisc events of sockets the

@@ -32,6 +32,10 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64, unfiltered: bool) 
     let e = unsafe { &mut *e };
     ob.sock = e.id;
     ob.ino = e.ino;
+    ob.netns_ino = e.netns_ino;
+    if !filter::netns_passes(e.netns_ino) && !unfiltered {
+        return false;
+    }
     if !socket_verdict(e, sk, &mut ob.id, skb) && !unfiltered {
         return false;
     }
@@ -47,7 +51,7 @@ fn admit(ob: &mut Observed, sk: u64, in_send: bool, skb: u64, unfiltered: bool) 
     } else {
         sender_of(ob.sock, ob.hook, &mut ob.sender);
     }
-    unfiltered || filter::sender_passes(ob.sender.tgid, &ob.sender.comm)
+    unfiltered || filter::sender_passes(ob.sender.tgid, &ob.sender.comm, ob.sender.in_cgroup)
 }
 
 /// The socket filters' verdict, decided once per socket (again if it connects later).

@@ -25,6 +25,8 @@ pub struct Observed {
     /// The socket's id (`ident`), and its inode number.
     pub sock: u64,
     pub ino: u64,
+    /// The socket's network namespace inode (cached with its identity).
+    pub netns_ino: u32,
     pub id: SocketId,
     pub sender: Sender,
     pub skb: SkbView,

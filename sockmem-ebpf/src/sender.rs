@@ -3,11 +3,16 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+    },
 };
 use sockmem_common::Hook;
 
-use crate::maps::{Owner, IN_SOFTIRQ, OWNERS};
+use crate::{
+    filter,
+    maps::{Owner, IN_SOFTIRQ, OWNERS},
+};
 
 /// The process an event is attributed to.
 #[repr(C)]
@@ -15,6 +20,10 @@ pub struct Sender {
     pub tgid: u32,
     pub pid: u32,
     pub comm: [u8; 16],
+    /// cgroup v2 id; 0 when unknown.
+    pub cgroup_id: u64,
+    /// In the `--cgroup` cgroup or below it (true without `--cgroup`).
+    pub in_cgroup: bool,
     pub from_send: bool,
     pub iface_seen: bool,
     /// In softirq with no `sendmsg` seen: the current task is not the sender.
@@ -32,6 +41,8 @@ fn task(pid_tgid: u64, s: &mut Sender) {
     s.tgid = (pid_tgid >> 32) as u32;
     s.pid = pid_tgid as u32;
     s.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    s.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    s.in_cgroup = filter::current_in_cgroup();
     s.from_send = false;
     s.iface_seen = false;
     s.unknown = false;
@@ -43,6 +54,8 @@ fn fill_from_owner(o: &Owner, s: &mut Sender) {
     s.tgid = o.tgid;
     s.pid = o.pid;
     s.comm = o.comm;
+    s.cgroup_id = o.cgroup_id;
+    s.in_cgroup = o.in_cgroup != 0;
     s.from_send = true;
     s.iface_seen = o.iface_seen != 0;
     s.unknown = false;
@@ -53,12 +66,19 @@ fn fill_from_owner(o: &Owner, s: &mut Sender) {
 #[inline(always)]
 pub fn record_sender(sock: u64, lport: u16, s: &mut Sender) {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // A cheap helper (no map, no probe read): read at every send, so that a thread moved to
+    // another cgroup is attributed to the new one from its next send on.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let mut iface_seen = 0;
     match unsafe { OWNERS.get(sock) } {
         // The thread that sent last time: its entry stands, and no map update or comm read is
         // needed on every send (a thread that renames itself keeps its old name until another
         // thread sends on the socket).
-        Some(o) if o.pid == pid_tgid as u32 && o.tgid == (pid_tgid >> 32) as u32 => {
+        Some(o)
+            if o.pid == pid_tgid as u32
+                && o.tgid == (pid_tgid >> 32) as u32
+                && o.cgroup_id == cgroup_id =>
+        {
             fill_from_owner(o, s);
             return;
         }
@@ -73,7 +93,8 @@ pub fn record_sender(sock: u64, lport: u16, s: &mut Sender) {
         pid: s.pid,
         comm: s.comm,
         iface_seen,
-        _pad: 0,
+        in_cgroup: u32::from(s.in_cgroup),
+        cgroup_id: s.cgroup_id,
     };
     let _ = OWNERS.insert(sock, owner, BPF_ANY as u64);
 }
@@ -89,6 +110,9 @@ pub fn sender_of(sock: u64, hook: u8, s: &mut Sender) {
             s.tgid = 0;
             s.pid = 0;
             s.comm = [0; 16];
+            s.cgroup_id = 0;
+            // Nobody to judge: passes unless a cgroup is asked for.
+            s.in_cgroup = !filter::has_cgroup_filter();
             s.from_send = false;
             s.iface_seen = false;
             s.unknown = true;

@@ -194,6 +194,10 @@ pub enum GroupBy {
     Comm,
     /// Per interface the socket's skbs left by (the one most of them used).
     Iface,
+    /// Per sender's cgroup v2 path.
+    Cgroup,
+    /// Per network namespace of the socket.
+    Netns,
 }
 
 impl GroupBy {
@@ -203,6 +207,8 @@ impl GroupBy {
             GroupBy::Pid => "pid",
             GroupBy::Comm => "comm",
             GroupBy::Iface => "iface",
+            GroupBy::Cgroup => "cgroup",
+            GroupBy::Netns => "netns",
         }
     }
 }
@@ -216,6 +222,11 @@ pub enum PerArg {
     Pid,
     /// One per interface (skb events; socket-level ones go under "no interface").
     Iface,
+    /// One per sender's cgroup v2 (its path; "(unknown sender)" before a socket's first seen
+    /// sendmsg).
+    Cgroup,
+    /// One per network namespace of the socket (its `ip netns` name, or `ino:N`).
+    Netns,
 }
 
 impl PerArg {
@@ -224,6 +235,8 @@ impl PerArg {
             PerArg::Socket => Per::Socket,
             PerArg::Pid => Per::Pid,
             PerArg::Iface => Per::Iface,
+            PerArg::Cgroup => Per::Cgroup,
+            PerArg::Netns => Per::Netns,
         }
     }
 
@@ -232,6 +245,8 @@ impl PerArg {
             PerArg::Socket => "socket",
             PerArg::Pid => "pid",
             PerArg::Iface => "iface",
+            PerArg::Cgroup => "cgroup",
+            PerArg::Netns => "netns",
         }
     }
 }
@@ -243,7 +258,8 @@ pub struct HistArgs {
     /// Aggregate for this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Split the histograms by socket, process or interface (default: one of each kind).
+    /// Split the histograms by socket, process, interface, cgroup or network namespace
+    /// (default: one of each kind).
     #[arg(long, value_name = "KEY")]
     pub per: Option<PerArg>,
     /// One JSON document: buckets, counts and percentiles per key.
@@ -338,6 +354,15 @@ pub struct FilterArgs {
     /// Only UDP sockets.
     #[arg(long)]
     pub udp: bool,
+    /// Only sockets whose sender is in this cgroup v2 or below it: a path relative to the
+    /// cgroup2 root as /proc/PID/cgroup shows it (`/system.slice/nginx.service`), or absolute
+    /// under the cgroup2 mount.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Only sockets of this network namespace: an `ip netns` name, a namespace file
+    /// (`/proc/PID/ns/net`, `/run/netns/NAME`) or its inode number.
+    #[arg(long, value_name = "NAME|PATH|INODE")]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -706,7 +731,8 @@ mod tests {
             &["export", "f"],
             &["trace", "--time", "utc"],
             &["report"],
-            &["report", "f", "--group-by", "cgroup"],
+            &["report", "f", "--group-by", "container"],
+            &["hist", "--per", "cgroup-iface"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

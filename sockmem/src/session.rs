@@ -22,7 +22,7 @@ use crate::{
         HookReport, Mode,
     },
     cli::{FilterArgs, SessionArgs},
-    kernel::{btf::Btf, features::Kernel, interfaces, offsets},
+    kernel::{btf::Btf, cgroups, features::Kernel, interfaces, netns, offsets},
     output::{self, OutputFile},
     pipeline::names::Names,
     render::{Finish, HookLine},
@@ -161,6 +161,21 @@ pub fn check_filters(f: &FilterArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The filters as the programs take them, `--cgroup` and `--netns` resolved on this machine
+/// (an unknown cgroup or namespace is an error here, before anything is loaded).
+pub fn kernel_filter(f: &FilterArgs) -> anyhow::Result<Filter> {
+    let mut k = f.to_kernel().map_err(anyhow::Error::msg)?;
+    if let Some(spec) = &f.cgroup {
+        let target = cgroups::resolve(spec)?;
+        k.cgroup_id = target.id;
+        k.cgroup_level = target.level;
+    }
+    if let Some(spec) = &f.netns {
+        k.netns_ino = netns::resolve(spec)?;
+    }
+    Ok(k)
 }
 
 fn any_thread_named(prefix: &str) -> bool {

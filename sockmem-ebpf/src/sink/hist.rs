@@ -45,6 +45,15 @@ fn hist_key(ob: &mut Observed) -> *mut HistKey {
             (*key).name = sender.comm;
         } else if per == Per::Iface as u32 && ob.has_skb {
             (*key).name = ob.skb.ifname;
+        } else if per == Per::Cgroup as u32 {
+            (*key).id = sender.cgroup_id;
+        } else if per == Per::Netns as u32 {
+            (*key).id = ob.netns_ino as u64;
+        } else if per == Per::CgroupIface as u32 {
+            (*key).id = sender.cgroup_id;
+            if ob.has_skb {
+                (*key).name = ob.skb.ifname;
+            }
         }
     }
     key

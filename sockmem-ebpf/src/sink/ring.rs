@@ -87,6 +87,8 @@ pub fn submit(ob: &mut Observed, x: &Extra) {
         (*e).value = x.value;
         (*e).aux = x.aux;
         (*e).duration_ns = x.duration_ns;
+        (*e).cgroup_id = sender.cgroup_id;
+        (*e).netns_ino = ob.netns_ino;
         (*e).tgid = sender.tgid;
         (*e).pid = sender.pid;
         (*e).cpu = bpf_get_smp_processor_id();
@@ -104,7 +106,7 @@ pub fn submit(ob: &mut Observed, x: &Extra) {
         (*e).family = id.family;
         (*e).protocol = id.protocol;
         (*e).hook = ob.hook;
-        (*e)._pad = [0; 3];
+        (*e)._pad = [0; 7];
         (*e).comm = sender.comm;
         (*e).laddr = id.laddr;
         (*e).raddr = id.raddr;

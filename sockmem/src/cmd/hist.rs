@@ -12,6 +12,7 @@ use tokio::time::{interval, sleep_until, MissedTickBehavior};
 use crate::{
     attach::loader,
     cli::{HistArgs, PerArg},
+    kernel::{cgroups::CgroupNames, netns::NetnsNames},
     pipeline::histogram::HistMaps,
     render::{
         hist::{write_json, write_text, JsonContext},
@@ -31,7 +32,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
     // Open the output first: a bad path should fail before any program runs.
     let mut out = session::open_output(args.output.as_deref())?;
     let mut session = session::start(&session::Options {
-        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        filter: session::kernel_filter(&args.filters)?,
         args: &args.session,
         ring_size: 4096,
         mode: MODE_HIST,
@@ -49,7 +50,8 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
     let reports = std::mem::take(&mut session.reports);
     let bpf_stats = session.report_stats();
     drop(session);
-    let report = maps.read(per)?;
+    let mut report = maps.read(per)?;
+    report.name_keys(&mut CgroupNames::live(), &mut NetnsNames::live());
 
     let kernel = loader::kernel_release();
     let hooks: Vec<String> = session::hook_lines(&reports)

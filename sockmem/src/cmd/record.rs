@@ -28,7 +28,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     // Checked before any program runs.
     let out = session::open_output(Some(&args.output))?;
     let mut session = session::start(&session::Options {
-        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        filter: session::kernel_filter(&args.filters)?,
         args: &args.session,
         ring_size: args.ring_size,
         mode: MODE_TRACE,

@@ -19,8 +19,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let what = || format!("reading the recording `{}`", args.input.display());
     let mut reader = recording::open(&args.input)?;
     let mut out = session::open_output(args.output.as_deref())?;
-    let names = Names::recorded(&reader.trailer().enums, &reader.trailer().locations);
-    let mut filter = EventFilter::new(&args.filters);
+    let names = Names::recorded(
+        &reader.trailer().enums,
+        &reader.trailer().locations,
+        reader.trailer().attribution.as_ref(),
+    );
+    let mut filter = EventFilter::new(&args.filters)?;
     let mut collector = Collector::new(args.hist);
     let mut undecodable = 0u64;
     while let Some(item) = reader.next_item().with_context(what)? {
@@ -29,10 +33,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             undecodable += 1;
             continue;
         };
+        names.fill(&mut e);
         if !filter.admits(&e) {
             continue;
         }
-        names.fill(&mut e);
         collector.observe(&e);
     }
     if undecodable > 0 {

@@ -31,7 +31,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     // Checked before any program runs; the file is in place only when the run succeeds.
     let out = session::open_output(args.output.as_deref())?;
     let mut session = session::start(&session::Options {
-        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        filter: session::kernel_filter(&args.filters)?,
         args: &args.session,
         ring_size: args.ring_size,
         mode: MODE_TRACE,

@@ -81,7 +81,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let mut out = session::open_output(args.output.as_deref())?;
     // The filters run in the kernel, but for the qdisc events (MODE_WHY).
     let mut session = session::start(&session::Options {
-        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        filter: session::kernel_filter(&args.filters)?,
         args: &args.session,
         ring_size: args.ring_size,
         mode: MODE_WHY,
@@ -98,7 +98,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let attached = |h: Hook| !unavailable.contains_key(&h);
     let mut pipe = WhyPipeline {
         analyzer: Analyzer::new(
-            SocketFilter::new(&args.filters),
+            SocketFilter::new(&args.filters)?,
             &attached,
             &loader::kernel_release(),
         ),

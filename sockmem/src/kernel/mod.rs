@@ -2,6 +2,7 @@
 //! it can attach (kprobes, fentry targets), its interfaces in every network namespace, and its
 //! own view of a socket through sock_diag.
 pub mod btf;
+pub mod cgroups;
 pub mod features;
 pub mod interfaces;
 pub mod netns;

@@ -59,6 +59,8 @@ const FIELDS: &[Field] = &[
     Field { strukt: "sk_buff", path: "network_header", size: 2, slot: |o| &mut o.skb_network_header },
     Field { strukt: "sk_buff", path: "transport_header", size: 2, slot: |o| &mut o.skb_transport_header },
     Field { strukt: "task_struct", path: "pid", size: 4, slot: |o| &mut o.task_pid },
+    Field { strukt: "sock", path: "__sk_common.skc_net.net", size: 8, slot: |o| &mut o.sk_net },
+    Field { strukt: "net", path: "ns.inum", size: 4, slot: |o| &mut o.net_ns_inum },
 ];
 
 /// The three locations `FieldOffsets::socket_ino` is computed from.
@@ -144,6 +146,7 @@ mod tests {
             "skc_num follows skc_dport in skc_portpair"
         );
         assert!(o.sk_wmem_queued > 128 && o.sk_wmem_alloc > 128 && o.sk_sndbuf > 128);
+        assert!(o.sk_net < 128, "skc_net is in sock_common: {o:?}");
         let distinct: std::collections::HashSet<u32> = [
             o.sk_wmem_queued,
             o.sk_wmem_alloc,
@@ -189,6 +192,8 @@ mod tests {
             skb_network_header: 180,
             task_pid: 1264,
             socket_ino: 192,
+            sk_net: 48,
+            net_ns_inum: 176,
         };
         assert_eq!(o, want);
     }

@@ -1,6 +1,9 @@
 //! Ring-buffer bytes → [`Event`]: the one place that interprets the raw record.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
 
 use sockmem_common::{
     event::{
@@ -79,6 +82,14 @@ pub struct Event {
     pub comm: Name,
     /// Whose pid/comm these are.
     pub owner: Owner,
+    /// The sender's cgroup v2 id (with pid/comm; 0 when the sender is unknown).
+    pub cgroup_id: u64,
+    /// The socket's network namespace inode (0: not read).
+    pub netns_ino: u32,
+    /// The cgroup's path (`kernel::cgroups`), once `Names::fill` named it.
+    pub cgroup: Option<Arc<str>>,
+    /// The namespace's `ip netns` name, once `Names::fill` found one.
+    pub netns: Option<Arc<str>>,
     pub hook: Hook,
     /// Kernel address of `struct sock` (output only on request).
     pub sk: u64,
@@ -180,6 +191,28 @@ pub fn address(family: u16, bytes: [u8; 16]) -> Result<IpAddr, DecodeError> {
 }
 
 impl Event {
+    /// The sender's cgroup as shown: its path, `id:N` when not found, `None` for an unknown
+    /// sender (not the root cgroup).
+    pub fn cgroup_name(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if self.cgroup_id == 0 {
+            return None;
+        }
+        Some(match &self.cgroup {
+            Some(p) if !p.starts_with("id:") => std::borrow::Cow::Borrowed(p),
+            _ => std::borrow::Cow::Owned(format!("id:{}", self.cgroup_id)),
+        })
+    }
+
+    /// The socket's namespace as shown: its `ip netns` name, else `ino:N`; `None` when it
+    /// could not be read.
+    pub fn netns_name(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(match &self.netns {
+            Some(n) => std::borrow::Cow::Borrowed(n),
+            None if self.netns_ino == 0 => return None,
+            None => std::borrow::Cow::Owned(format!("ino:{}", self.netns_ino)),
+        })
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         if bytes.len() != std::mem::size_of::<SockEvent>() {
             return Err(DecodeError::Size(bytes.len()));
@@ -219,6 +252,10 @@ impl Event {
             } else {
                 Owner::Current
             },
+            cgroup_id: raw.cgroup_id,
+            netns_ino: raw.netns_ino,
+            cgroup: None,
+            netns: None,
             hook,
             sk: raw.sk,
             sock_id: raw.sock_id,

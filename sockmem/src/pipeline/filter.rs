@@ -5,15 +5,20 @@
 use std::{
     collections::HashSet,
     net::{IpAddr, SocketAddr},
+    os::unix::fs::MetadataExt,
+    path::Path,
 };
+
+use anyhow::{anyhow, Context as _};
 
 use crate::{
     cli::{FilterArgs, IpNet},
+    kernel::cgroups,
     pipeline::decode::{Event, Protocol},
 };
 
-/// `-p`/`-c`/`-P`/`-a`/`--tcp`/`--udp` as a predicate on a socket (the interface filter stays
-/// in the kernel: it is about skbs, which every command wants cut there).
+/// `-p`/`-c`/`-P`/`-a`/`--tcp`/`--udp`/`--cgroup`/`--netns` as a predicate on a socket (the
+/// interface filter stays in the kernel: it is about skbs, which every command wants cut there).
 #[derive(Clone, Debug, Default)]
 pub struct SocketFilter {
     pid: Option<u32>,
@@ -21,6 +26,18 @@ pub struct SocketFilter {
     ports: Vec<u16>,
     nets: Vec<IpNet>,
     protocol: Option<Protocol>,
+    /// `--cgroup`, as a path from the cgroup2 root (`/a/b`): matched against the path events
+    /// were named with, so that a recording is filtered by the names it was made with.
+    cgroup: Option<String>,
+    netns: Option<NetnsMatch>,
+}
+
+/// `--netns` after the fact: an inode (given, or a namespace file's here), or an `ip netns`
+/// name as the events were named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NetnsMatch {
+    Inode(u32),
+    Name(String),
 }
 
 /// What a socket filter looks at.
@@ -30,11 +47,16 @@ pub struct SocketFacts<'a> {
     pub remote: SocketAddr,
     /// The sender (tgid, comm), once an event named it.
     pub sender: Option<(u32, &'a str)>,
+    /// The sender's cgroup path, once an event named it.
+    pub cgroup: Option<&'a str>,
+    /// The socket's namespace inode and `ip netns` name.
+    pub netns: (u32, Option<&'a str>),
 }
 
 impl SocketFilter {
-    pub fn new(f: &FilterArgs) -> SocketFilter {
-        SocketFilter {
+    /// Fails on a `--netns` path that is not a namespace file, or a `--cgroup` with `..`.
+    pub fn new(f: &FilterArgs) -> anyhow::Result<SocketFilter> {
+        Ok(SocketFilter {
             pid: f.pid,
             comm: f.comm.clone(),
             ports: f.port.clone(),
@@ -44,17 +66,34 @@ impl SocketFilter {
                 (_, true) => Some(Protocol::Udp),
                 _ => None,
             },
-        }
+            cgroup: f.cgroup.as_deref().map(cgroup_path).transpose()?,
+            netns: f.netns.as_deref().map(netns_match).transpose()?,
+        })
     }
 
-    /// Whether the filter needs the sender to decide (pid, comm).
+    /// Whether the filter needs the sender to decide (pid, comm, cgroup).
     pub fn needs_sender(&self) -> bool {
-        self.pid.is_some() || self.comm.is_some()
+        self.pid.is_some() || self.comm.is_some() || self.cgroup.is_some()
     }
 
     pub fn matches(&self, s: &SocketFacts) -> bool {
         if self.protocol.is_some_and(|p| p != s.protocol) {
             return false;
+        }
+        match &self.netns {
+            Some(NetnsMatch::Inode(i)) if *i != s.netns.0 => return false,
+            Some(NetnsMatch::Name(n)) if s.netns.1 != Some(n.as_str()) => return false,
+            _ => {}
+        }
+        if let Some(want) = &self.cgroup {
+            let target = cgroups::CgroupTarget {
+                id: 0,
+                level: 0,
+                path: want.clone(),
+            };
+            if !s.cgroup.is_some_and(|c| target.holds(c)) {
+                return false;
+            }
         }
         if !self.ports.is_empty()
             && !self
@@ -108,21 +147,26 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    pub fn new(f: &FilterArgs) -> EventFilter {
-        EventFilter {
-            socket: SocketFilter::new(f),
+    pub fn new(f: &FilterArgs) -> anyhow::Result<EventFilter> {
+        Ok(EventFilter {
+            socket: SocketFilter::new(f)?,
             iface: f.iface.clone(),
             ..EventFilter::default()
-        }
+        })
     }
 
+    /// Whether the event passes. `--cgroup` and `--netns` names are matched as `Names::fill`
+    /// named the event: fill it first.
     pub fn admits(&mut self, e: &Event) -> bool {
         let s = &self.socket;
+        let cgroup = e.cgroup_name();
         let facts = SocketFacts {
             protocol: e.protocol,
             local: e.local,
             remote: e.remote,
             sender: Some((e.tgid, &e.comm)),
+            cgroup: cgroup.as_deref(),
+            netns: (e.netns_ino, e.netns.as_deref()),
         };
         let has_endpoint_filter = !s.ports.is_empty() || !s.nets.is_empty();
         let unconnected_udp = e.protocol == Protocol::Udp && e.remote.port() == 0;
@@ -158,6 +202,53 @@ impl EventFilter {
             None => self.through_iface.contains(&e.sock_id),
         }
     }
+}
+
+/// `--cgroup` as a path from the cgroup2 root: an absolute path under this machine's cgroup2
+/// mount loses the mount; `a/b` and `/a/b/` become `/a/b`.
+fn cgroup_path(spec: &str) -> anyhow::Result<String> {
+    let mut rel = spec;
+    let mount = cgroups::cgroup2_mount();
+    if let Some(m) = mount.as_deref().and_then(|m| m.to_str()) {
+        if let Some(r) = spec.strip_prefix(m) {
+            if r.is_empty() || r.starts_with('/') {
+                rel = r;
+            }
+        }
+    }
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(anyhow!(
+            "--cgroup `{spec}`: `..` is not allowed in a cgroup path"
+        ));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// `--netns` after the fact: an inode number as given, a namespace file's inode (it must
+/// exist here), or a name (`ino:N` is an inode as events show it).
+fn netns_match(spec: &str) -> anyhow::Result<NetnsMatch> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let num = spec.strip_prefix("ino:").unwrap_or(spec);
+    if digits(num) {
+        return num
+            .parse()
+            .map(NetnsMatch::Inode)
+            .map_err(|_| anyhow!("--netns `{spec}`: not a namespace inode number"));
+    }
+    if spec.contains('/') {
+        let own = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?;
+        let meta = std::fs::metadata(Path::new(spec))
+            .map_err(|e| anyhow!("--netns `{spec}`: no network namespace there ({e})"))?;
+        if meta.dev() != own.dev() {
+            return Err(anyhow!("--netns `{spec}`: not a namespace file"));
+        }
+        return Ok(NetnsMatch::Inode(meta.ino() as u32));
+    }
+    Ok(NetnsMatch::Name(spec.to_owned()))
 }
 
 /// An IPv4 network also holds the IPv4-mapped IPv6 form of its addresses, and the other way
@@ -227,6 +318,8 @@ mod tests {
             local: "10.0.0.1:1".parse().unwrap(),
             remote: "10.0.0.2:2".parse().unwrap(),
             sender,
+            cgroup: None,
+            netns: (0, None),
         };
         assert!(!f.matches(&facts(None)));
         assert!(f.matches(&facts(Some((5, "iperf3")))));
@@ -250,7 +343,8 @@ mod tests {
             iface: Some("veth0".into()),
             port: vec![5201],
             ..FilterArgs::default()
-        });
+        })
+        .unwrap();
         assert!(!f.admits(&ev(1, None)), "no skb through veth0 seen yet");
         assert!(!f.admits(&ev(1, Some(b"lo"))));
         assert!(f.admits(&ev(1, Some(b"veth0"))));
@@ -260,5 +354,53 @@ mod tests {
         other_port.rport = 80;
         other_port.sock_id = 1;
         assert!(!f.admits(&Event::from_raw(&other_port).unwrap()));
+    }
+
+    #[test]
+    fn cgroup_and_netns_filters_match_named_events() {
+        use crate::pipeline::decode::tests::raw_event;
+        use sockmem_common::Hook;
+        let ev = |cgroup_id: u64, path: Option<&str>, netns_ino: u32, netns: Option<&str>| {
+            let mut raw = raw_event(Hook::TcpAck);
+            raw.cgroup_id = cgroup_id;
+            raw.netns_ino = netns_ino;
+            let mut e = Event::from_raw(&raw).unwrap();
+            e.cgroup = path.map(std::sync::Arc::from);
+            e.netns = netns.map(std::sync::Arc::from);
+            e
+        };
+        let mut by_cgroup = EventFilter::new(&FilterArgs {
+            cgroup: Some("a/b/".into()),
+            ..FilterArgs::default()
+        })
+        .unwrap();
+        assert!(by_cgroup.admits(&ev(5, Some("/a/b"), 1, None)));
+        assert!(by_cgroup.admits(&ev(6, Some("/a/b/c"), 1, None)));
+        assert!(!by_cgroup.admits(&ev(7, Some("/a/bc"), 1, None)));
+        assert!(!by_cgroup.admits(&ev(0, None, 1, None)), "unknown sender");
+        let mut by_name = EventFilter::new(&FilterArgs {
+            netns: Some("blue".into()),
+            ..FilterArgs::default()
+        })
+        .unwrap();
+        assert!(by_name.admits(&ev(5, None, 9, Some("blue"))));
+        assert!(!by_name.admits(&ev(5, None, 9, Some("red"))));
+        let mut by_ino = EventFilter::new(&FilterArgs {
+            netns: Some("ino:9".into()),
+            ..FilterArgs::default()
+        })
+        .unwrap();
+        assert!(by_ino.admits(&ev(5, None, 9, None)));
+        assert!(!by_ino.admits(&ev(5, None, 10, None)));
+        assert!(EventFilter::new(&FilterArgs {
+            cgroup: Some("/a/../b".into()),
+            ..FilterArgs::default()
+        })
+        .is_err());
+        assert!(EventFilter::new(&FilterArgs {
+            netns: Some("/etc/hostname".into()),
+            ..FilterArgs::default()
+        })
+        .is_err());
     }
 }

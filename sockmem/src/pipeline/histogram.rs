@@ -17,7 +17,10 @@ use sockmem_common::{
     names,
 };
 
-use crate::pipeline::decode::{address, c_string};
+use crate::{
+    kernel::{cgroups::CgroupNames, netns::NetnsNames},
+    pipeline::decode::{address, c_string},
+};
 
 /// What a histogram's values are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +56,13 @@ pub struct Histogram {
     pub label: String,
     /// With `--per socket`: the socket's id (as `trace --json` names it, `sock`).
     pub sock: Option<u64>,
+    /// With `--per cgroup` (and the cgroup × interface split): the sender's cgroup id, 0 for
+    /// an unknown sender. The label is then to be named by `kernel::cgroups`.
+    pub cgroup_id: Option<u64>,
+    /// With `--per netns`: the network namespace inode.
+    pub netns_ino: Option<u64>,
+    /// With the cgroup × interface split: the interface ("" for events with no skb).
+    pub iface: Option<String>,
     pub slots: [u64; SLOTS],
     pub count: u64,
     pub sum: u64,
@@ -63,6 +73,9 @@ impl Histogram {
     pub fn empty(kind: HistKind, label: String) -> Histogram {
         Histogram {
             sock: None,
+            cgroup_id: None,
+            netns_ino: None,
+            iface: None,
             kind,
             label,
             slots: [0; SLOTS],
@@ -195,6 +208,9 @@ fn read_keyed(map: &Map, per: Per) -> anyhow::Result<Vec<Histogram>> {
         .map(|(mut h, key)| {
             h.label = label(&key, per);
             h.sock = (per == Per::Socket).then_some(key.id);
+            h.cgroup_id = matches!(per, Per::Cgroup | Per::CgroupIface).then_some(key.id);
+            h.netns_ino = (per == Per::Netns).then_some(key.id);
+            h.iface = (per == Per::CgroupIface).then(|| c_string(&key.name));
             h
         })
         .collect())
@@ -223,10 +239,20 @@ pub fn label(key: &HistKey, per: Per) -> String {
         // Softirq work on a socket before its first seen `sendmsg` has no sender.
         Per::Pid if key.id == 0 && key.name[0] == 0 => "(unknown sender)".to_owned(),
         Per::Pid => format!("{} {}", key.id, c_string(&key.name)),
-        Per::Iface => match c_string(&key.name) {
-            n if n.is_empty() => "(no interface)".to_owned(),
-            n => n,
-        },
+        Per::Iface => iface_label(key),
+        // Named by `kernel::cgroups` / `kernel::netns` where the histograms are shown.
+        Per::Cgroup if key.id == 0 => "(unknown sender)".to_owned(),
+        Per::Cgroup => format!("id:{}", key.id),
+        Per::Netns => format!("ino:{}", key.id),
+        Per::CgroupIface if key.id == 0 => format!("(unknown sender) {}", iface_label(key)),
+        Per::CgroupIface => format!("id:{} {}", key.id, iface_label(key)),
+    }
+}
+
+fn iface_label(key: &HistKey) -> String {
+    match c_string(&key.name) {
+        n if n.is_empty() => "(no interface)".to_owned(),
+        n => n,
     }
 }
 
@@ -258,6 +284,34 @@ pub struct Report {
     /// One per kind: every key summed.
     pub totals: Vec<Histogram>,
     pub completeness: Completeness,
+}
+
+impl Report {
+    /// Names the cgroup and namespace keys (`--per cgroup|netns`, the cgroup × interface
+    /// split): paths and `ip netns` names instead of ids.
+    pub fn name_keys(&mut self, cgroups: &mut CgroupNames, netns: &mut NetnsNames) {
+        for h in &mut self.histograms {
+            let cgroup = h.cgroup_id.map(|id| match id {
+                0 => "(unknown sender)".to_owned(),
+                id => cgroups.name(id).to_string(),
+            });
+            match (cgroup, &h.iface, h.netns_ino) {
+                (Some(c), Some(iface), _) => {
+                    let iface = if iface.is_empty() {
+                        "(no interface)"
+                    } else {
+                        iface
+                    };
+                    h.label = format!("{c} {iface}");
+                }
+                (Some(c), None, _) => h.label = c,
+                (None, _, Some(ino)) => h.label = netns.name(ino).to_string(),
+                _ => {}
+            }
+        }
+        self.histograms
+            .sort_by(|a, b| (a.kind, &a.label).cmp(&(b.kind, &b.label)));
+    }
 }
 
 /// The maps to read once the programs are detached.
@@ -419,5 +473,10 @@ mod tests {
         assert_eq!(label(&k, Per::Pid), "42 iperf3");
         assert_eq!(label(&k, Per::Iface), "iperf3");
         assert_eq!(label(&k, Per::Total), "");
+        assert_eq!(label(&k, Per::Cgroup), "id:42");
+        assert_eq!(label(&k, Per::Netns), "ino:42");
+        assert_eq!(label(&k, Per::CgroupIface), "id:42 iperf3");
+        k.id = 0;
+        assert_eq!(label(&k, Per::Cgroup), "(unknown sender)");
     }
 }

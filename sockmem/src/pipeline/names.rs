@@ -2,14 +2,17 @@
 //! of (read from BTF, per the registry's `Field::Enum`), and `symbol+offset` for a kernel code
 //! address (read from `/proc/kallsyms` the first time one is needed).
 
-use std::{cell::OnceCell, collections::HashMap};
+use std::{
+    cell::{OnceCell, RefCell},
+    collections::HashMap,
+};
 
-use crate::recording::format::RecordedEnum;
+use crate::recording::format::{RecordedAttribution, RecordedEnum};
 
 use sockmem_common::{registry::Field, Hook};
 
 use crate::{
-    kernel::{btf::Btf, symbols::SymbolTable},
+    kernel::{btf::Btf, cgroups::CgroupNames, netns::NetnsNames, symbols::SymbolTable},
     pipeline::decode::Event,
 };
 
@@ -20,6 +23,10 @@ pub struct Names {
     /// Where code addresses point, as a recording's trailer says (then kallsyms is not read:
     /// it is another machine's, or another boot's).
     recorded: Option<HashMap<u64, String>>,
+    /// cgroup ids → paths, namespace inodes → names: this machine's (looked up as events name
+    /// them), or a recording's.
+    pub cgroups: RefCell<CgroupNames>,
+    pub netns: RefCell<NetnsNames>,
 }
 
 impl Names {
@@ -41,11 +48,17 @@ impl Names {
             enums,
             symbols: OnceCell::new(),
             recorded: None,
+            cgroups: RefCell::new(CgroupNames::live()),
+            netns: RefCell::new(NetnsNames::live()),
         }
     }
 
     /// From a recording: its enumerators and the code locations its events name.
-    pub fn recorded(enums: &[RecordedEnum], locations: &[(u64, String)]) -> Names {
+    pub fn recorded(
+        enums: &[RecordedEnum],
+        locations: &[(u64, String)],
+        attribution: Option<&RecordedAttribution>,
+    ) -> Names {
         let enums = enums
             .iter()
             .filter_map(|e| {
@@ -53,10 +66,17 @@ impl Names {
                 Some((spec.hook, e.values.iter().cloned().collect()))
             })
             .collect();
+        // A recording without the tables (written before them) is named from this machine.
+        let (cgroups, netns) = match attribution {
+            Some(a) => (CgroupNames::fixed(&a.cgroups), NetnsNames::fixed(&a.netns)),
+            None => (CgroupNames::live(), NetnsNames::live()),
+        };
         Names {
             enums,
             symbols: OnceCell::new(),
             recorded: Some(locations.iter().cloned().collect()),
+            cgroups: RefCell::new(cgroups),
+            netns: RefCell::new(netns),
         }
     }
 
@@ -98,6 +118,8 @@ impl Names {
             enums: HashMap::new(),
             symbols: OnceCell::new(),
             recorded: None,
+            cgroups: RefCell::new(CgroupNames::fixed(&[])),
+            netns: RefCell::new(NetnsNames::fixed(&[])),
         }
     }
 
@@ -109,5 +131,7 @@ impl Names {
         if e.hook == Hook::SkbDrop && e.aux != 0 {
             e.location = self.location(e.aux);
         }
+        e.cgroup = Some(self.cgroups.borrow_mut().name(e.cgroup_id));
+        e.netns = self.netns.borrow_mut().named(e.netns_ino as u64);
     }
 }

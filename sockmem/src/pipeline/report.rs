@@ -50,6 +50,9 @@ struct Figures {
     drops: BTreeMap<String, u64>,
     /// skb events per interface.
     ifaces: BTreeMap<String, u64>,
+    /// The sender's cgroup path (the last an event named), and the socket's namespace.
+    cgroup: Option<String>,
+    netns: Option<String>,
 }
 
 /// One skb followed below the transport, as the programs follow it (`SkbTrack`).
@@ -90,6 +93,10 @@ pub struct Row {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub iface: Option<String>,
+    /// The sender's cgroup path and the socket's namespace, where every socket of the row has
+    /// the same.
+    pub cgroup: Option<String>,
+    pub netns: Option<String>,
     pub sock_ids: Vec<u64>,
     pub events: u64,
     pub first_ns: u64,
@@ -124,6 +131,8 @@ impl Row {
         same(&mut self.pid, &o.pid);
         same(&mut self.comm, &o.comm);
         same(&mut self.iface, &o.iface);
+        same(&mut self.cgroup, &o.cgroup);
+        same(&mut self.netns, &o.netns);
         self.sock_ids.extend(&o.sock_ids);
         self.events += o.events;
         self.first_ns = self.first_ns.min(o.first_ns);
@@ -191,6 +200,14 @@ impl Collector {
         self.tracker.observe(e);
         let sock = e.sock_id;
         let f = self.figures.entry(sock).or_default();
+        if let Some(c) = e.cgroup_name() {
+            if f.cgroup.as_deref() != Some(&*c) {
+                f.cgroup = Some(c.into_owned());
+            }
+        }
+        if f.netns.is_none() {
+            f.netns = e.netns_name().map(|n| n.into_owned());
+        }
         if let Some(skb) = &e.skb {
             if !skb.iface.is_empty() {
                 *f.ifaces.entry(skb.iface.to_string()).or_default() += 1;
@@ -337,6 +354,8 @@ impl Collector {
             pid: st.sender.as_ref().map(|s| s.0),
             comm: st.sender.as_ref().map(|s| s.1.to_string()),
             iface,
+            cgroup: f.cgroup.clone(),
+            netns: f.netns.clone(),
             sock_ids: vec![st.sock_id],
             events: st.events,
             first_ns: st.first_ns,
@@ -372,6 +391,11 @@ impl Collector {
                 .iface
                 .clone()
                 .unwrap_or_else(|| "(no interface)".to_owned()),
+            GroupBy::Cgroup => row
+                .cgroup
+                .clone()
+                .unwrap_or_else(|| "(unknown sender)".to_owned()),
+            GroupBy::Netns => row.netns.clone().unwrap_or_else(|| "(unknown)".to_owned()),
         }
     }
 

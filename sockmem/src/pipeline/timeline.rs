@@ -148,18 +148,23 @@ impl Timeline {
         }
         let file = File::open(path).with_context(what)?;
         let reader = Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
-        Timeline::from_reader(reader, filters).with_context(what)
+        let filter = EventFilter::new(filters)?;
+        Timeline::from_reader(reader, filter).with_context(what)
     }
 
     /// The events of an opened recording; the filters choose them.
     pub fn from_reader<R: Read + Seek>(
         mut reader: Reader<R>,
-        filters: &FilterArgs,
+        filter: EventFilter,
     ) -> Result<Timeline, ReadError> {
         let (header, trailer) = (reader.header().clone(), reader.trailer().clone());
-        let names = Names::recorded(&trailer.enums, &trailer.locations);
+        let names = Names::recorded(
+            &trailer.enums,
+            &trailer.locations,
+            trailer.attribution.as_ref(),
+        );
         let mut b = Builder {
-            filter: EventFilter::new(filters),
+            filter,
             names,
             index: HashMap::new(),
             sockets: Vec::new(),
@@ -225,10 +230,10 @@ impl Builder {
     }
 
     fn event(&mut self, mut e: Event) {
+        self.names.fill(&mut e);
         if !self.filter.admits(&e) {
             return;
         }
-        self.names.fill(&mut e);
         self.last_ns = self.last_ns.max(e.ts_ns);
         let i = *self.index.entry(e.sock_id).or_insert_with(|| {
             self.sockets.push(SocketTimeline::new(&e));
@@ -352,7 +357,8 @@ pub(crate) mod tests {
 
     pub fn timeline(events: &[SockEvent], filters: &FilterArgs) -> Timeline {
         let file = recording(events);
-        Timeline::from_reader(Reader::open(Cursor::new(file)).unwrap(), filters).unwrap()
+        let filter = EventFilter::new(filters).unwrap();
+        Timeline::from_reader(Reader::open(Cursor::new(file)).unwrap(), filter).unwrap()
     }
 
     fn skb(raw: &mut SockEvent, addr: u64) {

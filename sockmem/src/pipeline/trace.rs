@@ -73,12 +73,13 @@ impl TracePipeline {
     pub fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
         match Event::decode(bytes) {
             Ok(mut e) => {
+                // Named first: `--cgroup`/`--netns` after the fact match the names.
+                self.names.fill(&mut e);
                 if let Some(f) = &mut self.filter {
                     if !f.admits(&e) {
                         return Ok(());
                     }
                 }
-                self.names.fill(&mut e);
                 let d = self.tracker.observe(&e);
                 let time_s = e.ts_ns.saturating_sub(self.start_ns) as f64 / 1e9;
                 self.events += 1;

@@ -21,7 +21,8 @@ pub const MAGIC: [u8; 8] = *b"SOCKMEMR";
 pub const END_MAGIC: [u8; 8] = *b"SOCKMEND";
 /// The format this sockmem writes, and the newest it reads. Bumped for any change an older
 /// reader must not read past (a new frame kind, another event layout).
-pub const FORMAT_VERSION: u16 = 1;
+/// Version 2: events carry the sender's cgroup id and the socket's namespace inode (192 bytes).
+pub const FORMAT_VERSION: u16 = 2;
 /// Magic and format version.
 pub const PREAMBLE_BYTES: usize = 10;
 /// Kind (1 byte) and payload length (u32, little endian).
@@ -246,6 +247,18 @@ pub struct Trailer {
     pub locations: Vec<(u64, String)>,
     /// `--stats`: the programs' cost per hook.
     pub bpf_stats: Option<Vec<HookCost>>,
+    /// The cgroup paths and namespace names of the ids the events carry, as the recording
+    /// machine named them.
+    #[serde(default)]
+    pub attribution: Option<RecordedAttribution>,
+}
+
+/// cgroup id → path and namespace inode → `ip netns` name, for the ids a recording's events
+/// carry (an id missing here is shown as `id:N` / `ino:N`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedAttribution {
+    pub cgroups: Vec<(u64, String)>,
+    pub netns: Vec<(u64, String)>,
 }
 
 /// `struct tcp_info`'s part sockmem reads, as sock_diag gave it.

@@ -20,6 +20,10 @@ pub enum ReadError {
     )]
     NewerVersion { found: u16, supported: u16 },
     #[error(
+        "written by an older sockmem: recording format version {found}, whose events carry no          cgroup or network namespace; this sockmem reads format version {supported}; read it          with the sockmem that wrote it"
+    )]
+    OlderVersion { found: u16, supported: u16 },
+    #[error(
         "the recording is truncated (it has no trailer: the writer did not finish); {events} \
          events are readable up to where it ends"
     )]
@@ -108,6 +112,14 @@ impl<R: Read + Seek> Reader<R> {
         }
         if version == 0 {
             return Err(corrupt(8, "format version 0"));
+        }
+        // Version 1's events are 176 bytes, without the attribution fields: refused by name
+        // rather than read with made-up zeros for them.
+        if version < FORMAT_VERSION {
+            return Err(ReadError::OlderVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let mut payload = Vec::new();
         let mut pos = PREAMBLE_BYTES as u64;
@@ -436,16 +448,30 @@ mod tests {
                 err,
                 ReadError::NewerVersion {
                     found: 7,
-                    supported: 1
+                    supported: 2
                 }
             ),
             "{err}"
         );
         let text = err.to_string();
         assert!(
-            text.contains("version 7") && text.contains("version 1"),
+            text.contains("version 7") && text.contains("version 2"),
             "{text}"
         );
+        let mut older = good.clone();
+        older[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let err = read_all(&older).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReadError::OlderVersion {
+                    found: 1,
+                    supported: 2
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("older sockmem"), "{err}");
         // Cut inside the 13th event frame: 12 whole events before it.
         let header_end =
             PREAMBLE_BYTES + FRAME_HEAD_BYTES + serde_json::to_vec(&header()).unwrap().len();

@@ -9,11 +9,12 @@ use std::{
 use sockmem_common::Hook;
 
 use super::{
-    format::{Header, RecordedSnapshot, Trailer},
+    format::{Header, RecordedAttribution, RecordedSnapshot, Trailer},
     writer::Writer,
 };
 use crate::{
     attach::stats::HookCost,
+    kernel::{cgroups::CgroupNames, netns::NetnsNames},
     pipeline::{
         decode::Event,
         drive::{monotonic_ns, Consumer},
@@ -34,6 +35,11 @@ pub struct Recorder {
     attached: HashSet<Hook>,
     /// Every code address an `skb_drop` event named.
     drop_sites: BTreeSet<u64>,
+    /// Named at first sight of each id (a cgroup may be gone by the end), for the trailer.
+    cgroups: CgroupNames,
+    netns: NetnsNames,
+    cgroup_ids: BTreeSet<u64>,
+    netns_inos: BTreeSet<u64>,
 }
 
 impl Consumer for Recorder {
@@ -44,6 +50,12 @@ impl Consumer for Recorder {
             self.tracker.observe(&e);
             if e.hook == Hook::SkbDrop && e.aux != 0 {
                 self.drop_sites.insert(e.aux);
+            }
+            if e.cgroup_id != 0 && self.cgroup_ids.insert(e.cgroup_id) {
+                self.cgroups.path(e.cgroup_id);
+            }
+            if self.netns_inos.insert(e.netns_ino as u64) {
+                self.netns.named(e.netns_ino as u64);
             }
         }
         Ok(())
@@ -67,6 +79,10 @@ impl Recorder {
             tracker: SocketTracker::default(),
             attached,
             drop_sites: BTreeSet::new(),
+            cgroups: CgroupNames::live(),
+            netns: NetnsNames::live(),
+            cgroup_ids: BTreeSet::new(),
+            netns_inos: BTreeSet::new(),
         })
     }
 
@@ -103,6 +119,10 @@ impl Recorder {
             enums: names.enum_tables(),
             locations,
             bpf_stats,
+            attribution: Some(RecordedAttribution {
+                cgroups: self.cgroups.table(self.cgroup_ids.iter().copied()),
+                netns: self.netns.table(self.netns_inos.iter().copied()),
+            }),
             ..Trailer::default()
         };
         self.writer.finish(trailer)?.finish()

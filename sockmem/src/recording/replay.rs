@@ -45,7 +45,7 @@ pub fn run(args: &TraceArgs, input: &Path) -> anyhow::Result<()> {
         anchor: reader.header().anchor,
     };
     let sink = trace_sink(out, args.json, args.kernel_addrs, clock);
-    let summary = replay(&mut reader, sink, EventFilter::new(&args.filters), &what())?;
+    let summary = replay(&mut reader, sink, EventFilter::new(&args.filters)?, &what())?;
     let (header, trailer) = (reader.header(), reader.trailer());
     eprintln!(
         "sockmem: replayed {} of {} recorded events from {} sockets ({:.1} s recorded with \
@@ -84,7 +84,11 @@ fn replay<R: Read + Seek>(
         ring_size: header.ring_size,
         hooks,
     })?;
-    let names = Names::recorded(&trailer.enums, &trailer.locations);
+    let names = Names::recorded(
+        &trailer.enums,
+        &trailer.locations,
+        trailer.attribution.as_ref(),
+    );
     let mut pipe = TracePipeline::new(
         sink,
         header.anchor.monotonic_ns,
@@ -298,7 +302,11 @@ mod tests {
             sink,
             header.anchor.monotonic_ns,
             [Hook::TcpSendmsg].into_iter().collect(),
-            Names::recorded(&trailer.enums, &trailer.locations),
+            Names::recorded(
+                &trailer.enums,
+                &trailer.locations,
+                trailer.attribution.as_ref(),
+            ),
             None,
         );
         for (i, r) in records.iter().enumerate() {
@@ -342,7 +350,8 @@ mod tests {
         let filter = EventFilter::new(&FilterArgs {
             port: vec![40001],
             ..FilterArgs::default()
-        });
+        })
+        .unwrap();
         let got = replay(
             &mut reader,
             Box::new(JsonSink::new(only.clone(), false)),

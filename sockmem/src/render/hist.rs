@@ -161,6 +161,12 @@ struct JsonHist<'a> {
     /// `--per socket`: the socket's id, as `trace --json` names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     sock: Option<u64>,
+    /// `--per cgroup`: the cgroup id (0: unknown sender); `key` is its path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    /// `--per netns`: the namespace inode; `key` is its name or `ino:N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns_ino: Option<u64>,
     count: u64,
     sum: u64,
     mean: f64,
@@ -180,6 +186,8 @@ fn json_hist(h: &Histogram) -> JsonHist<'_> {
         },
         key: &h.label,
         sock: h.sock,
+        cgroup_id: h.cgroup_id,
+        netns_ino: h.netns_ino,
         count: h.count,
         sum: h.sum,
         mean: h.mean(),

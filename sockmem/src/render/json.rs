@@ -243,6 +243,10 @@ impl<W: Finish> Sink for JsonSink<W> {
         word!("hook", e.hook.name());
         field!("sock", e.sock_id);
         field!("ino", e.ino);
+        field!("cgroup_id", e.cgroup_id);
+        field!("cgroup", e.cgroup_name());
+        field!("netns_ino", e.netns_ino);
+        field!("netns", e.netns_name());
         if self.kernel_addrs {
             write!(l, ",\"sk\":\"{:#x}\"", e.sk)?;
             if let Some(s) = skb {
@@ -384,6 +388,13 @@ mod tests {
         sock: u64,
         /// The socket's inode number, as `ss -e` shows it (`ino:`); 0 when unknown.
         ino: u64,
+        /// The sender's cgroup v2 id; 0 when the sender is unknown.
+        cgroup_id: u64,
+        /// Its path under the cgroup2 root; `null` when the sender is unknown.
+        cgroup: Option<String>,
+        netns_ino: u32,
+        /// The `ip netns` name, or `ino:N`; `null` when not read.
+        netns: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         sk: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -426,6 +437,10 @@ mod tests {
             hook: e.hook.name(),
             sock: e.sock_id,
             ino: e.ino,
+            cgroup_id: e.cgroup_id,
+            cgroup: e.cgroup_name().map(|c| c.into_owned()),
+            netns_ino: e.netns_ino,
+            netns: e.netns_name().map(|n| n.into_owned()),
             sk: kernel_addrs.then(|| format!("{:#x}", e.sk)),
             skb: skb
                 .filter(|_| kernel_addrs)

@@ -111,6 +111,8 @@ pub fn write_report_text(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
         GroupBy::Pid => vec!["PROCESS", "SOCKS"],
         GroupBy::Comm => vec!["COMM", "SOCKS"],
         GroupBy::Iface => vec!["IFACE", "SOCKS"],
+        GroupBy::Cgroup => vec!["CGROUP", "SOCKS"],
+        GroupBy::Netns => vec!["NETNS", "SOCKS"],
     };
     let key_cols = head.len();
     head.extend([
@@ -220,6 +222,10 @@ struct JsonRow<'a> {
     pid: Option<u32>,
     comm: Option<&'a str>,
     iface: Option<&'a str>,
+    /// The sender's cgroup path and the socket's namespace, where every socket of the row has
+    /// the same.
+    cgroup: Option<&'a str>,
+    netns: Option<&'a str>,
     socks: &'a [u64],
     events: u64,
     first_ns: u64,
@@ -288,6 +294,8 @@ fn json_row<'a>(r: &'a Row, clock: &Clock) -> JsonRow<'a> {
         pid: r.pid,
         comm: r.comm.as_deref(),
         iface: r.iface.as_deref(),
+        cgroup: r.cgroup.as_deref(),
+        netns: r.netns.as_deref(),
         socks: &r.sock_ids,
         events: r.events,
         first_ns: r.first_ns,

@@ -214,6 +214,20 @@ impl<W: Finish> Sink for TextSink<W> {
         self.cell.clear();
         write_info(&mut self.cell, e).map_err(io::Error::other)?;
         l.extend_from_slice(self.cell.as_bytes());
+        // Where the bytes belong, last: the sender's cgroup and the socket's namespace.
+        if !self.cell.is_empty() {
+            l.push(b' ');
+        }
+        l.extend_from_slice(b"cg=");
+        match e.cgroup_name() {
+            Some(c) => l.extend_from_slice(c.as_bytes()),
+            None => l.push(b'-'),
+        }
+        l.extend_from_slice(b" ns=");
+        match e.netns_name() {
+            Some(n) => l.extend_from_slice(n.as_bytes()),
+            None => l.push(b'-'),
+        }
         l.push(b'\n');
         self.out.write_all(l)
     }
@@ -375,6 +389,19 @@ mod tests {
             len,
             iface,
             super::super::describe(e),
+        ) + &attribution_suffix(e)
+    }
+
+    /// What follows INFO: ` cg=PATH ns=NAME` (` ` only after a nonempty INFO).
+    fn attribution_suffix(e: &Event) -> String {
+        let info = super::super::describe(e);
+        let cg = e.cgroup_name().map(|c| c.into_owned());
+        let ns = e.netns_name().map(|n| n.into_owned());
+        format!(
+            "{}cg={} ns={}",
+            if info.is_empty() { "" } else { " " },
+            cg.as_deref().unwrap_or("-"),
+            ns.as_deref().unwrap_or("-"),
         )
     }
 
@@ -406,10 +433,17 @@ mod tests {
                     .octets();
                 raw.wmem_alloc = -3;
                 cases.push(raw);
+                raw.cgroup_id = 4242;
+                raw.netns_ino = 4026531840;
+                cases.push(raw);
             }
         }
-        for raw in &cases {
-            let e = Event::from_raw(raw).unwrap();
+        for (i, raw) in cases.iter().enumerate() {
+            let mut e = Event::from_raw(raw).unwrap();
+            if i % 2 == 0 && e.cgroup_id != 0 {
+                e.cgroup = Some("/a/b c".into());
+                e.netns = Some("blue".into());
+            }
             for time_s in [0.0, 1.234_567_4, 0.000_000_6, 12_345.5, 1e6 + 0.25] {
                 let d = Deltas {
                     wmem_queued: -5,
@@ -462,7 +496,9 @@ mod tests {
                 "4608(+4608)",
                 "87040",
                 "1448",
-                "veth0"
+                "veth0",
+                "cg=-",
+                "ns=-"
             ]
         );
         // The QUEUED column ends at the same place on both lines.

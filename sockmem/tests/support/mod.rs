@@ -24,6 +24,8 @@
 //!   congestion control, tbf with a byte limit, sysctls, IPv6 off); [`side_flows`]: a bulk TCP
 //!   sender in a process of its own ([`ChildTcpSender`]) and a UDP sender that times every send
 //!   ([`udp_phases`]).
+//! - [`cgroups`]: cgroup v2 directories a test makes ([`CgroupDir`]) and a TCP sender in a
+//!   forked process that moves itself into one before it connects ([`CgroupSender`]).
 //! - [`kernel_views`]: what the kernel itself reports, to check sockmem against: `ss -tm`
 //!   ([`ss_skmem`]), `ss -e` ([`ss_ino`]), `tc -s qdisc` ([`qdisc_sent`], [`QdiscStats`],
 //!   [`QdiscSampler`]), `/proc/net/dev`.
@@ -34,6 +36,7 @@
 
 use std::time::Duration;
 
+pub mod cgroups;
 pub mod flows;
 pub mod hist_doc;
 pub mod json;
@@ -50,8 +53,8 @@ pub mod why_doc;
 // Each test binary uses a part of what is re-exported.
 #[allow(unused_imports)]
 pub use {
-    flows::*, hist_doc::*, json::*, kernel_views::*, netns::*, process::*, side_flows::*,
-    stalled::*, tcp_info::*, threads::*, tracer::*, why_doc::*,
+    cgroups::*, flows::*, hist_doc::*, json::*, kernel_views::*, netns::*, process::*,
+    side_flows::*, stalled::*, tcp_info::*, threads::*, tracer::*, why_doc::*,
 };
 
 /// How long `sockmem trace` may take to attach everything and write its ready file.

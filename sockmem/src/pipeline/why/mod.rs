@@ -12,6 +12,7 @@ pub mod tsq;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use sockmem_common::Hook;
 
@@ -85,6 +86,11 @@ pub struct Watched {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub sender: Option<(u32, Name)>,
+    /// The sender's cgroup path, once an event named it.
+    pub cgroup: Option<Arc<str>>,
+    /// The socket's namespace inode and `ip netns` name, from its events.
+    pub netns_ino: u32,
+    pub netns_name: Option<Arc<str>>,
     /// Passes the user's filters: sampled and reported.
     pub matched: bool,
     pub gone: bool,
@@ -138,6 +144,9 @@ impl Watched {
             local: e.local,
             remote: e.remote,
             sender: None,
+            cgroup: None,
+            netns_ino: e.netns_ino,
+            netns_name: e.netns.clone(),
             matched: false,
             gone: false,
             netns: None,
@@ -186,6 +195,8 @@ impl Watched {
             local: self.local,
             remote: self.remote,
             sender: self.sender.as_ref().map(|(t, c)| (*t, c.as_str())),
+            cgroup: self.cgroup.as_deref(),
+            netns: (self.netns_ino, self.netns_name.as_deref()),
         }
     }
 
@@ -270,6 +281,9 @@ impl Analyzer {
         w.remote = e.remote;
         if matches!(e.owner, Owner::Sendmsg | Owner::Current) && e.tgid != 0 {
             w.sender = Some((e.tgid, e.comm));
+            if e.cgroup_id != 0 {
+                w.cgroup = e.cgroup.clone();
+            }
         }
         if !w.matched {
             w.matched = self.filter.matches(&w.facts());
