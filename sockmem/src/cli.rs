@@ -77,9 +77,10 @@ EXAMPLES:
     sockmem serve --listen 127.0.0.1:9464            # then: curl 127.0.0.1:9464/metrics
     sockmem serve --listen [::]:9464 --top-n 20 -P 443
 
-SIGTERM or SIGINT end it (exit 0). SIGHUP reloads nothing (the programs, filters and listen
-address are fixed for the run); it forgets the sockets silent for 2 minutes and the groups
-that left the top N at once, and says so on stderr.";
+Labels: iface and cgroup (the sender's cgroup v2 path), each the top N by traffic plus `other`.
+SIGTERM or SIGINT end it (exit 0). SIGHUP re-reads the cgroup tree (names) and forgets at once
+what it forgets every 10 s anyway (sockets silent for 2 minutes, in-kernel entries of cgroups
+removed); the programs, filters and listen address stay as started. It never ends the process.";
 
 const PLOT_EXAMPLES: &str = "\
 EXAMPLES:

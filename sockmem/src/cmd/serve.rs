@@ -45,7 +45,7 @@ impl Consumer for LiveFeed {
     fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
         match Event::decode(bytes) {
             Ok(mut e) => {
-                self.names.fill(&mut e);
+                self.names.fill_value(&mut e);
                 self.batch.push(e);
                 if self.batch.len() >= BATCH {
                     self.flush()?;
@@ -67,11 +67,22 @@ impl Consumer for LiveFeed {
     }
 
     fn periodic(&mut self) -> io::Result<()> {
-        let keep = self.exporter.top_groups();
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.prune(monotonic_ns(), &keep);
+        forget(&self.exporter).map_err(io::Error::other)?;
         Ok(())
     }
+}
+
+/// Forgets silent sockets, folds cgroups gone out of the top N, re-reads the cgroup names;
+/// returns (sockets forgotten, kernel entries deleted).
+fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
+    let keep = exporter.top_groups()?;
+    let forgotten = {
+        let mut live = exporter.live.lock().unwrap_or_else(|p| p.into_inner());
+        let before = live.sockets();
+        live.prune(monotonic_ns(), &keep);
+        before - live.sockets()
+    };
+    Ok((forgotten, exporter.prune()?))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -123,18 +134,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(listener, exporter.clone()));
     let for_hangup = exporter.clone();
     let hangup_task = tokio::spawn(async move {
-        // Nothing of a run can be reloaded (programs, filters, address are fixed): SIGHUP only
-        // forgets silent sockets and folds departed groups now, the memory a restart would free.
+        // The programs, filters and address are fixed for the run: SIGHUP re-reads what can
+        // change under it (the cgroup tree, for the names) and does the periodic forgetting now.
         while hangups.recv().await.is_some() {
-            let keep = for_hangup.top_groups();
-            let mut l = for_hangup.live.lock().unwrap_or_else(|p| p.into_inner());
-            let before = l.sockets();
-            l.prune(monotonic_ns(), &keep);
-            eprintln!(
-                "sockmem: SIGHUP: nothing to reload; forgot {} silent sockets ({} followed)",
-                before - l.sockets(),
-                l.sockets()
-            );
+            match forget(&for_hangup) {
+                Ok((sockets, entries)) => eprintln!(
+                    "sockmem: SIGHUP: re-read the cgroup names; forgot {sockets} silent sockets \
+                     and {entries} histogram entries of cgroups gone (programs, filters and \
+                     address stay as started)"
+                ),
+                Err(e) => eprintln!("sockmem: SIGHUP: {e:#}"),
+            }
         }
     });
     session.go(args.session.ready_file.as_deref())?;

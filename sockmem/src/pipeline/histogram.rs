@@ -372,6 +372,22 @@ impl HistMaps {
         keyed_entries(&self.hists)
     }
 
+    /// Deletes keyed entries (of cgroups that are gone), so that the map does not fill up over
+    /// days; returns how many were deleted.
+    pub fn remove_keyed(&mut self, keys: &[HistKey]) -> anyhow::Result<usize> {
+        let mut hists: PerCpuHashMap<&mut MapData, HistKey, Hist> =
+            PerCpuHashMap::try_from(&mut self.hists).context("opening the histogram map")?;
+        let mut removed = 0;
+        for k in keys {
+            match hists.remove(k) {
+                Ok(()) => removed += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("deleting from the histogram map"),
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn completeness(&self) -> anyhow::Result<Completeness> {
         let counters: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(&self.counters).context("opening the counters")?;

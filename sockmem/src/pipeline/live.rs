@@ -1,14 +1,17 @@
 //! What a long-running exporter keeps from events: each live socket's last counters (for gauges
-//! of bytes waiting per group) and drops per group and reason. Bounded for runs of days: a
+//! of bytes waiting per sender cgroup) and drops per cgroup and reason. Bounded for runs of days: a
 //! socket leaves the table when it is destroyed, when it has been silent for [`IDLE_NS`] (UDP
 //! sockets have no destroy event), or never enters it past [`MAX_SOCKETS`]; groups with no live
 //! socket are folded into `other` once they are out of the top N.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    hash::Hash,
+};
 
 use sockmem_common::Hook;
 
-use crate::pipeline::decode::{Event, Name, Owner};
+use crate::pipeline::decode::Event;
 
 /// A socket silent this long is dropped from the gauges: an idle TCP socket holds nothing in
 /// flight, and a closed UDP socket says nothing when it goes.
@@ -18,15 +21,12 @@ pub const MAX_SOCKETS: usize = 65_536;
 /// The label value of everything outside the top N.
 pub const OTHER: &str = "other";
 
-/// Who a socket's bytes are attributed to: the sender's command name (`comm`). A sender not
-/// known (softirq before any `sendmsg`) is `unknown`. Inline, no allocation per event.
-pub type Group = Name;
+/// Who a socket's bytes are attributed to: the sender's cgroup v2 id (0: a sender not known,
+/// softirq before any `sendmsg`). Named only when a scrape shows it.
+pub type Group = u64;
 
 pub fn group_of(e: &Event) -> Group {
-    match e.owner {
-        Owner::Unknown => Name::new(b"unknown"),
-        Owner::Sendmsg | Owner::Current => e.comm,
-    }
+    e.cgroup_id
 }
 
 struct LiveSocket {
@@ -94,7 +94,7 @@ impl LiveState {
         match self.sockets.get_mut(&e.sock_id) {
             Some(s) => {
                 // The sender can change (a socket handed to another process): the last wins.
-                if e.owner == Owner::Sendmsg && s.group != group {
+                if group != 0 && s.group != group {
                     s.group = group;
                 }
                 if !e.freed {
@@ -127,14 +127,14 @@ impl LiveState {
 
     /// Forgets sockets silent for [`IDLE_NS`] before `now_ns`, and folds the tallies of groups
     /// that have no live socket and are not in `keep` into `other`.
-    pub fn prune(&mut self, now_ns: u64, keep: &HashSet<String>) {
+    pub fn prune(&mut self, now_ns: u64, keep: &HashSet<Group>) {
         self.sockets
             .retain(|_, s| now_ns.saturating_sub(s.last_ns) < IDLE_NS);
         let live: HashSet<Group> = self.sockets.values().map(|s| s.group).collect();
         let gone: Vec<Group> = self
             .tallies
             .keys()
-            .filter(|g| !live.contains(*g) && !keep.contains(g.as_str()))
+            .filter(|g| !live.contains(*g) && !keep.contains(*g))
             .copied()
             .collect();
         for g in gone {
@@ -144,22 +144,17 @@ impl LiveState {
         }
     }
 
-    /// Events seen per group (the traffic the top N is chosen by).
-    pub fn events_per_group(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.tallies.iter().map(|(g, t)| (g.as_str(), t.events))
-    }
-
     /// Gauges per label value, `label` mapping a group to its label (itself, or `other`).
     /// Every group still tallied has its gauges, at 0 when none of its sockets is live: a
     /// series that comes and goes with its sockets would churn.
-    pub fn gauges(&self, label: &dyn Fn(&str) -> String) -> BTreeMap<String, GroupGauges> {
+    pub fn gauges(&self, label: &dyn Fn(Group) -> String) -> BTreeMap<String, GroupGauges> {
         let mut out: BTreeMap<String, GroupGauges> = self
             .tallies
             .keys()
-            .map(|g| (label(g), GroupGauges::default()))
+            .map(|g| (label(*g), GroupGauges::default()))
             .collect();
         for s in self.sockets.values() {
-            let g = out.entry(label(&s.group)).or_default();
+            let g = out.entry(label(s.group)).or_default();
             g.sockets += 1;
             g.queued += s.queued.max(0);
             g.alloc += s.alloc.max(0);
@@ -168,12 +163,12 @@ impl LiveState {
     }
 
     /// Drops per (label value, reason), folded groups under `other`.
-    pub fn drops(&self, label: &dyn Fn(&str) -> String) -> BTreeMap<(String, String), u64> {
+    pub fn drops(&self, label: &dyn Fn(Group) -> String) -> BTreeMap<(String, String), u64> {
         let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
         let all = self
             .tallies
             .iter()
-            .map(|(g, t)| (label(g), t))
+            .map(|(g, t)| (label(*g), t))
             .chain(std::iter::once((OTHER.to_owned(), &self.retired)));
         for (l, t) in all {
             for (reason, n) in &t.drops {
@@ -207,31 +202,29 @@ fn sends(hook: Hook) -> bool {
 }
 
 /// The `n` values with the most traffic; the others go under [`OTHER`].
-pub fn top_n<'a>(scores: impl Iterator<Item = (&'a str, u64)>, n: usize) -> HashSet<String> {
-    let mut summed: HashMap<&str, u64> = HashMap::new();
+pub fn top_n<K: Hash + Eq + Ord>(scores: impl Iterator<Item = (K, u64)>, n: usize) -> HashSet<K> {
+    let mut summed: HashMap<K, u64> = HashMap::new();
     for (v, s) in scores {
         *summed.entry(v).or_default() += s;
     }
-    let mut ranked: Vec<(&str, u64)> = summed.into_iter().collect();
-    // Ties by name, so the set is the same from one scrape to the next.
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    ranked
-        .into_iter()
-        .take(n)
-        .map(|(v, _)| v.to_owned())
-        .collect()
+    let mut ranked: Vec<(K, u64)> = summed.into_iter().collect();
+    // Ties by value, so the set is the same from one scrape to the next.
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.into_iter().take(n).map(|(v, _)| v).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::decode::{tests::raw_event, Name};
+    use crate::pipeline::decode::tests::raw_event;
 
-    fn event(hook: Hook, sock: u64, comm: &str, queued: i32, ts: u64) -> Event {
+    const A: u64 = 1001;
+    const B: u64 = 1002;
+
+    fn event(hook: Hook, sock: u64, cgroup: u64, queued: i32, ts: u64) -> Event {
         let mut e = Event::from_raw(&raw_event(hook)).unwrap();
         e.sock_id = sock;
-        e.comm = Name::new(comm.as_bytes());
-        e.owner = Owner::Sendmsg;
+        e.cgroup_id = cgroup;
         e.wmem_queued = queued;
         e.wmem_alloc = queued / 2;
         e.ts_ns = ts;
@@ -241,32 +234,33 @@ mod tests {
     #[test]
     fn gauges_follow_live_sockets_and_forget_dead_ones() {
         let mut s = LiveState::default();
-        s.observe(&event(Hook::TcpSendmsg, 1, "a", 1000, 1));
-        s.observe(&event(Hook::TcpSendmsg, 2, "a", 500, 2));
-        s.observe(&event(Hook::TcpSendmsg, 3, "b", 70, 3));
-        let same = |g: &str| g.to_owned();
+        s.observe(&event(Hook::TcpSendmsg, 1, A, 1000, 1));
+        s.observe(&event(Hook::TcpSendmsg, 2, A, 500, 2));
+        s.observe(&event(Hook::TcpSendmsg, 3, B, 70, 3));
+        let same = |g: u64| g.to_string();
         let g = s.gauges(&same);
-        assert_eq!(g["a"].queued, 1500);
-        assert_eq!(g["a"].alloc, 750);
-        assert_eq!(g["b"].sockets, 1);
-        s.observe(&event(Hook::SockDestroy, 1, "a", 0, 4));
-        assert_eq!(s.gauges(&same)["a"].queued, 500);
+        assert_eq!(g["1001"].queued, 1500);
+        assert_eq!(g["1001"].alloc, 750);
+        assert_eq!(g["1002"].sockets, 1);
+        s.observe(&event(Hook::SockDestroy, 1, A, 0, 4));
+        assert_eq!(s.gauges(&same)["1001"].queued, 500);
         // Idle sockets go; a group with none left, out of the top N, folds into `other`.
-        s.observe(&event(Hook::SkbDrop, 3, "b", 70, 5));
+        s.observe(&event(Hook::SkbDrop, 3, B, 70, 5));
         // A late event of a destroyed socket does not bring it back.
-        s.observe(&event(Hook::SkbFree, 1, "a", 0, 5));
-        assert_eq!(s.gauges(&same)["a"].sockets, 1);
+        s.observe(&event(Hook::SkbFree, 1, A, 0, 5));
+        assert_eq!(s.gauges(&same)["1001"].sockets, 1);
         s.prune(5 + IDLE_NS, &HashSet::new());
         assert_eq!(s.sockets(), 0);
         assert_eq!(s.groups(), 0);
         let drops = s.drops(&same);
         assert_eq!(drops.values().sum::<u64>(), 1);
         assert!(drops.keys().all(|(g, _)| g == OTHER), "{drops:?}");
+        assert!(s.gauges(&same).is_empty());
     }
 
     #[test]
     fn top_n_keeps_the_busiest() {
-        let top = top_n([("a", 5), ("b", 9), ("c", 1), ("a", 5)].into_iter(), 2);
-        assert_eq!(top, HashSet::from(["a".to_owned(), "b".to_owned()]));
+        let top = top_n([(A, 5), (B, 9), (3, 1), (A, 5)].into_iter(), 2);
+        assert_eq!(top, HashSet::from([A, B]));
     }
 }
