@@ -124,10 +124,14 @@ impl Exporter {
             (maps.keyed_entries()?, maps.completeness()?)
         };
         let retired = lock(&self.retired).clone();
-        // Interfaces ranked by the samples of every kind they have.
+        // Interfaces ranked by the samples of every kind they have, those of deleted entries
+        // too (a deletion must not reshuffle the labels); socket-level samples (no interface)
+        // are always `none`, outside the ranking.
         let names: Vec<(String, u64)> = entries
             .iter()
             .map(|(k, h)| (c_string(&k.name), h.count))
+            .chain(retired.iter().map(|((_, i), h)| (i.clone(), h.count)))
+            .filter(|(n, _)| !n.is_empty())
             .collect();
         let ifaces = top_n(names.iter().map(|(n, c)| (n.as_str(), *c)), self.top_n);
         let iface_label = |raw: &str| match raw {
