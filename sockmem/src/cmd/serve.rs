@@ -66,8 +66,12 @@ impl Consumer for LiveFeed {
         Ok(())
     }
 
+    /// A failure here (a map read) is said and retried next period: a daemon does not end
+    /// over its housekeeping.
     fn periodic(&mut self) -> io::Result<()> {
-        forget(&self.exporter).map_err(io::Error::other)?;
+        if let Err(e) = forget(&self.exporter) {
+            eprintln!("sockmem: forgetting silent sockets and removed cgroups: {e:#}");
+        }
         Ok(())
     }
 }
@@ -155,6 +159,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(drive.run(&mut session, &mut stream, &losses, &mut stops, &mut feed))?;
     server.abort();
     hangup_task.abort();
+    if args.session.stats {
+        session.report_stats();
+    }
     eprintln!("sockmem: stopped");
     Ok(())
 }
