@@ -17,7 +17,9 @@ EXAMPLES:
     sockmem trace -P 5201 -d 10           # sockets with port 5201 at either end, for 10 s
     sockmem trace -c iperf3 --tcp         # TCP sockets written by processes named iperf3
     sockmem trace -i eth0 --json -o t.jsonl   # JSON lines, one per event, into t.jsonl
-    sockmem trace --input run.smrec -P 5201   # replay a recording (`sockmem record`)";
+    sockmem trace --input run.smrec -P 5201   # replay a recording (`sockmem record`)
+    sockmem trace --cgroup /system.slice/nginx.service   # that service's sockets (and below)
+    sockmem trace --netns blue            # sockets of the `ip netns` namespace blue";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -145,6 +147,7 @@ const REPORT_EXAMPLES: &str = "\
 EXAMPLES:
     sockmem report run.smrec                  # one row per socket, busiest first
     sockmem report run.smrec --group-by pid   # one row per sending process
+    sockmem report run.smrec --group-by cgroup   # one row per sender's cgroup
     sockmem report run.smrec -P 5201 --hist   # the sockets with port 5201, and histograms
     sockmem report run.smrec --json -o r.json # one JSON document";
 
@@ -152,7 +155,8 @@ const HIST_EXAMPLES: &str = "\
 EXAMPLES:
     sockmem hist -d 10                    # 10 s of every TCP/UDP socket, then histograms
     sockmem hist -d 10 --per socket -P 5201   # one block per socket with port 5201
-    sockmem hist --per iface              # until Ctrl-C, split by interface";
+    sockmem hist --per iface              # until Ctrl-C, split by interface
+    sockmem hist --per cgroup -d 10       # one block per sender's cgroup (container)";
 
 const WHY_EXAMPLES: &str = "\
 EXAMPLES:
@@ -228,6 +232,8 @@ pub enum PerArg {
     Cgroup,
     /// One per network namespace of the socket (its `ip netns` name, or `ino:N`).
     Netns,
+    /// One per sender's cgroup and interface together (`PATH IFACE`).
+    CgroupIface,
 }
 
 impl PerArg {
@@ -238,6 +244,7 @@ impl PerArg {
             PerArg::Iface => Per::Iface,
             PerArg::Cgroup => Per::Cgroup,
             PerArg::Netns => Per::Netns,
+            PerArg::CgroupIface => Per::CgroupIface,
         }
     }
 
@@ -248,6 +255,7 @@ impl PerArg {
             PerArg::Iface => "iface",
             PerArg::Cgroup => "cgroup",
             PerArg::Netns => "netns",
+            PerArg::CgroupIface => "cgroup-iface",
         }
     }
 }
@@ -733,7 +741,7 @@ mod tests {
             &["trace", "--time", "utc"],
             &["report"],
             &["report", "f", "--group-by", "container"],
-            &["hist", "--per", "cgroup-iface"],
+            &["hist", "--per", "cgroup-ifaces"],
         ] {
             let err = parse(bad).expect_err(&format!("{bad:?} should be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp);

@@ -21,6 +21,8 @@ pub enum OutputError {
     Symlink(PathBuf),
     #[error("`{0}` is a directory")]
     Directory(PathBuf),
+    #[error("`{output}` is the input file `{input}`: writing it would destroy what is being read")]
+    SameAsInput { output: PathBuf, input: PathBuf },
     #[error("cannot create a file in `{dir}`")]
     Create {
         dir: PathBuf,
@@ -65,9 +67,12 @@ impl OutputFile {
         match fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_symlink() => {
                 // A link to something that is not a regular file (`/dev/stdout`, a FIFO) is
-                // where the user wants the bytes; one to a regular file is refused.
+                // where the user wants the bytes; so is one of the process's own descriptors
+                // (`/dev/stdout` redirected to a file: the user's own redirection, not a
+                // planted link). Any other link to a regular file is refused.
                 match fs::metadata(path) {
                     Ok(t) if !t.is_file() && !t.is_dir() => return in_place(path),
+                    Ok(t) if t.is_file() && names_own_descriptor(path) => return in_place(path),
                     _ => return Err(OutputError::Symlink(path.to_path_buf())),
                 }
             }
@@ -172,9 +177,33 @@ fn is_special(t: &fs::FileType) -> bool {
     t.is_fifo() || t.is_char_device() || t.is_block_device() || t.is_socket()
 }
 
+/// `/dev/stdout`, `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N`.
+fn names_own_descriptor(path: &Path) -> bool {
+    ["/dev/stdout", "/dev/stderr", "/dev/fd", "/proc/self/fd"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// Refuses an output path that is the input file itself (`trace --input F -o F`, `plot F -o F`):
+/// the output would replace the recording being read.
+pub fn refuse_input(output: &Path, input: &Path) -> Result<(), OutputError> {
+    use std::os::unix::fs::MetadataExt as _;
+    if let (Ok(o), Ok(i)) = (fs::metadata(output), fs::metadata(input)) {
+        if o.dev() == i.dev() && o.ino() == i.ino() {
+            return Err(OutputError::SameAsInput {
+                output: output.to_path_buf(),
+                input: input.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn in_place(path: &Path) -> Result<OutputFile, OutputError> {
+    // Appending: a descriptor redirected to a file (`>> log`, or `>` with a header already
+    // written) keeps what is there; devices and pipes do not care.
     let f = OpenOptions::new()
-        .write(true)
+        .append(true)
         .open(path)
         .map_err(|source| OutputError::Open {
             path: path.to_path_buf(),
@@ -286,5 +315,51 @@ mod tests {
             .err()
             .expect("a directory");
         assert!(matches!(err, OutputError::Directory(_)), "{err}");
+    }
+
+    #[test]
+    fn the_input_file_is_never_an_output() {
+        let d = scratch_dir("input");
+        let rec = d.join("run.smrec");
+        fs::write(&rec, b"recording").unwrap();
+        let err = refuse_input(&rec, &rec).expect_err("same file");
+        assert!(matches!(err, OutputError::SameAsInput { .. }), "{err}");
+        // The same file by another name, too.
+        let other = d.join("sub/../run.smrec");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        assert!(refuse_input(&other, &rec).is_err());
+        refuse_input(&d.join("out.png"), &rec).unwrap();
+        assert_eq!(fs::read(&rec).unwrap(), b"recording");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn stdout_redirected_to_a_file_is_written_there() {
+        // A child whose stdout is a regular file writes to `/dev/stdout`: this process's own
+        // descriptors are what the test can redirect, so run the check in a child shell.
+        let d = scratch_dir("stdout");
+        let target = d.join("redirected.txt");
+        fs::write(&target, b"header\n").unwrap();
+        let f = OpenOptions::new().append(true).open(&target).unwrap();
+        let me = std::env::current_exe().unwrap();
+        let status = std::process::Command::new(me)
+            .args(["--exact", "output::tests::write_to_dev_stdout", "--ignored"])
+            .stdout(f)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let got = fs::read_to_string(&target).unwrap();
+        assert!(got.starts_with("header\n"), "{got}");
+        assert!(got.contains("through /dev/stdout"), "{got}");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// Run by [`stdout_redirected_to_a_file_is_written_there`] with stdout redirected.
+    #[test]
+    #[ignore]
+    fn write_to_dev_stdout() {
+        let mut f = OutputFile::create(Path::new("/dev/stdout")).unwrap();
+        f.write_all(b"through /dev/stdout\n").unwrap();
+        f.commit().unwrap();
     }
 }

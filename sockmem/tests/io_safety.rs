@@ -651,3 +651,105 @@ fn debug_names_a_sockets_first_sender() {
         "expected every first-sender line to name this process (the only sender), got {lines:?}"
     );
 }
+
+/// Whether `pid` catches `sig` (its bit in `/proc/<pid>/status`'s `SigCgt`).
+fn catches(pid: u32, sig: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
+/// A SIGINT while the programs are still loading (before the ready file) ends `trace`, `record`
+/// and `hist` as one after it does: exit 0, the `-o` file complete and in place, no temporary
+/// file left. Before, the signal's default action killed the run half-started (exit 130, no
+/// output, a hidden temporary file left behind).
+#[test]
+fn a_signal_while_loading_ends_the_run_like_one_after() {
+    let dir = scratch_dir("early-signal");
+    for cmd in ["trace", "record", "hist"] {
+        let out = dir.join(format!("{cmd}.out"));
+        let ready = tmp_path("early-ready");
+        let mut c = Command::new(sockmem_bin());
+        c.args([cmd, "-P", "26009", "-o", path_str(&out), "--ready-file"])
+            .arg(&ready);
+        if cmd != "record" {
+            c.arg("--json");
+        }
+        if let Some(b) = test_backend() {
+            c.args(["--backend", &b]);
+        }
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockmem");
+        let pid = child.id();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !catches(pid, libc::SIGINT) {
+            assert!(
+                Instant::now() < deadline,
+                "{cmd}: expected SIGINT to be caught within {READY_TIMEOUT:?}"
+            );
+            assert!(
+                child.try_wait().expect("try_wait").is_none(),
+                "{cmd}: exited before catching SIGINT"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
+        let loading = !ready.exists();
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        let status = child.wait().expect("wait sockmem");
+        eprintln!("{cmd}: signalled while loading: {loading}; {status}");
+        assert!(
+            loading,
+            "{cmd}: SIGINT was first caught only after the ready file appeared: the handler \
+             must be in place while the programs load"
+        );
+        assert!(!stderr.contains("panicked"), "{cmd}: panicked:\n{stderr}");
+        assert!(
+            status.success(),
+            "{cmd}: expected exit 0 after SIGINT while loading, got {status}:\n{stderr}"
+        );
+        let bytes =
+            fs::read(&out).unwrap_or_else(|e| panic!("{cmd}: expected {}: {e}", out.display()));
+        match cmd {
+            "trace" => {
+                let text = String::from_utf8(bytes).expect("UTF-8 JSON");
+                JsonTrace::parse(&text)
+                    .unwrap_or_else(|e| panic!("{cmd}: expected complete JSON: {e}"))
+                    .assert_summary_counts_events();
+            }
+            "hist" => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).expect("hist --json is one JSON document");
+                assert!(v.is_object(), "{cmd}: {v}");
+            }
+            _ => {
+                let r = run_sockmem(&["report", path_str(&out)], CMD_TIMEOUT);
+                r.assert_success();
+            }
+        }
+    }
+    let mut names = names_in(&dir);
+    names.sort();
+    assert_eq!(
+        names,
+        ["hist.out", "record.out", "trace.out"],
+        "expected the three outputs in place and no temporary file beside them"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}

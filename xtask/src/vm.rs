@@ -451,6 +451,11 @@ const HOST_ONLY_EXECUTABLES: &[(&str, &str)] = &[(
 /// check does not depend on how the hooks attach, and each backend's cell would add minutes.
 const ONE_BACKEND_EXECUTABLES: &[(&str, &str)] = &[
     (
+        "why_memory",
+        "sock_exceed_buf_limit is a tracepoint under every backend (the others have no attach \
+         point for it): each cell would run the same programs",
+    ),
+    (
         "io_safety",
         "input and output handling, the same on every backend (~3 min a cell under TCG)",
     ),

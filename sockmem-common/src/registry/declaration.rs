@@ -231,6 +231,20 @@ macro_rules! hook_registry {
                         tracepoint tp_kfree_skb("skb":"kfree_skb" [0: "struct sk_buff *", 1: "void *", 2: "skb_drop_reason"]) => driver::skb_drop(0, 2, 1);
                     ],
                 }
+                SockExceedBufLimit = 18 {
+                    name: "sock_exceed_buf_limit",
+                    stage: Wmem,
+                    runs: SenderPath,
+                    value: Choice("recv", "send"),
+                    duration: Hidden,
+                    skb: false,
+                    shows: "the protocol's memory limit (`net.ipv4.tcp_mem`, `udp_mem`; for sends also the socket's memory cgroup) refused the socket memory to send (`send`) or receive (`recv`): `allocated` = the protocol's pages in use. TCP sends wait or shrink the send buffer, receives drop",
+                    fentry: [],
+                    kprobe: [],
+                    tracepoint: [
+                        tracepoint tp_sock_exceed_buf_limit("sock":"sock_exceed_buf_limit" [0: "struct sock *", 2: "long", 3: "int"]) => wmem::exceed_buf_limit(0, 2, 3);
+                    ],
+                }
                 TcpAck = 9 {
                     name: "tcp_ack",
                     stage: Tcp,

@@ -103,3 +103,14 @@ pub fn tsq_reference_released(sk: u64) {
     };
     socket_event(Hook::WmemRelease, sk, false, x);
 }
+
+/// `sock:sock_exceed_buf_limit`: the protocol refused `sk` memory (`kind` 0: to send, 1: to
+/// receive); `allocated` is the protocol's pages in use, carried in `aux`. A send is refused in
+/// the sender's own call; a receive in softirq, where the current task is not the socket's.
+#[inline(always)]
+pub fn exceed_buf_limit(sk: u64, allocated: u64, kind: u64) {
+    let kind = kind as u32;
+    let mut x = Extra::value(i64::from(kind != 0));
+    x.aux = allocated;
+    socket_event(Hook::SockExceedBufLimit, sk, kind == 0, x);
+}

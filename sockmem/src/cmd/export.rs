@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use crate::{cli::ExportArgs, output::OutputFile, pipeline::timeline::Timeline, render::perfetto};
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    crate::output::refuse_input(&args.perfetto, &args.input)?;
     let timeline = Timeline::read(&args.input, &args.filters)?;
     anyhow::ensure!(
         !timeline.sockets.is_empty(),

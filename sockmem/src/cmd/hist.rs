@@ -24,6 +24,9 @@ use crate::{
 pub fn run(args: HistArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    // Before anything else: a signal while the programs load ends the run as one after
+    // (output complete), instead of killing it half-started.
+    let stops = session::Stops::new()?;
     let per = args
         .per
         .map(PerArg::to_kernel)
@@ -39,7 +42,6 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
         per,
     })?;
     let maps = HistMaps::take(&mut session.ebpf)?;
-    let stops = session::Stops::new()?;
     session.go(args.session.ready_file.as_deref())?;
     let started = Instant::now();
     runtime.block_on(wait(args.duration, stops))?;

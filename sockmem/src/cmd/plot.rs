@@ -10,6 +10,7 @@ use crate::{
 pub fn run(args: PlotArgs) -> anyhow::Result<()> {
     // A bad name is said before the recording is read.
     Format::of(&args.output)?;
+    crate::output::refuse_input(&args.output, &args.input)?;
     let timeline = Timeline::read(&args.input, &args.filters)?;
     let source = args
         .input

@@ -24,6 +24,9 @@ use crate::{
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    // Before anything else: a signal while the programs load ends the run as one after
+    // (output complete), instead of killing it half-started.
+    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     // Checked before any program runs.
     let out = session::open_output(Some(&args.output))?;
@@ -58,7 +61,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .collect();
     let mut rec = Recorder::new(out, &header, attached)?;
     let started = Instant::now();
-    let mut stops = session::Stops::new()?;
     session.go(args.session.ready_file.as_deref())?;
     eprintln!(
         "sockmem: recording to `{}`{}; Ctrl-C to end",

@@ -23,10 +23,16 @@ use crate::{
 
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     if let Some(input) = &args.input {
+        if let Some(out) = &args.output {
+            crate::output::refuse_input(out, input)?;
+        }
         return recording::replay::run(&args, input);
     }
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    // Before anything else: a signal while the programs load ends the run as one after
+    // (output complete), instead of killing it half-started.
+    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     // Checked before any program runs; the file is in place only when the run succeeds.
     let out = session::open_output(args.output.as_deref())?;
@@ -59,7 +65,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     sink.header(&info)?;
     sink.flush()?;
-    let mut stops = session::Stops::new()?;
     session.go(args.session.ready_file.as_deref())?;
     eprintln!(
         "sockmem: tracing{}; Ctrl-C to end",

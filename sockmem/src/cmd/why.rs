@@ -77,7 +77,20 @@ impl Consumer for WhyPipeline {
 pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    // Before anything else: a signal while the programs load ends the run as one after
+    // (output complete), instead of killing it half-started.
+    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
+    if let Some(d) = args.duration {
+        // Two samples at least, or no interval can be judged.
+        anyhow::ensure!(
+            d >= Duration::from_millis(2 * args.interval),
+            "--duration {:.3} s is shorter than two --interval {} ms samples: nothing could be \
+             judged; give a longer duration or a shorter interval",
+            d.as_secs_f64(),
+            args.interval
+        );
+    }
     let mut out = session::open_output(args.output.as_deref())?;
     // The filters run in the kernel, but for the qdisc events (MODE_WHY).
     let mut session = session::start(&session::Options {
@@ -113,7 +126,6 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
         periodic: Some(interval),
         watch_stdout: false,
     };
-    let mut stops = session::Stops::new()?;
     let started = monotonic_ns();
     session.go(args.session.ready_file.as_deref())?;
     eprintln!(

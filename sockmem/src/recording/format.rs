@@ -185,6 +185,11 @@ pub struct RecordedFilters {
     pub iface: Option<String>,
     pub tcp: bool,
     pub udp: bool,
+    /// `--cgroup` and `--netns` as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 impl From<&FilterArgs> for RecordedFilters {
@@ -201,6 +206,8 @@ impl From<&FilterArgs> for RecordedFilters {
             iface: f.iface.clone(),
             tcp: f.tcp,
             udp: f.udp,
+            cgroup: f.cgroup.clone(),
+            netns: f.netns.clone(),
         }
     }
 }
@@ -418,6 +425,9 @@ impl RecordedSnapshot {
                 cookie: k.cookie,
                 uid: k.uid,
                 tcp: k.tcp.as_ref().map(|t| TcpInfoSubset {
+                    // Not recorded (the recording's format predates them).
+                    max_pacing_rate: None,
+                    bytes_acked: None,
                     info_len: t.info_len,
                     snd_mss: t.snd_mss,
                     unacked: t.unacked,

@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
 };
 
-use sockmem_common::registry::Field;
+use sockmem_common::{registry::Field, Hook};
 
 use crate::attach::stats::HookCost;
 use crate::pipeline::{
@@ -123,6 +123,10 @@ pub fn write_info<W: fmt::Write>(out: &mut W, e: &Event) -> fmt::Result {
     })?;
     if let Some(at) = &e.location {
         write!(w.next()?, "at={at}")?;
+    }
+    if e.hook == Hook::SockExceedBufLimit {
+        // `aux`: the protocol's pages in use when it refused.
+        write!(w.next()?, "allocated={}", e.aux)?;
     }
     w.field(spec.duration, e.duration_ns as i64, |o| {
         write_human_ns(o, e.duration_ns)

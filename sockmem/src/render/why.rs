@@ -74,6 +74,13 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
         s.send.blocked_calls,
         s.send.blocked_s
     )?;
+    if s.send.refused_memory > 0 {
+        writeln!(
+            out,
+            "  memory refused {} time(s) by the protocol's limit (sock_exceed_buf_limit)",
+            s.send.refused_memory
+        )?;
+    }
     if let Some(t) = &s.tcp {
         writeln!(
             out,
@@ -88,6 +95,15 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
             t.snd_wnd_min
                 .map(|w| format!(", smallest window {}", b(w as f64)))
                 .unwrap_or_default()
+        )?;
+        let rate = |r: Option<f64>| r.map_or("unlimited".to_string(), |r| format!("{}/s", b(r)));
+        writeln!(
+            out,
+            "  pacing: rate {}, cap (SO_MAX_PACING_RATE) {}; acknowledged {}",
+            rate(t.pacing_rate.map(|r| r as f64)),
+            rate(t.max_pacing_rate.map(|r| r as f64)),
+            t.achieved_rate
+                .map_or("not read".to_string(), |r| format!("{}/s", b(r)))
         )?;
     }
     if let Some(t) = &s.tsq {
@@ -213,11 +229,21 @@ pub fn write_text(out: &mut dyn Write, r: &WhyReport) -> io::Result<()> {
             r.idle_sockets
         )?;
     }
-    if r.memory_pressure.tcp_s > 0.0 || r.memory_pressure.udp_s > 0.0 {
+    let p = &r.memory_pressure;
+    if p.tcp_s > 0.0 || p.udp_s > 0.0 {
         writeln!(
             out,
             "memory pressure: TCP {:.3} s, UDP {:.3} s",
-            r.memory_pressure.tcp_s, r.memory_pressure.udp_s
+            p.tcp_s, p.udp_s
+        )?;
+    }
+    let f = &p.refused;
+    if f.total() > 0 {
+        writeln!(
+            out,
+            "memory refused by the protocol's limit (sock_exceed_buf_limit): TCP {} send, {} \
+             receive; UDP {} send, {} receive",
+            f.tcp_send, f.tcp_recv, f.udp_send, f.udp_recv
         )?;
     }
     if r.lost_events > 0 {

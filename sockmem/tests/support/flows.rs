@@ -46,6 +46,8 @@ pub struct TcpFlowOpts {
     pub write_gap: Duration,
     /// `TCP_NODELAY` on the sender's socket (no Nagle: each small write leaves at once).
     pub nodelay: bool,
+    /// `SO_MAX_PACING_RATE` of the sender's socket, bytes per second.
+    pub max_pacing_rate: Option<u64>,
 }
 
 impl TcpFlowOpts {
@@ -61,6 +63,7 @@ impl TcpFlowOpts {
             sndbuf: None,
             write_gap: Duration::ZERO,
             nodelay: false,
+            max_pacing_rate: None,
         }
     }
 
@@ -121,6 +124,12 @@ impl TcpFlowOpts {
     /// `TCP_NODELAY` on the sender's socket.
     pub fn nodelay(mut self) -> TcpFlowOpts {
         self.nodelay = true;
+        self
+    }
+
+    /// `SO_MAX_PACING_RATE` on the sender's socket (bytes per second): TCP paces itself to it.
+    pub fn max_pacing_rate(mut self, bytes_per_s: u64) -> TcpFlowOpts {
+        self.max_pacing_rate = Some(bytes_per_s);
         self
     }
 }
@@ -299,6 +308,9 @@ impl TcpFlow {
             if o.nodelay {
                 s.set_nodelay(true)
                     .expect("TCP_NODELAY set on the sender's socket");
+            }
+            if let Some(rate) = o.max_pacing_rate {
+                set_max_pacing_rate(&s, rate);
             }
             let start = Instant::now();
             let buf = vec![0x5au8; o.chunk];
@@ -612,6 +624,27 @@ pub fn set_sndbuf(s: &impl AsRawFd, bytes: usize) {
         rc,
         0,
         "setsockopt(SO_SNDBUF, {bytes}): {}",
+        io::Error::last_os_error()
+    );
+}
+
+/// Sets `SO_MAX_PACING_RATE` to `bytes_per_s` (a 64-bit value since 4.20; 32 bits are
+/// enough here); panics on failure.
+pub fn set_max_pacing_rate(s: &impl AsRawFd, bytes_per_s: u64) {
+    let v = u32::try_from(bytes_per_s).expect("a pacing rate below 4 GB/s");
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&v as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_MAX_PACING_RATE, {bytes_per_s}): {}",
         io::Error::last_os_error()
     );
 }

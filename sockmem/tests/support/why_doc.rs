@@ -7,8 +7,9 @@ use serde_json::Value;
 use super::{get_str, tail};
 
 /// Causes of a TCP socket's time, as `why` names them.
-pub const TCP_CAUSES: [&str; 8] = [
+pub const TCP_CAUSES: [&str; 9] = [
     "application",
+    "paced",
     "send_buffer",
     "receiver_window",
     "congestion_window",

@@ -20,6 +20,10 @@ pub struct TcpInfoSubset {
     pub snd_cwnd: Option<u32>,
     /// `tcpi_pacing_rate`; `u64::MAX` means no pacing limit (`ss` then prints none).
     pub pacing_rate: Option<u64>,
+    /// `tcpi_max_pacing_rate`: `SO_MAX_PACING_RATE`'s cap; `u64::MAX` when none.
+    pub max_pacing_rate: Option<u64>,
+    /// `tcpi_bytes_acked`: bytes the peer acknowledged since the connection began (4.1+).
+    pub bytes_acked: Option<u64>,
     /// `tcpi_notsent_bytes`: bytes in the write queue not sent yet (4.6+).
     pub notsent_bytes: Option<u32>,
     /// `tcpi_delivery_rate` (4.9+).
@@ -44,6 +48,8 @@ pub(super) mod tcpi {
     pub const RTTVAR: usize = 72;
     pub const SND_CWND: usize = 80;
     pub const PACING_RATE: usize = 104;
+    pub const MAX_PACING_RATE: usize = 112;
+    pub const BYTES_ACKED: usize = 120;
     pub const NOTSENT_BYTES: usize = 144;
     pub const DELIVERY_RATE: usize = 160;
     pub const BUSY_TIME: usize = 168;
@@ -71,6 +77,8 @@ impl TcpInfoSubset {
             rttvar: u32_at(tcpi::RTTVAR),
             snd_cwnd: u32_at(tcpi::SND_CWND),
             pacing_rate: u64_at(tcpi::PACING_RATE),
+            max_pacing_rate: u64_at(tcpi::MAX_PACING_RATE),
+            bytes_acked: u64_at(tcpi::BYTES_ACKED),
             notsent_bytes: u32_at(tcpi::NOTSENT_BYTES),
             delivery_rate: u64_at(tcpi::DELIVERY_RATE),
             busy_time: u64_at(tcpi::BUSY_TIME),

@@ -166,6 +166,8 @@ fn tcp_info_bytes(len: usize) -> Vec<u8> {
     }
     for off in [
         tcpi::PACING_RATE,
+        tcpi::MAX_PACING_RATE,
+        tcpi::BYTES_ACKED,
         tcpi::DELIVERY_RATE,
         tcpi::BUSY_TIME,
         tcpi::RWND_LIMITED,
@@ -292,6 +294,8 @@ fn tcp_info_fields_are_read_only_where_the_kernel_struct_reaches() {
     // 4.9: up to tcpi_delivery_rate.
     let t = TcpInfoSubset::parse(&tcp_info_bytes(168));
     assert_eq!(t.pacing_rate, Some(u64_slot(tcpi::PACING_RATE)));
+    assert_eq!(t.max_pacing_rate, Some(u64_slot(tcpi::MAX_PACING_RATE)));
+    assert_eq!(t.bytes_acked, Some(u64_slot(tcpi::BYTES_ACKED)));
     assert_eq!(t.notsent_bytes, Some(tcpi::NOTSENT_BYTES as u32));
     assert_eq!(t.delivery_rate, Some(u64_slot(tcpi::DELIVERY_RATE)));
     assert_eq!(

@@ -24,13 +24,16 @@ pub enum Cause {
     /// `sk_wmem_alloc` at the TSQ limit, where sockmem cannot see where the bytes are (no qdisc
     /// hooks).
     Tsq,
+    /// Held back by its pacing rate: capped by `SO_MAX_PACING_RATE` (tcp_info's pacing rate
+    /// at its max), with bytes not sent yet waiting in the write queue.
+    Paced,
     /// Busy with none of the limits above binding when sampled: data flows as fast as the path
-    /// lets it (or pacing holds it, which sockmem does not read yet).
+    /// lets it (or a pacing sockmem cannot tell: BBR's own, or fq's below the cap).
     Sending,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 8] = [
+    pub const ALL: [Cause; 9] = [
         Cause::Application,
         Cause::SendBuffer,
         Cause::ReceiverWindow,
@@ -38,6 +41,7 @@ impl Cause {
         Cause::Qdisc,
         Cause::Device,
         Cause::Tsq,
+        Cause::Paced,
         Cause::Sending,
     ];
 
@@ -58,6 +62,7 @@ impl Cause {
             Cause::Qdisc => "qdisc",
             Cause::Device => "device",
             Cause::Tsq => "tsq",
+            Cause::Paced => "paced",
             Cause::Sending => "sending",
         }
     }
@@ -86,6 +91,8 @@ pub struct TcpState {
     pub in_qdisc: u64,
     /// Whether sockmem follows skbs through qdiscs (its qdisc hooks attached).
     pub qdisc_seen: bool,
+    /// The pacing rate is at `SO_MAX_PACING_RATE`'s cap with unsent bytes in the write queue.
+    pub pacing_capped_with_data: bool,
 }
 
 /// The cause of a busy interval of a TCP socket, judged from the state at its end. From the
@@ -117,6 +124,11 @@ pub fn classify_busy(s: &TcpState, tsq: Option<&TsqLimit>) -> Cause {
     }
     if s.cwnd > 0 && s.unacked >= s.cwnd {
         return Cause::CongestionWindow;
+    }
+    // Pacing releases the next segment later: the bytes wait in the write queue, and a sender
+    // asleep on the full buffer waits for the pacing.
+    if s.pacing_capped_with_data {
+        return Cause::Paced;
     }
     if s.sndbuf_limited_moved {
         return Cause::SendBuffer;
@@ -185,6 +197,9 @@ mod tests {
         };
         assert_eq!(classify_busy(&s, None), Cause::CongestionWindow);
         s.unacked = 4;
+        s.pacing_capped_with_data = true;
+        assert_eq!(classify_busy(&s, None), Cause::Paced);
+        s.pacing_capped_with_data = false;
         assert_eq!(classify_busy(&s, None), Cause::SendBuffer);
         s.sndbuf_limited_moved = false;
         assert_eq!(classify_busy(&s, None), Cause::Sending);

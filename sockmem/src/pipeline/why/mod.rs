@@ -8,6 +8,7 @@ pub mod cause;
 pub mod queue;
 pub mod report;
 pub mod samples;
+pub mod sleeps;
 pub mod tsq;
 
 use std::collections::{BTreeSet, HashMap};
@@ -27,6 +28,7 @@ use crate::{
 use cause::{classify_busy, Cause, TcpState};
 use queue::QdiscQueue;
 use samples::Samples;
+use sleeps::{Pending, Sleeps};
 use tsq::TsqLimit;
 
 /// Sends of one socket.
@@ -50,6 +52,31 @@ pub struct QdiscStats {
     pub drops: u64,
 }
 
+/// `sock_exceed_buf_limit` events: the protocol refused memory, by protocol and direction.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Refusals {
+    pub tcp_send: u64,
+    pub tcp_recv: u64,
+    pub udp_send: u64,
+    pub udp_recv: u64,
+}
+
+impl Refusals {
+    fn count(&mut self, protocol: Protocol, recv: bool) {
+        let n = match (protocol, recv) {
+            (Protocol::Tcp, false) => &mut self.tcp_send,
+            (Protocol::Tcp, true) => &mut self.tcp_recv,
+            (Protocol::Udp, false) => &mut self.udp_send,
+            (Protocol::Udp, true) => &mut self.udp_recv,
+        };
+        *n += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.tcp_send + self.tcp_recv + self.udp_send + self.udp_recv
+    }
+}
+
 /// The kernel's TCP view, summed over the window.
 #[derive(Clone, Debug, Default)]
 pub struct TcpTotals {
@@ -64,6 +91,11 @@ pub struct TcpTotals {
     /// tcp_info had the chrono timers (4.10+).
     pub has_timers: bool,
     pub has_snd_wnd: bool,
+    /// The last pacing rate and `SO_MAX_PACING_RATE` cap read (`None`: unlimited or not read).
+    pub pacing_rate: Option<u64>,
+    pub max_pacing_rate: Option<u64>,
+    /// Bytes the peer acknowledged over the window (tcp_info's `bytes_acked`, 4.1+).
+    pub bytes_acked: Option<u64>,
 }
 
 /// A sample kept until the next.
@@ -75,6 +107,7 @@ struct LastSample {
     busy_us: Option<u64>,
     rwnd_us: Option<u64>,
     sndbuf_us: Option<u64>,
+    bytes_acked: Option<u64>,
 }
 
 /// One socket, as seen over the run.
@@ -120,16 +153,13 @@ pub struct Watched {
     /// Busy time the kernel's timers reported beyond an interval's length (they move in
     /// jiffies), counted in the next interval.
     busy_carry_ns: u64,
-    /// The send call in progress started then (TCP: its first `tcp_sendmsg` chunk).
-    send_open_since: Option<u64>,
-    /// Time asleep in send calls that ended since the last sample (`send_blocked`).
-    blocked_spans: Vec<(u64, u64)>,
+    /// Time asleep in send calls, by sampled interval.
+    pub sleeps: Sleeps,
+    /// Times the protocol refused this socket memory (`sock_exceed_buf_limit`): to send, to
+    /// receive.
+    pub refused: [u64; 2],
     /// Qdisc drops since the last sample.
     drops_since_sample: u64,
-    /// Time asleep in send calls within the window (calls may start before the first sample).
-    pub blocked_in_window_ns: u64,
-    /// When the socket was first sampled: its window starts there.
-    first_sample_ns: Option<u64>,
     /// UDP: sampled time with the send buffer at least half full, by where its bytes were
     /// (qdisc, device, unknown): where time asleep in sends waited.
     udp_full_ns: [u64; 3],
@@ -169,11 +199,9 @@ impl Watched {
             congestion: None,
             throttled_ns: 0,
             busy_carry_ns: 0,
-            send_open_since: None,
-            blocked_spans: Vec::new(),
+            sleeps: Sleeps::default(),
+            refused: [0; 2],
             drops_since_sample: 0,
-            blocked_in_window_ns: 0,
-            first_sample_ns: None,
             udp_full_ns: [0; 3],
         }
     }
@@ -225,6 +253,8 @@ pub struct Analyzer {
     qdisc_seen: bool,
     /// Sampled time with TCP / UDP under memory pressure.
     pub pressure_ns: (u64, u64),
+    /// `sock_exceed_buf_limit` events of the matched sockets (receivers too).
+    pub refusals: Refusals,
     last_pressure_ns: Option<u64>,
     /// The running kernel caps paced sockets' TSQ limit too (6.16+).
     caps_paced: bool,
@@ -258,6 +288,7 @@ impl Analyzer {
             queues: HashMap::new(),
             qdisc_seen: attached(Hook::QdiscEnqueue) && attached(Hook::QdiscDequeue),
             pressure_ns: (0, 0),
+            refusals: Refusals::default(),
             last_pressure_ns: None,
             caps_paced: tsq::caps_paced(release),
             stale_skbs: 0,
@@ -304,24 +335,25 @@ impl Analyzer {
             }
         }
         match e.hook {
-            Hook::TcpSendmsg if e.send_start => w.send_open_since = Some(e.ts_ns),
             Hook::SendmsgReturn => {
                 w.send.calls += 1;
                 w.send.bytes += e.value.max(0) as u64;
-                w.send_open_since = None;
+                w.sleeps.returned(e.ts_ns, e.duration_ns);
             }
             Hook::SendBlocked => {
                 w.send.blocked_calls += 1;
                 w.send.blocked_ns += e.duration_ns;
-                let start = e.ts_ns.saturating_sub(e.duration_ns);
-                w.blocked_spans.push((start, e.ts_ns));
-                // Reported when the call returns, however many samples it spanned.
-                if let Some(first) = w.first_sample_ns {
-                    w.blocked_in_window_ns += e.ts_ns.saturating_sub(start.max(first));
-                }
+                w.sleeps.blocked(e.ts_ns, e.duration_ns);
             }
             Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
             Hook::SockDestroy => w.gone = true,
+            Hook::SockExceedBufLimit => {
+                let recv = e.value != 0;
+                w.refused[usize::from(recv)] += 1;
+                if w.matched {
+                    self.refusals.count(w.protocol, recv);
+                }
+            }
             Hook::QdiscEnqueue => self.enqueue(e),
             Hook::QdiscDequeue => self.dequeue(e, false),
             Hook::SkbDrop => self.dequeue(e, true),
@@ -525,16 +557,16 @@ fn account(
         busy_us: tcp.and_then(|t| t.busy_time),
         rwnd_us: tcp.and_then(|t| t.rwnd_limited),
         sndbuf_us: tcp.and_then(|t| t.sndbuf_limited),
+        bytes_acked: tcp.and_then(|t| t.bytes_acked),
     };
+    let asleep = w.sleeps.close(now_ns);
     let Some(prev) = w.last.replace(cur.clone()) else {
-        w.first_sample_ns = Some(now_ns);
         return;
     };
     let dt = now_ns.saturating_sub(prev.t_ns);
     if dt == 0 {
         return;
     }
-    let blocked = blocked_in(w, prev.t_ns, now_ns).min(dt);
     let drops = std::mem::take(&mut w.drops_since_sample);
     w.window_ns += dt;
     w.queued_area += (prev.queued + cur.queued) as f64 / 2.0 * dt as f64;
@@ -554,6 +586,15 @@ fn account(
             w.tcp.busy_ns += busy_raw.unwrap_or(0);
             w.tcp.rwnd_limited_ns += rwnd;
             w.tcp.sndbuf_limited_ns += sndbuf;
+            if let (Some(a), Some(b)) = (prev.bytes_acked, cur.bytes_acked) {
+                *w.tcp.bytes_acked.get_or_insert(0) += b.saturating_sub(a);
+            }
+            let unlimited = |r: &u64| *r != u64::MAX && *r != 0;
+            w.tcp.pacing_rate = t.pacing_rate.filter(unlimited);
+            w.tcp.max_pacing_rate = t.max_pacing_rate.filter(unlimited);
+            // The kernel keeps sk_pacing_rate at most the cap: at it, the cap binds.
+            let capped =
+                matches!((w.tcp.pacing_rate, w.tcp.max_pacing_rate), (Some(r), Some(m)) if r >= m);
             // Without the timers (before 4.10) the whole interval is judged by the state.
             let busy = match busy_raw {
                 Some(b) => {
@@ -583,14 +624,33 @@ fn account(
                 mss: t.snd_mss.unwrap_or(0),
                 snd_wnd,
                 rwnd_limited_moved: rwnd > 0,
-                // The kernel's timer, or sockmem's own count of time asleep in send calls
-                // (the timer does not always move where `sendmsg` waits for memory).
-                sndbuf_limited_moved: sndbuf > 0 || blocked * 2 >= dt,
+                // The kernel's timer; where it did not move, sockmem's own count of time
+                // asleep in send calls decides between `send_buffer` and `sending` below (the
+                // timer does not always move where `sendmsg` waits for memory).
+                sndbuf_limited_moved: sndbuf > 0,
                 in_qdisc,
                 qdisc_seen,
+                pacing_capped_with_data: capped && t.notsent_bytes.is_some_and(|n| n > 0),
             };
-            let cause = classify_busy(&state, w.tsq.as_ref());
+            let mut cause = classify_busy(&state, w.tsq.as_ref());
             w.times_ns[Cause::Application.index()] += dt - busy;
+            if cause == Cause::Sending {
+                let p = Pending {
+                    from: prev.t_ns,
+                    to: now_ns,
+                    busy,
+                    asleep,
+                };
+                if p.send_buffer_limited() {
+                    cause = Cause::SendBuffer;
+                } else if busy > 0 {
+                    // `sending` until the calls over it have returned and said how long they
+                    // slept in it.
+                    if let Some(old) = w.sleeps.defer(p) {
+                        judge_sleeps(w, &old);
+                    }
+                }
+            }
             w.times_ns[cause.index()] += busy;
             if w.tsq.is_some_and(|l| l.binds(cur.alloc)) {
                 w.throttled_ns += busy;
@@ -621,17 +681,31 @@ fn account(
     }
 }
 
+/// A TCP interval put under `sending` moves to `send_buffer` if its sender turned out to be
+/// asleep in send calls at least half its busy time.
+fn judge_sleeps(w: &mut Watched, p: &Pending) {
+    if p.send_buffer_limited() {
+        let busy = p.busy.min(w.times_ns[Cause::Sending.index()]);
+        w.times_ns[Cause::Sending.index()] -= busy;
+        w.times_ns[Cause::SendBuffer.index()] += busy;
+    }
+}
+
 impl Analyzer {
-    /// Ends the run: each UDP socket's time asleep in sends (within its window) moves from
+    /// Ends the run: every socket's sleeps in send calls are all known. A TCP interval still
+    /// pending is judged; each UDP socket's time asleep (within its window) moves from
     /// `application` to where its full buffer's bytes were: the qdisc, the device, or not
     /// known (`send_buffer`), in the shares the samples saw.
     pub fn finish(&mut self) {
         for w in self.sockets.values_mut() {
+            for p in w.sleeps.drain() {
+                judge_sleeps(w, &p);
+            }
             if w.protocol != Protocol::Udp {
                 continue;
             }
             let app = Cause::Application.index();
-            let moved = w.blocked_in_window_ns.min(w.times_ns[app]);
+            let moved = w.sleeps.in_window_ns.min(w.times_ns[app]);
             w.times_ns[app] -= moved;
             let full: u64 = w.udp_full_ns.iter().sum();
             let part = |n: u64| {
@@ -647,18 +721,4 @@ impl Analyzer {
             w.times_ns[Cause::SendBuffer.index()] += moved - q - d;
         }
     }
-}
-
-/// Time asleep in send calls within `[from, to]`: the calls that ended since the last sample,
-/// and the one still in progress if it has lasted over a millisecond (copying never takes
-/// that long; waiting for memory does).
-fn blocked_in(w: &mut Watched, from: u64, to: u64) -> u64 {
-    let overlap = |a: u64, b: u64| b.min(to).saturating_sub(a.max(from));
-    let mut t: u64 = w.blocked_spans.drain(..).map(|(a, b)| overlap(a, b)).sum();
-    if let Some(since) = w.send_open_since {
-        if to.saturating_sub(since) > 1_000_000 {
-            t += overlap(since, to);
-        }
-    }
-    t
 }

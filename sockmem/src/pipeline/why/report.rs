@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sockmem_common::Hook;
 
-use super::{cause::Cause, Analyzer, Watched};
+use super::{cause::Cause, Analyzer, Refusals, Watched};
 use crate::pipeline::decode::Protocol;
 
 #[derive(Debug, Serialize)]
@@ -30,7 +30,7 @@ pub struct WhyReport {
 }
 
 /// What each cause is judged from; a missing input is named in each socket's `missing`.
-const CAUSES_NEED: [(Cause, &str); 8] = [
+const CAUSES_NEED: [(Cause, &str); 9] = [
     (
         Cause::Application,
         "tcp_info busy timer (sock_diag, 4.10+); UDP: send_blocked",
@@ -56,6 +56,10 @@ const CAUSES_NEED: [(Cause, &str); 8] = [
         Cause::Tsq,
         "skb truesize (skb events), tcp_info pacing rate, net.ipv4.tcp_limit_output_bytes in the socket's namespace",
     ),
+    (
+        Cause::Paced,
+        "tcp_info pacing rate, max pacing rate (SO_MAX_PACING_RATE) and notsent bytes",
+    ),
     (Cause::Sending, "tcp_info busy timer: busy with no limit binding"),
 ];
 
@@ -64,6 +68,11 @@ pub struct Pressure {
     /// Sampled time TCP was under memory pressure (`/proc/net/protocols`).
     pub tcp_s: f64,
     pub udp_s: f64,
+    /// The matched sockets' `sock_exceed_buf_limit` events (receivers too): the protocol's
+    /// memory limit refused them memory.
+    pub refused: Refusals,
+    /// Why `sock_exceed_buf_limit` is not attached (refusals then not counted).
+    pub refused_not_seen: Option<String>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -119,6 +128,8 @@ pub struct SendWhy {
     pub blocked_calls: u64,
     /// Time asleep in send calls, within the socket's window.
     pub blocked_s: f64,
+    /// Times the protocol refused the socket memory to send (`sock_exceed_buf_limit`).
+    pub refused_memory: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +141,12 @@ pub struct TcpWhy {
     pub cwnd_mean: f64,
     pub in_flight_mean: f64,
     pub snd_wnd_min: Option<u32>,
+    /// The last pacing rate read, B/s (`None`: unlimited).
+    pub pacing_rate: Option<u64>,
+    /// `SO_MAX_PACING_RATE`'s cap, B/s (`None`: none).
+    pub max_pacing_rate: Option<u64>,
+    /// Bytes acknowledged over the window / the window, B/s (`None`: tcp_info lacks it).
+    pub achieved_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -238,6 +255,8 @@ impl WhyReport {
             memory_pressure: Pressure {
                 tcp_s: a.pressure_ns.0 as f64 / S,
                 udp_s: a.pressure_ns.1 as f64 / S,
+                refused: a.refusals,
+                refused_not_seen: (run.unavailable)(Hook::SockExceedBufLimit),
             },
             lost_events: run.lost_events,
             stale_qdisc_skbs: a.stale_skbs,
@@ -285,6 +304,9 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         cwnd_mean: w.tcp.cwnd_area / window,
         in_flight_mean: w.tcp.in_flight_area / window,
         snd_wnd_min: w.tcp.snd_wnd_min,
+        pacing_rate: w.tcp.pacing_rate,
+        max_pacing_rate: w.tcp.max_pacing_rate,
+        achieved_rate: w.tcp.bytes_acked.map(|b| b as f64 / (window / S)),
     });
     let tsq = w.tsq.map(|t| TsqWhy {
         limit: t.limit,
@@ -320,7 +342,8 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
             calls: w.send.calls,
             bytes: w.send.bytes,
             blocked_calls: w.send.blocked_calls,
-            blocked_s: w.blocked_in_window_ns as f64 / S,
+            blocked_s: w.sleeps.in_window_ns as f64 / S,
+            refused_memory: w.refused[0],
         },
         tcp,
         tsq,
@@ -411,10 +434,12 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
             });
         }
         m.push(Missing {
-            cause: "paced",
-            why: "sk_pacing_status and a pacing qdisc's departure times are not read yet: time \
-                  held back by pacing counts as `sending`; the TSQ limit takes BBR as the only \
-                  pacer (not the fq qdisc) and the default pacing shift (10)"
+            cause: "sending",
+            why: "pacing is told only where tcp_info's pacing rate sits at SO_MAX_PACING_RATE's \
+                  cap (`paced`); \
+                  sk_pacing_status and a pacing qdisc's departure times are not read: BBR's own \
+                  pacing and fq's below the cap count as `sending`; the TSQ limit takes BBR as \
+                  the only pacer (not the fq qdisc) and the default pacing shift (10)"
                 .into(),
         });
     }
@@ -424,12 +449,15 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
               not read yet: time past the qdisc is `device` without saying which"
             .into(),
     });
-    m.push(Missing {
-        cause: "memory_pressure",
-        why: "sock:sock_exceed_buf_limit is not hooked yet: only the protocols' global \
-              pressure flag is sampled (memory_pressure)"
-            .into(),
-    });
+    if let Some(why) = hook(Hook::SockExceedBufLimit) {
+        m.push(Missing {
+            cause: "memory_pressure",
+            why: format!(
+                "{why}; refusals of memory by the protocol's limits are not counted, only its \
+                 global pressure flag is sampled (memory_pressure)"
+            ),
+        });
+    }
     m
 }
 
@@ -546,6 +574,16 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
                 .map(|t| bytes(t.limit as f64))
                 .unwrap_or_default()
         ),
+        Cause::Paced => {
+            let t = s.tcp.as_ref();
+            let rate = |r: Option<f64>| r.map(|r| format!("{}/s", bytes(r))).unwrap_or_default();
+            format!(
+                "{share:.0}% of the time its pacing rate held it back: capped at {} \
+                 (SO_MAX_PACING_RATE), {} acknowledged on average, with unsent bytes waiting",
+                rate(t.and_then(|t| t.max_pacing_rate).map(|r| r as f64)),
+                rate(t.and_then(|t| t.achieved_rate))
+            )
+        }
         Cause::Sending => format!(
             "{share:.0}% of the time data was moving with no limit binding when sampled: the \
              socket sends as fast as the path lets it (or pacing holds it)"
