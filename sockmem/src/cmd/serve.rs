@@ -92,6 +92,10 @@ fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = session::runtime()?;
     let _runtime_context = runtime.enter();
+    // Before anything else: SIGTERM while the programs load ends the run as one after (exit
+    // 0), and SIGHUP never finds its default action (death) in place.
+    let mut stops = session::Stops::without_hangup()?;
+    let mut hangups = signal(SignalKind::hangup()).context("installing a signal handler")?;
     session::check_filters(&args.filters)?;
     // Bound before any program loads: a taken port fails at once.
     let listener = std::net::TcpListener::bind(args.listen)
@@ -107,7 +111,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..args.session.clone()
     };
     let mut session = session::start(&session::Options {
-        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        filter: session::kernel_filter(&args.filters)?,
         args: &session_args,
         ring_size: args.ring_size,
         mode: MODE_SERVE,
@@ -133,8 +137,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         periodic: Some(PRUNE_EVERY),
         watch_stdout: false,
     };
-    let mut stops = session::Stops::without_hangup()?;
-    let mut hangups = signal(SignalKind::hangup()).context("installing a signal handler")?;
     let server = tokio::spawn(http::serve(listener, exporter.clone()));
     let for_hangup = exporter.clone();
     let hangup_task = tokio::spawn(async move {
