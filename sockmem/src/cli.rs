@@ -46,6 +46,10 @@ pub enum Command {
     /// numbers behind it.
     #[command(after_help = WHY_EXAMPLES)]
     Why(WhyArgs),
+    /// A live table of sockets, refreshed from the events: bytes queued and in flight, their
+    /// rates, time asleep in sends, qdisc sojourn, drops. Plain lines when not on a terminal.
+    #[command(after_help = TOP_EXAMPLES)]
+    Top(TopArgs),
     /// Record every event (as `trace` sees them) and the kernel's view of the traced sockets
     /// to a file, for `trace --input` (and later analysis) elsewhere.
     #[command(after_help = RECORD_EXAMPLES)]
@@ -163,6 +167,61 @@ EXAMPLES:
     sockmem why -P 5201 -d 10             # 10 s of the sockets with port 5201, then the answer
     sockmem why -c nginx --json -d 30     # one JSON document for nginx's sockets
     sockmem why -i eth0                   # until Ctrl-C, sockets sending through eth0";
+
+const TOP_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem top                           # every TCP/UDP socket; keys: s sort, r reverse, / filter, q quit
+    sockmem top -P 5201 --sort blocked    # sockets with port 5201, longest asleep in sends first
+    sockmem top -d 10 > top.txt           # not a terminal: one block of lines per second
+    sockmem top --json | jq .sockets      # one JSON object per refresh";
+
+/// `top`'s column to sort by (largest first; `port`, `pid`: smallest first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortKey {
+    /// `sk_wmem_queued`.
+    #[default]
+    Queued,
+    /// `sk_wmem_alloc`.
+    Alloc,
+    Sndbuf,
+    /// Change of `sk_wmem_queued` per second.
+    QueuedRate,
+    /// Change of `sk_wmem_alloc` per second.
+    AllocRate,
+    /// Time asleep in send calls.
+    Blocked,
+    /// Qdisc sojourn p99.
+    Sojourn,
+    Drops,
+    /// The local port.
+    Port,
+    Pid,
+}
+
+impl SortKey {
+    pub fn name(self) -> &'static str {
+        match self {
+            SortKey::Queued => "queued",
+            SortKey::Alloc => "alloc",
+            SortKey::Sndbuf => "sndbuf",
+            SortKey::QueuedRate => "queued-rate",
+            SortKey::AllocRate => "alloc-rate",
+            SortKey::Blocked => "blocked",
+            SortKey::Sojourn => "sojourn",
+            SortKey::Drops => "drops",
+            SortKey::Port => "port",
+            SortKey::Pid => "pid",
+        }
+    }
+
+    /// The next key (`s` in `top`).
+    pub fn next(self) -> SortKey {
+        use clap::ValueEnum as _;
+        let all = SortKey::value_variants();
+        let i = all.iter().position(|&k| k == self).unwrap_or(0);
+        all[(i + 1) % all.len()]
+    }
+}
 
 /// How `trace` shows an event's time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -488,6 +547,30 @@ pub struct WhyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Refresh every SECS seconds (fractions allowed, 0.1 to 60): rates, time asleep and the
+    /// qdisc sojourn p99 are over this interval.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Stop after this many seconds (default: `q`, Ctrl-C or SIGTERM).
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// The first sort key (`s` cycles through them, `r` reverses).
+    #[arg(long, value_name = "KEY", default_value = "queued")]
+    pub sort: SortKey,
+    /// Not on a terminal: one JSON object per refresh instead of lines of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Ring buffer size in bytes: a power of two from 4096 to 1G (K, M and G suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    pub ring_size: u32,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The demo to run: stalled-receiver, tsq, udp-sndbuf, qdisc-backlog.
     pub scenario: Option<String>,
@@ -521,6 +604,7 @@ impl Cli {
             Command::Trace(t) => Some(&t.filters),
             Command::Hist(h) => Some(&h.filters),
             Command::Why(w) => Some(&w.filters),
+            Command::Top(t) => Some(&t.filters),
             Command::Record(r) => Some(&r.filters),
             Command::Plot(p) => Some(&p.filters),
             Command::Export(e) => Some(&e.filters),
@@ -632,6 +716,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(secs > 0.0 && secs <= 31_536_000.0) {
         return Err("must be more than 0 and at most one year".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.1..=60.0).contains(&secs) {
+        return Err("must be from 0.1 to 60 seconds".into());
     }
     Ok(Duration::from_secs_f64(secs))
 }

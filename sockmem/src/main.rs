@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         cli::Command::Trace(args) => cmd::trace::run(args),
         cli::Command::Hist(args) => cmd::hist::run(args),
         cli::Command::Why(args) => cmd::why::run(args),
+        cli::Command::Top(args) => cmd::top::run(args),
         cli::Command::Record(args) => cmd::record::run(args),
         cli::Command::Report(args) => cmd::report::run(args),
         cli::Command::Demo(args) => cmd::demo::run(args),

@@ -7,5 +7,6 @@ pub mod probe;
 pub mod record;
 pub mod report;
 pub mod serve;
+pub mod top;
 pub mod trace;
 pub mod why;

@@ -19,8 +19,8 @@ use crate::{
     pipeline::{
         decode::Event,
         drive::{monotonic_ns, Consumer, Drive},
+        groups::LiveState,
         histogram::HistMaps,
-        live::LiveState,
         names::Names,
         stream::{EventStream, LossCounter},
     },

@@ -22,8 +22,8 @@ use crate::{
     kernel::cgroups::CgroupNames,
     pipeline::{
         decode::c_string,
+        groups::{top_n, Group, LiveState, OTHER},
         histogram::{HistMaps, Histogram},
-        live::{top_n, Group, LiveState, OTHER},
         stream::LossCounter,
     },
     render::metrics::{HistSeries, Scrape},

@@ -1,6 +1,7 @@
 //! The event loop every streaming command runs: drain the ring buffer into a [`Consumer`] until
 //! the duration ends, Ctrl-C or SIGTERM, with a periodic call for the consumer's own work
-//! (snapshots for `trace`, kernel samples for `why`), lost events reported as they happen.
+//! (snapshots for `trace`, kernel samples for `why`, `top`'s refresh), lost events reported as
+//! they happen.
 
 use std::{io, time::Duration};
 
@@ -23,6 +24,11 @@ pub trait Consumer {
     /// Every [`Drive::periodic`], after the ring is drained.
     fn periodic(&mut self) -> io::Result<()> {
         Ok(())
+    }
+    /// Every drain tick (about [`DRAIN_EVERY`]), events or not: a live display's keys. `false`
+    /// ends the run as a stop signal does.
+    fn poll(&mut self) -> io::Result<bool> {
+        Ok(true)
     }
 }
 
@@ -86,6 +92,9 @@ impl Drive {
                 _ = drain_tick.tick() => {
                     if drain(stream, consumer)? > 0 {
                         consumer.flush()?;
+                    }
+                    if !consumer.poll()? {
+                        break;
                     }
                 }
                 _ = stops.recv() => break,

@@ -1,266 +1,361 @@
-//! What a long-running exporter keeps from events: each live socket's last counters (for gauges
-//! of bytes waiting per sender cgroup) and drops per cgroup and reason. Bounded for runs of days: a
-//! socket leaves the table when it is destroyed, when it has been silent for [`IDLE_NS`] (UDP
-//! sockets have no destroy event), or never enters it past [`MAX_SOCKETS`]; groups with no live
-//! socket are folded into `other` once they are out of the top N.
+//! `top`'s per-socket table: each socket's events summed as `report` sums them ([`Collector`]:
+//! identity, sender, counters, sends, time asleep, qdisc sojourn, drops, interface), read out at
+//! every refresh into rows with what moved over the interval.
+//!
+//! Bounded for a run of days: a socket the kernel destroyed stays [`GRACE_NS`] (long enough to
+//! be seen closed) and then goes; one with nothing queued and no event for [`IDLE_NS`] goes too
+//! (UDP sockets have no destroy event); past [`MAX_SOCKETS`] the longest idle go first.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    hash::Hash,
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
 };
 
 use sockmem_common::Hook;
 
-use crate::pipeline::decode::Event;
+use crate::{
+    cli::SortKey,
+    pipeline::{decode::Event, report::Collector},
+};
 
-/// A socket silent this long is dropped from the gauges: an idle TCP socket holds nothing in
-/// flight, and a closed UDP socket says nothing when it goes.
-pub const IDLE_NS: u64 = 120_000_000_000;
-/// At most this many sockets are followed at once (about 100 bytes each).
-pub const MAX_SOCKETS: usize = 65_536;
-/// The label value of everything outside the top N.
-pub const OTHER: &str = "other";
+/// How long a closed socket stays in the table.
+pub const GRACE_NS: u64 = 3_000_000_000;
+/// How long a socket with nothing queued or allocated stays without an event.
+pub const IDLE_NS: u64 = 30_000_000_000;
+/// Sockets the table holds at most.
+pub const MAX_SOCKETS: usize = 10_000;
+/// A send call open this long at a refresh is asleep (copying 64 KiB takes microseconds).
+const OPEN_CALL_ASLEEP_NS: u64 = 10_000_000;
 
-/// Who a socket's bytes are attributed to: the sender's cgroup v2 id (0: a sender not known,
-/// softirq before any `sendmsg`). Named only when a scrape shows it.
-pub type Group = u64;
-
-pub fn group_of(e: &Event) -> Group {
-    e.cgroup_id
-}
-
-struct LiveSocket {
-    group: Group,
-    queued: i64,
-    alloc: i64,
-    last_ns: u64,
-}
-
-/// Per group: cumulative events and drops by reason.
-#[derive(Default, Clone)]
-pub struct GroupTally {
-    pub events: u64,
-    pub drops: BTreeMap<String, u64>,
-}
-
-impl GroupTally {
-    fn absorb(&mut self, other: &GroupTally) {
-        self.events += other.events;
-        for (reason, n) in &other.drops {
-            *self.drops.entry(reason.clone()).or_default() += n;
-        }
-    }
-}
-
-/// One group's numbers as a scrape shows them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GroupGauges {
-    pub sockets: u64,
+/// One socket at a refresh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveRow {
+    pub sock_id: u64,
+    pub protocol: &'static str,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The last sender seen (`sendmsg`).
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// The sender's cgroup v2 path (`id:N` when the id is not in the tree), and the socket's
+    /// network namespace (its `ip netns` name, else `ino:N`).
+    pub cgroup: Option<String>,
+    pub netns: Option<String>,
+    /// The interface most of its skbs went through.
+    pub iface: Option<String>,
+    /// The counters as its last event read them (`sk_wmem_queued`, `sk_wmem_alloc`, `sk_sndbuf`).
     pub queued: i64,
     pub alloc: i64,
+    pub sndbuf: i64,
+    /// Change per second over the interval; `None` in the socket's first refresh (it may have
+    /// held those bytes long before its first event).
+    pub queued_rate: Option<f64>,
+    pub alloc_rate: Option<f64>,
+    /// Time within the interval its sender spent asleep in send calls: calls that ended
+    /// (`send_blocked`), and a TCP call still open at the refresh after [`OPEN_CALL_ASLEEP_NS`].
+    pub blocked_ns: u64,
+    /// Qdisc sojourn of its skbs dequeued within the interval.
+    pub sojourn_p99_ns: Option<u64>,
+    pub sojourn_count: u64,
+    /// Drops of its skbs since it entered the table, and within the interval.
+    pub drops: u64,
+    pub drops_new: u64,
+    pub closed: bool,
 }
 
-#[derive(Default)]
-pub struct LiveState {
-    sockets: HashMap<u64, LiveSocket>,
-    tallies: HashMap<Group, GroupTally>,
-    /// Groups folded away, summed: what `other` shows besides the groups outside the top N.
-    retired: GroupTally,
-    /// Sockets not followed because the table was full.
-    pub untracked_sockets: u64,
-    pub events: u64,
-    last_ns: u64,
+/// The table at one refresh.
+#[derive(Clone, Debug, Default)]
+pub struct Refresh {
+    pub interval_ns: u64,
+    pub rows: Vec<LiveRow>,
+    /// Events taken in over the interval, per second.
+    pub events_per_s: f64,
+    /// Events the ring buffer had no room for, since the start.
+    pub lost: u64,
 }
 
-impl LiveState {
+impl Refresh {
+    pub fn queued_total(&self) -> i64 {
+        self.rows.iter().map(|r| r.queued).sum()
+    }
+    pub fn alloc_total(&self) -> i64 {
+        self.rows.iter().map(|r| r.alloc).sum()
+    }
+}
+
+impl LiveRow {
+    /// `local > remote protocol`, as `report` names a socket.
+    pub fn socket(&self) -> String {
+        format!("{} > {} {}", self.local, self.remote, self.protocol)
+    }
+
+    /// Whether `text` is in its socket, sender, cgroup, namespace or interface (`top`'s filter
+    /// key).
+    pub fn contains(&self, text: &str) -> bool {
+        let has = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains(text));
+        text.is_empty()
+            || self.socket().contains(text)
+            || has(&self.comm)
+            || has(&self.cgroup)
+            || has(&self.netns)
+            || self.pid.is_some_and(|p| p.to_string() == text)
+            || has(&self.iface)
+    }
+}
+
+/// Sorts by `key`: largest first (`port`, `pid`: smallest first), `reverse` the other way; ties
+/// by socket id, so rows do not jump between refreshes.
+pub fn sort_rows(rows: &mut [LiveRow], key: SortKey, reverse: bool) {
+    let value = |r: &LiveRow| -> f64 {
+        match key {
+            SortKey::Queued => r.queued as f64,
+            SortKey::Alloc => r.alloc as f64,
+            SortKey::Sndbuf => r.sndbuf as f64,
+            SortKey::QueuedRate => r.queued_rate.unwrap_or(0.0),
+            SortKey::AllocRate => r.alloc_rate.unwrap_or(0.0),
+            SortKey::Blocked => r.blocked_ns as f64,
+            SortKey::Sojourn => r.sojourn_p99_ns.map_or(-1.0, |v| v as f64),
+            SortKey::Drops => r.drops as f64,
+            SortKey::Port => -f64::from(r.local.port()),
+            SortKey::Pid => -f64::from(r.pid.unwrap_or(u32::MAX)),
+        }
+    };
+    rows.sort_by(|a, b| {
+        let o = value(b).total_cmp(&value(a));
+        let o = if reverse { o.reverse() } else { o };
+        o.then(a.sock_id.cmp(&b.sock_id))
+    });
+}
+
+/// A socket's figures at the previous refresh: the base of the rates.
+#[derive(Clone, Copy, Debug, Default)]
+struct Before {
+    queued: i64,
+    alloc: i64,
+    drops: u64,
+}
+
+pub struct LiveTable {
+    collector: Collector,
+    before: HashMap<u64, Before>,
+    /// TCP send calls in progress: since when (their first `tcp_sendmsg` chunk).
+    open_sends: HashMap<u64, u64>,
+    /// Time asleep in calls that ended within the interval.
+    blocked: HashMap<u64, u64>,
+    /// When the kernel destroyed each socket.
+    closed_at: HashMap<u64, u64>,
+    last_refresh_ns: u64,
+    events_at_refresh: u64,
+}
+
+impl LiveTable {
+    pub fn new(start_ns: u64) -> LiveTable {
+        LiveTable {
+            collector: Collector::new(false),
+            before: HashMap::new(),
+            open_sends: HashMap::new(),
+            blocked: HashMap::new(),
+            closed_at: HashMap::new(),
+            last_refresh_ns: start_ns,
+            events_at_refresh: 0,
+        }
+    }
+
+    /// Events taken in since the start.
+    pub fn events(&self) -> u64 {
+        self.collector.events
+    }
+
+    /// One event (names filled in), in time order.
     pub fn observe(&mut self, e: &Event) {
-        self.events += 1;
-        self.last_ns = self.last_ns.max(e.ts_ns);
-        let group = group_of(e);
-        let tally = self.tallies.entry(group).or_default();
-        tally.events += 1;
-        if e.hook == Hook::SkbDrop {
-            let reason = e
-                .value_name
-                .clone()
-                .unwrap_or_else(|| format!("reason {}", e.value));
-            *tally.drops.entry(reason).or_default() += 1;
-        }
-        if e.hook == Hook::SockDestroy {
-            self.sockets.remove(&e.sock_id);
-            return;
-        }
-        let full = self.sockets.len() >= MAX_SOCKETS;
-        match self.sockets.get_mut(&e.sock_id) {
-            Some(s) => {
-                // The sender can change (a socket handed to another process): the last wins.
-                if group != 0 && s.group != group {
-                    s.group = group;
-                }
-                if !e.freed {
-                    s.queued = e.wmem_queued.into();
-                    s.alloc = e.wmem_alloc.into();
-                }
-                s.last_ns = e.ts_ns;
+        self.collector.observe(e);
+        let sock = e.sock_id;
+        match e.hook {
+            Hook::TcpSendmsg if e.send_start => {
+                self.open_sends.insert(sock, e.ts_ns);
             }
-            // Only sending makes a socket worth following: late events of a destroyed socket
-            // (its last skbs freed, an ACK in TIME_WAIT) must not bring it back.
-            None if e.freed || !sends(e.hook) => {}
-            None if full => self.untracked_sockets += 1,
-            None => {
-                let (queued, alloc) = match e.freed {
-                    true => (0, 0),
-                    false => (e.wmem_queued.into(), e.wmem_alloc.into()),
-                };
-                self.sockets.insert(
-                    e.sock_id,
-                    LiveSocket {
-                        group,
-                        queued,
-                        alloc,
-                        last_ns: e.ts_ns,
-                    },
-                );
+            Hook::SendmsgReturn => {
+                self.open_sends.remove(&sock);
             }
-        }
-    }
-
-    /// Forgets sockets silent for [`IDLE_NS`] before `now_ns`, and folds the tallies of groups
-    /// that have no live socket and are not in `keep` into `other`.
-    pub fn prune(&mut self, now_ns: u64, keep: &HashSet<Group>) {
-        self.sockets
-            .retain(|_, s| now_ns.saturating_sub(s.last_ns) < IDLE_NS);
-        let live: HashSet<Group> = self.sockets.values().map(|s| s.group).collect();
-        let gone: Vec<Group> = self
-            .tallies
-            .keys()
-            .filter(|g| !live.contains(*g) && !keep.contains(*g))
-            .copied()
-            .collect();
-        for g in gone {
-            if let Some(t) = self.tallies.remove(&g) {
-                self.retired.absorb(&t);
+            Hook::SendBlocked => {
+                // The sleep may have begun in an earlier interval, which counted it as an open
+                // call: only its part within this one.
+                let since = e.ts_ns.saturating_sub(self.last_refresh_ns);
+                *self.blocked.entry(sock).or_default() += e.duration_ns.min(since);
+                self.open_sends.remove(&sock);
             }
-        }
-    }
-
-    /// Gauges per label value, `label` mapping a group to its label (itself, or `other`).
-    /// Every group still tallied has its gauges, at 0 when none of its sockets is live: a
-    /// series that comes and goes with its sockets would churn.
-    pub fn gauges(&self, label: &dyn Fn(Group) -> String) -> BTreeMap<String, GroupGauges> {
-        let mut out: BTreeMap<String, GroupGauges> = self
-            .tallies
-            .keys()
-            .map(|g| (label(*g), GroupGauges::default()))
-            .collect();
-        for s in self.sockets.values() {
-            let g = out.entry(label(s.group)).or_default();
-            g.sockets += 1;
-            g.queued += s.queued.max(0);
-            g.alloc += s.alloc.max(0);
-        }
-        out
-    }
-
-    /// Drops per (label value, reason), folded groups under `other`.
-    pub fn drops(&self, label: &dyn Fn(Group) -> String) -> BTreeMap<(String, String), u64> {
-        let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
-        let all = self
-            .tallies
-            .iter()
-            .map(|(g, t)| (label(*g), t))
-            .chain(std::iter::once((OTHER.to_owned(), &self.retired)));
-        for (l, t) in all {
-            for (reason, n) in &t.drops {
-                *out.entry((l.clone(), reason.clone())).or_default() += n;
+            Hook::SockDestroy => {
+                self.closed_at.entry(sock).or_insert(e.ts_ns);
+                self.open_sends.remove(&sock);
             }
+            _ => {}
         }
-        out
     }
 
-    pub fn sockets(&self) -> usize {
-        self.sockets.len()
+    /// The rows since the previous refresh (unsorted); forgets what has been shown long enough.
+    pub fn refresh(&mut self, now_ns: u64, lost: u64) -> Refresh {
+        let interval_ns = now_ns.saturating_sub(self.last_refresh_ns).max(1);
+        let secs = interval_ns as f64 / 1e9;
+        let events = self.collector.events - self.events_at_refresh;
+        let mut rows = Vec::new();
+        let mut gone = HashSet::new();
+        let mut idle: Vec<(u64, u64)> = Vec::new();
+        for r in self.collector.take_socket_rows() {
+            let Some(sock) = r.sock else { continue };
+            let (queued, alloc) = (r.wmem_queued.unwrap_or(0), r.wmem_alloc.unwrap_or(0));
+            let closed_at = self.closed_at.get(&sock).copied();
+            if closed_at.is_some_and(|t| now_ns.saturating_sub(t) > GRACE_NS)
+                || (queued == 0
+                    && alloc == 0
+                    && closed_at.is_none()
+                    && now_ns.saturating_sub(r.last_ns) > IDLE_NS)
+            {
+                gone.insert(sock);
+                continue;
+            }
+            idle.push((r.last_ns, sock));
+            let before = self.before.get(&sock).copied();
+            let b = before.unwrap_or_default();
+            let drops = r.drops_total();
+            let open_asleep = self
+                .open_sends
+                .get(&sock)
+                .filter(|&&t| now_ns.saturating_sub(t) >= OPEN_CALL_ASLEEP_NS)
+                .map(|&t| now_ns - t.max(self.last_refresh_ns))
+                .unwrap_or(0);
+            let blocked_ns =
+                (self.blocked.get(&sock).copied().unwrap_or(0) + open_asleep).min(interval_ns);
+            let row = LiveRow {
+                sock_id: sock,
+                protocol: r.protocol.unwrap_or("?"),
+                local: r.local.expect("a socket row has its addresses"),
+                remote: r.remote.expect("a socket row has its addresses"),
+                pid: r.pid,
+                comm: r.comm.clone(),
+                cgroup: r.cgroup.clone(),
+                netns: r.netns.clone(),
+                iface: r.iface.clone(),
+                queued,
+                alloc,
+                sndbuf: r.sndbuf,
+                queued_rate: before.map(|b| (queued - b.queued) as f64 / secs),
+                alloc_rate: before.map(|b| (alloc - b.alloc) as f64 / secs),
+                blocked_ns,
+                sojourn_p99_ns: (r.sojourn.count() > 0).then(|| r.sojourn.percentile(0.99)),
+                sojourn_count: r.sojourn.count(),
+                drops,
+                drops_new: drops.saturating_sub(b.drops),
+                closed: closed_at.is_some(),
+            };
+            self.before.insert(
+                sock,
+                Before {
+                    queued,
+                    alloc,
+                    drops,
+                },
+            );
+            rows.push(row);
+        }
+        if idle.len() > MAX_SOCKETS {
+            idle.sort_unstable();
+            let excess = idle.len() - MAX_SOCKETS;
+            for &(_, sock) in &idle[..excess] {
+                gone.insert(sock);
+            }
+            rows.retain(|r| !gone.contains(&r.sock_id));
+        }
+        for s in &gone {
+            self.before.remove(s);
+            self.open_sends.remove(s);
+            self.closed_at.remove(s);
+        }
+        self.collector.forget(&gone);
+        self.blocked.clear();
+        self.last_refresh_ns = now_ns;
+        self.events_at_refresh = self.collector.events;
+        Refresh {
+            interval_ns,
+            rows,
+            events_per_s: events as f64 / secs,
+            lost,
+        }
     }
-
-    #[cfg(test)]
-    pub fn groups(&self) -> usize {
-        self.tallies.len()
-    }
-}
-
-/// Hooks of a socket sending: the ones that start following it.
-fn sends(hook: Hook) -> bool {
-    matches!(
-        hook,
-        Hook::TcpSendmsg
-            | Hook::SendmsgReturn
-            | Hook::SendBlocked
-            | Hook::WmemCharge
-            | Hook::DevQueueXmit
-            | Hook::QdiscEnqueue
-    )
-}
-
-/// The `n` values with the most traffic; the others go under [`OTHER`].
-pub fn top_n<K: Hash + Eq + Ord>(scores: impl Iterator<Item = (K, u64)>, n: usize) -> HashSet<K> {
-    let mut summed: HashMap<K, u64> = HashMap::new();
-    for (v, s) in scores {
-        *summed.entry(v).or_default() += s;
-    }
-    let mut ranked: Vec<(K, u64)> = summed.into_iter().collect();
-    // Ties by value, so the set is the same from one scrape to the next.
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.into_iter().take(n).map(|(v, _)| v).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::decode::tests::raw_event;
+    use sockmem_common::event::{FLAG_HAS_SKB, FLAG_SEND_START};
 
-    const A: u64 = 1001;
-    const B: u64 = 1002;
+    fn event(sock: u64, hook: Hook, ts_ns: u64, q: i32, a: i32) -> Event {
+        let mut raw = raw_event(hook);
+        (raw.sock_id, raw.ts_ns, raw.wmem_queued, raw.wmem_alloc) = (sock, ts_ns, q, a);
+        Event::from_raw(&raw).unwrap()
+    }
 
-    fn event(hook: Hook, sock: u64, cgroup: u64, queued: i32, ts: u64) -> Event {
-        let mut e = Event::from_raw(&raw_event(hook)).unwrap();
-        e.sock_id = sock;
-        e.cgroup_id = cgroup;
-        e.wmem_queued = queued;
-        e.wmem_alloc = queued / 2;
-        e.ts_ns = ts;
-        e
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn rates_sojourn_and_blocked_time_are_per_interval() {
+        let mut t = LiveTable::new(0);
+        t.observe(&event(1, Hook::TcpAck, S / 2, 1000, 500));
+        let r = t.refresh(S, 0);
+        assert_eq!(r.rows.len(), 1);
+        assert_eq!((r.rows[0].queued, r.rows[0].queued_rate), (1000, None));
+        assert_eq!(r.events_per_s, 1.0);
+
+        // An skb 2 ms in the qdisc; a call that slept 3 s, of which 0.4 s in this interval.
+        let mut skb = raw_event(Hook::QdiscEnqueue);
+        (skb.sock_id, skb.ts_ns, skb.skb, skb.flags) = (1, S + 10, 0x77, FLAG_HAS_SKB);
+        t.observe(&Event::from_raw(&skb).unwrap());
+        (skb.hook, skb.ts_ns) = (Hook::QdiscDequeue as u8, S + 10 + 2_000_000);
+        t.observe(&Event::from_raw(&skb).unwrap());
+        let mut blocked = event(1, Hook::SendBlocked, S + 400_000_000, 3000, 500);
+        blocked.duration_ns = 3 * S;
+        t.observe(&blocked);
+        let r = t.refresh(2 * S, 0);
+        let row = &r.rows[0];
+        assert_eq!(
+            (row.queued, row.queued_rate, row.alloc_rate),
+            (3000, Some(2000.0), Some(0.0))
+        );
+        assert_eq!(
+            (row.sojourn_p99_ns, row.sojourn_count),
+            (Some(2_000_000), 1)
+        );
+        assert_eq!(row.blocked_ns, 400_000_000);
+
+        // Nothing new: no sojourn, no blocked time; an open call counts from the interval start.
+        let mut start = raw_event(Hook::TcpSendmsg);
+        (start.sock_id, start.ts_ns, start.flags) = (1, 2 * S + S / 4, FLAG_SEND_START);
+        (start.wmem_queued, start.wmem_alloc) = (3000, 500);
+        t.observe(&Event::from_raw(&start).unwrap());
+        let row = t.refresh(3 * S, 0).rows[0].clone();
+        assert_eq!((row.sojourn_p99_ns, row.queued_rate), (None, Some(0.0)));
+        assert_eq!(row.blocked_ns, 3 * S / 4);
+        let row = t.refresh(4 * S, 0).rows[0].clone();
+        assert_eq!(row.blocked_ns, S, "asleep the whole interval");
     }
 
     #[test]
-    fn gauges_follow_live_sockets_and_forget_dead_ones() {
-        let mut s = LiveState::default();
-        s.observe(&event(Hook::TcpSendmsg, 1, A, 1000, 1));
-        s.observe(&event(Hook::TcpSendmsg, 2, A, 500, 2));
-        s.observe(&event(Hook::TcpSendmsg, 3, B, 70, 3));
-        let same = |g: u64| g.to_string();
-        let g = s.gauges(&same);
-        assert_eq!(g["1001"].queued, 1500);
-        assert_eq!(g["1001"].alloc, 750);
-        assert_eq!(g["1002"].sockets, 1);
-        s.observe(&event(Hook::SockDestroy, 1, A, 0, 4));
-        assert_eq!(s.gauges(&same)["1001"].queued, 500);
-        // Idle sockets go; a group with none left, out of the top N, folds into `other`.
-        s.observe(&event(Hook::SkbDrop, 3, B, 70, 5));
-        // A late event of a destroyed socket does not bring it back.
-        s.observe(&event(Hook::SkbFree, 1, A, 0, 5));
-        assert_eq!(s.gauges(&same)["1001"].sockets, 1);
-        s.prune(5 + IDLE_NS, &HashSet::new());
-        assert_eq!(s.sockets(), 0);
-        assert_eq!(s.groups(), 0);
-        let drops = s.drops(&same);
-        assert_eq!(drops.values().sum::<u64>(), 1);
-        assert!(drops.keys().all(|(g, _)| g == OTHER), "{drops:?}");
-        assert!(s.gauges(&same).is_empty());
-    }
-
-    #[test]
-    fn top_n_keeps_the_busiest() {
-        let top = top_n([(A, 5), (B, 9), (3, 1), (A, 5)].into_iter(), 2);
-        assert_eq!(top, HashSet::from([A, B]));
+    fn closed_and_idle_sockets_leave() {
+        let mut t = LiveTable::new(0);
+        t.observe(&event(1, Hook::TcpAck, 1, 100, 0));
+        t.observe(&event(2, Hook::TcpAck, 1, 0, 0));
+        t.observe(&event(1, Hook::SockDestroy, S, 0, 0));
+        let r = t.refresh(2 * S, 0);
+        assert!(r.rows.iter().any(|r| r.sock_id == 1 && r.closed));
+        let r = t.refresh(S + GRACE_NS + 1, 0);
+        assert_eq!(
+            r.rows.iter().map(|r| r.sock_id).collect::<Vec<_>>(),
+            vec![2]
+        );
+        let r = t.refresh(IDLE_NS + 2, 0);
+        assert!(r.rows.is_empty(), "idle with nothing queued");
+        // Forgotten: a late event starts it anew.
+        t.observe(&event(1, Hook::TcpAck, IDLE_NS + 3, 10, 0));
+        assert_eq!(t.refresh(IDLE_NS + 4, 0).rows[0].queued, 10);
     }
 }

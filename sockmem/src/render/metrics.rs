@@ -17,8 +17,8 @@ use sockmem_common::hist::{HistKind, SLOTS};
 use crate::{
     attach::stats::HookCost,
     pipeline::{
+        groups::GroupGauges,
         histogram::{kind_name, kind_unit, Completeness, Histogram, Unit as HistUnit},
-        live::GroupGauges,
     },
 };
 

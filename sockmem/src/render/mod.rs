@@ -26,6 +26,7 @@ pub mod plot;
 pub mod report;
 pub mod text;
 pub mod time;
+pub mod top;
 pub mod why;
 
 /// One hook as set up at start.
@@ -195,7 +196,6 @@ pub fn write_ip(l: &mut Vec<u8>, ip: IpAddr) -> io::Result<()> {
 }
 
 /// A duration with a unit that keeps 3 significant digits or so.
-#[cfg(test)]
 pub fn human_ns(ns: u64) -> String {
     let mut s = String::new();
     let _ = write_human_ns(&mut s, ns);

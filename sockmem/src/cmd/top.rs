@@ -1,0 +1,128 @@
+//! `sockmem top`: events stream as for `trace` into the live per-socket table, which is read out
+//! at every `--interval` onto the screen (or as plain lines when standard output is not a
+//! terminal), until `q`, Ctrl-C, SIGTERM or the duration's end.
+
+use std::{io, time::Instant};
+
+use sockmem_common::{config::MODE_TRACE, Per};
+
+use crate::{
+    cli::TopArgs,
+    pipeline::{
+        decode::Event,
+        drive::{monotonic_ns, Consumer, Drive},
+        live::LiveTable,
+        names::Names,
+        stream::{EventStream, LossCounter},
+    },
+    render::top::{Lines, Screen, TopSink, View},
+    session,
+};
+
+/// decode → names → table; the table onto the sink at each refresh, keys in between.
+struct TopPipeline<'a> {
+    table: LiveTable,
+    batch: Vec<Event>,
+    names: Names,
+    sink: Box<dyn TopSink>,
+    losses: &'a LossCounter,
+    started: Instant,
+}
+
+impl Consumer for TopPipeline<'_> {
+    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match Event::decode(bytes) {
+            Ok(mut e) => {
+                self.names.fill(&mut e);
+                self.batch.push(e);
+            }
+            Err(err) => eprintln!("sockmem: skipping an event: {err}"),
+        }
+        Ok(())
+    }
+
+    /// The ring holds each CPU's events in order, interleaved: a qdisc's enqueue must come
+    /// before its dequeue.
+    fn flush(&mut self) -> io::Result<()> {
+        self.batch.sort_by_key(|e| e.ts_ns);
+        for e in self.batch.drain(..) {
+            self.table.observe(&e);
+        }
+        Ok(())
+    }
+
+    fn periodic(&mut self) -> io::Result<()> {
+        let lost = self
+            .losses
+            .per_cpu()
+            .map(|v| v.iter().sum())
+            .unwrap_or_default();
+        let r = self.table.refresh(monotonic_ns(), lost);
+        self.sink.show(r, self.started.elapsed().as_secs_f64())
+    }
+
+    fn poll(&mut self) -> io::Result<bool> {
+        self.sink.keys()
+    }
+}
+
+pub fn run(args: TopArgs) -> anyhow::Result<()> {
+    let runtime = session::runtime()?;
+    let _runtime_context = runtime.enter();
+    // First: a signal while the programs load ends the run like one after.
+    let mut stops = session::Stops::new()?;
+    session::check_filters(&args.filters)?;
+    let mut session = session::start(&session::Options {
+        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        args: &args.session,
+        ring_size: args.ring_size,
+        mode: MODE_TRACE,
+        per: Per::Total,
+    })?;
+    let mut stream = EventStream::new(&mut session.ebpf)?;
+    let losses = LossCounter::new(&mut session.ebpf)?;
+    let view = View {
+        sort: args.sort,
+        ..View::default()
+    };
+    let on_terminal = Screen::wanted() && !args.json;
+    session.go(args.session.ready_file.as_deref())?;
+    if !on_terminal {
+        eprintln!(
+            "sockmem: top, a block every {:.1} s; Ctrl-C to end",
+            args.interval.as_secs_f64()
+        );
+    }
+    let sink: Box<dyn TopSink> = if on_terminal {
+        Box::new(Screen::enter(view)?)
+    } else {
+        Box::new(Lines::new(session::open_output(None)?, view, args.json))
+    };
+    let mut pipe = TopPipeline {
+        table: LiveTable::new(monotonic_ns()),
+        batch: Vec::new(),
+        names: std::mem::replace(&mut session.names, Names::empty()),
+        sink,
+        losses: &losses,
+        started: Instant::now(),
+    };
+    let drive = Drive {
+        duration: args.duration,
+        periodic: Some(args.interval),
+        watch_stdout: !on_terminal,
+    };
+    let outcome =
+        runtime.block_on(drive.run(&mut session, &mut stream, &losses, &mut stops, &mut pipe));
+    // The screen is given back before anything else is said.
+    let finished = pipe.sink.finish();
+    let lost: u64 = losses.per_cpu()?.iter().sum();
+    session.report_stats();
+    outcome?;
+    finished?;
+    eprintln!(
+        "sockmem: {} events in {:.1} s, {lost} lost",
+        pipe.table.events(),
+        pipe.started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

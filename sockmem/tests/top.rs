@@ -1,0 +1,554 @@
+//! `sockmem top`: on a terminal (a tmux pane, read with `capture-pane`) and as plain lines, with
+//! a stalled-receiver TCP flow (its queued bytes climb to the send buffer and stay: a number
+//! `ss -tmi` can confirm) and a bulk flow beside it.
+//!
+//! Needs tmux (the VM images may lack it): host only.
+mod support;
+
+use std::{
+    net::SocketAddrV4,
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use support::*;
+
+/// One refresh (1 s by default) and room for a slow machine.
+const REFRESH_WAIT: Duration = Duration::from_secs(15);
+
+/// A tmux server of our own (`-L`), one 200×50 session running a plain shell; killed on drop.
+struct Tmux {
+    server: String,
+}
+
+impl Tmux {
+    fn start(tag: &str) -> Tmux {
+        let t = Tmux {
+            server: format!("sockmem-top-{}-{tag}", std::process::id()),
+        };
+        t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "env PS1='top-test$ ' bash --norc --noprofile",
+        ]);
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = run_with_timeout(
+            Command::new("tmux").arg("-L").arg(&self.server).args(args),
+            CMD_TIMEOUT,
+        );
+        out.assert_success();
+        out.stdout.clone()
+    }
+
+    /// Types `text` literally, then Enter.
+    fn line(&self, text: &str) {
+        self.run(&["send-keys", "-t", "top", "-l", text]);
+        self.run(&["send-keys", "-t", "top", "Enter"]);
+    }
+
+    /// Literal characters.
+    fn type_text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "top", "-l", text]);
+    }
+
+    /// A key by tmux's name (`q`, `C-c`, `Enter`).
+    fn key(&self, k: &str) {
+        self.run(&["send-keys", "-t", "top", k]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    fn alternate_on(&self) -> bool {
+        self.run(&["display", "-p", "-t", "top", "#{alternate_on}"])
+            .trim()
+            == "1"
+    }
+
+    /// The shell's child (sockmem while it runs).
+    fn foreground_pid(&self) -> Option<i32> {
+        let shell = self.run(&["display", "-p", "-t", "top", "#{pane_pid}"]);
+        let shell = shell.trim();
+        let children =
+            std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Captures until `ok` holds (≤ `timeout`); panics with the last screen otherwise.
+    fn wait_screen(&self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {what} within {timeout:?}; the screen:\n{s}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `sockmem top <args>` in the shell, then prints its exit status; returns once its
+    /// ready file exists and the first refresh is on the screen.
+    fn start_top(&self, args: &[&str]) {
+        let ready = tmp_path("top-ready");
+        let mut cmd = vec![sockmem_bin().to_owned(), "top".to_owned()];
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        cmd.extend(["--ready-file".to_owned(), ready.display().to_string()]);
+        self.line(&format!("clear; {}; echo top-exit=$?", cmd.join(" ")));
+        wait_file(&ready);
+        self.wait_screen("top's first refresh", REFRESH_WAIT, |s| {
+            s.contains("sockmem top  t=")
+        });
+        let _ = std::fs::remove_file(&ready);
+    }
+
+    /// After top ended: the main screen back, the exit status 0 printed by the shell, and the
+    /// terminal out of raw mode (`stty` says `icanon echo`) with a prompt that runs commands.
+    fn assert_restored(&self, how: &str) {
+        let s = self.wait_screen(
+            &format!("top's exit status after {how}"),
+            EXIT_TIMEOUT,
+            |s| s.contains("top-exit="),
+        );
+        assert!(
+            s.contains("top-exit=0"),
+            "expected top to exit 0 after {how}; the screen:\n{s}"
+        );
+        assert!(
+            !self.alternate_on(),
+            "expected the alternate screen off after {how}"
+        );
+        self.line("stty -a | tr ' ' '\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo; echo alive-$((6*7))");
+        let s = self.wait_screen(&format!("a working prompt after {how}"), CMD_TIMEOUT, |s| {
+            s.contains("alive-42")
+        });
+        let modes = s
+            .lines()
+            .rev()
+            .find(|l| l.contains("icanon"))
+            .unwrap_or_default();
+        assert_eq!(
+            modes.split_whitespace().collect::<Vec<_>>(),
+            ["icanon", "echo"],
+            "expected the terminal back in canonical mode with echo after {how}; the screen:\n{s}"
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.server, "kill-server"])
+            .status();
+    }
+}
+
+fn wait_file(p: &Path) {
+    assert!(
+        wait_until(READY_TIMEOUT, || p.exists()),
+        "expected the ready file {} within {READY_TIMEOUT:?}",
+        p.display()
+    );
+}
+
+/// One socket's row as `top` shows it: `LOCAL > REMOTE PROTO PID COMM CGROUP IFACE QUEUED ALLOC
+/// SNDBUF QUEUED/S ALLOC/S BLOCKED QDISC_P99 DROPS`.
+#[derive(Debug)]
+struct ScreenRow {
+    local_port: u16,
+    remote_port: u16,
+    pid: String,
+    comm: String,
+    cgroup: String,
+    queued: u64,
+    sndbuf: u64,
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn screen_rows(screen: &str) -> Vec<ScreenRow> {
+    screen
+        .lines()
+        .filter_map(|l| {
+            // A closed socket's first column ends with `(closed)`.
+            let w: Vec<&str> = l.split_whitespace().filter(|w| *w != "(closed)").collect();
+            if w.len() < 15 || w[1] != ">" {
+                return None;
+            }
+            let number = |i: usize, what: &str| -> u64 {
+                w[i].parse().unwrap_or_else(|e| {
+                    panic!("{what} {:?} in {l:?}: {e}; the screen:\n{screen}", w[i])
+                })
+            };
+            Some(ScreenRow {
+                local_port: port_of(w[0]),
+                remote_port: port_of(w[2]),
+                pid: w[4].to_owned(),
+                comm: w[5].to_owned(),
+                cgroup: w[6].to_owned(),
+                queued: number(8, "QUEUED"),
+                sndbuf: number(10, "SNDBUF"),
+            })
+        })
+        .collect()
+}
+
+fn header_time(screen: &str) -> String {
+    let h = screen
+        .lines()
+        .find(|l| l.contains("sockmem top  t="))
+        .expect("a header");
+    h.split_whitespace().nth(2).unwrap().to_owned()
+}
+
+/// The remote ports of the senders' rows (to `ports`), top to bottom.
+fn order(screen: &str, ports: &[u16]) -> Vec<u16> {
+    screen_rows(screen)
+        .iter()
+        .map(|r| r.remote_port)
+        .filter(|p| ports.contains(p))
+        .collect()
+}
+
+#[test]
+fn the_table_shows_both_flows_agrees_with_ss_and_its_keys_work() {
+    let pair = NetnsPair::new("top", 231);
+    let (stall_port, bulk_port) = (23101u16, 23102u16);
+    let tmux = Tmux::start("tty");
+    let ports = ["-P", "23101", "-P", "23102", "--sort", "port"];
+    tmux.start_top(&ports);
+
+    let stalled = StalledTcp::start(&pair, stall_port, "smtop-stall");
+    let bulk = TcpFlow::start(
+        &pair,
+        bulk_port,
+        "smtop-bulk",
+        // A steady 6.5 MB/s, not as fast as it can: a debug build on a loaded machine keeps up.
+        TcpFlowOpts::until_stopped()
+            .write_gap(Duration::from_millis(10))
+            .for_at_most(Duration::from_secs(120)),
+    );
+    let (_, ss) = stalled.wait_stable(&pair);
+
+    // (a) Both flows, with their sender; (b) the stalled one's queued and sndbuf as ss says.
+    let both = |s: &str| {
+        let rows = screen_rows(s);
+        [stall_port, bulk_port]
+            .iter()
+            .all(|p| rows.iter().any(|r| r.remote_port == *p))
+    };
+    let stalled_agrees = |s: &str| {
+        screen_rows(s)
+            .iter()
+            .any(|r| r.remote_port == stall_port && r.queued == ss.w && r.sndbuf == ss.tb)
+    };
+    let first = tmux.wait_screen(
+        "both flows, the stalled one at ss's queued and sndbuf",
+        REFRESH_WAIT,
+        |s| both(s) && stalled_agrees(s),
+    );
+    let rows = screen_rows(&first);
+    for (port, flow_key, sender) in [
+        (stall_port, &stalled.key, &stalled.sender),
+        (bulk_port, &bulk.key, &bulk.sender),
+    ] {
+        let r = rows.iter().find(|r| r.remote_port == port).unwrap();
+        assert_eq!(r.local_port, flow_key.lport, "{r:?}");
+        assert_eq!(r.pid, sender.tgid.to_string(), "{r:?}");
+        assert_eq!(r.comm, sender.comm, "{r:?}");
+        assert_eq!(Some(&r.cgroup), proc_cgroup(sender.tgid).as_ref(), "{r:?}");
+    }
+    let ss_now = ss_skmem(&pair.tx_ns, stalled.key.lport, stall_port);
+    assert_eq!(ss_now, ss, "the stalled socket stayed as it was");
+    // It updates: the next refresh has another time.
+    let t0 = header_time(&first);
+    let second = tmux.wait_screen("a later refresh", REFRESH_WAIT, |s| {
+        both(s) && header_time(s) != t0
+    });
+    eprintln!("first screen:\n{first}\nsecond screen:\n{second}");
+
+    // (c) Sorted by local port, smallest first; `r` reverses; `s` moves to the next key.
+    let mut by_port = [(stalled.key.lport, stall_port), (bulk.key.lport, bulk_port)];
+    by_port.sort();
+    let ascending: Vec<u16> = by_port.iter().map(|p| p.1).collect();
+    assert_eq!(
+        order(&second, &ascending),
+        ascending,
+        "sorted by local port:\n{second}"
+    );
+    tmux.key("r");
+    let descending: Vec<u16> = ascending.iter().rev().copied().collect();
+    tmux.wait_screen("rows reversed", REFRESH_WAIT, |s| {
+        s.contains("(reversed)") && order(s, &ascending) == descending
+    });
+    tmux.key("s");
+    tmux.wait_screen("the next sort key", REFRESH_WAIT, |s| {
+        s.contains("sort pid")
+    });
+    // The filter key keeps the rows that match.
+    tmux.key("/");
+    tmux.type_text("smtop-stall");
+    tmux.key("Enter");
+    let filtered = tmux.wait_screen("only the stalled flow", REFRESH_WAIT, |s| {
+        s.contains("filter \"smtop-stall\"") && order(s, &ascending) == [stall_port]
+    });
+    assert!(filtered.contains("(shown 1)"), "{filtered}");
+
+    // (d) `q` ends it; the terminal is as it was.
+    tmux.key("q");
+    tmux.assert_restored("q");
+
+    // Ctrl-C (a key in raw mode) likewise, and SIGTERM.
+    tmux.start_top(&ports);
+    tmux.key("C-c");
+    tmux.assert_restored("Ctrl-C");
+    tmux.start_top(&ports);
+    let pid = tmux
+        .foreground_pid()
+        .expect("sockmem running under the shell");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    tmux.assert_restored("SIGTERM");
+
+    bulk.stop();
+    bulk.finish();
+    stalled.finish();
+}
+
+/// A block of plain lines: `top key=value ...`, the column names, one line per socket.
+struct Block {
+    fields: Vec<(String, String)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Block {
+    fn get(&self, k: &str) -> &str {
+        &self.fields.iter().find(|f| f.0 == k).expect(k).1
+    }
+}
+
+fn blocks(text: &str) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        let Some(rest) = l.strip_prefix("top ") else {
+            panic!("expected a `top` line, got {l:?}");
+        };
+        let fields = rest
+            .split_whitespace()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("key=value");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        assert!(lines.next().unwrap().starts_with("LOCAL REMOTE PROTO"));
+        let mut rows = Vec::new();
+        for l in lines.by_ref() {
+            if l.is_empty() {
+                break;
+            }
+            rows.push(l.split_whitespace().map(str::to_owned).collect());
+        }
+        out.push(Block { fields, rows });
+    }
+    out
+}
+
+#[test]
+fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
+    let pair = NetnsPair::new("topl", 232);
+    let (stall_port, bulk_port, cgroup_port, blocking_port) = (23201u16, 23202, 23203, 23204);
+    let args = [
+        "top",
+        "-P",
+        "23201",
+        "-P",
+        "23202",
+        "-P",
+        "23203",
+        "-P",
+        "23204",
+        "--interval",
+        "0.5",
+    ];
+    let text = Tracer::start(&args);
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let json = Tracer::start(&json_args);
+    let stalled = StalledTcp::start(&pair, stall_port, "smtopl-stall");
+    let bulk = TcpFlow::start(
+        &pair,
+        bulk_port,
+        "smtopl-bulk",
+        // A steady 6.5 MB/s, not as fast as it can: a debug build on a loaded machine keeps up.
+        TcpFlowOpts::until_stopped()
+            .write_gap(Duration::from_millis(10))
+            .for_at_most(Duration::from_secs(120)),
+    );
+    let (_, ss) = stalled.wait_stable(&pair);
+    // A sender asleep in blocking writes (2 s each, then EAGAIN and the next one) all along.
+    let sndtimeo = Duration::from_secs(2);
+    let blocking = BlockingStalledTcp::start(&pair, blocking_port, "smtopl-block", sndtimeo);
+    blocking.wait_blocked(1, Duration::from_secs(40));
+    // A sender process of its own in a cgroup made here: the column names that cgroup.
+    let group = CgroupDir::create(&format!("/sockmem-test-{}-top", std::process::id()));
+    let reader = TcpReader::start(&pair, cgroup_port);
+    let child = CgroupSender::start(
+        &group,
+        &pair.tx_ns,
+        SocketAddrV4::new(pair.rx_addr, cgroup_port),
+        64 * 1024,
+        16,
+    );
+    let (child_pid, child_cgroup) = (child.pid, proc_cgroup(child.pid));
+    assert_eq!(child_cgroup.as_deref(), Some(group.path.as_str()));
+    child.go();
+    let report = child.report(Duration::from_secs(90));
+    assert!(wait_until(Duration::from_secs(90), || reader.received()
+        >= report.bytes));
+    reader.finish();
+    // A few refreshes with the stalled socket settled.
+    thread::sleep(Duration::from_secs(2));
+    let ss_after = ss_skmem(&pair.tx_ns, stalled.key.lport, stall_port);
+    let text = text.stop_checked();
+    let json = json.stop_checked();
+    let writes = blocking.stop_writing(Duration::from_secs(20));
+    blocking.finish();
+    let (stalled_sender, stalled_lport) = (stalled.sender.clone(), stalled.key.lport);
+    let bulk_comm = bulk.sender.comm.clone();
+    bulk.stop();
+    bulk.finish();
+    stalled.finish();
+    assert_eq!(ss_after, ss, "the stalled socket stayed as it was");
+
+    let bs = blocks(&text.stdout);
+    assert!(
+        bs.len() >= 4,
+        "expected a block every 0.5 s, got {}: {}",
+        bs.len(),
+        text.stdout
+    );
+    // Periodic: each block's time about an interval after the previous one.
+    let times: Vec<f64> = bs
+        .iter()
+        .map(|b| b.get("time_s").parse().unwrap())
+        .collect();
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            (0.3..=2.0).contains(&gap),
+            "expected blocks about 0.5 s apart: {times:?}"
+        );
+    }
+    let last = bs.last().unwrap();
+    let row = |port: u16| {
+        last.rows
+            .iter()
+            .find(|r| port_of(&r[1]) == port)
+            .unwrap_or_else(|| panic!("no row for port {port} in the last block: {:?}", last.rows))
+    };
+    let s = row(stall_port);
+    assert_eq!(port_of(&s[0]), stalled_lport);
+    assert_eq!(
+        (s[3].as_str(), s[4].as_str()),
+        (
+            stalled_sender.tgid.to_string().as_str(),
+            stalled_sender.comm.as_str()
+        )
+    );
+    assert_eq!(Some(&s[5]), proc_cgroup(stalled_sender.tgid).as_ref());
+    let (queued, sndbuf): (u64, u64) = (s[7].parse().unwrap(), s[9].parse().unwrap());
+    assert_eq!(
+        (queued, sndbuf),
+        (ss.w, ss.tb),
+        "the stalled socket against ss: {s:?}"
+    );
+    assert_eq!(s[10], "0", "a stalled queue does not move: {s:?}");
+    // The cgroup sender's socket, in some block (it closed when the child exited: it stays a
+    // few seconds): its pid and cgroup as /proc said while it ran.
+    let child_row = bs
+        .iter()
+        .flat_map(|b| &b.rows)
+        .find(|r| port_of(&r[0]) == report.lport && port_of(&r[1]) == cgroup_port)
+        .expect("the cgroup sender's socket in some block");
+    assert_eq!(child_row[3], child_pid.to_string(), "{child_row:?}");
+    assert_eq!(Some(&child_row[5]), child_cgroup.as_ref(), "{child_row:?}");
+    // The blocking sender: by its own clock its writes after the buffer filled, back to back,
+    // each slept about its timeout or returned at once (a few bytes the peer's window let in:
+    // 28 us seen), so in each of the last blocks (within the 2 s after its first such write) top
+    // says it was asleep nearly the whole interval.
+    let first_blocked = writes
+        .iter()
+        .position(|w| w.took >= sndtimeo / 2)
+        .expect("a blocked write");
+    let slept: Vec<Duration> = writes[first_blocked..].iter().map(|w| w.took).collect();
+    assert!(
+        slept
+            .iter()
+            .all(|t| *t >= sndtimeo * 9 / 10 || *t < Duration::from_millis(1)),
+        "expected every write after the first blocked one to sleep ~{sndtimeo:?} or return at \
+         once: {slept:?}"
+    );
+    for b in &bs[bs.len() - 3..] {
+        let r = b
+            .rows
+            .iter()
+            .find(|r| port_of(&r[1]) == blocking_port)
+            .expect("the blocking sender's row");
+        let blocked_ns: f64 = r[12].parse().unwrap();
+        let interval_ns = b.get("interval_s").parse::<f64>().unwrap() * 1e9;
+        eprintln!(
+            "blocking sender asleep {:.4} of a {interval_ns} ns interval",
+            blocked_ns / interval_ns
+        );
+        assert!(
+            blocked_ns >= 0.9 * interval_ns && blocked_ns <= interval_ns * 1.001,
+            "expected the blocking sender asleep ~all of the {interval_ns} ns interval: {r:?}"
+        );
+    }
+    let b = row(bulk_port);
+    assert_eq!(b[4], bulk_comm);
+    assert_eq!(last.get("sockets"), last.rows.len().to_string());
+    let total: i64 = last.rows.iter().map(|r| r[7].parse::<i64>().unwrap()).sum();
+    assert_eq!(last.get("queued"), total.to_string());
+    assert_eq!(last.get("lost"), "0");
+
+    // JSON lines: the same, one object per refresh.
+    let docs: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(docs.len() >= 4);
+    let last = docs.last().unwrap();
+    let sock = last["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["remote"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{stall_port}"))
+        })
+        .expect("the stalled socket in the last JSON refresh");
+    assert_eq!(sock["queued"].as_u64(), Some(ss.w));
+    assert_eq!(sock["sndbuf"].as_u64(), Some(ss.tb));
+    assert_eq!(sock["comm"].as_str(), Some(stalled_sender.comm.as_str()));
+}
