@@ -140,7 +140,7 @@ pub struct Config {
     pub filter: Filter,
     /// Set by the loader; the programs do nothing until it is 1 (guards against an unset global).
     pub ready: u32,
-    /// [`MODE_TRACE`], [`MODE_HIST`] or [`MODE_WHY`].
+    /// [`MODE_TRACE`], [`MODE_HIST`], [`MODE_WHY`] or [`MODE_SERVE`].
     pub mode: u32,
     /// A [`crate::Per`] as `u32`: how histograms are keyed.
     pub per: u32,
@@ -155,6 +155,9 @@ pub struct Config {
 pub const MODE_TRACE: u32 = 0;
 /// Events are aggregated into histograms in the kernel; nothing goes to the ring buffer.
 pub const MODE_HIST: u32 = 1;
+/// Both: events are aggregated into histograms in the kernel (read on demand, `serve`'s scrapes)
+/// and also go to the ring buffer (`serve`'s gauges of bytes waiting, and its drops by reason).
+pub const MODE_SERVE: u32 = 3;
 /// As [`MODE_TRACE`], and the qdisc events (enqueue, dequeue, drop) of every socket pass the
 /// socket and sender filters: `why` needs to know whose bytes are ahead in a qdisc.
 pub const MODE_WHY: u32 = 2;

@@ -71,7 +71,22 @@ pub enum Command {
     /// Convert a recording for other tools: Chrome trace-event JSON for Perfetto.
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// Run as a Prometheus exporter: `hist`'s histograms (read from the kernel on each scrape),
+    /// gauges of bytes waiting, and counters of calls, blocked time, drops, lost events and
+    /// sockmem's own BPF time, as OpenMetrics text on `/metrics`; `/healthz`.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
 }
+
+const SERVE_EXAMPLES: &str = "\
+EXAMPLES:
+    sockmem serve --listen 127.0.0.1:9464            # then: curl 127.0.0.1:9464/metrics
+    sockmem serve --listen [::]:9464 --top-n 20 -P 443
+
+Labels: iface and cgroup (the sender's cgroup v2 path), each the top N by traffic plus `other`.
+SIGTERM or SIGINT end it (exit 0). SIGHUP re-reads the cgroup tree (names) and forgets at once
+what it forgets every 10 s anyway (sockets silent for 2 minutes, in-kernel entries of cgroups
+removed); the programs, filters and listen address stay as started. It never ends the process.";
 
 const PLOT_EXAMPLES: &str = "\
 EXAMPLES:
@@ -325,6 +340,30 @@ pub struct HistArgs {
     pub session: SessionArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Address and port to serve on (`127.0.0.1:9464`, `[::]:9464`).
+    #[arg(short = 'l', long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub listen: std::net::SocketAddr,
+    /// Label values kept per label (interfaces, sender groups), by traffic; the others are
+    /// summed under `other`. Bounds the number of series.
+    #[arg(long, value_name = "N", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub top_n: u32,
+    /// Ring buffer size in bytes (events feed the gauges and drops): a power of two from 4096
+    /// to 1G (K, M and G suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]
+    pub ring_size: u32,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address and port (e.g. 127.0.0.1:9464 or [::]:9464)"))
+}
+
 /// How the programs are loaded and attached; shared by `trace` and `hist`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SessionArgs {
@@ -570,6 +609,7 @@ impl Cli {
             Command::Plot(p) => Some(&p.filters),
             Command::Export(e) => Some(&e.filters),
             Command::Report(r) => Some(&r.filters),
+            Command::Serve(s) => Some(&s.filters),
             Command::Probe(_) | Command::Demo(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {

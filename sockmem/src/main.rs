@@ -3,6 +3,7 @@ mod attach;
 mod cli;
 mod cmd;
 mod demo;
+mod exporter;
 mod kernel;
 mod output;
 mod pipeline;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         cli::Command::Probe(args) => cmd::probe::run(args),
         cli::Command::Plot(args) => cmd::plot::run(args),
         cli::Command::Export(args) => cmd::export::run(args),
+        cli::Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

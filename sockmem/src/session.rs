@@ -419,7 +419,8 @@ fn report_hooks(reports: &[HookReport], verbose: bool) {
 pub struct Stops {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+    /// `None` for a daemon, which handles SIGHUP itself and must not end on it.
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Stops {
@@ -430,7 +431,16 @@ impl Stops {
         Ok(Stops {
             int: on(SignalKind::interrupt())?,
             term: on(SignalKind::terminate())?,
-            hup: on(SignalKind::hangup())?,
+            hup: Some(on(SignalKind::hangup())?),
+        })
+    }
+
+    /// SIGINT and SIGTERM only: for a daemon that gives SIGHUP a meaning of its own (the
+    /// caller installs that handler, so SIGHUP's default action never kills it).
+    pub fn without_hangup() -> anyhow::Result<Stops> {
+        Ok(Stops {
+            hup: None,
+            ..Stops::new()?
         })
     }
 
@@ -439,7 +449,14 @@ impl Stops {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
-            _ = self.hup.recv() => {}
+            _ = async {
+                match &mut self.hup {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
         }
     }
 }

@@ -441,11 +441,18 @@ struct ArtifactTarget {
 
 /// Test executables that run on the host only, with why (each still runs on the host kernel in
 /// `cargo xtask test`).
-const HOST_ONLY_EXECUTABLES: &[(&str, &str)] = &[(
-    "top",
-    "checks the sender's pid/comm/cgroup, which 6.1's tracepoints (no sendmsg hook) cannot \
-     name, and the table and its keys depend on no backend; needs tmux",
-)];
+const HOST_ONLY_EXECUTABLES: &[(&str, &str)] = &[
+    (
+        "serve",
+        "reads the same in-kernel histograms as `hist` (whose tests run on every backend) and \
+         starts a real Prometheus server, minutes more per emulated cell",
+    ),
+    (
+        "top",
+        "checks the sender's pid/comm/cgroup, which 6.1's tracepoints (no sendmsg hook) cannot \
+         name, and the table and its keys depend on no backend; needs tmux",
+    ),
+];
 
 /// Test executables that run in the VMs under the tracepoint backend only, with why: what they
 /// check does not depend on how the hooks attach, and each backend's cell would add minutes.

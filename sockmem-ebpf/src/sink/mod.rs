@@ -1,9 +1,13 @@
-//! Where an admitted event goes: the ring buffer (`trace`) or the in-kernel histograms (`hist`).
+//! Where an admitted event goes: the ring buffer (`trace`), the in-kernel histograms (`hist`),
+//! or both (`serve`).
 
 mod hist;
 mod ring;
 
-use sockmem_common::{config::MODE_HIST, HistKind};
+use sockmem_common::{
+    config::{MODE_HIST, MODE_SERVE},
+    HistKind,
+};
 
 use crate::{kernel, scratch::Observed};
 
@@ -64,9 +68,11 @@ impl Extra {
 /// frame keeps each program's stack in bounds.
 #[inline(never)]
 pub fn emit(ob: &mut Observed, x: &Extra) {
-    if unsafe { core::ptr::read_volatile(&kernel::config().mode) } == MODE_HIST {
+    let mode = unsafe { core::ptr::read_volatile(&kernel::config().mode) };
+    if mode == MODE_HIST || mode == MODE_SERVE {
         hist::aggregate(ob, x);
-    } else {
+    }
+    if mode != MODE_HIST {
         ring::submit(ob, x);
     }
 }

@@ -29,8 +29,8 @@ pub struct HookCost {
     pub ns_per_run: f64,
 }
 
-/// The cost of every loaded program, summed per hook (the softirq trackers as `context`).
-pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
+/// Which hook each program name belongs to (the softirq trackers to `context`).
+fn owners() -> BTreeMap<&'static str, String> {
     let mut owner: BTreeMap<&str, String> = BTreeMap::new();
     for spec in hooks() {
         for v in spec.variants {
@@ -42,6 +42,12 @@ pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
     for a in CONTEXT {
         owner.insert(a.program, "context".to_owned());
     }
+    owner
+}
+
+/// The cost of every loaded program, summed per hook (the softirq trackers as `context`).
+pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
+    let owner = owners();
     let mut per_hook: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (name, program) in ebpf.programs() {
         // Programs that did not load (other backends) have no statistics.
@@ -52,6 +58,47 @@ pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
         e.1 += info.run_time().as_nanos() as u64;
     }
     costs(per_hook)
+}
+
+/// The kernel ids of the loaded programs and their hooks: their statistics can then be read
+/// without the `Ebpf` (which an event loop holds), from the kernel's list of programs.
+#[derive(Clone, Debug, Default)]
+pub struct ProgramIds(BTreeMap<u32, String>);
+
+impl ProgramIds {
+    pub fn of(ebpf: &Ebpf) -> ProgramIds {
+        let owner = owners();
+        let mut ids = BTreeMap::new();
+        for (name, program) in ebpf.programs() {
+            let Ok(info) = program.info() else { continue };
+            let hook = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
+            ids.insert(info.id(), hook);
+        }
+        ProgramIds(ids)
+    }
+
+    /// The programs' cost so far, per hook; every hook with a loaded program, also one that
+    /// has not run yet (a series that appears late would look like a new one).
+    pub fn costs(&self) -> Vec<HookCost> {
+        let mut per_hook: BTreeMap<String, (u64, u64)> =
+            self.0.values().map(|h| (h.clone(), (0, 0))).collect();
+        for info in aya::programs::loaded_programs().flatten() {
+            if let Some(hook) = self.0.get(&info.id()) {
+                let e = per_hook.entry(hook.clone()).or_default();
+                e.0 += info.run_count();
+                e.1 += info.run_time().as_nanos() as u64;
+            }
+        }
+        per_hook
+            .into_iter()
+            .map(|(hook, (runs, total_ns))| HookCost {
+                hook,
+                runs,
+                total_ns,
+                ns_per_run: total_ns as f64 / runs.max(1) as f64,
+            })
+            .collect()
+    }
 }
 
 fn costs(per_hook: BTreeMap<String, (u64, u64)>) -> Vec<HookCost> {

@@ -6,6 +6,7 @@ pub mod plot;
 pub mod probe;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod top;
 pub mod trace;
 pub mod why;

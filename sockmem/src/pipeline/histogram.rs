@@ -140,8 +140,8 @@ fn ip(family: u16, bytes: [u8; 16]) -> IpAddr {
 }
 
 /// `--per total`: the per-CPU array indexed by kind; kinds without a sample are left out.
-fn read_totals(map: Map) -> anyhow::Result<Vec<Histogram>> {
-    let totals: PerCpuArray<MapData, Hist> =
+fn read_totals(map: &Map) -> anyhow::Result<Vec<Histogram>> {
+    let totals: PerCpuArray<&MapData, Hist> =
         PerCpuArray::try_from(map).context("opening the histogram array")?;
     let mut out = Vec::new();
     for kind in HistKind::ALL {
@@ -159,28 +159,46 @@ fn read_totals(map: Map) -> anyhow::Result<Vec<Histogram>> {
     Ok(out)
 }
 
-/// `--per socket|pid|iface`: the hash of self-describing keys.
-fn read_keyed(map: Map, per: Per) -> anyhow::Result<Vec<Histogram>> {
-    let hists: PerCpuHashMap<MapData, HistKey, Hist> =
+/// Every entry of the keyed map as it is now, summed over CPUs, with its key (unlabelled). The
+/// programs may be adding to it meanwhile: each entry is one consistent read of its own.
+pub fn keyed_entries(map: &Map) -> anyhow::Result<Vec<(HistKey, Histogram)>> {
+    let hists: PerCpuHashMap<&MapData, HistKey, Hist> =
         PerCpuHashMap::try_from(map).context("opening the histogram map")?;
-    // Per socket, one socket can show several 4-tuples (its local port is cleared when it
-    // closes): its histograms are merged by socket id, named by its fullest tuple.
-    let mut keyed: BTreeMap<(HistKind, u64, String), (Histogram, HistKey)> = BTreeMap::new();
+    let mut out = Vec::new();
     for entry in hists.iter() {
-        let (key, values) = entry.context("reading the histogram map")?;
+        let (key, values) = match entry {
+            Ok(e) => e,
+            // Deleted between listing its key and reading it.
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e).context("reading the histogram map"),
+        };
         let Some(kind) = HistKind::from_u8(key.kind) else {
             continue;
         };
+        let mut h = Histogram::empty(kind, String::new());
+        for v in values.iter() {
+            h.add(v);
+        }
+        out.push((key, h));
+    }
+    Ok(out)
+}
+
+/// `--per socket|pid|iface`: the hash of self-describing keys.
+fn read_keyed(map: &Map, per: Per) -> anyhow::Result<Vec<Histogram>> {
+    // Per socket, one socket can show several 4-tuples (its local port is cleared when it
+    // closes): its histograms are merged by socket id, named by its fullest tuple.
+    let mut keyed: BTreeMap<(HistKind, u64, String), (Histogram, HistKey)> = BTreeMap::new();
+    for (key, h) in keyed_entries(map)? {
+        let kind = h.kind;
         let group = match per {
             Per::Socket => (kind, key.id, String::new()),
             _ => (kind, 0, label(&key, per)),
         };
-        let (h, best) = keyed
+        let (sum, best) = keyed
             .entry(group)
             .or_insert_with(|| (Histogram::empty(kind, String::new()), key));
-        for v in values.iter() {
-            h.add(v);
-        }
+        sum.merge(&h);
         if (best.lport == 0 || best.rport == 0) && key.lport != 0 && key.rport != 0 {
             *best = key;
         }
@@ -322,18 +340,13 @@ impl HistMaps {
         })
     }
 
-    pub fn read(self, per: Per) -> anyhow::Result<Report> {
-        let HistMaps {
-            hists,
-            total_hists,
-            counters,
-            skbs,
-            sends,
-        } = self;
+    /// Every histogram as `per` splits them, and how complete they are. Also while the
+    /// programs run (`serve` reads on every scrape).
+    pub fn read(&self, per: Per) -> anyhow::Result<Report> {
         let mut histograms = if per == Per::Total {
-            read_totals(total_hists)?
+            read_totals(&self.total_hists)?
         } else {
-            read_keyed(hists, per)?
+            read_keyed(&self.hists, per)?
         };
         histograms.sort_by(|a, b| (a.kind, &a.label).cmp(&(b.kind, &b.label)));
         let totals = HistKind::ALL
@@ -347,8 +360,37 @@ impl HistMaps {
             })
             .collect();
 
-        let counters: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(counters).context("opening the counters")?;
+        Ok(Report {
+            histograms,
+            totals,
+            completeness: self.completeness()?,
+        })
+    }
+
+    /// The keyed histograms' entries with their keys (see [`keyed_entries`]).
+    pub fn keyed_entries(&self) -> anyhow::Result<Vec<(HistKey, Histogram)>> {
+        keyed_entries(&self.hists)
+    }
+
+    /// Deletes keyed entries (of cgroups that are gone), so that the map does not fill up over
+    /// days; returns how many were deleted.
+    pub fn remove_keyed(&mut self, keys: &[HistKey]) -> anyhow::Result<usize> {
+        let mut hists: PerCpuHashMap<&mut MapData, HistKey, Hist> =
+            PerCpuHashMap::try_from(&mut self.hists).context("opening the histogram map")?;
+        let mut removed = 0;
+        for k in keys {
+            match hists.remove(k) {
+                Ok(()) => removed += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e).context("deleting from the histogram map"),
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn completeness(&self) -> anyhow::Result<Completeness> {
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(&self.counters).context("opening the counters")?;
         let c = |i: u32| -> anyhow::Result<u64> {
             Ok(counters
                 .get(&i, 0)
@@ -356,10 +398,10 @@ impl HistMaps {
                 .iter()
                 .sum())
         };
-        let skbs: HashMap<MapData, u64, SkbTrack> =
-            HashMap::try_from(skbs).context("opening the skb map")?;
-        let sends: HashMap<MapData, u32, SendStart> =
-            HashMap::try_from(sends).context("opening the sendmsg map")?;
+        let skbs: HashMap<&MapData, u64, SkbTrack> =
+            HashMap::try_from(&self.skbs).context("opening the skb map")?;
+        let sends: HashMap<&MapData, u32, SendStart> =
+            HashMap::try_from(&self.sends).context("opening the sendmsg map")?;
         let skbs_in_flight = skbs.keys().filter(Result::is_ok).count() as u64;
         // A thread's entry stays between its calls, with no socket.
         let sends_in_flight = sends
@@ -367,7 +409,7 @@ impl HistMaps {
             .filter(|e| matches!(e, Ok((_, s)) if s.sk != 0))
             .count() as u64;
         let (tracked, freed) = (c(counter::SKB_TRACKED)?, c(counter::SKB_FREED)?);
-        let completeness = Completeness {
+        Ok(Completeness {
             skbs_tracked: tracked,
             skbs_freed: freed,
             skbs_in_flight,
@@ -380,11 +422,6 @@ impl HistMaps {
             sends_in_flight,
             hist_full: c(counter::HIST_FULL)?,
             lists_cut: c(counter::LIST_CUT)?,
-        };
-        Ok(Report {
-            histograms,
-            totals,
-            completeness,
         })
     }
 }

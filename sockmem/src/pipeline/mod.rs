@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod drive;
 pub mod filter;
+pub mod groups;
 pub mod histogram;
 pub mod live;
 pub mod names;

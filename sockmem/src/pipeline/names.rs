@@ -125,13 +125,19 @@ impl Names {
 
     /// Fills the event's words: its value's enumerator, and where a code address points.
     pub fn fill(&self, e: &mut Event) {
-        if let Some(names) = self.enums.get(&e.hook) {
-            e.value_name = names.get(&(e.value as u64)).cloned();
-        }
+        self.fill_value(e);
         if e.hook == Hook::SkbDrop && e.aux != 0 {
             e.location = self.location(e.aux);
         }
         e.cgroup = Some(self.cgroups.borrow_mut().name(e.cgroup_id));
         e.netns = self.netns.borrow_mut().named(e.netns_ino as u64);
+    }
+
+    /// Only the enumerator of `value` (a drop's reason): for a consumer that names cgroups
+    /// itself, in bounded tables (`serve`).
+    pub fn fill_value(&self, e: &mut Event) {
+        if let Some(names) = self.enums.get(&e.hook) {
+            e.value_name = names.get(&(e.value as u64)).cloned();
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod background;
 pub mod bitmap;
 pub mod hist;
 pub mod json;
+pub mod metrics;
 pub mod perfetto;
 pub mod plot;
 pub mod report;

@@ -1,0 +1,169 @@
+//! `sockmem serve`: a Prometheus exporter. The programs aggregate `hist`'s histograms in the
+//! kernel (read on each scrape) and also stream events, which keep the live sockets' gauges and
+//! the drops; an HTTP server answers `/metrics` and `/healthz` until SIGTERM or SIGINT.
+
+use std::{
+    io,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use sockmem_common::config::MODE_SERVE;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    attach::stats::ProgramIds,
+    cli::ServeArgs,
+    exporter::{self, http, Exporter},
+    pipeline::{
+        decode::Event,
+        drive::{monotonic_ns, Consumer, Drive},
+        groups::LiveState,
+        histogram::HistMaps,
+        names::Names,
+        stream::{EventStream, LossCounter},
+    },
+    session,
+};
+
+/// Events sorted and applied at a time: a bound on the batch's memory (a drain can hand over
+/// 65,536 records, ~250 bytes each decoded).
+const BATCH: usize = 4096;
+/// How often silent sockets and groups out of the top N are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// decode → live socket table.
+struct LiveFeed {
+    live: Arc<Mutex<LiveState>>,
+    exporter: Arc<Exporter>,
+    names: Names,
+    batch: Vec<Event>,
+}
+
+impl Consumer for LiveFeed {
+    fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match Event::decode(bytes) {
+            Ok(mut e) => {
+                self.names.fill_value(&mut e);
+                self.batch.push(e);
+                if self.batch.len() >= BATCH {
+                    self.flush()?;
+                }
+            }
+            Err(err) => eprintln!("sockmem: skipping an event: {err}"),
+        }
+        Ok(())
+    }
+
+    /// One lock per batch; in time order, so a socket's last event is its latest.
+    fn flush(&mut self) -> io::Result<()> {
+        self.batch.sort_by_key(|e| e.ts_ns);
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for e in self.batch.drain(..) {
+            live.observe(&e);
+        }
+        Ok(())
+    }
+
+    /// A failure here (a map read) is said and retried next period: a daemon does not end
+    /// over its housekeeping.
+    fn periodic(&mut self) -> io::Result<()> {
+        if let Err(e) = forget(&self.exporter) {
+            eprintln!("sockmem: forgetting silent sockets and removed cgroups: {e:#}");
+        }
+        Ok(())
+    }
+}
+
+/// Forgets silent sockets, folds cgroups gone out of the top N, re-reads the cgroup names;
+/// returns (sockets forgotten, kernel entries deleted).
+fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
+    let keep = exporter.top_groups()?;
+    let forgotten = {
+        let mut live = exporter.live.lock().unwrap_or_else(|p| p.into_inner());
+        let before = live.sockets();
+        live.prune(monotonic_ns(), &keep);
+        before - live.sockets()
+    };
+    Ok((forgotten, exporter.prune()?))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = session::runtime()?;
+    let _runtime_context = runtime.enter();
+    // Before anything else: SIGTERM while the programs load ends the run as one after (exit
+    // 0), and SIGHUP never finds its default action (death) in place.
+    let mut stops = session::Stops::without_hangup()?;
+    let mut hangups = signal(SignalKind::hangup()).context("installing a signal handler")?;
+    session::check_filters(&args.filters)?;
+    // Bound before any program loads: a taken port fails at once.
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("listening on {}", args.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("setting the listening socket non-blocking")?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("registering the listening socket")?;
+    // The programs' own BPF time is one of the metrics: statistics on for the whole run.
+    let session_args = crate::cli::SessionArgs {
+        stats: true,
+        ..args.session.clone()
+    };
+    let mut session = session::start(&session::Options {
+        filter: session::kernel_filter(&args.filters)?,
+        args: &session_args,
+        ring_size: args.ring_size,
+        mode: MODE_SERVE,
+        per: exporter::PER,
+    })?;
+    let maps = HistMaps::take(&mut session.ebpf)?;
+    let mut stream = EventStream::new(&mut session.ebpf)?;
+    let losses = Arc::new(LossCounter::new(&mut session.ebpf)?);
+    let exporter = Arc::new(Exporter::new(
+        maps,
+        losses.clone(),
+        ProgramIds::of(&session.ebpf),
+        args.top_n as usize,
+    ));
+    let mut feed = LiveFeed {
+        live: exporter.live.clone(),
+        exporter: exporter.clone(),
+        names: std::mem::replace(&mut session.names, Names::empty()),
+        batch: Vec::with_capacity(BATCH),
+    };
+    let drive = Drive {
+        duration: None,
+        periodic: Some(PRUNE_EVERY),
+        watch_stdout: false,
+    };
+    let server = tokio::spawn(http::serve(listener, exporter.clone()));
+    let for_hangup = exporter.clone();
+    let hangup_task = tokio::spawn(async move {
+        // The programs, filters and address are fixed for the run: SIGHUP re-reads what can
+        // change under it (the cgroup tree, for the names) and does the periodic forgetting now.
+        while hangups.recv().await.is_some() {
+            match forget(&for_hangup) {
+                Ok((sockets, entries)) => eprintln!(
+                    "sockmem: SIGHUP: re-read the cgroup names; forgot {sockets} silent sockets \
+                     and {entries} histogram entries of cgroups gone (programs, filters and \
+                     address stay as started)"
+                ),
+                Err(e) => eprintln!("sockmem: SIGHUP: {e:#}"),
+            }
+        }
+    });
+    session.go(args.session.ready_file.as_deref())?;
+    eprintln!(
+        "sockmem: serving http://{}/metrics; SIGTERM or Ctrl-C to stop",
+        args.listen
+    );
+    runtime.block_on(drive.run(&mut session, &mut stream, &losses, &mut stops, &mut feed))?;
+    server.abort();
+    hangup_task.abort();
+    if args.session.stats {
+        session.report_stats();
+    }
+    eprintln!("sockmem: stopped");
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! `serve`'s per-cgroup gauges (`live` is `top`'s per-socket table; the two could share one socket
+//! table, left for later). What a long-running exporter keeps from events: each live socket's last
+//! counters (for gauges of bytes waiting per sender cgroup) and drops per cgroup and reason.
+//! Bounded for runs of days: a socket leaves the table when it is destroyed, when it has been
+//! silent for [`IDLE_NS`] (UDP sockets have no destroy event), or never enters it past
+//! [`MAX_SOCKETS`]; groups with no live socket are folded into `other` once they are out of the top
+//! N.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    hash::Hash,
+};
+
+use sockmem_common::Hook;
+
+use crate::pipeline::decode::Event;
+
+/// A socket silent this long is dropped from the gauges: an idle TCP socket holds nothing in
+/// flight, and a closed UDP socket says nothing when it goes.
+pub const IDLE_NS: u64 = 120_000_000_000;
+/// At most this many sockets are followed at once (about 100 bytes each).
+pub const MAX_SOCKETS: usize = 65_536;
+/// The label value of everything outside the top N.
+pub const OTHER: &str = "other";
+
+/// Who a socket's bytes are attributed to: the sender's cgroup v2 id (0: a sender not known,
+/// softirq before any `sendmsg`). Named only when a scrape shows it.
+pub type Group = u64;
+
+pub fn group_of(e: &Event) -> Group {
+    e.cgroup_id
+}
+
+struct LiveSocket {
+    group: Group,
+    queued: i64,
+    alloc: i64,
+    last_ns: u64,
+}
+
+/// Per group: cumulative events and drops by reason.
+#[derive(Default, Clone)]
+pub struct GroupTally {
+    pub events: u64,
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl GroupTally {
+    fn absorb(&mut self, other: &GroupTally) {
+        self.events += other.events;
+        for (reason, n) in &other.drops {
+            *self.drops.entry(reason.clone()).or_default() += n;
+        }
+    }
+}
+
+/// One group's numbers as a scrape shows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupGauges {
+    pub sockets: u64,
+    pub queued: i64,
+    pub alloc: i64,
+}
+
+#[derive(Default)]
+pub struct LiveState {
+    sockets: HashMap<u64, LiveSocket>,
+    tallies: HashMap<Group, GroupTally>,
+    /// Groups folded away, summed: what `other` shows besides the groups outside the top N.
+    retired: GroupTally,
+    /// Sockets not followed because the table was full.
+    pub untracked_sockets: u64,
+    pub events: u64,
+    last_ns: u64,
+}
+
+impl LiveState {
+    pub fn observe(&mut self, e: &Event) {
+        self.events += 1;
+        self.last_ns = self.last_ns.max(e.ts_ns);
+        let group = group_of(e);
+        let tally = self.tallies.entry(group).or_default();
+        tally.events += 1;
+        if e.hook == Hook::SkbDrop {
+            let reason = e
+                .value_name
+                .clone()
+                .unwrap_or_else(|| format!("reason {}", e.value));
+            *tally.drops.entry(reason).or_default() += 1;
+        }
+        if e.hook == Hook::SockDestroy {
+            self.sockets.remove(&e.sock_id);
+            return;
+        }
+        let full = self.sockets.len() >= MAX_SOCKETS;
+        match self.sockets.get_mut(&e.sock_id) {
+            Some(s) => {
+                // The sender can change (a socket handed to another process): the last wins.
+                if group != 0 && s.group != group {
+                    s.group = group;
+                }
+                if !e.freed {
+                    s.queued = e.wmem_queued.into();
+                    s.alloc = e.wmem_alloc.into();
+                }
+                s.last_ns = e.ts_ns;
+            }
+            // Only sending makes a socket worth following: late events of a destroyed socket
+            // (its last skbs freed, an ACK in TIME_WAIT) must not bring it back.
+            None if e.freed || !sends(e.hook) => {}
+            None if full => self.untracked_sockets += 1,
+            None => {
+                let (queued, alloc) = match e.freed {
+                    true => (0, 0),
+                    false => (e.wmem_queued.into(), e.wmem_alloc.into()),
+                };
+                self.sockets.insert(
+                    e.sock_id,
+                    LiveSocket {
+                        group,
+                        queued,
+                        alloc,
+                        last_ns: e.ts_ns,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets sockets silent for [`IDLE_NS`] before `now_ns`, and folds the tallies of groups
+    /// that have no live socket and are not in `keep` into `other`.
+    pub fn prune(&mut self, now_ns: u64, keep: &HashSet<Group>) {
+        self.sockets
+            .retain(|_, s| now_ns.saturating_sub(s.last_ns) < IDLE_NS);
+        let live: HashSet<Group> = self.sockets.values().map(|s| s.group).collect();
+        let gone: Vec<Group> = self
+            .tallies
+            .keys()
+            .filter(|g| !live.contains(*g) && !keep.contains(*g))
+            .copied()
+            .collect();
+        for g in gone {
+            if let Some(t) = self.tallies.remove(&g) {
+                self.retired.absorb(&t);
+            }
+        }
+    }
+
+    /// Gauges per label value, `label` mapping a group to its label (itself, or `other`).
+    /// Every group still tallied has its gauges, at 0 when none of its sockets is live: a
+    /// series that comes and goes with its sockets would churn.
+    pub fn gauges(&self, label: &dyn Fn(Group) -> String) -> BTreeMap<String, GroupGauges> {
+        let mut out: BTreeMap<String, GroupGauges> = self
+            .tallies
+            .keys()
+            .map(|g| (label(*g), GroupGauges::default()))
+            .collect();
+        for s in self.sockets.values() {
+            let g = out.entry(label(s.group)).or_default();
+            g.sockets += 1;
+            g.queued += s.queued.max(0);
+            g.alloc += s.alloc.max(0);
+        }
+        out
+    }
+
+    /// Drops per (label value, reason), folded groups under `other`.
+    pub fn drops(&self, label: &dyn Fn(Group) -> String) -> BTreeMap<(String, String), u64> {
+        let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let all = self
+            .tallies
+            .iter()
+            .map(|(g, t)| (label(*g), t))
+            .chain(std::iter::once((OTHER.to_owned(), &self.retired)));
+        for (l, t) in all {
+            for (reason, n) in &t.drops {
+                *out.entry((l.clone(), reason.clone())).or_default() += n;
+            }
+        }
+        out
+    }
+
+    pub fn sockets(&self) -> usize {
+        self.sockets.len()
+    }
+
+    #[cfg(test)]
+    pub fn groups(&self) -> usize {
+        self.tallies.len()
+    }
+}
+
+/// Hooks of a socket sending: the ones that start following it.
+fn sends(hook: Hook) -> bool {
+    matches!(
+        hook,
+        Hook::TcpSendmsg
+            | Hook::SendmsgReturn
+            | Hook::SendBlocked
+            | Hook::WmemCharge
+            | Hook::DevQueueXmit
+            | Hook::QdiscEnqueue
+    )
+}
+
+/// The `n` values with the most traffic; the others go under [`OTHER`].
+pub fn top_n<K: Hash + Eq + Ord>(scores: impl Iterator<Item = (K, u64)>, n: usize) -> HashSet<K> {
+    let mut summed: HashMap<K, u64> = HashMap::new();
+    for (v, s) in scores {
+        *summed.entry(v).or_default() += s;
+    }
+    let mut ranked: Vec<(K, u64)> = summed.into_iter().collect();
+    // Ties by value, so the set is the same from one scrape to the next.
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.into_iter().take(n).map(|(v, _)| v).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::decode::tests::raw_event;
+
+    const A: u64 = 1001;
+    const B: u64 = 1002;
+
+    fn event(hook: Hook, sock: u64, cgroup: u64, queued: i32, ts: u64) -> Event {
+        let mut e = Event::from_raw(&raw_event(hook)).unwrap();
+        e.sock_id = sock;
+        e.cgroup_id = cgroup;
+        e.wmem_queued = queued;
+        e.wmem_alloc = queued / 2;
+        e.ts_ns = ts;
+        e
+    }
+
+    #[test]
+    fn gauges_follow_live_sockets_and_forget_dead_ones() {
+        let mut s = LiveState::default();
+        s.observe(&event(Hook::TcpSendmsg, 1, A, 1000, 1));
+        s.observe(&event(Hook::TcpSendmsg, 2, A, 500, 2));
+        s.observe(&event(Hook::TcpSendmsg, 3, B, 70, 3));
+        let same = |g: u64| g.to_string();
+        let g = s.gauges(&same);
+        assert_eq!(g["1001"].queued, 1500);
+        assert_eq!(g["1001"].alloc, 750);
+        assert_eq!(g["1002"].sockets, 1);
+        s.observe(&event(Hook::SockDestroy, 1, A, 0, 4));
+        assert_eq!(s.gauges(&same)["1001"].queued, 500);
+        // Idle sockets go; a group with none left, out of the top N, folds into `other`.
+        s.observe(&event(Hook::SkbDrop, 3, B, 70, 5));
+        // A late event of a destroyed socket does not bring it back.
+        s.observe(&event(Hook::SkbFree, 1, A, 0, 5));
+        assert_eq!(s.gauges(&same)["1001"].sockets, 1);
+        s.prune(5 + IDLE_NS, &HashSet::new());
+        assert_eq!(s.sockets(), 0);
+        assert_eq!(s.groups(), 0);
+        let drops = s.drops(&same);
+        assert_eq!(drops.values().sum::<u64>(), 1);
+        assert!(drops.keys().all(|(g, _)| g == OTHER), "{drops:?}");
+        assert!(s.gauges(&same).is_empty());
+    }
+
+    #[test]
+    fn top_n_keeps_the_busiest() {
+        let top = top_n([(A, 5), (B, 9), (3, 1), (A, 5)].into_iter(), 2);
+        assert_eq!(top, HashSet::from([A, B]));
+    }
+}
