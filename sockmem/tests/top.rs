@@ -449,13 +449,19 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
         .iter()
         .map(|b| b.get("time_s").parse().unwrap())
         .collect();
-    for w in times.windows(2) {
-        let gap = w[1] - w[0];
-        assert!(
-            (0.3..=2.0).contains(&gap),
-            "expected blocks about 0.5 s apart: {times:?}"
-        );
-    }
+    // Most gaps are the interval; a loaded machine (two VMs and builds beside it) delayed one
+    // refresh by 2.07 s: single gaps up to 5 s, the median near the interval.
+    let mut gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| (0.3..=5.0).contains(g)),
+        "expected blocks about 0.5 s apart: {times:?}"
+    );
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        (0.4..=0.8).contains(&median),
+        "expected blocks 0.5 s apart as a rule (median gap {median:.3} s): {times:?}"
+    );
     let last = bs.last().unwrap();
     let row = |port: u16| {
         last.rows

@@ -392,8 +392,7 @@ fn send_buffer_dominates_with_a_small_sndbuf() {
     // the host by ignoring that tracepoint: old accounting sending 0.53, send_buffer 0.41 here,
     // 0.81 / 0.15 with the long writes of the next test). Emulated, the share may be lower
     // (slower copies), but send_buffer must still dominate.
-    let emulated = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"));
-    assert_dominant(T, sock, "send_buffer", if emulated { 0.3 } else { 0.5 });
+    assert_dominant(T, sock, "send_buffer", if emulated() { 0.3 } else { 0.5 });
     let c = &sock["counters"];
     assert_eq!(
         u64_of(c, "sndbuf"),
@@ -515,9 +514,16 @@ fn send_buffer_dominates_when_each_write_spans_many_samples() {
         asleep / span,
         span * 1e3 / writes.max(1) as f64
     );
-    // Each write must outlast several samples (else this is the other test's case).
+    // Each write must outlast several samples (else this is the other test's case). Under TCG
+    // the sender copies on a slow emulated CPU (6.1: off CPU 1.24 of 2.02 s): the premise cannot
+    // be built there, and the small-sndbuf test covers that machine.
+    let built = off_cpu >= 0.8 * span && writes > 0 && span * 1e3 / writes as f64 >= 20.0;
+    if !built && emulated() {
+        eprintln!("{T}: premise not reachable on an emulated CPU; skipped");
+        return;
+    }
     assert!(
-        off_cpu >= 0.8 * span && writes > 0 && span * 1e3 / writes as f64 >= 20.0,
+        built,
         "premise: expected the sender off the CPU most of the time ({off_cpu:.3} of {span:.3} \
          s) and each write to last 20 ms or more ({writes} writes)"
     );
@@ -587,8 +593,15 @@ fn paced_dominates_under_a_max_pacing_rate() {
         Some(RATE),
         "premise: expected ss's pacing rate at the cap: {last:?}"
     );
+    let at_cap = written_rate >= 0.7 * RATE as f64 && written_rate <= 1.05 * RATE as f64;
+    if !at_cap && emulated() {
+        // 6.1 under TCG wrote 0.69 MB/s against a 2 MB/s cap: the emulated sender, not the
+        // pacer, set the rate, so `paced` is not the answer there.
+        eprintln!("{T}: the emulated sender did not reach the cap; skipped");
+        return;
+    }
     assert!(
-        written_rate >= 0.7 * RATE as f64 && written_rate <= 1.05 * RATE as f64,
+        at_cap,
         "premise: expected the sender to write at the cap {RATE} B/s, got {written_rate:.0}"
     );
 
@@ -1187,4 +1200,10 @@ fn ss_tinm_parser_reads_the_timers() {
         ),
         (4, 0, 0)
     );
+}
+
+/// Whether this runs in an emulated VM (the matrix's TCG guests), where CPU-bound premises
+/// cannot always be built.
+fn emulated() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"))
 }
