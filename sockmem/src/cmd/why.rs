@@ -11,7 +11,10 @@ use sockmem_common::{config::MODE_WHY, Hook, Per};
 use crate::{
     attach::loader,
     cli::WhyArgs,
-    kernel::sampler::{self, SocketSampler},
+    kernel::{
+        owners,
+        sampler::{self, SocketSampler},
+    },
     pipeline::{
         decode::Event,
         drive::{monotonic_ns, Consumer, Drive},
@@ -127,6 +130,13 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
         watch_stdout: false,
     };
     let started = monotonic_ns();
+    // The sockets already there, watched from the first interval (a stalled one may never
+    // make an event), before the ready file says the run has begun.
+    let existing = pipe.sampler.sample_all();
+    let inodes = existing.iter().map(|s| s.mem.ino).collect();
+    pipe.analyzer
+        .seed(&existing, &owners::socket_owners(&inodes));
+    pipe.periodic()?;
     session.go(args.session.ready_file.as_deref())?;
     eprintln!(
         "sockmem: watching{}; Ctrl-C to report",
@@ -146,6 +156,8 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let lost_events: u64 = losses.per_cpu()?.iter().sum();
     session.report_stats();
     pipe.analyzer.finish();
+    let unnamed = pipe.analyzer.unnamed();
+    pipe.analyzer.name_holders(&owners::socket_owners(&unnamed));
     let hooks = session::hooks_json(&session.reports);
     drop(stream);
     drop(session);

@@ -7,6 +7,7 @@ pub mod features;
 pub mod interfaces;
 pub mod netns;
 pub mod offsets;
+pub mod owners;
 pub mod sampler;
 pub mod sock_diag;
 pub mod symbols;

@@ -69,7 +69,7 @@ impl SocketSampler {
             }
         }
         for (ns, inos) in by_ns {
-            let found = self.dump(ns, inos.iter().copied());
+            let found = self.dump_inodes(ns, inos.iter().copied());
             for ino in inos {
                 if !found.iter().any(|s| s.mem.ino == ino) {
                     self.home.remove(&ino);
@@ -91,7 +91,7 @@ impl SocketSampler {
                 if homeless.is_empty() {
                     break;
                 }
-                for s in self.dump(ns, homeless.iter().copied()) {
+                for s in self.dump_inodes(ns, homeless.iter().copied()) {
                     homeless.remove(&s.mem.ino);
                     self.home.insert(s.mem.ino, ns);
                     out.push(s);
@@ -104,7 +104,30 @@ impl SocketSampler {
         out
     }
 
-    fn dump(&mut self, ns: u64, inodes: impl IntoIterator<Item = u64>) -> Vec<Sampled> {
+    /// Every TCP and UDP socket with a file, in every network namespace (named ones and those
+    /// of processes): the sockets that exist before the run, which may never make an event (a
+    /// sender stalled by its receiver). Each found is remembered where it lives.
+    pub fn sample_all(&mut self) -> Vec<Sampled> {
+        self.namespaces = netns::all();
+        self.read_at = Some(Instant::now());
+        let namespaces: Vec<u64> = self.namespaces.iter().map(|n| n.inode).collect();
+        let mut out = Vec::new();
+        for ns in namespaces {
+            for s in self.dump(ns, &DumpFilter::all()) {
+                if s.mem.ino != 0 {
+                    self.home.insert(s.mem.ino, ns);
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    fn dump_inodes(&mut self, ns: u64, inodes: impl IntoIterator<Item = u64>) -> Vec<Sampled> {
+        self.dump(ns, &DumpFilter::all().with_inodes(inodes))
+    }
+
+    fn dump(&mut self, ns: u64, filter: &DumpFilter) -> Vec<Sampled> {
         if !self.diags.contains_key(&ns) {
             let Some(n) = self.namespaces.iter().find(|n| n.inode == ns) else {
                 return Vec::new();
@@ -124,7 +147,7 @@ impl SocketSampler {
         let Some(diag) = self.diags.get_mut(&ns) else {
             return Vec::new();
         };
-        match diag.dump(&DumpFilter::all().with_inodes(inodes)) {
+        match diag.dump(filter) {
             Ok(found) => found
                 .into_iter()
                 .map(|mem| Sampled { netns: ns, mem })

@@ -126,7 +126,8 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
         };
         writeln!(
             out,
-            "  tsq: limit {} = {formula}; at the limit {:.3} s",
+            "  tsq: limit {} = {formula}; within one skb of the limit (alloc + truesize > \
+             limit) {:.3} s",
             b(t.limit as f64),
             t.throttled_s
         )?;
@@ -148,8 +149,8 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
                 "itself".to_string()
             } else {
                 match (&a.pid, &a.comm) {
-                    (Some(p), Some(c)) => format!("pid {p} ({c}) sock {}", a.sock),
-                    _ => format!("sock {}", a.sock),
+                    (Some(p), Some(c)) => format!("pid {p} ({c}) sock {}", a.describe()),
+                    _ => format!("sock {}", a.describe()),
                 }
             };
             write!(out, "; {:.0}% {who}", a.share * 100.0)?;

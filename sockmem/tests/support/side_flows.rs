@@ -298,3 +298,137 @@ pub fn udp_phases(
     );
     r
 }
+
+/// How a [`UdpSender`] waits for room in its send buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpWait {
+    /// Blocking `send` (asleep inside the call).
+    InSend,
+    /// `poll(POLLOUT)`, then a nonblocking `send` (event loops, socat).
+    InPoll,
+}
+
+/// A connected UDP socket in `tx_ns` sending `size`-byte datagrams (default `SO_SNDBUF`) to
+/// rx_addr:`port` as fast as its buffer lets it, waiting as [`UdpWait`] says, until
+/// [`UdpSender::finish`]; a receiver in `rx_ns` reads them all.
+pub struct UdpSender {
+    pub lport: u16,
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    /// Set once the sender is done: a receiver gone first would refuse its last datagrams.
+    rx_stop: Arc<AtomicBool>,
+    sends: Arc<AtomicU64>,
+    tx: Option<JoinHandle<(u64, u64)>>,
+    rx: Option<JoinHandle<u64>>,
+}
+
+impl UdpSender {
+    pub fn start(
+        pair: &NetnsPair,
+        port: u16,
+        sender_name: &str,
+        size: usize,
+        wait: UdpWait,
+    ) -> UdpSender {
+        let addr = pair.rx_sockaddr(port);
+        let local = SocketAddr::V4(SocketAddrV4::new(pair.tx_addr, 0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sends = Arc::new(AtomicU64::new(0));
+        let rx_stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let st = rx_stop.clone();
+        let mut rx = Some(spawn_in_netns(
+            &format!("smrx-{port}"),
+            &pair.rx_ns,
+            move || {
+                let s = UdpSocket::bind(addr)
+                    .unwrap_or_else(|e| panic!("UDP receiver: bind {addr}: {e}"));
+                force_rcvbuf(&s, 8 << 20);
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .expect("a read timeout set on the socket");
+                let _ = ready_tx.send(());
+                let deadline = Instant::now() + HOLD_TIMEOUT;
+                let mut buf = vec![0u8; 65536];
+                let mut got = 0u64;
+                while Instant::now() < deadline && !st.load(Ordering::SeqCst) {
+                    if s.recv_from(&mut buf).is_ok() {
+                        got += 1;
+                    }
+                }
+                got
+            },
+        ));
+        recv_setup(&ready_rx, &mut rx, &format!("UDP receiver on port {port}"));
+        let (lport_tx, lport_rx) = mpsc::channel();
+        let (st, n) = (stop.clone(), sends.clone());
+        let tx = spawn_in_netns(sender_name, &pair.tx_ns, move || {
+            let s =
+                UdpSocket::bind(local).unwrap_or_else(|e| panic!("UDP sender: bind {local}: {e}"));
+            s.connect(addr)
+                .unwrap_or_else(|e| panic!("UDP sender: connect {addr}: {e}"));
+            s.set_write_timeout(Some(IO_TIMEOUT))
+                .expect("a write timeout set on the socket");
+            s.set_nonblocking(wait == UdpWait::InPoll)
+                .expect("the socket's blocking mode set");
+            let _ = lport_tx.send(s.local_addr().expect("a local address").port());
+            let buf = vec![0x55u8; size];
+            let mut would_block = 0u64;
+            let deadline = Instant::now() + HOLD_TIMEOUT;
+            while !st.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if wait == UdpWait::InPoll {
+                    let mut p = libc::pollfd {
+                        fd: std::os::fd::AsRawFd::as_raw_fd(&s),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    unsafe { libc::poll(&mut p, 1, 100) };
+                }
+                match s.send(&buf) {
+                    Ok(k) => {
+                        assert_eq!(k, size, "expected whole datagrams sent");
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => would_block += 1,
+                    Err(e) => panic!("UDP sender to {addr}: send: {e}"),
+                }
+            }
+            (n.load(Ordering::SeqCst), would_block)
+        });
+        let lport = lport_rx
+            .recv_timeout(THREAD_TIMEOUT)
+            .expect("the UDP sender's local port");
+        UdpSender {
+            lport,
+            port,
+            stop,
+            rx_stop,
+            sends,
+            tx: Some(tx),
+            rx,
+        }
+    }
+
+    /// Datagrams sent so far.
+    pub fn sends(&self) -> u64 {
+        self.sends.load(Ordering::SeqCst)
+    }
+
+    /// Stops both ends: (datagrams sent, sends refused for want of room, datagrams received).
+    pub fn finish(mut self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let what = format!("UDP sender to port {}", self.port);
+        let (sent, would_block) =
+            join_timeout(self.tx.take().expect("joined once"), THREAD_TIMEOUT, &what);
+        self.rx_stop.store(true, Ordering::SeqCst);
+        let got = join_timeout(self.rx.take().expect("joined once"), THREAD_TIMEOUT, &what);
+        (sent, would_block, got)
+    }
+}
+
+impl Drop for UdpSender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.rx_stop.store(true, Ordering::SeqCst);
+    }
+}

@@ -202,10 +202,13 @@ impl WhyDoc {
                 let v = s
                     .get(f)
                     .unwrap_or_else(|| panic!("no {f:?} in {}", brief(s)));
-                assert_eq!(
-                    v.is_object(),
-                    proto == "tcp",
-                    "expected {f:?} to be an object for TCP and null for UDP ({proto}): {}",
+                // A TCP socket none of whose skbs was seen (stalled since before the run) has
+                // no truesize to compute the TSQ limit from: then "missing" says so.
+                let excused = f == "tsq" && proto == "tcp" && missing.contains(&"tsq");
+                assert!(
+                    v.is_object() == (proto == "tcp") || (excused && v.is_null()),
+                    "expected {f:?} to be an object for TCP (or tsq named missing) and null for \
+                     UDP ({proto}): {}",
                     brief(s)
                 );
             }

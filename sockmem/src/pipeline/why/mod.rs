@@ -18,7 +18,7 @@ use std::sync::Arc;
 use sockmem_common::Hook;
 
 use crate::{
-    kernel::sampler::Sampled,
+    kernel::{sampler::Sampled, sock_diag::Protocol as DiagProtocol},
     pipeline::{
         decode::{Event, Name, Owner, Protocol, SkbInfo},
         filter::{SocketFacts, SocketFilter},
@@ -163,16 +163,35 @@ pub struct Watched {
     /// UDP: sampled time with the send buffer at least half full, by where its bytes were
     /// (qdisc, device, unknown): where time asleep in sends waited.
     udp_full_ns: [u64; 3],
+    /// UDP: sampled time the socket was not writable (its buffer at least half full at either
+    /// end of an interval), put under where the bytes were.
+    udp_held_ns: u64,
+    /// An skb of this socket queued before the run (so not in the model) left a qdisc, and
+    /// none of those queued since has left yet: its older skbs are still ahead of them there.
+    prerun_queued: bool,
 }
+
+/// The cause of UDP time held by a full buffer, by where its bytes were.
+const HELD_AT: [Cause; 3] = [Cause::Qdisc, Cause::Device, Cause::SendBuffer];
 
 impl Watched {
     fn new(e: &Event) -> Watched {
+        Watched::blank(e.sock_id, e.ino, e.protocol, e.local, e.remote)
+    }
+
+    fn blank(
+        sock_id: u64,
+        ino: u64,
+        protocol: Protocol,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Watched {
         Watched {
-            sock_id: e.sock_id,
-            ino: e.ino,
-            protocol: e.protocol,
-            local: e.local,
-            remote: e.remote,
+            sock_id,
+            ino,
+            protocol,
+            local,
+            remote,
             sender: None,
             cgroup: None,
             netns_ino: e.netns_ino,
@@ -203,6 +222,8 @@ impl Watched {
             refused: [0; 2],
             drops_since_sample: 0,
             udp_full_ns: [0; 3],
+            udp_held_ns: 0,
+            prerun_queued: false,
         }
     }
 
@@ -295,8 +316,68 @@ impl Analyzer {
         }
     }
 
+    /// The sockets that exist as the run starts (`samples`: every socket in every namespace,
+    /// `owners`: the process holding each, where found): those the filters match are watched
+    /// from the first interval, before any event of theirs, for a socket stuck since before
+    /// the run makes few or none (a sender behind a zero window: rare window probes).
+    pub fn seed(&mut self, samples: &[Sampled], owners: &HashMap<u64, (u32, String)>) {
+        for s in samples {
+            let m = &s.mem;
+            // Listeners send nothing; a socket already seen by an event is watched.
+            if m.ino == 0 || m.state == TCP_LISTEN || self.by_ino.contains_key(&m.ino) {
+                continue;
+            }
+            let protocol = match m.protocol {
+                DiagProtocol::Tcp => Protocol::Tcp,
+                DiagProtocol::Udp => Protocol::Udp,
+            };
+            let mut w = Watched::blank(SEEDED | m.ino, m.ino, protocol, m.local, m.remote);
+            w.sender = owners
+                .get(&m.ino)
+                .map(|(tgid, comm)| (*tgid, Name::new(comm.as_bytes())));
+            w.netns = Some(s.netns);
+            w.matched = self.filter.matches(&w.facts());
+            if w.matched {
+                self.by_ino.insert(m.ino, w.sock_id);
+                self.sockets.insert(w.sock_id, w);
+            }
+        }
+    }
+
+    /// The inodes of sockets seen whose sender no event named.
+    pub fn unnamed(&self) -> BTreeSet<u64> {
+        self.sockets
+            .values()
+            .filter(|w| w.sender.is_none() && w.ino != 0)
+            .map(|w| w.ino)
+            .collect()
+    }
+
+    /// Names sockets no event named by the process holding them (`owners`, by inode): whose
+    /// bytes were ahead in a qdisc, where the filters leave that socket out.
+    pub fn name_holders(&mut self, owners: &HashMap<u64, (u32, String)>) {
+        for w in self.sockets.values_mut() {
+            if w.sender.is_none() {
+                if let Some((tgid, comm)) = owners.get(&w.ino) {
+                    w.sender = Some((*tgid, Name::new(comm.as_bytes())));
+                }
+            }
+        }
+    }
+
     /// One event (in time order).
     pub fn observe(&mut self, e: &Event) {
+        // A seeded socket's first event gives it its identity in events.
+        if e.ino != 0 && !self.sockets.contains_key(&e.sock_id) {
+            if let Some(&id) = self.by_ino.get(&e.ino) {
+                if id & SEEDED != 0 {
+                    if let Some(mut w) = self.sockets.remove(&id) {
+                        w.sock_id = e.sock_id;
+                        self.sockets.insert(e.sock_id, w);
+                    }
+                }
+            }
+        }
         let w = self
             .sockets
             .entry(e.sock_id)
@@ -368,7 +449,7 @@ impl Analyzer {
             .queues
             .entry((skb.ifindex, skb.iface))
             .or_default()
-            .enqueue(skb.skb, e.sock_id, bytes, e.ts_ns);
+            .enqueue(skb.skb, e.sock_id, bytes, skb.len, e.ts_ns);
         if let Some(w) = self.sockets.get_mut(&e.sock_id) {
             w.qdisc.enqueues += 1;
             for (s, b) in ahead.by_socket {
@@ -386,7 +467,7 @@ impl Analyzer {
             .and_then(|q| {
                 q.dequeue(skb.skb, e.ts_ns).or_else(|| {
                     (!dropped)
-                        .then(|| q.dequeue_segment(e.sock_id, bytes, e.ts_ns))
+                        .then(|| q.dequeue_segment(e.sock_id, bytes, skb.len, e.ts_ns))
                         .flatten()
                 })
             })
@@ -413,7 +494,11 @@ impl Analyzer {
         } else if let Some((sock, sojourn)) = left {
             if let Some(w) = self.sockets.get_mut(&sock) {
                 w.qdisc.sojourn_ns.push(sojourn);
+                w.prerun_queued = false;
             }
+        } else if let Some(w) = self.sockets.get_mut(&e.sock_id) {
+            // Not one the model saw enter: queued before the run (FIFO: ahead of the rest).
+            w.prerun_queued = w.qdisc.sojourn_ns.count() == 0;
         }
     }
 
@@ -521,6 +606,11 @@ impl Analyzer {
 
 /// `sk_state` of a socket whose SYN is not answered yet.
 const TCP_SYN_SENT: u8 = 2;
+/// `sk_state` of a listener.
+const TCP_LISTEN: u8 = 10;
+/// The identity of a socket watched from the run's start until an event gives it one (its
+/// inode under this bit: event identities are small counters).
+const SEEDED: u64 = 1 << 63;
 
 /// Puts the interval since the socket's previous sample under its causes.
 fn account(
@@ -534,6 +624,13 @@ fn account(
 ) {
     let m = &s.mem;
     let tcp = m.tcp.as_ref();
+    // While skbs queued before the run are leaving, the model does not know what is in the
+    // qdisc: all the socket's bytes below it may be.
+    let in_qdisc = if w.prerun_queued {
+        in_qdisc.max(u64::from(m.wmem_alloc))
+    } else {
+        in_qdisc
+    };
     w.sndbuf = u64::from(m.sndbuf);
     w.queued_max = w.queued_max.max(u64::from(m.wmem_queued));
     w.alloc_max = w.alloc_max.max(u64::from(m.wmem_alloc));
@@ -657,24 +754,33 @@ fn account(
             }
         }
         _ => {
-            // UDP: the application's time, unless the qdisc dropped its datagrams meanwhile
-            // (it sends faster than the path takes them: they are lost, not waiting). Time
-            // asleep in sends is moved out of it at the end ([`Analyzer::finish`]): a send
-            // call is reported when it returns, long after the samples it spanned.
-            let rest = if drops > 0 {
+            // UDP. Where the buffer's bytes are: the qdisc, past it (the device), not known.
+            let at = if !qdisc_seen {
+                2
+            } else if in_qdisc * 2 >= cur.alloc {
+                0
+            } else {
+                1
+            };
+            let unwritable = |alloc: u64| alloc > 0 && alloc * 2 >= w.sndbuf;
+            // Not writable at a sample (`sock_writeable`: alloc < sndbuf / 2): whether the
+            // sender sleeps in send or waits in poll()/select() for room, the buffer held it
+            // (its bytes are where they wait). At either end: a sender woken at the threshold
+            // refills the buffer within microseconds, a sample between the two is chance. Otherwise the application's time, unless the
+            // qdisc dropped its datagrams meanwhile (it sends faster than the path takes
+            // them: they are lost, not waiting). Time asleep in sends outside held intervals
+            // is moved out of the application's at the end ([`Analyzer::finish`]): a send call
+            // is reported when it returns, long after the samples it spanned.
+            let cause = if unwritable(prev.alloc) || unwritable(cur.alloc) {
+                w.udp_held_ns += dt;
+                HELD_AT[at]
+            } else if drops > 0 {
                 Cause::Qdisc
             } else {
                 Cause::Application
             };
-            w.times_ns[rest.index()] += dt;
-            if cur.alloc > 0 && cur.alloc * 2 >= w.sndbuf {
-                let at = if !qdisc_seen {
-                    2
-                } else if in_qdisc * 2 >= cur.alloc {
-                    0
-                } else {
-                    1
-                };
+            w.times_ns[cause.index()] += dt;
+            if unwritable(cur.alloc) {
                 w.udp_full_ns[at] += dt;
             }
         }
@@ -705,7 +811,12 @@ impl Analyzer {
                 continue;
             }
             let app = Cause::Application.index();
-            let moved = w.sleeps.in_window_ns.min(w.times_ns[app]);
+            // Sleeps in held intervals are already under the buffer's place.
+            let moved = w
+                .sleeps
+                .in_window_ns
+                .saturating_sub(w.udp_held_ns)
+                .min(w.times_ns[app]);
             w.times_ns[app] -= moved;
             let full: u64 = w.udp_full_ns.iter().sum();
             let part = |n: u64| {

@@ -9,6 +9,8 @@ use std::collections::{HashMap, VecDeque};
 struct Queued {
     sock_id: u64,
     bytes: u64,
+    /// The skb's length as it entered (a GSO skb is longer than each segment cut from it).
+    len: u32,
     since_ns: u64,
 }
 
@@ -30,8 +32,9 @@ pub struct Ahead {
 }
 
 impl QdiscQueue {
-    /// An skb entered the qdisc; returns who was there before it.
-    pub fn enqueue(&mut self, skb: u64, sock_id: u64, bytes: u64, ts_ns: u64) -> Ahead {
+    /// An skb of `len` bytes entered the qdisc, weighing `bytes`; returns who was there before
+    /// it.
+    pub fn enqueue(&mut self, skb: u64, sock_id: u64, bytes: u64, len: u32, ts_ns: u64) -> Ahead {
         let ahead = Ahead {
             by_socket: self
                 .by_socket
@@ -48,6 +51,7 @@ impl QdiscQueue {
             Queued {
                 sock_id,
                 bytes,
+                len,
                 since_ns: ts_ns,
             },
         );
@@ -62,12 +66,25 @@ impl QdiscQueue {
         Some((q.sock_id, ts_ns.saturating_sub(q.since_ns)))
     }
 
-    /// An skb of `sock_id` that never entered left the qdisc: a segment of a GSO skb the qdisc
-    /// cut up (tbf does when an skb exceeds its burst). Its bytes come off the socket's oldest
-    /// skb, which leaves when none are left: its socket and time inside.
-    pub fn dequeue_segment(&mut self, sock_id: u64, bytes: u64, ts_ns: u64) -> Option<(u64, u64)> {
+    /// An skb of `sock_id` (`len` bytes long) that never entered left the qdisc: a segment of
+    /// a GSO skb the qdisc cut up (tbf does when an skb exceeds its burst), if the socket's
+    /// oldest skb is longer than it. Its bytes come off that skb, which leaves when none are
+    /// left: its socket and time inside. Otherwise it is an skb queued before the run (or whose
+    /// enqueue was lost), and nothing queued is its: taking its bytes off the next skb would
+    /// make that one leave early, its own dequeue then take the one after, and so on, the
+    /// model short of the first skbs' bytes for as long as the socket keeps a queue.
+    pub fn dequeue_segment(
+        &mut self,
+        sock_id: u64,
+        bytes: u64,
+        len: u32,
+        ts_ns: u64,
+    ) -> Option<(u64, u64)> {
         let &oldest = self.order.get(&sock_id)?.front()?;
         let q = self.skbs.get_mut(&oldest)?;
+        if q.len <= len {
+            return None;
+        }
         let taken = bytes.min(q.bytes);
         q.bytes -= taken;
         if let Some(b) = self.by_socket.get_mut(&sock_id) {
@@ -126,9 +143,9 @@ mod tests {
     #[test]
     fn enqueue_sees_what_is_ahead_and_dequeue_gives_sojourn() {
         let mut q = QdiscQueue::default();
-        assert!(q.enqueue(0xa, 1, 1000, 100).by_socket.is_empty());
-        q.enqueue(0xb, 1, 500, 110);
-        let mut ahead = q.enqueue(0xc, 2, 200, 120).by_socket;
+        assert!(q.enqueue(0xa, 1, 1000, 900, 100).by_socket.is_empty());
+        q.enqueue(0xb, 1, 500, 400, 110);
+        let mut ahead = q.enqueue(0xc, 2, 200, 100, 120).by_socket;
         ahead.sort();
         assert_eq!(ahead, vec![(1, 1500)]);
         assert_eq!(q.dequeue(0xa, 150), Some((1, 50)));
@@ -142,20 +159,30 @@ mod tests {
     #[test]
     fn segments_leave_from_the_oldest_skb_of_their_socket() {
         let mut q = QdiscQueue::default();
-        q.enqueue(0xa, 1, 3000, 100);
-        q.enqueue(0xb, 1, 1000, 110);
-        assert_eq!(q.dequeue_segment(1, 1500, 200), None);
+        q.enqueue(0xa, 1, 3000, 2900, 100);
+        q.enqueue(0xb, 1, 1000, 900, 110);
+        assert_eq!(q.dequeue_segment(1, 1500, 1450, 200), None);
         assert_eq!(q.bytes_of(1), 2500);
-        assert_eq!(q.dequeue_segment(1, 1500, 300), Some((1, 200)));
+        assert_eq!(q.dequeue_segment(1, 1500, 1450, 300), Some((1, 200)));
         assert_eq!(q.bytes_of(1), 1000);
-        assert_eq!(q.dequeue_segment(2, 1500, 300), None);
+        assert_eq!(q.dequeue_segment(2, 1500, 1450, 300), None);
+    }
+
+    #[test]
+    fn an_skb_queued_before_the_run_takes_nothing_when_it_leaves() {
+        // Fragments of equal size: the one queued before the run is no piece of the next.
+        let mut q = QdiscQueue::default();
+        q.enqueue(0xb, 1, 2304, 1514, 110);
+        assert_eq!(q.dequeue_segment(1, 2304, 1514, 120), None);
+        assert_eq!(q.bytes_of(1), 2304);
+        assert_eq!(q.dequeue(0xb, 130), Some((1, 20)));
     }
 
     #[test]
     fn stale_entries_are_forgotten() {
         let mut q = QdiscQueue::default();
-        q.enqueue(0xa, 1, 1000, 100);
-        q.enqueue(0xb, 2, 1000, 5_000);
+        q.enqueue(0xa, 1, 1000, 900, 100);
+        q.enqueue(0xb, 2, 1000, 900, 5_000);
         assert_eq!(q.forget_older_than(1_000), 1);
         assert_eq!(q.bytes_of(1), 0);
         assert_eq!(q.bytes_of(2), 1000);
@@ -164,8 +191,8 @@ mod tests {
     #[test]
     fn an_address_reused_without_dequeue_replaces_the_old_entry() {
         let mut q = QdiscQueue::default();
-        q.enqueue(0xa, 1, 1000, 100);
-        q.enqueue(0xa, 2, 300, 200);
+        q.enqueue(0xa, 1, 1000, 900, 100);
+        q.enqueue(0xa, 2, 300, 200, 200);
         assert_eq!(q.bytes_of(1), 0);
         assert_eq!(q.bytes_of(2), 300);
     }

@@ -168,6 +168,9 @@ pub struct AheadOwner {
     pub sock: u64,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The socket's addresses, from its events (it may be outside the filters).
+    pub local: Option<String>,
+    pub remote: Option<String>,
     pub bytes: u64,
     pub share: f64,
 }
@@ -284,11 +287,14 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         .ahead
         .iter()
         .map(|(&s, &b)| {
-            let owner = a.socket(s).and_then(|o| o.sender);
+            let other = a.socket(s);
+            let owner = other.and_then(|o| o.sender);
             AheadOwner {
                 sock: s,
                 pid: owner.map(|(p, _)| p),
                 comm: owner.map(|(_, c)| c.to_string()),
+                local: other.map(|o| o.local.to_string()),
+                remote: other.map(|o| o.remote.to_string()),
                 bytes: b,
                 share: b as f64 / w.qdisc.ahead_total.max(1) as f64,
             }
@@ -461,6 +467,26 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
     m
 }
 
+impl AheadOwner {
+    /// `256 (10.0.0.1:5000 > 10.0.0.2:80)`: its id, and its addresses where seen.
+    pub fn describe(&self) -> String {
+        match (&self.local, &self.remote) {
+            (Some(l), Some(r)) => format!("{} ({l} > {r})", self.sock),
+            _ => self.sock.to_string(),
+        }
+    }
+}
+
+/// `QDISC_DROP 12, QDISC_OVERLIMIT 3`, most first.
+fn drop_reasons(reasons: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut v: Vec<(&String, &u64)> = reasons.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn bytes(b: f64) -> String {
     match b {
         b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
@@ -532,26 +558,47 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
                         "; {:.0}% of the bytes ahead were {}",
                         a.share * 100.0,
                         match (&a.pid, &a.comm) {
-                            (Some(p), Some(c)) => format!("pid {p}'s ({c}, socket {})", a.sock),
-                            _ => format!("socket {}'s", a.sock),
+                            (Some(p), Some(c)) => {
+                                format!("pid {p}'s ({c}, socket {})", a.describe())
+                            }
+                            _ => format!("socket {}'s", a.describe()),
                         }
                     )
                 })
                 .unwrap_or_default();
-            let dropped = if s.qdisc.drops > 0 {
-                format!("; the qdisc dropped {} of its skbs", s.qdisc.drops)
-            } else {
-                String::new()
+            // UDP: not writable (alloc at least half the buffer, `sock_writeable`), or not.
+            let udp_full = c.alloc_mean * 2.0 >= c.sndbuf as f64;
+            let dropped = match s.qdisc.drops {
+                0 => String::new(),
+                n if s.protocol == "udp" && !udp_full => format!(
+                    "; the qdisc dropped {n} of its skbs at its limit ({}) while the send \
+                     buffer was not full (alloc mean {} of sndbuf {}): the sender outruns the \
+                     path and its datagrams are lost, not waiting",
+                    drop_reasons(&s.qdisc.drop_reasons),
+                    bytes(c.alloc_mean),
+                    bytes(c.sndbuf as f64)
+                ),
+                n => format!(
+                    "; the qdisc dropped {n} of its skbs ({})",
+                    drop_reasons(&s.qdisc.drop_reasons)
+                ),
             };
             format!(
                 "{share:.0}% of the time its bytes sat in the qdisc{}: each skb waited {} on \
                  average (p99 {}) behind {} of queue{who}{dropped}",
                 match &s.tsq {
                     // Held there by TSQ for most of that time.
-                    Some(t) if t.throttled_s * 2.0 >= s.causes[0].s => {
-                        format!(" at TCP Small Queues' limit ({})", bytes(t.limit as f64))
-                    }
-                    None if s.protocol == "udp" => " with the send buffer full".into(),
+                    Some(t) if t.throttled_s * 2.0 >= s.causes[0].s => format!(
+                        " held within one skb (truesize {}) of TCP Small Queues' limit ({})",
+                        bytes(t.truesize as f64),
+                        bytes(t.limit as f64)
+                    ),
+                    None if s.protocol == "udp" && udp_full => format!(
+                        " with the send buffer too full to write (alloc mean {} >= half of \
+                         sndbuf {})",
+                        bytes(c.alloc_mean),
+                        bytes(c.sndbuf as f64)
+                    ),
                     _ => String::new(),
                 },
                 us(s.qdisc.sojourn_mean_us),
@@ -568,11 +615,17 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
             us(s.device.p99_us)
         ),
         Cause::Tsq => format!(
-            "{share:.0}% of the time TCP Small Queues held it back (alloc at the limit {})",
+            "{share:.0}% of the time TCP Small Queues held it back (alloc within one skb of \
+             the limit: alloc + truesize {} > limit {}; alloc max {})",
+            s.tsq
+                .as_ref()
+                .map(|t| bytes(t.truesize as f64))
+                .unwrap_or_default(),
             s.tsq
                 .as_ref()
                 .map(|t| bytes(t.limit as f64))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            bytes(c.alloc_max as f64)
         ),
         Cause::Paced => {
             let t = s.tcp.as_ref();
