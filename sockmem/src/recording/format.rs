@@ -246,6 +246,10 @@ pub struct Trailer {
     pub locations: Vec<(u64, String)>,
     /// `--stats`: the programs' cost per hook.
     pub bpf_stats: Option<Vec<HookCost>>,
+    /// Not in the file: the file had no trailer (its `record` was killed), this one stands in
+    /// for it with what the readable frames tell (see `Reader::open`).
+    #[serde(skip)]
+    pub truncated: bool,
 }
 
 /// `struct tcp_info`'s part sockmem reads, as sock_diag gave it.
