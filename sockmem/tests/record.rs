@@ -422,7 +422,7 @@ fn a_newer_format_version_is_refused_by_name() {
 fn a_killed_record_leaves_a_readable_recording() {
     use std::os::unix::process::ExitStatusExt as _;
     const KILLED_PORT: u16 = 27002;
-    let pair = NetnsPair::new("reckill", 216);
+    let pair = NetnsPair::new("reckil", 216);
     let path = tmp_path("killed.smrec");
     let p = path.to_str().expect("UTF-8");
     let port = KILLED_PORT.to_string();
@@ -475,6 +475,11 @@ fn a_killed_record_leaves_a_readable_recording() {
     }
     let doc: Value = serde_json::from_str(&report.stdout).expect("report --json");
     assert_eq!(doc["complete"], false, "losses are not known: {doc:#}");
+    eprintln!(
+        "killed record: {} events readable from {l}; stderr: {}",
+        doc["events"],
+        report.stderr.trim()
+    );
     let trace = replay(&left, &[]);
     assert_eq!(
         doc["events"].as_u64(),
