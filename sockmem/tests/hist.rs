@@ -1,7 +1,7 @@
 //! Integration tests of `sockmem hist` against real traffic.
 //!
 //! Like `trace.rs` they need root and a kernel with BTF; each test builds its own pair of
-//! network namespaces (198.18.110-119.0/24, one subnet per test, ports 22xxx) and checks what
+//! network namespaces (198.18.110-121.0/24, one subnet per test, ports 22xxx) and checks what
 //! the in-kernel histograms say against what the test knows or the kernel itself reports
 //! (`tc -s qdisc`, the veth's own counters, the sender's own clock).
 
@@ -1235,4 +1235,80 @@ fn skb_samples_stay_with_their_socket() {
          excludes):\n{}",
         wrong.join("\n")
     );
+}
+
+/// The numbers in a `skbs: ...` completeness line, in order.
+fn numbers(line: &str) -> Vec<u64> {
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+/// On a veth most followed skbs end at the peer (their socket gets the bytes back there) and are
+/// then freed where no hook sees it (merged into another skb on receive): the completeness lines
+/// must not call those lost. They say how many skbs were timed, against the veth's own count of
+/// packets sent (the witness), and whether any followed skb can lack a sample.
+#[test]
+fn completeness_says_whether_samples_are_missing() {
+    const P: u16 = 22231;
+    let pair = NetnsPair::new("compl", 121);
+    let before = pair.tx_dev_stats();
+    let (_, out) = traced(&hist_args(&["-P", &P.to_string(), "--tcp"]), || {
+        tcp_transfer(&pair, P, "smtx-compl", 8 * MIB)
+    });
+    let dev_skbs = pair.tx_dev_stats().1 - before.1;
+    out.assert_success();
+    let text = out.stdout;
+    let header = text.lines().next().unwrap_or("");
+    if !header.contains("driver_xmit via") || !header.contains("dev_queue_xmit via") {
+        eprintln!("SKIP completeness_says_whether_samples_are_missing: driver hooks missing");
+        return;
+    }
+    let skbs: Vec<&str> = text.lines().filter(|l| l.starts_with("skbs: ")).collect();
+    assert_eq!(
+        skbs.len(),
+        2,
+        "expected two `skbs:` lines:\n{}",
+        tail(&text, 800)
+    );
+    eprintln!("veth sent {dev_skbs} skbs; {}\n{}", skbs[0], skbs[1]);
+    assert!(
+        !text.contains(" lost "),
+        "expected no skbs called lost (their samples are in):\n{}",
+        tail(&text, 800)
+    );
+    // "skbs: T followed below the socket, F of them still in the map at the end; timed ...: D
+    // driver_time and B below_tcp samples (...)"
+    let (t, f, d, b) = match numbers(skbs[0])[..] {
+        [t, f, d, b, ..] => (t, f, d, b),
+        _ => panic!("expected T, F, D and B in {:?}", skbs[0]),
+    };
+    // The totals agree with the histograms' own counts.
+    assert_eq!(text_count(&text, "driver_time"), Some(d), "{}", skbs[0]);
+    assert_eq!(text_count(&text, "below_tcp"), Some(b), "{}", skbs[0]);
+    // Every packet the veth sent was an skb that reached its driver and ended at the peer: a
+    // few of them are not the socket's (ARP, IPv6 ND): 90% of them.
+    assert!(
+        d as f64 >= 0.9 * dev_skbs as f64,
+        "expected driver_time samples for >= 90% of the {dev_skbs} packets the veth sent: {}",
+        skbs[0]
+    );
+    let untimed = t.saturating_sub(d.max(b));
+    assert_eq!(
+        skbs[0].contains("(every one followed)"),
+        untimed == 0,
+        "expected `every one followed` exactly when no followed skb can lack a sample: {}",
+        skbs[0]
+    );
+    assert!(
+        untimed as f64 <= 0.1 * t as f64,
+        "expected nearly every followed skb timed on a plain veth: {}",
+        skbs[0]
+    );
+    // "skbs: S seen freed, N not (...)": with those in flight, every one followed.
+    let (s, n) = match numbers(skbs[1])[..] {
+        [s, n, ..] => (s, n),
+        _ => panic!("expected S and N in {:?}", skbs[1]),
+    };
+    assert!(s + n + f >= t, "{}\n{}", skbs[0], skbs[1]);
 }

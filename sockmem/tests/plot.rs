@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -158,27 +158,30 @@ fn the_svg_has_both_series_of_each_socket() {
                 .collect();
             assert_eq!(lines.len(), 1, "expected one {series} line for sock {sock}");
             let line = lines[0];
+            // Its events' readings and its snapshots'.
+            let k = rs.len() + r.replay.snapshots_of(*sock).len();
             assert_eq!(
                 line.attribute("data-readings"),
-                Some(rs.len().to_string().as_str())
+                Some(k.to_string().as_str())
             );
-            // A step line: each reading a vertex, and a corner before every reading but the
-            // first. Above 5000 readings, a few per pixel column.
+            // A step line: each reading a vertex, a corner before every reading but the first,
+            // and the last value held on to the socket's end. Above 5000 readings, a few per
+            // pixel column.
             let v = vertices(&line);
-            if rs.len() <= 5000 {
-                assert_eq!(
-                    v.len(),
-                    2 * rs.len() - 1,
-                    "expected {series} of sock {sock} to step through its {} readings",
-                    rs.len()
+            if k <= 5000 {
+                assert!(
+                    v.len() == 2 * k - 1 || v.len() == 2 * k,
+                    "expected {series} of sock {sock} to step through its {k} readings: {} \
+                     vertices",
+                    v.len()
                 );
             } else {
                 assert!(
-                    v.len() % 2 == 1 && v.len() < 2 * rs.len() && v.len() <= 2 * 4 * 1200,
+                    v.len() < 2 * k && v.len() <= 2 * 4 * 1200 + 1,
                     "expected {series} of sock {sock} thinned per pixel column: {} vertices \
                      for {} readings",
                     v.len(),
-                    rs.len()
+                    k
                 );
             }
             assert!(
@@ -230,7 +233,8 @@ fn the_svg_has_both_series_of_each_socket() {
             "expected the TSQ line through 1..={} snapshots, got {k}",
             r.replay.snapshots_of(r.sock).len()
         );
-        assert_eq!(vertices(&tsq[0]).len(), 2 * k - 1, "a step line");
+        let n = vertices(&tsq[0]).len();
+        assert!(n == 2 * k - 1 || n == 2 * k, "a step line: {n} vertices");
     }
     let _ = fs::remove_file(&out_path);
 }
@@ -430,4 +434,214 @@ fn bad_inputs_fail_with_a_message() {
     assert!(!Path::new(svg).exists(), "no image from a failed run");
     let out = sockmem(&["plot", rec]);
     out.assert_usage_error(&["plot", rec]);
+}
+
+/// Numeric labels of an axis in an SVG (`0.50`, `200K`, `1.5M`; K = 1024): (x, y, value).
+fn axis_labels(doc: &roxmltree::Document) -> Vec<(f64, f64, f64)> {
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| {
+            let t = n.text()?.trim();
+            let (num, mult) = match t.chars().last()? {
+                'K' => (&t[..t.len() - 1], 1024.0),
+                'M' => (&t[..t.len() - 1], 1024.0 * 1024.0),
+                _ => (t, 1.0),
+            };
+            let v: f64 = num.parse().ok()?;
+            let x: f64 = n.attribute("x")?.parse().ok()?;
+            let y: f64 = n.attribute("y")?.parse().ok()?;
+            Some((x, y, v * mult))
+        })
+        .collect()
+}
+
+/// The linear map from pixels to values of an axis: from the labels that share the other
+/// coordinate with the most others (the tick labels of one axis).
+fn axis(labels: &[(f64, f64, f64)], along_x: bool) -> impl Fn(f64) -> f64 {
+    let mut groups: BTreeMap<i64, Vec<(f64, f64)>> = BTreeMap::new();
+    for &(x, y, v) in labels {
+        let (key, pos) = if along_x { (y, x) } else { (x, y) };
+        groups.entry(key.round() as i64).or_default().push((pos, v));
+    }
+    let ticks = groups
+        .into_values()
+        .max_by_key(Vec::len)
+        .expect("axis labels");
+    assert!(ticks.len() >= 2, "expected 2+ tick labels: {ticks:?}");
+    let (a, b) = (ticks[0], ticks[ticks.len() - 1]);
+    move |px| a.1 + (px - a.0) * (b.1 - a.1) / (b.0 - a.0)
+}
+
+/// The panel caption's sender: `comm (pid)`, or `None` for `no sendmsg seen`.
+fn caption_sender(doc: &roxmltree::Document, sock: u64) -> Option<String> {
+    let caption = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .find(|t| t.starts_with(&format!("sock {sock} · ")))
+        .unwrap_or_else(|| panic!("expected a panel captioned `sock {sock} · ...`"));
+    let who = caption.rsplit(" · ").next().expect("a sender part");
+    (who != "no sendmsg seen").then(|| who.to_owned())
+}
+
+/// Every panel names the socket's sender as `report` does (the same rule: the `sendmsg`
+/// caller; `report`'s `-` is the plot's `no sendmsg seen`).
+fn assert_senders_as_report(rec: &Path, svg: &str) {
+    let doc = roxmltree::Document::parse(svg).expect("the SVG parses");
+    let out = sockmem(&["report", path_str(rec), "--json"]);
+    out.assert_success();
+    let report: Value = serde_json::from_str(&out.stdout).expect("report --json");
+    let panels: BTreeSet<u64> = doc
+        .descendants()
+        .filter_map(|n| n.attribute("data-sock"))
+        .map(|s| s.parse().expect("a socket id"))
+        .collect();
+    assert!(!panels.is_empty(), "expected panels");
+    for sock in panels {
+        let row = report["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["sock"] == sock)
+            .unwrap_or_else(|| panic!("expected a report row for sock {sock}"));
+        let want = match (row["comm"].as_str(), row["pid"].as_u64()) {
+            (Some(c), Some(p)) => Some(format!("{c} ({p})")),
+            _ => None,
+        };
+        assert_eq!(
+            caption_sender(&doc, sock),
+            want,
+            "sock {sock}: the plot and report name different senders (report row {row})"
+        );
+    }
+}
+
+#[test]
+fn plot_and_report_name_the_same_senders() {
+    let r = recorded();
+    let out_path = tmp_path("senders.svg");
+    sockmem(&["plot", path_str(&r.path), "-o", path_str(&out_path)]).assert_success();
+    let svg = fs::read_to_string(&out_path).expect("the SVG written");
+    assert_senders_as_report(&r.path, &svg);
+    let _ = fs::remove_file(&out_path);
+}
+
+/// A sender whose receiver never reads: its bytes sit in the socket for the rest of the
+/// recording with hardly an event. The plot holds the last value on to the recording's end
+/// (the snapshots, every 0.2 s, read it too), at the value `ss -tmi` shows then; the receiver's
+/// panel is not scaled to a TSQ limit it never neared.
+#[test]
+fn a_stalled_senders_bytes_are_held_to_the_end() {
+    const STALLED_PORT: u16 = 27302;
+    let pair = NetnsPair::new("plotst", 214);
+    let path = tmp_path("stalled.smrec");
+    let p = path_str(&path);
+    let port = STALLED_PORT.to_string();
+    let tracer = Tracer::start(&["record", "-o", p, "-P", &port, "--snapshot", "0.2"]);
+    let flow = StalledTcp::start(&pair, STALLED_PORT, "smplot-stall");
+    let (_, stable) = flow.wait_stable(&pair);
+    std::thread::sleep(Duration::from_secs(3));
+    let end = ss_skmem(&pair.tx_ns, flow.key.lport, STALLED_PORT);
+    tracer.stop_checked();
+    let key = flow.key.clone();
+    flow.finish();
+    assert_eq!(
+        stable.w, end.w,
+        "precondition: the stalled sender's sk_wmem_queued held (ss -tmi) over 3 s"
+    );
+    let replay = {
+        let out = sockmem(&["trace", "--input", p, "--json"]);
+        out.assert_success();
+        out.json()
+    };
+    let sock = replay.sock_of(&key);
+    let last_snapshot_s = replay
+        .snapshots_of(sock)
+        .iter()
+        .map(|s| s["time_s"].as_f64().expect("time_s"))
+        .fold(0.0, f64::max);
+    assert!(
+        last_snapshot_s > 2.0,
+        "expected snapshots of the sender through the hold, the last at {last_snapshot_s} s"
+    );
+
+    let svg_path = tmp_path("stalled.svg");
+    let id = sock.to_string();
+    sockmem(&["plot", p, "-o", path_str(&svg_path), "--socket", &id]).assert_success();
+    let svg = fs::read_to_string(&svg_path).expect("the SVG written");
+    let doc = roxmltree::Document::parse(&svg).expect("the SVG parses");
+    let labels = axis_labels(&doc);
+    let (secs, bytes) = (axis(&labels, true), axis(&labels, false));
+    let series = |name: &str| -> Vec<(f64, f64)> {
+        let line = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some(&format!("series {name}")))
+            .unwrap_or_else(|| panic!("expected a {name} line"));
+        vertices(&line)
+    };
+    let queued = series("sk_wmem_queued");
+    let &(x_end, y_end) = queued.last().expect("vertices");
+    // One pixel either way, and the axis labels' rounding.
+    let px_s = (secs(1.0) - secs(0.0)).abs();
+    assert!(
+        secs(x_end) + 2.0 * px_s >= last_snapshot_s,
+        "expected sk_wmem_queued drawn on to the recording's end (the last snapshot at \
+         {last_snapshot_s:.2} s), it ends at {:.2} s",
+        secs(x_end)
+    );
+    let px_bytes = (bytes(1.0) - bytes(0.0)).abs();
+    let drawn = bytes(y_end);
+    eprintln!(
+        "stalled: ss w={} (stable {}), drawn {drawn:.0} B (1 px = {px_bytes:.0} B); line ends at \
+         {:.3} s, last snapshot {last_snapshot_s:.3} s (1 px = {px_s:.4} s)",
+        end.w,
+        stable.w,
+        secs(x_end)
+    );
+    assert!(
+        (drawn - end.w as f64).abs() <= 2.0 * px_bytes + 0.01 * end.w as f64,
+        "expected the held sk_wmem_queued at ss's w={} (±2 px = {:.0} B), drawn at {drawn:.0}",
+        end.w,
+        2.0 * px_bytes
+    );
+    // Held: the last second is one flat stretch.
+    let flat_from = queued
+        .iter()
+        .rev()
+        .take_while(|v| (v.1 - y_end).abs() < 0.5)
+        .last()
+        .expect("the last vertex")
+        .0;
+    assert!(
+        secs(x_end) - secs(flat_from) >= 2.5,
+        "expected sk_wmem_queued flat over the 3 s hold, flat for {:.2} s",
+        secs(x_end) - secs(flat_from)
+    );
+    let sndbuf = series("sk_sndbuf");
+    assert!(
+        sndbuf.len() >= 2 && secs(sndbuf.last().unwrap().0) + 2.0 * px_s >= last_snapshot_s,
+        "expected the sk_sndbuf line drawn to the end: {sndbuf:?}"
+    );
+
+    // Every socket: the receiver's panel is not scaled by a TSQ limit it never neared, and
+    // both are named as `report` names them.
+    let all = tmp_path("stalled-all.svg");
+    sockmem(&["plot", p, "-o", path_str(&all)]).assert_success();
+    let svg = fs::read_to_string(&all).expect("the SVG written");
+    assert_senders_as_report(&path, &svg);
+    let doc = roxmltree::Document::parse(&svg).expect("the SVG parses");
+    for line in doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("series tsq_limit"))
+    {
+        let s = line.attribute("data-sock").expect("data-sock");
+        assert_eq!(
+            s, id,
+            "only the sender neared its TSQ limit; a tsq_limit line for sock {s}"
+        );
+    }
+    for f in [&path, &svg_path, &all] {
+        let _ = fs::remove_file(f);
+    }
 }

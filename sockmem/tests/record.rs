@@ -365,15 +365,16 @@ fn assert_refused(what: &str, bytes: &[u8], words: &[&str]) {
 fn damaged_or_foreign_files_are_clear_errors() {
     let r = recorded();
     let b = &r.bytes;
-    // Cut in the middle: the trailer is gone.
-    assert_refused(
-        "truncated",
-        &b[..b.len() / 2],
-        &["truncated", "events are readable"],
-    );
     // The frame after the header (layout in README: magic, u16 version, then kind u8 + u32
     // length + payload) gets a kind no version has.
     let header_len = u32::from_le_bytes(b[11..15].try_into().expect("4 bytes")) as usize;
+    // Cut inside the header: nothing is readable. (Cut later: read up to where it ends, see
+    // `a_killed_record_leaves_a_readable_recording`.)
+    assert_refused(
+        "truncated",
+        &b[..15 + header_len - 3],
+        &["truncated before its header ended"],
+    );
     let mut corrupt = b.clone();
     corrupt[15 + header_len] = 0xee;
     assert_refused(
@@ -410,4 +411,100 @@ fn a_newer_format_version_is_refused_by_name() {
             &format!("format version {ours}"),
         ],
     );
+}
+
+/// `record` killed with SIGKILL mid-run (no trailer written, the file not put in place): the
+/// error for the missing file names what it left, and `report`, `trace --input` and `plot` read
+/// that up to where it ends, warning what is missing. The transfer ended seconds before the
+/// kill, so every byte it sent is in what was left (`record` hands its writes to the file at
+/// least every second): the report's bytes sent are the flow's own count.
+#[test]
+fn a_killed_record_leaves_a_readable_recording() {
+    use std::os::unix::process::ExitStatusExt as _;
+    const KILLED_PORT: u16 = 27002;
+    let pair = NetnsPair::new("reckil", 216);
+    let path = tmp_path("killed.smrec");
+    let p = path.to_str().expect("UTF-8");
+    let port = KILLED_PORT.to_string();
+    let tracer = Tracer::start(&["record", "-o", p, "-P", &port, "--snapshot", "0.2"]);
+    let flow = TcpFlow::start(&pair, KILLED_PORT, "smkill-tx", TcpFlowOpts::bytes(BYTES));
+    flow.wait_received(BYTES, IO_TIMEOUT);
+    let transfer = flow.finish_transfer();
+    std::thread::sleep(Duration::from_secs(3));
+    tracer.signal(libc::SIGKILL);
+    let out = tracer.wait(Duration::from_secs(20));
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{}",
+        out.describe()
+    );
+    assert!(!path.exists(), "a killed record puts no file in place");
+
+    // The missing file's error points at what the run left.
+    let missing = sockmem(&["report", p]);
+    missing.assert_no_panic();
+    missing.assert_code(1);
+    let name = path.file_name().and_then(|n| n.to_str()).expect("a name");
+    let left = fs::read_dir(path.parent().expect("a directory"))
+        .expect("the directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|f| {
+            f.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!(".{name}.sockmem-")))
+        })
+        .unwrap_or_else(|| panic!("expected the killed record's file beside {p}"));
+    let l = left.to_str().expect("UTF-8");
+    assert!(
+        missing.stderr.contains("was killed") && missing.stderr.contains(l),
+        "expected the error to name {l}: {}",
+        missing.describe()
+    );
+
+    let report = sockmem(&["report", l, "--json"]);
+    report.assert_no_panic();
+    report.assert_success();
+    for words in ["truncated", "NOT known"] {
+        assert!(
+            report.stderr.contains(words),
+            "expected a warning with `{words}`: {}",
+            report.describe()
+        );
+    }
+    let doc: Value = serde_json::from_str(&report.stdout).expect("report --json");
+    assert_eq!(doc["complete"], false, "losses are not known: {doc:#}");
+    eprintln!(
+        "killed record: {} events readable from {l}; stderr: {}",
+        doc["events"],
+        report.stderr.trim()
+    );
+    let trace = replay(&left, &[]);
+    assert_eq!(
+        doc["events"].as_u64(),
+        Some(trace.events.len() as u64),
+        "report and trace --input read the same prefix"
+    );
+    assert!(!trace.events_for(&transfer.key).is_empty());
+    if trace.is_attached("sendmsg_ret") {
+        let row = doc["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| transfer.key.matches(r))
+            .unwrap_or_else(|| panic!("expected a row for {}: {doc:#}", transfer.key));
+        assert_eq!(
+            row["bytes_sent"].as_u64(),
+            Some(BYTES),
+            "expected the {BYTES} bytes the flow wrote, all recorded before the kill: {row}"
+        );
+    }
+    let svg = tmp_path("killed.svg");
+    let plot = sockmem(&["plot", l, "-o", svg.to_str().expect("UTF-8")]);
+    plot.assert_no_panic();
+    plot.assert_success();
+    assert!(svg.exists(), "the plot of what was left");
+    let _ = fs::remove_file(&left);
+    let _ = fs::remove_file(&svg);
 }

@@ -422,3 +422,65 @@ fn wall_clock_times_fall_within_the_run() {
         assert!(lo <= t && t <= hi, "{f} {t} outside {lo}..={hi}: {row}");
     }
 }
+
+/// QDISC_P50/P99 come with the number of skbs they are of (QDISC_N, the JSON `qdisc.skbs`),
+/// and the report says how many of the recording's own `qdisc_enqueue`/`qdisc_dequeue` events
+/// paired with nothing (the tbf here splits GSO skbs, whose segments dequeue at new addresses).
+#[test]
+fn the_qdisc_percentiles_say_how_many_skbs_they_are_of() {
+    let r = recorded();
+    let doc = report(r, &[]);
+    let count = |h: &str| r.replay.events.iter().filter(|e| hook(e) == h).count() as u64;
+    let (enq, deq) = (count("qdisc_enqueue"), count("qdisc_dequeue"));
+    let pairing = &doc["qdisc_pairing"];
+    let pairs: u64 = rows(&doc)
+        .iter()
+        .map(|row| num(&row["qdisc"], "skbs"))
+        .sum();
+    assert_eq!(
+        (
+            num(pairing, "enqueues"),
+            num(pairing, "dequeues"),
+            num(pairing, "pairs")
+        ),
+        (enq, deq, pairs),
+        "expected the pairing counted from the recording's events: {pairing}"
+    );
+    let unpaired = enq > pairs || deq > pairs;
+    assert_eq!(
+        num(pairing, "unpaired_enqueues") + num(pairing, "unpaired_dequeues"),
+        (enq - pairs) + (deq - pairs),
+        "{pairing}"
+    );
+    eprintln!("report: {enq} enqueues, {deq} dequeues, {pairs} paired");
+
+    let text = sockmem(&["report", r.path.to_str().expect("UTF-8")]).stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    let head = lines
+        .iter()
+        .position(|l| l.starts_with("SOCK"))
+        .unwrap_or_else(|| panic!("expected a table:\n{text}"));
+    // Right-aligned: the count ends where its heading does.
+    let end = lines[head].find("QDISC_N").expect("a QDISC_N column") + "QDISC_N".len();
+    let lport = format!(":{}", r.key.lport);
+    let line = lines
+        .iter()
+        .find(|l| l.contains(&lport))
+        .unwrap_or_else(|| panic!("expected a row for {}:\n{text}", r.key));
+    let n = line[..end]
+        .rsplit(' ')
+        .next()
+        .and_then(|w| w.parse::<u64>().ok());
+    let want = num(&row_of(&doc, &r.key)["qdisc"], "skbs");
+    assert_eq!(n, Some(want), "expected QDISC_N {want} in {line:?}\n{text}");
+    let said = format!(
+        "{} of {enq} enqueues and {} of {deq} dequeues paired with nothing",
+        enq - pairs,
+        deq - pairs
+    );
+    assert_eq!(
+        text.contains(&said),
+        unpaired,
+        "expected `{said}` said exactly when some paired with nothing:\n{text}"
+    );
+}

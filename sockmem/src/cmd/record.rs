@@ -1,6 +1,7 @@
 //! `sockmem record`: the programs as for `trace`, every raw event and the kernel's view of the
 //! traced sockets into a recording (see `recording`), until the duration ends, Ctrl-C or
-//! SIGTERM. The file is in place once the run ends, whichever way it ends.
+//! SIGTERM. The file is in place once the run ends, whichever way it ends short of SIGKILL
+//! (then what was written stays in the temporary file beside it, readable).
 
 use std::time::Instant;
 
@@ -28,7 +29,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     // (output complete), instead of killing it half-started.
     let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
-    // Checked before any program runs.
+    // Checked before any program runs. Written to a temporary file beside FILE, renamed over
+    // it when the run ends (`output::OutputFile`), rather than at FILE from the start: a start
+    // that fails, and also a run killed with SIGKILL, leave an older recording at FILE as it
+    // was. A killed run's events are not lost for that: they are in the temporary file,
+    // handed to it at least every second (`Recorder::flush`), readable up to where it ends
+    // (`Reader::open`), and opening the missing FILE names it (`recording::open`).
     let out = session::open_output(Some(&args.output))?;
     let mut session = session::start(&session::Options {
         filter: session::kernel_filter(&args.filters)?,

@@ -74,6 +74,7 @@ pub struct Collector {
     /// Per socket and kind, with `--hist`.
     hists: Option<HashMap<(u64, HistKind), Histogram>>,
     completeness: Completeness,
+    qdisc: QdiscPairs,
     /// Events observed.
     pub events: u64,
 }
@@ -158,10 +159,31 @@ impl Row {
     }
 }
 
+/// How the qdisc sojourns (QDISC_P50/P99) were sampled: each skb's `qdisc_enqueue` paired with
+/// the `qdisc_dequeue` of the same address. A qdisc that splits GSO skbs (tbf) dequeues
+/// segments at addresses never enqueued, and a bypassed qdisc shows dequeues only: such events
+/// pair with nothing, and the percentiles are of the pairs alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QdiscPairs {
+    pub enqueues: u64,
+    pub dequeues: u64,
+    /// Sojourns sampled.
+    pub pairs: u64,
+}
+
+impl QdiscPairs {
+    /// Some enqueue or dequeue paired with nothing.
+    pub fn unpaired(&self) -> bool {
+        self.enqueues > self.pairs || self.dequeues > self.pairs
+    }
+}
+
 /// What `report` prints.
 pub struct Summary {
     /// Busiest first (bytes sent, then events).
     pub rows: Vec<Row>,
+    /// Every socket's, in total.
+    pub qdisc: QdiscPairs,
     /// `--hist`: per group (unless `--group-by` was left out: totals only) and in total.
     pub hist: Option<Report>,
 }
@@ -181,6 +203,7 @@ impl Collector {
             skbs: HashMap::new(),
             hists: with_hist.then(HashMap::new),
             completeness: Completeness::default(),
+            qdisc: QdiscPairs::default(),
             events: 0,
         }
     }
@@ -243,6 +266,11 @@ impl Collector {
             Hook::SendBlocked => self.sample(sock, HistKind::SendBlocked, e.duration_ns),
             _ => {}
         }
+        match e.hook {
+            Hook::QdiscEnqueue => self.qdisc.enqueues += 1,
+            Hook::QdiscDequeue => self.qdisc.dequeues += 1,
+            _ => {}
+        }
         if let Some(skb) = &e.skb {
             self.skb_event(e, skb.skb);
         }
@@ -290,6 +318,7 @@ impl Collector {
                     let sojourn = t.saturating_sub(p.enqueued_ns);
                     p.enqueued_ns = 0;
                     self.figures.entry(sock).or_default().sojourn.push(sojourn);
+                    self.qdisc.pairs += 1;
                     self.sample(sock, HistKind::QdiscSojourn, sojourn);
                 }
                 _ => self.completeness.qdisc_unmatched += 1,
@@ -516,7 +545,11 @@ impl Collector {
                 completeness: self.completeness.clone(),
             }
         });
-        Summary { rows, hist }
+        Summary {
+            rows,
+            qdisc: self.qdisc,
+            hist,
+        }
     }
 }
 
@@ -661,6 +694,13 @@ mod tests {
         assert_eq!(total(HistKind::BelowTcp).sum, 10 + 5000 + 100 + 400);
         assert_eq!(total(HistKind::WmemQueued).count, 15);
         assert_eq!(h.completeness.qdisc_unmatched, 0);
+        // 0xc was dropped in the qdisc: its enqueue paired with nothing.
+        let pairs = QdiscPairs {
+            enqueues: 3,
+            dequeues: 2,
+            pairs: 2,
+        };
+        assert_eq!((s.qdisc, s.qdisc.unpaired()), (pairs, true));
         assert_eq!(h.completeness.skbs_freed, 2);
         assert_eq!(h.completeness.skbs_in_flight, 1, "0xb was never freed");
         assert!(h.histograms.iter().all(|h| h.label.is_empty()));

@@ -5,8 +5,7 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
-    io::{BufReader, Read, Seek},
+    io::{Read, Seek},
     net::SocketAddr,
     path::Path,
 };
@@ -18,9 +17,10 @@ use crate::{
     cli::FilterArgs,
     pipeline::why::tsq::{caps_paced, TsqLimit},
     pipeline::{
-        decode::{Event, Owner, Protocol},
+        decode::{Event, Protocol},
         filter::EventFilter,
         names::Names,
+        track::sender_named,
     },
     recording::{
         format::RecordedSnapshot,
@@ -28,13 +28,15 @@ use crate::{
     },
 };
 
-/// The counters as one event read them.
+/// The counters as one event (or snapshot) read them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reading {
     pub ts_ns: u64,
     pub queued: i32,
     pub alloc: i32,
     pub sndbuf: i32,
+    /// From a snapshot (the kernel's view, `record --snapshot`), not an event.
+    pub snapshot: bool,
 }
 
 /// Something that lasted from `start_ns` to `end_ns`; `value` is what the event said (a
@@ -61,15 +63,21 @@ pub struct SocketTimeline {
     pub protocol: Protocol,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// The process that called `sendmsg` on it (else the first task an event named); `None`
-    /// when no event named one.
+    /// The process that called `sendmsg` on it, by the rule `report` and `trace` follow
+    /// ([`sender_named`]); `None` when no event named one.
     pub sender: Option<(u32, String)>,
-    /// `sender` called `sendmsg` on it (not just ran when an event fired).
-    sender_from_sendmsg: bool,
     /// Events of the socket that passed the filters.
     pub events: u64,
-    /// One per event that read the counters (every event but those of a socket being freed).
+    /// One per event that read the counters (every event but those of a socket being freed)
+    /// and per snapshot of it (`record --snapshot SECS`: the kernel's own counters then), in
+    /// time order. A value holds until the next reading, and after the last one until
+    /// `end_ns`.
     pub readings: Vec<Reading>,
+    /// Where its last readings hold until: the socket's `sock_destroy`, else the recording's
+    /// end (CLOCK_MONOTONIC ns).
+    pub end_ns: u64,
+    /// The socket's `sock_destroy`, when an event showed it.
+    destroyed_ns: Option<u64>,
     /// `sendmsg_ret`: [return − took, return], value = the return value.
     pub sendmsg: Vec<Span>,
     /// `send_blocked`: [report − time asleep, report], value = how often it slept.
@@ -95,9 +103,10 @@ impl SocketTimeline {
             local: e.local,
             remote: e.remote,
             sender: None,
-            sender_from_sendmsg: false,
             events: 0,
             readings: Vec::new(),
+            end_ns: 0,
+            destroyed_ns: None,
             sendmsg: Vec::new(),
             blocked: Vec::new(),
             qdisc: Vec::new(),
@@ -113,11 +122,12 @@ impl SocketTimeline {
         format!("{} {} > {}", self.protocol.name(), self.local, self.remote)
     }
 
-    /// `python3 (9820)`, or `sender unknown`.
+    /// `python3 (9820)`, or `no sendmsg seen` (a receiver, or a sender that did not send
+    /// while recorded: `report` shows `-` for it).
     pub fn sender_name(&self) -> String {
         match &self.sender {
             Some((tgid, comm)) => format!("{comm} ({tgid})"),
-            None => "sender unknown".to_owned(),
+            None => "no sendmsg seen".to_owned(),
         }
     }
 }
@@ -136,18 +146,11 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Reads the recording at `path`; the filters choose the events.
+    /// Reads the recording at `path` (as `recording::open` does: a truncated one up to where
+    /// it ends, with a warning); the filters choose the events.
     pub fn read(path: &Path, filters: &FilterArgs) -> anyhow::Result<Timeline> {
         let what = || format!("reading the recording `{}`", path.display());
-        let meta = std::fs::metadata(path).with_context(what)?;
-        if !meta.is_file() {
-            anyhow::bail!(
-                "`{}` is not a regular file; a recording is made with `sockmem record -o FILE`",
-                path.display()
-            );
-        }
-        let file = File::open(path).with_context(what)?;
-        let reader = Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
+        let reader = crate::recording::open(path)?;
         let filter = EventFilter::new(filters)?;
         Timeline::from_reader(reader, filter).with_context(what)
     }
@@ -183,9 +186,16 @@ impl Timeline {
         }
         let start_ns = header.anchor.monotonic_ns;
         let elapsed = (trailer.elapsed_s.max(0.0) * 1e9) as u64;
+        let duration_ns = elapsed.max(b.last_ns.saturating_sub(start_ns));
+        for s in &mut b.sockets {
+            // A snapshot is written after the events drained before it, which may be younger.
+            s.readings.sort_by_key(|r| r.ts_ns);
+            let last = s.readings.last().map_or(0, |r| r.ts_ns);
+            s.end_ns = s.destroyed_ns.unwrap_or(start_ns + duration_ns).max(last);
+        }
         Ok(Timeline {
             start_ns,
-            duration_ns: elapsed.max(b.last_ns.saturating_sub(start_ns)),
+            duration_ns,
             kernel: header.kernel,
             sockets: b.sockets,
             recorded_events: trailer.events,
@@ -210,12 +220,24 @@ struct Builder {
 }
 
 impl Builder {
-    /// A snapshot of a socket the filters kept: TSQ's limit then, where its inputs are known.
+    /// A snapshot of a socket the filters kept: its counters as the kernel read them then (a
+    /// stalled socket has few events, so these are most of what shows it held), and TSQ's
+    /// limit then, where its inputs are known.
     fn snapshot(&mut self, snap: &RecordedSnapshot, caps_paced: bool) {
         let Some(&i) = self.index.get(&snap.sock_id) else {
             return;
         };
         let s = &mut self.sockets[i];
+        let k = &snap.kernel;
+        let counter = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        s.readings.push(Reading {
+            ts_ns: snap.time_ns,
+            queued: counter(k.wmem_queued),
+            alloc: counter(k.wmem_alloc),
+            sndbuf: counter(k.sndbuf),
+            snapshot: true,
+        });
+        self.last_ns = self.last_ns.max(snap.time_ns);
         let Some(t) = snap.kernel.tcp.as_ref() else {
             return;
         };
@@ -241,14 +263,11 @@ impl Builder {
         });
         let s = &mut self.sockets[i];
         s.events += 1;
-        // The sender: the first `sendmsg` caller, else the first task an event named.
-        let from_send = e.owner == Owner::Sendmsg;
-        if e.owner != Owner::Unknown
-            && e.tgid != 0
-            && (s.sender.is_none() || (from_send && !s.sender_from_sendmsg))
-        {
-            s.sender = Some((e.tgid, e.comm.as_str().to_owned()));
-            s.sender_from_sendmsg = from_send;
+        if let Some((tgid, comm)) = sender_named(&e) {
+            s.sender = Some((tgid, comm.as_str().to_owned()));
+        }
+        if e.hook == Hook::SockDestroy {
+            s.destroyed_ns = Some(e.ts_ns);
         }
         if !e.freed {
             s.readings.push(Reading {
@@ -256,6 +275,7 @@ impl Builder {
                 queued: e.wmem_queued,
                 alloc: e.wmem_alloc,
                 sndbuf: e.sndbuf,
+                snapshot: false,
             });
         }
         let ended = |dur: u64, value: i64| Span {
@@ -370,7 +390,10 @@ pub(crate) mod tests {
     #[test]
     fn events_become_readings_calls_and_skb_spans() {
         let events = [
-            at(Hook::TcpSendmsg, 1, |r| r.wmem_queued = 100),
+            at(Hook::TcpSendmsg, 1, |r| {
+                r.wmem_queued = 100;
+                r.flags |= sockmem_common::event::FLAG_OWNER_FROM_SEND;
+            }),
             at(Hook::QdiscEnqueue, 2, |r| skb(r, 0xa)),
             at(Hook::QdiscEnqueue, 3, |r| skb(r, 0xb)),
             at(Hook::QdiscDequeue, 5, |r| skb(r, 0xa)),
@@ -449,7 +472,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_sender_is_the_sendmsg_caller_over_a_task_that_ran() {
+    fn the_sender_is_the_last_sendmsg_caller_never_a_task_that_ran() {
         use sockmem_common::event::{FLAG_OWNER_FROM_SEND, FLAG_OWNER_UNKNOWN};
         let events = [
             at(Hook::TcpAck, 1, |r| {
@@ -466,5 +489,16 @@ pub(crate) mod tests {
         let t = timeline(&events, &FilterArgs::default());
         assert_eq!(t.sockets[0].sender.as_ref().map(|s| s.0), Some(9));
         assert_eq!(t.sockets[0].sender_name(), "sender (9)");
+        // As `report` names it: the same shared rule.
+        let mut c = crate::pipeline::report::Collector::new(false);
+        for raw in &events {
+            c.observe(&Event::from_raw(raw).unwrap());
+        }
+        let rows = c.finish(crate::cli::GroupBy::Socket, false).rows;
+        assert_eq!(rows[0].pid, Some(9));
+        // A receiver: only tasks that ran, no `sendmsg`.
+        let t = timeline(&events[..2], &FilterArgs::default());
+        assert_eq!(t.sockets[0].sender, None);
+        assert_eq!(t.sockets[0].sender_name(), "no sendmsg seen");
     }
 }

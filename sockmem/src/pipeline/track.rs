@@ -24,7 +24,7 @@ pub struct SocketState {
     pub protocol: Protocol,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// The last sender named by an event (`sendmsg` owner), if any.
+    /// The last sender named by an event ([`sender_named`]), if any.
     pub sender: Option<(u32, Name)>,
     pub events: u64,
     pub first_ns: u64,
@@ -36,6 +36,15 @@ pub struct SocketState {
     pub max_alloc: i32,
     pub sndbuf: i32,
     pub destroyed: bool,
+}
+
+/// The sender an event names, by the one rule every command (trace's table, report, plot,
+/// export) follows: the task that called `sendmsg` on the socket (the programs keep naming it
+/// in softirq). A task that merely ran when a hook fired (`Owner::Current`: a receiver's
+/// `recvmsg`, a close) is not a sender, so a socket nobody sent on has none; the last caller
+/// wins, as a socket can change hands.
+pub fn sender_named(e: &Event) -> Option<(u32, Name)> {
+    (e.owner == Owner::Sendmsg).then_some((e.tgid, e.comm))
 }
 
 /// Keyed by socket id (`Event::sock_id`), which survives the kernel's reuse of addresses. Every
@@ -80,8 +89,8 @@ impl SocketTracker {
         if e.remote.port() != 0 {
             s.remote = e.remote;
         }
-        if e.owner == Owner::Sendmsg {
-            s.sender = Some((e.tgid, e.comm));
+        if let Some(sender) = sender_named(e) {
+            s.sender = Some(sender);
         }
         if e.hook == Hook::SockDestroy {
             s.destroyed = true;

@@ -258,6 +258,10 @@ pub struct Trailer {
     /// machine named them.
     #[serde(default)]
     pub attribution: Option<RecordedAttribution>,
+    /// Not in the file: the file had no trailer (its `record` was killed), this one stands in
+    /// for it with what the readable frames tell (see `Reader::open`).
+    #[serde(skip)]
+    pub truncated: bool,
 }
 
 /// cgroup id → path and namespace inode → `ip netns` name, for the ids a recording's events

@@ -30,11 +30,25 @@ use std::{fs::File, io::BufReader, path::Path};
 
 use anyhow::Context as _;
 
-/// Opens the recording at `input` for reading (`trace --input`, `report`): a regular file whose
-/// preamble, header and trailer check out.
+/// Opens the recording at `input` for reading (`trace --input`, `report`, `plot`, `export`): a
+/// regular file whose preamble, header and trailer check out. One without its trailer (a
+/// killed `record`) is read up to where it ends, with a warning that says what is missing.
 pub fn open(input: &Path) -> anyhow::Result<reader::Reader<BufReader<File>>> {
     let what = || format!("reading the recording `{}`", input.display());
-    let meta = std::fs::metadata(input).with_context(what)?;
+    let meta = match std::fs::metadata(input) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let hint = match left_by_a_killed_record(input) {
+                Some(p) => format!(
+                    "; a `record` to it that was killed left what it wrote in `{}`: read that \
+                     file",
+                    p.display()
+                ),
+                None => String::new(),
+            };
+            return Err(anyhow::Error::new(e).context(format!("{}{hint}", what())));
+        }
+        m => m.with_context(what)?,
+    };
     if !meta.is_file() {
         anyhow::bail!(
             "`{}` is not a regular file; a recording is written by `sockmem record -o FILE`",
@@ -42,5 +56,33 @@ pub fn open(input: &Path) -> anyhow::Result<reader::Reader<BufReader<File>>> {
         );
     }
     let file = File::open(input).with_context(what)?;
-    reader::Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)
+    let reader =
+        reader::Reader::open(BufReader::with_capacity(1 << 20, file)).with_context(what)?;
+    if let Some(w) = reader.truncation_warning(input) {
+        eprintln!("sockmem: WARNING: {w}");
+    }
+    Ok(reader)
+}
+
+/// `record -o FILE` writes `.FILE.sockmem-PID-N.tmp` beside it and renames it to FILE when the
+/// run ends (see `output`); a run killed with SIGKILL leaves that file. The newest such file
+/// for `path`, if any.
+fn left_by_a_killed_record(path: &Path) -> Option<std::path::PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!(".{name}.sockmem-");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"))
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
 }

@@ -20,12 +20,16 @@ pub enum ReadError {
     )]
     NewerVersion { found: u16, supported: u16 },
     #[error(
-        "written by an older sockmem: recording format version {found}, whose events carry no          cgroup or network namespace; this sockmem reads format version {supported}; read it          with the sockmem that wrote it"
+        "written by an older sockmem: recording format version {found}, whose events carry no \
+         cgroup or network namespace; this sockmem reads format version {supported}; read it \
+         with the sockmem that wrote it"
     )]
     OlderVersion { found: u16, supported: u16 },
+    /// Cut before its header ended: nothing in it can be read. (A file cut later is read up
+    /// to where it ends: see [`Reader::open`].)
     #[error(
-        "the recording is truncated (it has no trailer: the writer did not finish); {events} \
-         events are readable up to where it ends"
+        "the recording is truncated before its header ended ({events} events): the `record` \
+         writing it was killed as it started, nothing in it is readable"
     )]
     Truncated { events: u64 },
     #[error("corrupt recording at byte {offset}: {what}")]
@@ -81,9 +85,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 impl<R: Read + Seek> Reader<R> {
-    /// Checks that `src` is a finished recording of a format this sockmem reads, and reads its
-    /// header and trailer. A recording without its trailer is [`ReadError::Truncated`], saying
-    /// how many events could be read.
+    /// Checks that `src` is a recording of a format this sockmem reads, and reads its header
+    /// and trailer. A recording is a flight recorder: one without its trailer (the `record`
+    /// writing it was killed, or is still running) is read up to its last whole frame, with a
+    /// trailer made up of what those frames tell (counts, the run's length up to its last
+    /// event) and `truncated` set; what only the trailer knew is missing (events lost to a
+    /// full ring buffer, names of drop reasons and sites): see [`Reader::truncation_warning`].
+    /// One cut inside its header is [`ReadError::Truncated`].
     pub fn open(mut src: R) -> Result<Reader<R>, ReadError> {
         let len = src.seek(SeekFrom::End(0))?;
         src.seek(SeekFrom::Start(0))?;
@@ -145,9 +153,20 @@ impl<R: Read + Seek> Reader<R> {
                 ),
             ));
         }
-        let Some((end, trailer)) = read_trailer(&mut src, pos, len, &mut payload)? else {
-            let events = count_events(&mut src, pos, len, header.event_size, &mut payload)?;
-            return Err(ReadError::Truncated { events });
+        let (end, trailer) = match read_trailer(&mut src, pos, len, &mut payload)? {
+            Some(found) => found,
+            None => {
+                let prefix = readable_prefix(&mut src, pos, len, header.event_size, &mut payload)?;
+                let last_ns = prefix.last_ns.unwrap_or(header.anchor.monotonic_ns);
+                let trailer = Trailer {
+                    events: prefix.events,
+                    snapshots: prefix.snapshots,
+                    elapsed_s: last_ns.saturating_sub(header.anchor.monotonic_ns) as f64 / 1e9,
+                    truncated: true,
+                    ..Trailer::default()
+                };
+                (prefix.end, trailer)
+            }
         };
         src.seek(SeekFrom::Start(pos))?;
         Ok(Reader {
@@ -168,6 +187,24 @@ impl<R: Read + Seek> Reader<R> {
 
     pub fn trailer(&self) -> &Trailer {
         &self.trailer
+    }
+
+    /// For a recording without its trailer: what is read, and what is missing.
+    pub fn truncation_warning(&self, path: &std::path::Path) -> Option<String> {
+        let t = &self.trailer;
+        t.truncated.then(|| {
+            format!(
+                "`{}` is truncated (its `record` was killed, or is still running): reading its \
+                 {} events and {} snapshots up to where it ends ({:.1} s); its trailer is \
+                 missing, so events lost to a full ring buffer are NOT known (figures may \
+                 undercount), drop reasons and sites are shown as numbers, and `--stats` \
+                 costs are absent",
+                path.display(),
+                t.events,
+                t.snapshots,
+                t.elapsed_s
+            )
+        })
     }
 
     /// The next event or snapshot; `None` after the last (when their numbers are checked
@@ -279,21 +316,47 @@ fn read_trailer(
     }
 }
 
-/// How many whole event frames follow `pos`, up to the first frame that is cut or malformed.
-fn count_events(
+/// The whole frames of a recording without its trailer.
+struct Prefix {
+    events: u64,
+    snapshots: u64,
+    /// Where the first frame that is cut or malformed starts.
+    end: u64,
+    /// The last event's timestamp.
+    last_ns: Option<u64>,
+}
+
+/// The whole event and snapshot frames from `pos`, up to the first that is cut or malformed.
+fn readable_prefix(
     src: &mut (impl Read + Seek),
     mut pos: u64,
     len: u64,
     event_size: u32,
     payload: &mut Vec<u8>,
-) -> Result<u64, ReadError> {
+) -> Result<Prefix, ReadError> {
     src.seek(SeekFrom::Start(pos))?;
-    let mut events = 0;
+    let (mut events, mut snapshots, mut last_ns) = (0, 0, None);
     loop {
         match read_frame(src, pos, len, payload) {
-            Ok(Some(Kind::Event)) if payload.len() == event_size as usize => events += 1,
-            Ok(Some(Kind::Snapshot)) => {}
-            Ok(_) | Err(ReadError::Corrupt { .. }) => return Ok(events),
+            Ok(Some(Kind::Event)) if payload.len() == event_size as usize => {
+                events += 1;
+                if let Ok(e) = crate::pipeline::decode::Event::decode(payload) {
+                    last_ns = last_ns.max(Some(e.ts_ns));
+                }
+            }
+            Ok(Some(Kind::Snapshot))
+                if serde_json::from_slice::<RecordedSnapshot>(payload).is_ok() =>
+            {
+                snapshots += 1
+            }
+            Ok(_) | Err(ReadError::Corrupt { .. }) => {
+                return Ok(Prefix {
+                    events,
+                    snapshots,
+                    end: pos,
+                    last_ns,
+                })
+            }
             Err(e) => return Err(e),
         }
         pos += (FRAME_HEAD_BYTES + payload.len()) as u64;
@@ -478,9 +541,20 @@ mod tests {
         let event_frame = FRAME_HEAD_BYTES + event_bytes(0).len();
         let snapshot_frame = FRAME_HEAD_BYTES + serde_json::to_vec(&snapshot(9)).unwrap().len();
         let cut = header_end + 12 * event_frame + snapshot_frame + 7;
-        let err = read_all(&good[..cut]).unwrap_err();
-        assert!(matches!(err, ReadError::Truncated { events: 12 }), "{err}");
-        assert!(err.to_string().contains("12 events"), "{err}");
+        let (events, snapshots) = read_all(&good[..cut]).expect("the readable prefix");
+        assert_eq!((events.len(), snapshots), (12, 1));
+        let r = Reader::open(Cursor::new(&good[..cut])).unwrap();
+        assert!(r.trailer().truncated && r.trailer().lost_per_cpu.is_empty());
+        let warning = r
+            .truncation_warning(std::path::Path::new("c5.smrec"))
+            .unwrap();
+        assert!(
+            warning.contains("12 events and 1 snapshots") && warning.contains("NOT known"),
+            "{warning}"
+        );
+        // Cut inside the header: nothing to read.
+        let err = read_all(&good[..header_end - 3]).unwrap_err();
+        assert!(matches!(err, ReadError::Truncated { events: 0 }), "{err}");
         // An event frame's length changed: corrupt, where it is.
         let mut bad = good.clone();
         bad[header_end + 1] ^= 0x01;

@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeSet, HashSet},
     io,
+    time::{Duration, Instant},
 };
 
 use sockmem_common::Hook;
@@ -40,7 +41,14 @@ pub struct Recorder {
     netns: NetnsNames,
     cgroup_ids: BTreeSet<u64>,
     netns_inos: BTreeSet<u64>,
+    /// When what was written last went to the file.
+    flushed: Instant,
 }
+
+/// A recording is a flight recorder: a `record` killed with SIGKILL (no trailer) leaves what
+/// reached the file readable (`Reader::open`). Handing it over this often keeps that to all
+/// but about the last second's events, in chunks still large at any rate that matters.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 impl Consumer for Recorder {
     fn record(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -61,8 +69,12 @@ impl Consumer for Recorder {
         Ok(())
     }
 
-    /// Nothing needs to be visible before the end: the writing thread gets full chunks.
+    /// At most every [`FLUSH_EVERY`]: between, the writing thread gets full chunks.
     fn flush(&mut self) -> io::Result<()> {
+        if self.flushed.elapsed() >= FLUSH_EVERY {
+            self.writer.flush()?;
+            self.flushed = Instant::now();
+        }
         Ok(())
     }
 
@@ -83,6 +95,7 @@ impl Recorder {
             netns: NetnsNames::live(),
             cgroup_ids: BTreeSet::new(),
             netns_inos: BTreeSet::new(),
+            flushed: Instant::now(),
         })
     }
 

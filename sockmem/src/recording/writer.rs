@@ -65,6 +65,11 @@ impl<W: Write> Writer<W> {
         self.json(Kind::Snapshot, s)
     }
 
+    /// What was written so far, to the file: a killed `record` leaves it readable.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     pub fn events(&self) -> u64 {
         self.events
     }

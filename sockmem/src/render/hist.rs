@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
-use sockmem_common::hist::slot_bounds;
+use sockmem_common::hist::{slot_bounds, HistKind};
 
 use crate::attach::stats::HookCost;
 use crate::pipeline::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
@@ -110,14 +110,47 @@ pub fn write_text(out: &mut impl Write, header: &str, report: &Report) -> io::Re
             }
         }
     }
-    write_completeness(out, &report.completeness)
+    write_completeness(out, report)
 }
 
-fn write_completeness(out: &mut impl Write, c: &Completeness) -> io::Result<()> {
+/// What the skb counts mean for the histograms: an skb is timed (`driver_time`, `below_tcp`)
+/// when its socket gets its bytes back, which a driver that orphans it, or the receiving end
+/// of a veth, shows long before any free. Most skbs on such paths are then freed where no hook
+/// sees it (a received skb merged into another frees no skb), so `skbs_lost` (followed, not
+/// seen freed, not in flight) counts skbs whose samples are in, not missing ones.
+fn write_completeness(out: &mut impl Write, report: &Report) -> io::Result<()> {
+    let c = &report.completeness;
+    let samples = |kind: HistKind| {
+        report
+            .totals
+            .iter()
+            .find(|t| t.kind == kind)
+            .map_or(0, |t| t.count)
+    };
+    let (driver, below) = (samples(HistKind::DriverTime), samples(HistKind::BelowTcp));
+    // An skb in the map at the end may be timed already (its free not seen yet): count every
+    // followed one against the samples.
+    let untimed = c.skbs_tracked.saturating_sub(driver.max(below));
     writeln!(
         out,
-        "skbs: {} followed, {} freed, {} still in flight, {} lost (evicted or freed unseen)",
-        c.skbs_tracked, c.skbs_freed, c.skbs_in_flight, c.skbs_lost
+        "skbs: {} followed below the socket, {} of them still in the map at the end; timed \
+         when their socket got the bytes back: {driver} driver_time and {below} below_tcp \
+         samples ({})",
+        c.skbs_tracked,
+        c.skbs_in_flight,
+        match untimed {
+            0 => "every one followed".to_owned(),
+            n => format!(
+                "up to {n} followed have neither: still in flight, dropped before the driver, \
+                 evicted from the map, or their end unseen"
+            ),
+        }
+    )?;
+    writeln!(
+        out,
+        "skbs: {} seen freed, {} not (freed where no hook sees it, e.g. merged into another skb \
+         on receive): an skb timed before its unseen free is in the histograms",
+        c.skbs_freed, c.skbs_lost
     )?;
     writeln!(
         out,

@@ -13,7 +13,7 @@ use crate::{
     cli::TimeMode,
     kernel::sock_diag::SockMem,
     pipeline::{
-        decode::Event,
+        decode::{Event, Owner},
         snapshot::Snapshot,
         track::{Deltas, SocketState},
     },
@@ -236,9 +236,15 @@ impl<W: Finish> Sink for JsonSink<W> {
             l.push(b'"');
         }
         field!("cpu", e.cpu);
-        field!("pid", e.pid);
-        field!("tgid", e.tgid);
-        field!("comm", e.comm.as_str());
+        // No sender to name (softirq before any `sendmsg`): null, as the socket lines have it,
+        // not pid 0 and an empty name.
+        if e.owner == Owner::Unknown {
+            l.extend_from_slice(b",\"pid\":null,\"tgid\":null,\"comm\":null");
+        } else {
+            field!("pid", e.pid);
+            field!("tgid", e.tgid);
+            field!("comm", e.comm.as_str());
+        }
         word!("owner", e.owner.name());
         word!("hook", e.hook.name());
         field!("sock", e.sock_id);
@@ -379,9 +385,9 @@ mod tests {
         ts_ns: u64,
         time_s: f64,
         cpu: u32,
-        pid: u32,
-        tgid: u32,
-        comm: &'a str,
+        pid: Option<u32>,
+        tgid: Option<u32>,
+        comm: Option<&'a str>,
         owner: &'static str,
         hook: &'static str,
         /// The socket's identity while sockmem runs.
@@ -425,14 +431,15 @@ mod tests {
     /// The event object as the derived `Serialize` writes it: what `JsonSink::event` must equal.
     fn reference_event(e: &Event, d: Deltas, time_s: f64, kernel_addrs: bool) -> String {
         let skb = e.skb.as_ref();
+        let known = e.owner != Owner::Unknown;
         serde_json::to_string(&JsonEvent {
             r#type: "event",
             ts_ns: e.ts_ns,
             time_s,
             cpu: e.cpu,
-            pid: e.pid,
-            tgid: e.tgid,
-            comm: &e.comm,
+            pid: known.then_some(e.pid),
+            tgid: known.then_some(e.tgid),
+            comm: known.then_some(e.comm.as_str()),
             owner: e.owner.name(),
             hook: e.hook.name(),
             sock: e.sock_id,
@@ -470,7 +477,7 @@ mod tests {
 
     #[test]
     fn hand_written_events_equal_serde_s() {
-        use sockmem_common::event::{FLAG_HAS_SKB, FLAG_SOCK_FREED};
+        use sockmem_common::event::{FLAG_HAS_SKB, FLAG_OWNER_UNKNOWN, FLAG_SOCK_FREED};
         let mut cases = Vec::new();
         for hook in [
             Hook::SendmsgReturn,
@@ -478,7 +485,12 @@ mod tests {
             Hook::TcpSendmsg,
             Hook::DriverDone,
         ] {
-            for flags in [0, FLAG_HAS_SKB, FLAG_HAS_SKB | FLAG_SOCK_FREED] {
+            for flags in [
+                0,
+                FLAG_HAS_SKB,
+                FLAG_HAS_SKB | FLAG_SOCK_FREED,
+                FLAG_HAS_SKB | FLAG_OWNER_UNKNOWN,
+            ] {
                 let mut raw = raw_event(hook);
                 raw.flags = flags;
                 raw.skb = 0xffff_8880_0000_1000;

@@ -70,7 +70,8 @@ pub fn write(t: &Timeline, out: &mut impl Write) -> io::Result<Counts> {
                            "args": {"sort_index": order}}),
             )?;
         }
-        for r in &s.readings {
+        // The events' readings: a counter track holds each until the next anyway.
+        for r in s.readings.iter().filter(|r| !r.snapshot) {
             for (counter, v) in [
                 ("sk_wmem_queued", r.queued),
                 ("sk_wmem_alloc", r.alloc),
@@ -160,7 +161,10 @@ impl<W: Write> EventWriter<'_, W> {
 mod tests {
     use std::collections::HashMap;
 
-    use sockmem_common::{event::FLAG_HAS_SKB, Hook};
+    use sockmem_common::{
+        event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND},
+        Hook,
+    };
 
     use super::*;
     use crate::{
@@ -179,7 +183,10 @@ mod tests {
         };
         let t = timeline(
             &[
-                at(Hook::TcpSendmsg, 1, |r| r.wmem_queued = 100),
+                at(Hook::TcpSendmsg, 1, |r| {
+                    r.wmem_queued = 100;
+                    r.flags |= FLAG_OWNER_FROM_SEND;
+                }),
                 at(Hook::QdiscEnqueue, 2, skb(1)),
                 at(Hook::QdiscEnqueue, 3, skb(2)),
                 at(Hook::QdiscDequeue, 4, skb(1)),
@@ -188,7 +195,8 @@ mod tests {
                     (r.value, r.duration_ns) = (10, 5_000_000)
                 }),
                 at(Hook::TcpSendmsg, 7, |r| {
-                    (r.sock_id, r.tgid, r.lport) = (9, 200, 1)
+                    (r.sock_id, r.tgid, r.lport) = (9, 200, 1);
+                    r.flags |= FLAG_OWNER_FROM_SEND;
                 }),
             ],
             &FilterArgs::default(),

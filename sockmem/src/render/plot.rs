@@ -1,18 +1,23 @@
 //! `sockmem plot`: per socket, a panel with `sk_wmem_queued` and `sk_wmem_alloc` over time (step
-//! lines through the events' readings), `sk_sndbuf` as a reference, sendmsg calls and drops as
+//! lines through the readings of its events and snapshots, each value held until the next
+//! reading and the last until the socket's end: a stalled socket holds its bytes for the whole
+//! recording with hardly an event), `sk_sndbuf` as a reference, sendmsg calls and drops as
 //! marks, time blocked in send calls as shaded spans; the panels stacked on one time axis
 //! (seconds since the recording started). Drawn with plotters, as SVG or as PNG.
 //!
 //! The TSQ limit is drawn where the recording has snapshots (`record --snapshot SECS`): at each,
 //! `max(2 × truesize, pacing_rate >> pacing_shift)` capped by `net.ipv4.tcp_limit_output_bytes`
 //! as the kernel computes it (see `pipeline::timeline`), held until the next; without
-//! snapshots the legend says "not recorded".
+//! snapshots the legend says "not recorded". It is drawn (and sets the y range) only where the
+//! socket's `sk_wmem_alloc` came within [`TSQ_SHARE`] of it: a receiver's few bytes would
+//! otherwise be flattened against a limit it never neared; the legend then says so.
 //!
 //! In the SVG, each series is one `<polyline>` with `class="series sk_wmem_queued"` (or
 //! `sk_wmem_alloc`, `sk_sndbuf`, `tsq_limit`), `data-sock` (the socket id) and `data-readings` (how many
-//! readings the series has: every event that read the counters, for `sk_sndbuf` the readings
-//! where it changed and the last). A step line through K readings has 2K − 1 vertices; K is
-//! `data-readings` up to [`MAX_READINGS`]. A series with more keeps, per pixel column, the
+//! readings the series has: every event that read the counters and every snapshot, for
+//! `sk_sndbuf` the readings where it changed and the last). A step line through K readings has
+//! 2K − 1 vertices, and one more where the last value holds on to the socket's end (its
+//! `sock_destroy`, else the recording's end); K is `data-readings` up to [`MAX_READINGS`]. A series with more keeps, per pixel column, the
 //! column's first, lowest, highest and last reading, so spikes stay visible.
 
 use std::sync::OnceLock;
@@ -34,6 +39,15 @@ const TITLE_HEIGHT: u32 = 40;
 const LEGEND_WIDTH: u32 = 250;
 /// Readings per series drawn as they are; more are thinned per pixel column.
 pub const MAX_READINGS: usize = 5000;
+/// The TSQ limit is drawn where `sk_wmem_alloc` reached at least this share of its lowest.
+pub const TSQ_SHARE: f64 = 0.1;
+
+/// The socket's `sk_wmem_alloc` came near the TSQ limit (see [`TSQ_SHARE`]).
+fn tsq_shown(s: &SocketTimeline) -> bool {
+    let lowest = s.tsq_limit.iter().map(|&(_, l)| l).min();
+    let alloc = s.readings.iter().map(|r| r.alloc).max().unwrap_or(0);
+    lowest.is_some_and(|l| f64::from(alloc.max(0)) >= l as f64 * TSQ_SHARE)
+}
 
 const QUEUED: RGBColor = RGBColor(31, 119, 180);
 const ALLOC: RGBColor = RGBColor(255, 127, 14);
@@ -229,7 +243,8 @@ impl<'a> Plot<'a> {
         let secs = |ns: u64| t.rel_ns(ns) as f64 / 1e9;
         let times = self.panels.iter().flat_map(|s| {
             let first = s.readings.first().map(|r| r.ts_ns);
-            let last = s.readings.last().map(|r| r.ts_ns);
+            // Its last readings hold until its end.
+            let last = s.readings.last().map(|_| s.end_ns);
             let spans = s
                 .sendmsg
                 .iter()
@@ -262,13 +277,18 @@ impl<'a> Plot<'a> {
         let secs = |ns: u64| t.rel_ns(ns) as f64 / 1e9;
         let (chart_area, legend_area) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
         let tsq_max = s.tsq_limit.iter().map(|&(_, l)| l).max().unwrap_or(0);
+        let tsq = tsq_shown(s);
         let highest = s
             .readings
             .iter()
             .map(|r| r.queued.max(r.alloc).max(r.sndbuf))
             .max()
             .unwrap_or(0)
-            .max(i32::try_from(tsq_max).unwrap_or(i32::MAX));
+            .max(match tsq {
+                true => i32::try_from(tsq_max).unwrap_or(i32::MAX),
+                false => 0,
+            });
+        let until = secs(s.end_ns);
         // The y axis counts K (or M) so that its ticks fall on round numbers of them.
         let unit = Unit::for_max(highest as f64);
         let top = (highest as f64 / unit.bytes).max(1.0) * 1.08;
@@ -330,7 +350,7 @@ impl<'a> Plot<'a> {
         }))?;
         let sndbuf = changes(&s.readings, |r| r.sndbuf);
         chart.draw_series(std::iter::once(PathElement::new(
-            step(&sndbuf, |r| val(r.sndbuf), &secs),
+            step(&sndbuf, |r| val(r.sndbuf), &secs, until),
             SNDBUF.stroke_width(1),
         )))?;
         let width_px = chart.plotting_area().dim_in_pixel().0 as usize;
@@ -340,14 +360,14 @@ impl<'a> Plot<'a> {
         ] {
             let kept = thin(&s.readings, value, &secs, &x, width_px);
             chart.draw_series(std::iter::once(PathElement::new(
-                step(&kept, |r| val(value(r)), &secs),
+                step(&kept, |r| val(value(r)), &secs, until),
                 color.stroke_width(2),
             )))?;
         }
         // Over the counters: sk_wmem_alloc lives just around it.
-        if !s.tsq_limit.is_empty() {
+        if tsq {
             chart.draw_series(std::iter::once(PathElement::new(
-                step_points(&s.tsq_limit, |l| l as f64 / unit.bytes, &secs),
+                step_points(&s.tsq_limit, |l| l as f64 / unit.bytes, &secs, until),
                 TSQ.stroke_width(2),
             )))?;
         }
@@ -394,6 +414,13 @@ impl<'a> Plot<'a> {
             ),
             if s.tsq_limit.is_empty() {
                 ("TSQ limit", "not recorded".to_owned(), Swatch::None)
+            } else if !tsq {
+                // Not drawn: sk_wmem_alloc never came near it.
+                (
+                    "TSQ limit",
+                    format!("{}, far", bytes(tsq_max as f64)),
+                    Swatch::None,
+                )
             } else {
                 (
                     "TSQ limit",
@@ -443,12 +470,8 @@ impl<'a> Plot<'a> {
     fn tag_series(&self, svg: &str) -> String {
         let mut out = String::with_capacity(svg.len() + 200 * self.panels.len());
         let mut seen = [0usize; 4];
-        // Only the panels with TSQ limits draw that series.
-        let with_tsq: Vec<&&SocketTimeline> = self
-            .panels
-            .iter()
-            .filter(|p| !p.tsq_limit.is_empty())
-            .collect();
+        // Only the panels whose socket neared its TSQ limit draw that series.
+        let with_tsq: Vec<&&SocketTimeline> = self.panels.iter().filter(|p| tsq_shown(p)).collect();
         for line in svg.split_inclusive('\n') {
             let series = [
                 (QUEUED, "sk_wmem_queued"),
@@ -528,36 +551,38 @@ pub fn bytes(v: f64) -> String {
     format!("{text}{unit}")
 }
 
-/// A step line through `readings`: each value holds until the next reading.
+/// A step line through `readings`: each value holds until the next reading, the last until
+/// `until` (seconds).
 fn step(
     readings: &[Reading],
     value: impl Fn(&Reading) -> f64,
     secs: &impl Fn(u64) -> f64,
+    until: f64,
 ) -> Vec<(f64, f64)> {
-    let mut v = Vec::with_capacity(readings.len() * 2);
-    for (i, r) in readings.iter().enumerate() {
-        let x = secs(r.ts_ns);
-        if i > 0 {
-            v.push((x, value(&readings[i - 1])));
-        }
-        v.push((x, value(r)));
-    }
-    v
+    let points: Vec<(u64, f64)> = readings.iter().map(|r| (r.ts_ns, value(r))).collect();
+    step_points(&points, |v| v, secs, until)
 }
 
-/// A step line through `(ns, value)` points: each value holds until the next point.
-fn step_points(
-    points: &[(u64, u64)],
-    value: impl Fn(u64) -> f64,
+/// A step line through `(ns, value)` points: each value holds until the next point, the last
+/// until `until` (seconds).
+fn step_points<T: Copy>(
+    points: &[(u64, T)],
+    value: impl Fn(T) -> f64,
     secs: &impl Fn(u64) -> f64,
+    until: f64,
 ) -> Vec<(f64, f64)> {
-    let mut v = Vec::with_capacity(points.len() * 2);
+    let mut v = Vec::with_capacity(points.len() * 2 + 1);
     for (i, &(ts, val)) in points.iter().enumerate() {
         let x = secs(ts);
         if i > 0 {
             v.push((x, value(points[i - 1].1)));
         }
         v.push((x, value(val)));
+    }
+    if let Some(&(ts, val)) = points.last() {
+        if until > secs(ts) {
+            v.push((until, value(val)));
+        }
     }
     v
 }
@@ -673,6 +698,7 @@ pub(crate) mod tests {
             queued,
             alloc: 0,
             sndbuf: 4096,
+            snapshot: false,
         }
     }
 
@@ -689,11 +715,14 @@ pub(crate) mod tests {
     fn step_lines_have_two_vertices_per_reading_but_the_first() {
         let rs = [r(0, 1), r(1_000_000_000, 5), r(2_000_000_000, 2)];
         let secs = |ns: u64| ns as f64 / 1e9;
-        let v = step(&rs, |r| r.queued as f64, &secs);
+        let v = step(&rs, |r| r.queued as f64, &secs, 2.0);
         assert_eq!(
             v,
             vec![(0.0, 1.0), (1.0, 1.0), (1.0, 5.0), (2.0, 5.0), (2.0, 2.0)]
         );
+        // Held to the end.
+        let held = step(&rs[..1], |r| r.queued as f64, &secs, 3.0);
+        assert_eq!(held, vec![(0.0, 1.0), (3.0, 1.0)]);
         assert_eq!(changes(&rs, |r| r.sndbuf).len(), 2, "first and last");
     }
 
@@ -747,8 +776,9 @@ pub(crate) mod tests {
         let svg = plot.svg().unwrap();
         let doc = roxmltree::Document::parse(&svg).expect("XML");
         for (class, points) in [
-            ("series sk_wmem_queued", 2 * 51 - 1),
-            ("series sk_sndbuf", 3),
+            // Held from the last reading (49 ms) to the recording's end (1 s).
+            ("series sk_wmem_queued", 2 * 51),
+            ("series sk_sndbuf", 4),
         ] {
             let line = doc
                 .descendants()

@@ -44,6 +44,14 @@ impl Context<'_> {
 
     fn warning(&self) -> Option<String> {
         let lost = self.lost();
+        if self.trailer.truncated {
+            return Some(
+                "the recording is truncated (its `record` was killed): read up to where it \
+                 ends; events lost to a full ring buffer are not known, so every figure here \
+                 may undercount"
+                    .to_owned(),
+            );
+        }
         (lost > 0).then(|| {
             format!(
                 "the recording lost {lost} events (its ring buffer was full): every figure \
@@ -127,6 +135,7 @@ pub fn write_report_text(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
         "ALLOC",
         "MAX_A",
         "SNDBUF",
+        "QDISC_N",
         "QDISC_P50",
         "QDISC_P99",
         "DROPS",
@@ -161,6 +170,7 @@ pub fn write_report_text(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
             or_dash(r.wmem_alloc),
             r.wmem_alloc_max.to_string(),
             r.sndbuf.to_string(),
+            r.sojourn.count().to_string(),
             sojourn(0.5),
             sojourn(0.99),
             r.drops_total().to_string(),
@@ -174,6 +184,9 @@ pub fn write_report_text(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
         })
         .collect();
     write_table(out, &cells, &left)?;
+    if let Some(note) = qdisc_note(s) {
+        writeln!(out, "{note}")?;
+    }
     for r in s.rows.iter().filter(|r| !r.drops.is_empty()) {
         let reasons: Vec<String> = r.drops.iter().map(|(k, n)| format!("{n} {k}")).collect();
         writeln!(out, "drops of {}: {}", r.key, reasons.join(", "))?;
@@ -190,6 +203,38 @@ pub fn write_report_text(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
         write_text(out, &title, hist)?;
     }
     Ok(())
+}
+
+/// Said under the table when some qdisc events paired with nothing: the percentiles are of
+/// QDISC_N skbs only.
+fn qdisc_note(s: &Summary) -> Option<String> {
+    let q = s.qdisc;
+    q.unpaired().then(|| {
+        format!(
+            "qdisc: QDISC_P50/P99 are of the QDISC_N skbs whose enqueue and dequeue paired by \
+             address ({} in all); {} of {} enqueues and {} of {} dequeues paired with nothing \
+             (a qdisc that splits GSO skbs, like tbf, dequeues segments at new addresses; an \
+             skb dropped in it or still queued has no dequeue; a bypassed qdisc shows only \
+             dequeues)",
+            q.pairs,
+            q.enqueues.saturating_sub(q.pairs),
+            q.enqueues,
+            q.dequeues.saturating_sub(q.pairs),
+            q.dequeues
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct JsonQdiscPairs {
+    enqueues: u64,
+    dequeues: u64,
+    pairs: u64,
+    /// Enqueues and dequeues that paired with nothing.
+    unpaired_enqueues: u64,
+    unpaired_dequeues: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -275,6 +320,8 @@ struct JsonReport<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
     rows: Vec<JsonRow<'a>>,
+    /// How the rows' `qdisc` sojourns were sampled, every socket in total.
+    qdisc_pairing: JsonQdiscPairs,
     #[serde(skip_serializing_if = "Option::is_none")]
     hist: Option<serde_json::Value>,
 }
@@ -346,9 +393,17 @@ pub fn write_report_json(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
         recorded_events: ctx.trailer.events,
         events: ctx.events,
         lost_events: lost,
-        complete: lost == 0,
+        complete: lost == 0 && !ctx.trailer.truncated,
         warning: ctx.warning(),
         rows: s.rows.iter().map(|r| json_row(r, &clock)).collect(),
+        qdisc_pairing: JsonQdiscPairs {
+            enqueues: s.qdisc.enqueues,
+            dequeues: s.qdisc.dequeues,
+            pairs: s.qdisc.pairs,
+            unpaired_enqueues: s.qdisc.enqueues.saturating_sub(s.qdisc.pairs),
+            unpaired_dequeues: s.qdisc.dequeues.saturating_sub(s.qdisc.pairs),
+            note: qdisc_note(s),
+        },
         hist: s.hist.as_ref().map(json_parts),
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;
@@ -358,7 +413,7 @@ pub fn write_report_json(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::why::samples::Samples;
+    use crate::pipeline::{report::QdiscPairs, why::samples::Samples};
     use crate::recording::format::ClockAnchor;
 
     fn ctx<'a>(header: &'a Header, trailer: &'a Trailer, by: GroupBy) -> Context<'a> {
@@ -416,6 +471,11 @@ mod tests {
         t.lost_per_cpu = vec![0, 12];
         let s = Summary {
             rows: vec![row("a", 1 << 20), row("b", 10)],
+            qdisc: QdiscPairs {
+                enqueues: 14,
+                dequeues: 900,
+                pairs: 2,
+            },
             hist: None,
         };
         let mut buf = Vec::new();
@@ -433,6 +493,13 @@ mod tests {
         assert_eq!(&lines[4][sent - 5..sent], " 1MiB", "{text}");
         assert!(lines[4].contains("02:40:12.250000"), "{text}");
         assert!(text.contains("drops of a: 2 QDISC_DROP"), "{text}");
+        // The percentiles' sample count beside them, and the unpaired said.
+        let n = lines[3].find("QDISC_N").unwrap() + "QDISC_N".len();
+        assert_eq!(&lines[4][n - 2..n], " 1", "{text}");
+        assert!(
+            text.contains("12 of 14 enqueues and 898 of 900 dequeues paired with nothing"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -441,6 +508,7 @@ mod tests {
         t.lost_per_cpu = vec![3, 4];
         let s = Summary {
             rows: Vec::new(),
+            qdisc: QdiscPairs::default(),
             hist: None,
         };
         let mut buf = Vec::new();
@@ -462,6 +530,7 @@ mod tests {
         let (h, t) = (header(), Trailer::default());
         let s = Summary {
             rows: vec![row("a", 100)],
+            qdisc: QdiscPairs::default(),
             hist: None,
         };
         let mut buf = Vec::new();

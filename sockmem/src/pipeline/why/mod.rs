@@ -176,7 +176,10 @@ const HELD_AT: [Cause; 3] = [Cause::Qdisc, Cause::Device, Cause::SendBuffer];
 
 impl Watched {
     fn new(e: &Event) -> Watched {
-        Watched::blank(e.sock_id, e.ino, e.protocol, e.local, e.remote)
+        let mut w = Watched::blank(e.sock_id, e.ino, e.protocol, e.local, e.remote);
+        w.netns_ino = e.netns_ino;
+        w.netns_name = e.netns.clone();
+        w
     }
 
     fn blank(
@@ -194,8 +197,8 @@ impl Watched {
             remote,
             sender: None,
             cgroup: None,
-            netns_ino: e.netns_ino,
-            netns_name: e.netns.clone(),
+            netns_ino: 0,
+            netns_name: None,
             matched: false,
             gone: false,
             netns: None,
@@ -336,6 +339,8 @@ impl Analyzer {
                 .get(&m.ino)
                 .map(|(tgid, comm)| (*tgid, Name::new(comm.as_bytes())));
             w.netns = Some(s.netns);
+            // The namespace's inode (what events carry, what --netns compares).
+            w.netns_ino = s.netns as u32;
             w.matched = self.filter.matches(&w.facts());
             if w.matched {
                 self.by_ino.insert(m.ino, w.sock_id);
