@@ -64,6 +64,24 @@ pub struct FieldOffsets {
     pub sk_net: u32,
     /// `net.ns.inum`: the namespace's inode number.
     pub net_ns_inum: u32,
+    /// The TX queue an skb is handed to the driver on (`why` only): `net_device._tx` (`struct
+    /// netdev_queue *`), `sk_buff.queue_mapping` (u16) and `sizeof(struct netdev_queue)`;
+    /// `txq_size` is 0 where the kernel's BTF lacks any of them (the queue is then not read).
+    pub dev_tx: u32,
+    pub skb_queue_mapping: u32,
+    pub txq_size: u32,
+    /// `netdev_queue.state` (unsigned long) and the bits of `netdev_queue_state_t` in it:
+    /// `__QUEUE_STATE_DRV_XOFF` (the driver stopped the queue) and `__QUEUE_STATE_STACK_XOFF`
+    /// (BQL stopped it).
+    pub txq_state: u32,
+    pub txq_drv_xoff_bit: u32,
+    pub txq_stack_xoff_bit: u32,
+    /// `netdev_queue.dql.{limit,num_queued,num_completed}` (unsigned int each); `txq_has_bql`
+    /// is 0 in a kernel built without BQL (no `dql` member), and these are then not read.
+    pub txq_dql_limit: u32,
+    pub txq_dql_num_queued: u32,
+    pub txq_dql_num_completed: u32,
+    pub txq_has_bql: u32,
 }
 
 /// How many `--port`s and `--addr`s the programs take.
@@ -162,10 +180,10 @@ pub const MODE_SERVE: u32 = 3;
 /// socket and sender filters: `why` needs to know whose bytes are ahead in a qdisc.
 pub const MODE_WHY: u32 = 2;
 
-const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<FieldOffsets>() == 152);
 const _: () = assert!(core::mem::size_of::<Net>() == 40);
 const _: () = assert!(core::mem::size_of::<Filter>() == 392);
-const _: () = assert!(core::mem::size_of::<Config>() == 544);
+const _: () = assert!(core::mem::size_of::<Config>() == 584);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}

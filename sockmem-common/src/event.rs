@@ -17,6 +17,19 @@ pub const FLAG_SOCK_FREED: u8 = 32;
 /// `tcp_wfree` and drops later (`value` 0: no skb bytes).
 pub const FLAG_TSQ_REFERENCE: u8 = 16;
 
+/// `driver_xmit` in `why` mode carries the TX queue it hands the skb to, packed into `value`
+/// and `aux` (which that hook leaves free), as read just before `ndo_start_xmit`:
+/// - `value` bits: [`TXQ_READ`] (the queue was read), [`TXQ_DRV_XOFF`] / [`TXQ_STACK_XOFF`]
+///   (stopped by the driver / by BQL), [`TXQ_BQL_READ`] (the kernel has BQL and its counters
+///   were read), [`TXQ_BQL_USED`] (the driver has queued bytes through BQL: `num_queued` != 0);
+/// - `aux`: BQL's `limit` in the high 32 bits, inflight (`num_queued - num_completed`) in the
+///   low 32, both valid only with [`TXQ_BQL_READ`].
+pub const TXQ_READ: i64 = 1;
+pub const TXQ_DRV_XOFF: i64 = 2;
+pub const TXQ_STACK_XOFF: i64 = 4;
+pub const TXQ_BQL_READ: i64 = 8;
+pub const TXQ_BQL_USED: i64 = 16;
+
 /// One observation of a socket's send-side memory at a hook.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

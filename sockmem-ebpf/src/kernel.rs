@@ -7,7 +7,10 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use sockmem_common::Config;
+use sockmem_common::{
+    event::{TXQ_BQL_READ, TXQ_BQL_USED, TXQ_DRV_XOFF, TXQ_READ, TXQ_STACK_XOFF},
+    Config,
+};
 
 use crate::maps::{CONFIG, RUNNING};
 
@@ -374,4 +377,50 @@ pub fn msg_left(msg: u64) -> i64 {
 #[inline(always)]
 pub fn wmem_queued(sk: u64) -> i32 {
     read(sk, &config().offsets.sk_wmem_queued).unwrap_or(0)
+}
+
+/// The TX queue `skb` is handed to on `dev`, packed as `SockEvent` documents for `driver_xmit`
+/// (`TXQ_*` bits, and BQL's limit and inflight): `(0, 0)` where the kernel's BTF has no queue.
+#[inline(always)]
+pub fn tx_queue(skb: u64, dev: u64) -> (i64, u64) {
+    let o = &config().offsets;
+    let size = offset(&o.txq_size);
+    if size == 0 {
+        return (0, 0);
+    }
+    let Some(tx) = read::<u64>(dev, &o.dev_tx) else {
+        return (0, 0);
+    };
+    let Some(index) = read::<u16>(skb, &o.skb_queue_mapping) else {
+        return (0, 0);
+    };
+    if tx == 0 {
+        return (0, 0);
+    }
+    let txq = tx + u64::from(index) * size;
+    let Some(state) = read::<u64>(txq, &o.txq_state) else {
+        return (0, 0);
+    };
+    let mut bits = TXQ_READ;
+    if state & (1u64 << (offset(&o.txq_drv_xoff_bit) & 63)) != 0 {
+        bits |= TXQ_DRV_XOFF;
+    }
+    if state & (1u64 << (offset(&o.txq_stack_xoff_bit) & 63)) != 0 {
+        bits |= TXQ_STACK_XOFF;
+    }
+    if offset(&o.txq_has_bql) == 0 {
+        return (bits, 0);
+    }
+    let limit = read::<u32>(txq, &o.txq_dql_limit);
+    let queued = read::<u32>(txq, &o.txq_dql_num_queued);
+    let completed = read::<u32>(txq, &o.txq_dql_num_completed);
+    let (Some(limit), Some(queued), Some(completed)) = (limit, queued, completed) else {
+        return (bits, 0);
+    };
+    bits |= TXQ_BQL_READ;
+    if queued != 0 {
+        bits |= TXQ_BQL_USED;
+    }
+    let inflight = queued.wrapping_sub(completed);
+    (bits, (u64::from(limit) << 32) | u64::from(inflight))
 }

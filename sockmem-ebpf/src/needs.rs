@@ -65,3 +65,10 @@ pub fn every_socket(hook: Hook) -> bool {
         Hook::QdiscEnqueue | Hook::QdiscDequeue | Hook::SkbDrop
     ) && unsafe { read_volatile(&config().mode) == MODE_WHY }
 }
+
+/// `why`: the TX queue's state and BQL at the hand-off to the driver (a few kernel reads that
+/// `trace`, `hist` and `serve` do not pay).
+#[inline(always)]
+pub fn tx_queue() -> bool {
+    unsafe { read_volatile(&config().mode) == MODE_WHY }
+}

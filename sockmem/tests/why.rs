@@ -1,9 +1,9 @@
 //! Integration tests of `sockmem why`: per socket, the window's time by limiting cause.
 //!
-//! Each scenario builds its own pair of network namespaces (198.18.200-206.0/24, ports 270xx),
+//! Each scenario builds its own pair of network namespaces (198.18.200-209.0/24, ports 270xx),
 //! starts `sockmem why --json` (ready file first), then makes one cause hold by construction
 //! (a receiver that stops reading, a small `SO_SNDBUF`, a slow `tbf`, a bulk flow ahead of a
-//! small one, a sender that sleeps, UDP into a small queue), and checks what `why` says against
+//! small one, a sender that sleeps, UDP into a small queue, a bulk flow whose TX queue is read), and checks what `why` says against
 //! what the kernel itself says over the same window: `ss -tinm` (tcp_info's chrono timers
 //! busy / rwnd_limited / sndbuf_limited, pacing rate, skmem), `tc -s qdisc` (backlog, drops)
 //! and the flows' own counts. Every TCP flow runs CUBIC (set per route, whatever the host's
@@ -1446,7 +1446,127 @@ fn udp_drops_at_the_qdisc_limit_are_read_as_drops_and_the_socket_ahead_is_named(
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. Bad input
+// 7. The device's TX queue: its state and BQL at each hand-off to the driver
+// ---------------------------------------------------------------------------------------------
+
+/// BQL as the kernel shows it for one TX queue: `(limit, inflight)` from
+/// `/sys/class/net/<dev>/queues/tx-0/byte_queue_limits/`, or `None` where the kernel shows no
+/// BQL for the device (no `CONFIG_BQL`, or, since 6.11, a driver that does not use it).
+fn sysfs_bql(ns: &str, dev: &str) -> Option<(u64, u64)> {
+    let dir = format!("/sys/class/net/{dev}/queues/tx-0/byte_queue_limits");
+    let script = format!("cat {dir}/limit {dir}/inflight 2>/dev/null || true");
+    let out = ns_checked(ns, "sh", &["-c", &script]);
+    let mut v = out.split_whitespace().map(|w| w.parse::<u64>().ok());
+    match (v.next(), v.next()) {
+        (Some(Some(limit)), Some(Some(inflight))) => Some((limit, inflight)),
+        _ => None,
+    }
+}
+
+/// A bulk TCP flow (paced) over a veth: `why` reads the TX queue at every hand-off of the socket's
+/// skbs to the driver. Each hand-off is one skb the veth transmits, so the hand-offs are at
+/// most the packets `/proc/net/dev` counts on it, and the flow's skbs are most of those (the
+/// rest: ARP and neighbour discovery). BQL is held against sysfs: where the kernel shows none
+/// for the veth (6.11+ hides it for drivers that do not use it, as veth), `why` must not say
+/// it saw BQL in use; where the kernel shows it (6.1: every device) and `why` saw the driver
+/// use it, the limit must be sysfs's. The queue's stopped counts cannot exceed the hand-offs;
+/// a queue stopped at hand-off is rare by construction (the stack hands nothing to a stopped
+/// queue), so they are printed, not asserted.
+#[test]
+fn device_reads_the_tx_queue_state_and_bql() {
+    const T: &str = "device_reads_the_tx_queue_state_and_bql";
+    const P: u16 = 27070;
+    let pair = NetnsPair::new("wtxq", 206);
+    pair.tx_congctl("cubic");
+    let (_, pkts_before) = pair.tx_dev_stats();
+    let p = P.to_string();
+    let ((flow, bql_during), run) = why_around(&[&["why", "--json", "-P", &p, "--tcp"]], || {
+        // Paced (20 MB/s): an unpaced veth flow hands over tens of thousands of skbs a second,
+        // more than a debug build's ring buffer keeps up with (8 GB in 1.5 s: a third seen).
+        let opts = TcpFlowOpts::until_stopped().max_pacing_rate(20_000_000);
+        let flow = TcpFlow::start(&pair, P, "smtx-wtxq", opts);
+        thread::sleep(Duration::from_millis(1500));
+        let bql = sysfs_bql(&pair.tx_ns, &pair.tx_if);
+        (flow, bql)
+    });
+    let lport = flow.key.lport;
+    let r = flow.finish();
+    let (_, pkts_after) = pair.tx_dev_stats();
+    let pkts = pkts_after - pkts_before;
+    assert!(r.sent > 0 && r.received == r.sent, "premise: {r:?}");
+    let qdisc = pair.tx_qdisc_stats();
+    let doc = run.doc();
+    let sock = doc.socket_at(lport, P);
+    let txq = &sock["device"]["tx_queue"];
+    eprintln!(
+        "{T}: sent {} B, veth tx packets {pkts}, qdisc requeues {}; sysfs BQL {bql_during:?}; \
+         why's tx_queue {txq}",
+        r.sent, qdisc.requeues
+    );
+    if !doc.hook_attached("driver_xmit") {
+        eprintln!(
+            "SKIP {T}: driver_xmit is not attached: {:?}",
+            doc.hook("driver_xmit")
+        );
+        return;
+    }
+    let handoffs = u64_of(txq, "handoffs");
+    if handoffs == 0 {
+        let why = missing_why(sock, "device");
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("TX queue")),
+            "{T}: no hand-off read the TX queue, and `why` does not name it missing: {}",
+            brief(sock)
+        );
+        eprintln!("SKIP {T}: {why:?}");
+        return;
+    }
+    assert!(
+        handoffs <= pkts && handoffs * 2 >= pkts,
+        "{T}: expected the flow's hand-offs ({handoffs}) to be most of the packets the veth \
+         sent ({pkts})"
+    );
+    let stopped = u64_of(txq, "driver_stopped") + u64_of(txq, "bql_stopped");
+    assert!(stopped <= handoffs, "{T}: {txq}");
+    let (bql_read, bql_used) = (u64_of(txq, "bql_read"), u64_of(txq, "bql_used"));
+    assert!(bql_used <= bql_read && bql_read <= handoffs, "{T}: {txq}");
+    if bql_read == 0 {
+        let why = missing_why(sock, "device");
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("BQL")),
+            "{T}: BQL was not read, and `why` does not name it missing: {}",
+            brief(sock)
+        );
+        assert!(
+            bql_during.is_none(),
+            "{T}: sysfs shows BQL ({bql_during:?}) but `why` says the kernel has none"
+        );
+        eprintln!("SKIP {T}: BQL: {why:?}");
+        return;
+    }
+    match bql_during {
+        // The kernel hides BQL for this device: its driver does not use it.
+        None => assert_eq!(bql_used, 0, "{T}: sysfs shows no BQL on the veth: {txq}"),
+        Some((limit, inflight)) if bql_used == 0 => assert!(
+            limit == 0 && inflight == 0,
+            "{T}: `why` saw no bytes queued through BQL, sysfs shows limit {limit}, inflight \
+             {inflight}"
+        ),
+        Some((limit, _)) => assert_eq!(
+            txq["bql_limit_last"].as_u64(),
+            Some(limit),
+            "{T}: BQL limit: `why` against sysfs: {txq}"
+        ),
+    }
+    assert!(
+        missing_why(sock, "device").is_none(),
+        "{T}: the TX queue and BQL were read, yet `why` names the device's inputs missing: {}",
+        brief(sock)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Bad input
 // ---------------------------------------------------------------------------------------------
 
 /// Bad options end with a non-zero exit and a message naming what is wrong, never a panic.

@@ -5,6 +5,7 @@ use sockmem_common::{hist::counter, Hook};
 use crate::{
     kernel::{self, now},
     maps::{count, SKBS},
+    needs,
     observe::{skb_event, Dev},
     sink::Extra,
     skbs::{end_transmit, for_each_in_list, forget, track, transmit_times},
@@ -23,7 +24,10 @@ pub fn xmit(skb: u64, dev: u64) {
         return;
     }
     let sk = kernel::skb_sk(skb);
-    let x = Extra::value(0);
+    let mut x = Extra::value(0);
+    if sk != 0 && needs::tx_queue() {
+        (x.value, x.aux) = kernel::tx_queue(skb, dev);
+    }
     if sk == 0 || !skb_event(Hook::DriverXmit, skb, sk, Dev::Given(dev), true, 0, x) {
         forget(skb);
         return;

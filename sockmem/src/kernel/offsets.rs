@@ -70,11 +70,68 @@ const SOCKET_INO: [(&str, &str, u32); 3] = [
     ("inode", "i_ino", 8),
 ];
 
+/// The TX queue `why` reads at the hand-off to the driver: optional, as a kernel without one of
+/// them (BQL is `CONFIG_BQL`) leaves that input named missing rather than failing the load.
+#[rustfmt::skip]
+const TX_QUEUE: &[Field] = &[
+    Field { strukt: "net_device", path: "_tx", size: 8, slot: |o| &mut o.dev_tx },
+    Field { strukt: "sk_buff", path: "queue_mapping", size: 2, slot: |o| &mut o.skb_queue_mapping },
+    Field { strukt: "netdev_queue", path: "state", size: 8, slot: |o| &mut o.txq_state },
+];
+#[rustfmt::skip]
+const BQL: &[Field] = &[
+    Field { strukt: "netdev_queue", path: "dql.limit", size: 4, slot: |o| &mut o.txq_dql_limit },
+    Field { strukt: "netdev_queue", path: "dql.num_queued", size: 4, slot: |o| &mut o.txq_dql_num_queued },
+    Field { strukt: "netdev_queue", path: "dql.num_completed", size: 4, slot: |o| &mut o.txq_dql_num_completed },
+];
+
 /// Every (struct, field path) [`resolve`] looks up: the BTF test fixture keeps these.
 #[cfg(test)]
 pub(crate) fn looked_up() -> impl Iterator<Item = (&'static str, &'static str)> {
     let socket_ino = SOCKET_INO.iter().map(|&(strukt, path, _)| (strukt, path));
-    FIELDS.iter().map(|f| (f.strukt, f.path)).chain(socket_ino)
+    let optional = TX_QUEUE.iter().chain(BQL).map(|f| (f.strukt, f.path));
+    FIELDS
+        .iter()
+        .map(|f| (f.strukt, f.path))
+        .chain(socket_ino)
+        .chain(optional)
+}
+
+/// Fills `fields` into `offsets` if every one of them is in `btf` with its expected size.
+fn resolve_all(btf: &Btf, fields: &[Field], offsets: &mut FieldOffsets) -> bool {
+    let mut found = *offsets;
+    for f in fields {
+        match btf.member_offset(f.strukt, f.path) {
+            Ok(loc) if loc.size == f.size => *(f.slot)(&mut found) = loc.offset,
+            _ => return false,
+        }
+    }
+    *offsets = found;
+    true
+}
+
+/// The TX queue's offsets, its size and the state bits from `netdev_queue_state_t`; left at 0
+/// (`txq_size` 0: not read) where this kernel's BTF lacks one.
+fn resolve_tx_queue(btf: &Btf, offsets: &mut FieldOffsets) {
+    let Ok(size) = btf.struct_size("netdev_queue") else {
+        return;
+    };
+    let Ok(states) = btf.enum_values("netdev_queue_state_t") else {
+        return;
+    };
+    let bit = |name: &str| states.iter().find(|(n, _)| n == name).map(|&(_, v)| v);
+    let (Some(drv), Some(stack)) = (
+        bit("__QUEUE_STATE_DRV_XOFF"),
+        bit("__QUEUE_STATE_STACK_XOFF"),
+    ) else {
+        return;
+    };
+    if drv >= 64 || stack >= 64 || size == 0 || !resolve_all(btf, TX_QUEUE, offsets) {
+        return;
+    }
+    (offsets.txq_drv_xoff_bit, offsets.txq_stack_xoff_bit) = (drv as u32, stack as u32);
+    offsets.txq_has_bql = u32::from(resolve_all(btf, BQL, offsets));
+    offsets.txq_size = size;
 }
 
 /// Every offset the programs need, or the first field this kernel lacks.
@@ -124,6 +181,7 @@ pub fn resolve(btf: &Btf) -> Result<FieldOffsets, OffsetError> {
         .ok_or(OffsetError::Layout {
             what: "`socket_alloc.socket` after `socket_alloc.vfs_inode`",
         })?;
+    resolve_tx_queue(btf, &mut offsets);
     Ok(offsets)
 }
 
@@ -194,6 +252,17 @@ mod tests {
             socket_ino: 192,
             sk_net: 48,
             net_ns_inum: 176,
+            dev_tx: 24,
+            skb_queue_mapping: 124,
+            txq_size: 320,
+            txq_state: 272,
+            txq_drv_xoff_bit: 0,
+            txq_stack_xoff_bit: 1,
+            // `dql` at 128 in netdev_queue; num_queued is its first member.
+            txq_dql_limit: 192,
+            txq_dql_num_queued: 128,
+            txq_dql_num_completed: 196,
+            txq_has_bql: 1,
         };
         assert_eq!(o, want);
     }

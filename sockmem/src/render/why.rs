@@ -178,6 +178,9 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
             d.skbs, d.mean_us, d.p99_us, d.max_us
         )?;
     }
+    if d.tx_queue.handoffs > 0 {
+        writeln!(out, "  device: {}", d.tx_queue.describe())?;
+    }
     writeln!(out)
 }
 

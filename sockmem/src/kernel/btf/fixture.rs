@@ -5,7 +5,7 @@
 //! It holds the structs of every field `kernel::offsets` resolves and of [`TEST_FIELDS`],
 //! pruned to those members (and the anonymous members on the way to them) at their original
 //! bit offsets and with their full sizes; every other struct or union reached keeps its name
-//! and size but no members, and enums keep no values. It also holds the `btf_trace_*` typedefs
+//! and size but no members, and enums keep no values but those of [`KEPT_ENUMS`]. It also holds the `btf_trace_*` typedefs
 //! of the registry's tracepoints and the FUNC entries of its fentry/kprobe targets, with their
 //! prototypes. So every lookup sockmem makes answers as on the full BTF (checked by
 //! `fixture_answers_like_live`), in a few KB. It is valid BTF (the kernel's BPF_BTF_LOAD
@@ -40,6 +40,9 @@ pub const TEST_FIELDS: &[(&str, &str)] = &[
     ("sock", "sk_wmem_alloc.refs.counter"),
     ("sk_buff", "cloned"), // a bitfield
 ];
+
+/// Enums the fixture keeps with their values (`kernel::offsets` reads bit numbers from them).
+pub const KEPT_ENUMS: &[&str] = &["netdev_queue_state_t"];
 
 /// The fixture, parsed.
 pub fn btf() -> &'static Btf {
@@ -123,6 +126,16 @@ pub fn generate(full: &Btf) -> Result<Vec<u8>, String> {
             cur = full.step(last).map_err(err)?.1.ty;
         }
     }
+    let mut kept_enums = BTreeSet::new();
+    for name in KEPT_ENUMS {
+        let ids = full
+            .named(name)
+            .filter(|(_, t)| matches!(t.body, Body::Enum(_) | Body::Enum64(_)));
+        for (id, _) in ids {
+            kept_enums.insert(id);
+            roots.push(id);
+        }
+    }
     // What this kernel lacks, the fixture lacks too.
     let (tracepoints, functions) = tracepoints_and_functions();
     roots.extend(
@@ -146,7 +159,7 @@ pub fn generate(full: &Btf) -> Result<Vec<u8>, String> {
                 let members = members.filter(|(index, _)| kept.contains(index));
                 c.members = members.map(|(_, member)| member).collect();
             }
-            Body::Enum(e) | Body::Enum64(e) => e.values.clear(),
+            Body::Enum(e) | Body::Enum64(e) if !kept_enums.contains(&id) => e.values.clear(),
             _ => {}
         }
         Ok(ty)

@@ -347,6 +347,12 @@ impl Btf {
             .collect()
     }
 
+    /// `sizeof(struct name)`.
+    pub fn struct_size(&self, name: &str) -> Result<u32> {
+        let id = self.find_composite(name)?;
+        self.size_of(id, 0)
+    }
+
     /// Whether a kernel function (BTF FUNC) with this exact name exists.
     pub fn has_function(&self, name: &str) -> bool {
         self.named(name)

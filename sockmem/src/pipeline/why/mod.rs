@@ -10,6 +10,7 @@ pub mod report;
 pub mod samples;
 pub mod sleeps;
 pub mod tsq;
+pub mod txq;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -131,6 +132,8 @@ pub struct Watched {
     pub send: SendStats,
     pub qdisc: QdiscStats,
     pub device_ns: Samples,
+    /// The TX queue as the hand-offs to the driver saw it.
+    pub txq: txq::TxQueueSeen,
     /// Every drop of this socket's followed skbs, by the kernel's reason.
     pub drops: HashMap<String, u64>,
     pub truesize_max: u64,
@@ -205,6 +208,7 @@ impl Watched {
             send: SendStats::default(),
             qdisc: QdiscStats::default(),
             device_ns: Samples::default(),
+            txq: txq::TxQueueSeen::default(),
             drops: HashMap::new(),
             truesize_max: 0,
             data_skbs: 0,
@@ -432,6 +436,7 @@ impl Analyzer {
                 w.sleeps.blocked(e.ts_ns, e.duration_ns);
             }
             Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
+            Hook::DriverXmit => w.txq.add(e.value, e.aux),
             Hook::SockDestroy => w.gone = true,
             Hook::SockExceedBufLimit => {
                 let recv = e.value != 0;

@@ -195,6 +195,8 @@ pub struct DeviceWhy {
     pub mean_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
+    /// The TX queue at the hand-offs: stopped by the driver / BQL, BQL's limit and inflight.
+    pub tx_queue: super::txq::TxQueueSeen,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -368,6 +370,7 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
             mean_us: device.mean() / 1e3,
             p99_us: device.percentile(0.99) as f64 / 1e3,
             max_us: device.max() as f64 / 1e3,
+            tx_queue: w.txq.clone(),
         },
         missing: missing(w, run),
     };
@@ -449,12 +452,27 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
                 .into(),
         });
     }
-    m.push(Missing {
-        cause: "device",
-        why: "the TX queue's state (stopped by the driver or BQL) and BQL's limit/inflight are \
-              not read yet: time past the qdisc is `device` without saying which"
-            .into(),
-    });
+    if let Some(why) = hook(Hook::DriverXmit) {
+        m.push(Missing {
+            cause: "device",
+            why: format!("{why}; the TX queue's state and BQL are not read"),
+        });
+    } else if w.txq.handoffs == 0 && w.device_ns.count() > 0 {
+        m.push(Missing {
+            cause: "device",
+            why: "the TX queue is not in this kernel's BTF (`net_device._tx`, \
+                  `sk_buff.queue_mapping`, `netdev_queue.state` or `netdev_queue_state_t`): \
+                  whether the driver or BQL stopped it is not read"
+                .into(),
+        });
+    } else if w.txq.handoffs > 0 && w.txq.bql_read == 0 {
+        m.push(Missing {
+            cause: "device",
+            why: "BQL is not in this kernel (no `netdev_queue.dql`): its limit and inflight \
+                  are not read"
+                .into(),
+        });
+    }
     if let Some(why) = hook(Hook::SockExceedBufLimit) {
         m.push(Missing {
             cause: "memory_pressure",
@@ -608,11 +626,12 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
         }
         Cause::Device => format!(
             "{share:.0}% of the time its bytes were past the qdisc, in the device's hands \
-             (alloc mean {}; driver time mean {}, p99 {}): the device or its completions are \
-             slow",
+             (alloc mean {}; driver time mean {}, p99 {}; {}): the device or its completions \
+             are slow",
             bytes(c.alloc_mean),
             us(s.device.mean_us),
-            us(s.device.p99_us)
+            us(s.device.p99_us),
+            s.device.tx_queue.describe()
         ),
         Cause::Tsq => format!(
             "{share:.0}% of the time TCP Small Queues held it back (alloc within one skb of \
