@@ -661,6 +661,16 @@ fn bad_cgroup_and_netns_are_clear_errors() {
     for (args, says) in [
         (vec!["trace", "--cgroup", &missing], "no cgroup"),
         (vec!["hist", "--cgroup", &missing, "-d", "1"], "no cgroup"),
+        // Every command that loads the programs resolves them the same way.
+        (vec!["top", "--cgroup", &missing, "-d", "1"], "no cgroup"),
+        (
+            vec!["why", "--netns", "sockmem-no-such-ns", "-d", "1"],
+            "no network namespace",
+        ),
+        (
+            vec!["record", "--cgroup", &missing, "-o", "/dev/null"],
+            "no cgroup",
+        ),
         (vec!["trace", "--cgroup", "a/../b"], "`..`"),
         (
             vec!["trace", "--cgroup", &procs_file],

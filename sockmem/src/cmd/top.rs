@@ -73,7 +73,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     let mut session = session::start(&session::Options {
-        filter: args.filters.to_kernel().map_err(anyhow::Error::msg)?,
+        filter: session::kernel_filter(&args.filters)?,
         args: &args.session,
         ring_size: args.ring_size,
         mode: MODE_TRACE,
