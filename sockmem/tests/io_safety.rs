@@ -705,14 +705,43 @@ fn a_signal_while_loading_ends_the_run_like_one_after() {
         let loading = !ready.exists();
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .expect("piped stderr")
-            .read_to_string(&mut stderr)
-            .expect("read stderr");
-        let status = child.wait().expect("wait sockmem");
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let reader = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        });
+        // A hang becomes a failure that says where each thread waits (seen once in a VM cell
+        // under load, never reproduced alone).
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let threads: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+                    .map(|d| {
+                        d.flatten()
+                            .map(|t| {
+                                let f = |n: &str| {
+                                    fs::read_to_string(t.path().join(n)).unwrap_or_default()
+                                };
+                                format!("{} wchan={}", f("comm").trim(), f("wchan").trim())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{cmd}: still running {READY_TIMEOUT:?} after SIGINT (loading: {loading}); \
+                     threads: {threads:?}; stderr:\n{}",
+                    reader.join().unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = reader.join().expect("the stderr reader");
         eprintln!("{cmd}: signalled while loading: {loading}; {status}");
         assert!(
             loading,
