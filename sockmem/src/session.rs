@@ -413,9 +413,9 @@ fn report_hooks(reports: &[HookReport], verbose: bool) {
     );
 }
 
-/// SIGINT, SIGTERM and SIGHUP, each ending a run the same way (output kept). Made before the
-/// programs start and the ready file appears: a script that signals right after it must not
-/// find the default action (death) still in place.
+/// SIGINT, SIGTERM and SIGHUP, each ending a run the same way (output kept). Made with the
+/// runtime ([`runtime`]), before anything else: a script that signals while the programs load
+/// or right after the ready file appears must not find the default action (death) in place.
 pub struct Stops {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
@@ -425,7 +425,7 @@ pub struct Stops {
 
 impl Stops {
     /// Needs the tokio runtime's context (`Runtime::enter`).
-    pub fn new() -> anyhow::Result<Stops> {
+    fn new() -> anyhow::Result<Stops> {
         use tokio::signal::unix::{signal, SignalKind};
         let on = |k| signal(k).context("installing a signal handler");
         Ok(Stops {
@@ -435,13 +435,10 @@ impl Stops {
         })
     }
 
-    /// SIGINT and SIGTERM only: for a daemon that gives SIGHUP a meaning of its own (the
-    /// caller installs that handler, so SIGHUP's default action never kills it).
-    pub fn without_hangup() -> anyhow::Result<Stops> {
-        Ok(Stops {
-            hup: None,
-            ..Stops::new()?
-        })
+    /// SIGINT and SIGTERM only: for a daemon that gives SIGHUP a meaning of its own. SIGHUP
+    /// stays caught (tokio never uninstalls a handler), so its default action never kills it.
+    pub fn without_hangup(self) -> Stops {
+        Stops { hup: None, ..self }
     }
 
     /// Until one of them arrives.
@@ -531,9 +528,17 @@ pub fn stdout_reader_gone() -> bool {
 }
 
 /// The single-threaded tokio runtime every command waits in.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+/// The runtime a command runs on, with the signals that end a run already caught: made first
+/// thing, so a signal while the programs load (or checks run) ends the run as one after it does,
+/// output complete, instead of killing it half-started.
+pub fn runtime() -> anyhow::Result<(tokio::runtime::Runtime, Stops)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")
+        .context("starting the tokio runtime")?;
+    let stops = {
+        let _context = runtime.enter();
+        Stops::new()?
+    };
+    Ok((runtime, stops))
 }

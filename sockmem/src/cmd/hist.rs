@@ -22,11 +22,8 @@ use crate::{
 };
 
 pub fn run(args: HistArgs) -> anyhow::Result<()> {
-    let runtime = session::runtime()?;
+    let (runtime, stops) = session::runtime()?;
     let _runtime_context = runtime.enter();
-    // Before anything else: a signal while the programs load ends the run as one after
-    // (output complete), instead of killing it half-started.
-    let stops = session::Stops::new()?;
     let per = args
         .per
         .map(PerArg::to_kernel)

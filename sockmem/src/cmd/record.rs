@@ -23,11 +23,8 @@ use crate::{
 };
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
-    let runtime = session::runtime()?;
+    let (runtime, mut stops) = session::runtime()?;
     let _runtime_context = runtime.enter();
-    // Before anything else: a signal while the programs load ends the run as one after
-    // (output complete), instead of killing it half-started.
-    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     // Checked before any program runs. Written to a temporary file beside FILE, renamed over
     // it when the run ends (`output::OutputFile`), rather than at FILE from the start: a start

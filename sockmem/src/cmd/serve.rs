@@ -90,11 +90,11 @@ fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let runtime = session::runtime()?;
+    let (runtime, stops) = session::runtime()?;
     let _runtime_context = runtime.enter();
-    // Before anything else: SIGTERM while the programs load ends the run as one after (exit
-    // 0), and SIGHUP never finds its default action (death) in place.
-    let mut stops = session::Stops::without_hangup()?;
+    // A daemon gives SIGHUP a meaning of its own: it does not end the run (still caught since
+    // `runtime()`, so its default action, death, is never in place).
+    let mut stops = stops.without_hangup();
     let mut hangups = signal(SignalKind::hangup()).context("installing a signal handler")?;
     session::check_filters(&args.filters)?;
     // Bound before any program loads: a taken port fails at once.

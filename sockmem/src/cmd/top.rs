@@ -67,10 +67,8 @@ impl Consumer for TopPipeline<'_> {
 }
 
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
-    let runtime = session::runtime()?;
+    let (runtime, mut stops) = session::runtime()?;
     let _runtime_context = runtime.enter();
-    // First: a signal while the programs load ends the run like one after.
-    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     let mut session = session::start(&session::Options {
         filter: session::kernel_filter(&args.filters)?,

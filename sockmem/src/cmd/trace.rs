@@ -28,11 +28,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
         return recording::replay::run(&args, input);
     }
-    let runtime = session::runtime()?;
+    let (runtime, mut stops) = session::runtime()?;
     let _runtime_context = runtime.enter();
-    // Before anything else: a signal while the programs load ends the run as one after
-    // (output complete), instead of killing it half-started.
-    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     // Checked before any program runs; the file is in place only when the run succeeds.
     let out = session::open_output(args.output.as_deref())?;

@@ -78,11 +78,8 @@ impl Consumer for WhyPipeline {
 }
 
 pub fn run(args: WhyArgs) -> anyhow::Result<()> {
-    let runtime = session::runtime()?;
+    let (runtime, mut stops) = session::runtime()?;
     let _runtime_context = runtime.enter();
-    // Before anything else: a signal while the programs load ends the run as one after
-    // (output complete), instead of killing it half-started.
-    let mut stops = session::Stops::new()?;
     session::check_filters(&args.filters)?;
     if let Some(d) = args.duration {
         // Two samples at least, or no interval can be judged.
