@@ -609,11 +609,6 @@ const SUM_SLACK_PER_SAMPLE: Duration = Duration::from_micros(20);
 /// a few % of these sums.
 const SUM_SLACK_PER_SAMPLE_EMULATED: Duration = Duration::from_micros(250);
 
-/// Whether this machine is emulated by qemu (its CPU model says so).
-fn emulated() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"))
-}
-
 fn socket_label(k: &SockKey) -> String {
     format!("{}:{} > {}:{} tcp", k.laddr, k.lport, k.raddr, k.rport)
 }

@@ -1637,9 +1637,3 @@ fn ss_tinm_parser_reads_the_timers() {
         (4, 0, 0)
     );
 }
-
-/// Whether this runs in an emulated VM (the matrix's TCG guests), where CPU-bound premises
-/// cannot always be built.
-fn emulated() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"))
-}

@@ -74,3 +74,9 @@ pub const HOLD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause after the traffic before stopping a tracer, so that the last skbs are through the qdisc
 /// and the last ACKs are in.
 pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// Whether this machine is emulated by qemu (its CPU model says so): the VM matrix's TCG
+/// guests, where timing bounds are looser and some CPU-bound premises cannot be built.
+pub fn emulated() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"))
+}
