@@ -129,7 +129,7 @@ fn little_run(pair: &NetnsPair, port: u16, rate: &'static str) -> LittleRun {
     flow.stop();
     flow.wait_sender_done(Duration::from_secs(30));
     flow.wait_received(flow.sent(), Duration::from_secs(30));
-    wait_qdisc_empty(pair);
+    pair.wait_tx_qdisc_empty();
     let samples = sampler.finish();
     let doc = stop_hist_json(tracer, "total");
     // The FIN leaves after sockmem stopped: no skb of the flow outside the sampled span.
@@ -626,19 +626,6 @@ fn held_transfer(pair: &NetnsPair, port: u16, sender_name: &str, bytes: u64) -> 
     flow
 }
 
-/// Waits until the sender's qdisc is empty (every skb dequeued).
-fn wait_qdisc_empty(pair: &NetnsPair) {
-    let mut last = QdiscStats::default();
-    let ok = wait_until(Duration::from_secs(10), || {
-        last = pair.tx_qdisc_stats();
-        last.qlen == 0
-    });
-    assert!(
-        ok,
-        "expected the sender's qdisc to drain within 10 s, last {last:?}"
-    );
-}
-
 #[test]
 fn per_socket_splits_two_flows() {
     const P1: u16 = 22401;
@@ -658,7 +645,7 @@ fn per_socket_splits_two_flows() {
         || {
             let f1 = held_transfer(&pair, P1, "smtx-persk1", 4 * MIB);
             let f2 = held_transfer(&pair, P2, "smtx-persk2", 4 * MIB);
-            wait_qdisc_empty(&pair);
+            pair.wait_tx_qdisc_empty();
             (f1, f2)
         },
     );
@@ -774,7 +761,7 @@ fn per_pid_and_iface_labels() {
         ],
         || {
             let flow = held_transfer(&pair, P, "smtx-perpid", 4 * MIB);
-            wait_qdisc_empty(&pair);
+            pair.wait_tx_qdisc_empty();
             flow
         },
     );
@@ -906,7 +893,7 @@ fn hist_text_output() {
         ],
         || {
             let flow = held_transfer(&pair, P, "smtx-text", 4 * MIB);
-            wait_qdisc_empty(&pair);
+            pair.wait_tx_qdisc_empty();
             flow
         },
     );

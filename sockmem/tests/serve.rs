@@ -228,18 +228,6 @@ fn promtool_check(metrics: &str) -> CmdOutput {
     out
 }
 
-fn wait_qdisc_empty(pair: &NetnsPair) {
-    let mut last = QdiscStats::default();
-    let ok = wait_until(Duration::from_secs(10), || {
-        last = pair.tx_qdisc_stats();
-        last.qlen == 0
-    });
-    assert!(
-        ok,
-        "expected the sender's qdisc to drain within 10 s, last {last:?}"
-    );
-}
-
 /// Measured on the host (2 cores, kernel 6.18, tbf 100mbit, 4 MiB held open): see the report in
 /// the test's output. Both tracers are attached before the first packet and the last scrape
 /// comes after the qdisc drained, so the only difference is an skb whose enqueue one program
@@ -279,7 +267,7 @@ fn prometheus_scrapes_what_hist_counts() {
         TcpFlowOpts::bytes(40 * MIB).hold_open(),
     );
     flow.wait_received(40 * MIB, Duration::from_secs(60));
-    wait_qdisc_empty(&pair);
+    pair.wait_tx_qdisc_empty();
     thread::sleep(SETTLE);
 
     let count_q = "sum(sockmem_qdisc_sojourn_seconds_count)";

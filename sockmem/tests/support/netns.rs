@@ -166,6 +166,19 @@ impl NetnsPair {
         );
         parse_qdisc_stats_json(&out).unwrap_or_else(|e| panic!("tc -s -j qdisc output: {e}\n{out}"))
     }
+
+    /// Waits (at most 10 s) until the sender's root qdisc is empty (every skb dequeued).
+    pub fn wait_tx_qdisc_empty(&self) {
+        let mut last = QdiscStats::default();
+        let ok = super::wait_until(std::time::Duration::from_secs(10), || {
+            last = self.tx_qdisc_stats();
+            last.qlen == 0
+        });
+        assert!(
+            ok,
+            "expected the sender's qdisc to drain within 10 s, last {last:?}"
+        );
+    }
 }
 
 impl Drop for NetnsPair {
