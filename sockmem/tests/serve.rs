@@ -113,7 +113,7 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting `prometheus` (Debian package `prometheus`): {e}"));
+            .unwrap_or_else(|e| panic!("starting `prometheus` (Debian package `prometheus`; `cargo xtask test` installs it): {e}"));
         let p = Prometheus { child, dir, addr };
         let ready = wait_until(Duration::from_secs(60), || {
             TcpStream::connect(p.addr).is_ok() && http_get(p.addr, "/-/ready").0 == 200
@@ -258,8 +258,24 @@ fn prometheus_scrapes_what_hist_counts() {
     assert_eq!((status, health.as_str()), (200, "ok\n"), "/healthz");
     assert_eq!(http_get(addr, "/nothing").0, 404, "an unknown path");
 
+    // The recording rule works on rates, and a rate sees only what a series gained after its
+    // first scrape. The histogram series appears with its first sample, so without this the
+    // flow's start-up burst (the deepest queue, the tail) fell before the first scrape and the
+    // rule's p99 missed it (0.015 s against a cumulative 0.060 s in one CI run). A small flow
+    // first, scraped before the measured one starts, puts the series' start ahead of it.
+    let count_q = "sum(sockmem_qdisc_sojourn_seconds_count)";
+    tcp_transfer(&pair, PORT + 1, "smtx-prime", 64 * 1024);
+    let primed = wait_until(Duration::from_secs(30), || {
+        prom.scalar(count_q).is_some_and(|n| n > 0.0)
+    });
+    assert!(
+        primed,
+        "expected Prometheus to scrape the first qdisc sojourn samples: {}",
+        prom.log()
+    );
+
     // 40 MiB through 100 Mbit/s: 3.4 s, several scrapes, so that the recording rule's rates
-    // see the counts grow (a series whose samples all predate its first scrape has no rate).
+    // see the counts grow.
     let flow = TcpFlow::start(
         &pair,
         PORT,
@@ -270,7 +286,6 @@ fn prometheus_scrapes_what_hist_counts() {
     pair.wait_tx_qdisc_empty();
     thread::sleep(SETTLE);
 
-    let count_q = "sum(sockmem_qdisc_sojourn_seconds_count)";
     let p50_q = "histogram_quantile(0.5, sum by (le) (sockmem_qdisc_sojourn_seconds_bucket))";
     // Two scrapes with nothing new: Prometheus holds the final numbers.
     let prom_count = prom

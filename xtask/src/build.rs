@@ -101,6 +101,15 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     if unsafe_geteuid() != 0 {
         bail!("the tests load eBPF programs into the kernel: run `cargo xtask test` as root");
     }
+    // The real peers and witnesses the tests start: Prometheus (serve.rs) and tmux (top.rs).
+    crate::packages::ensure(
+        &[
+            ("prometheus", "prometheus"),
+            ("promtool", "prometheus"),
+            ("tmux", "tmux"),
+        ],
+        "test",
+    )?;
     cmd(Command::new("cargo")
         .current_dir(&root)
         .arg("test")

@@ -5,6 +5,7 @@
 //! and runs the tests.
 mod bench;
 mod build;
+mod packages;
 mod setup;
 mod vm;
 

@@ -14,6 +14,9 @@ use anyhow::{bail, Context as _};
 use clap::ValueEnum;
 use serde::Serialize;
 
+use crate::packages;
+pub use crate::packages::find;
+
 use super::{
     parse::{self, Iperf, Qdisc},
     process::{self, Proc},
@@ -59,45 +62,6 @@ pub struct Tools {
     pub notes: Vec<String>,
 }
 
-/// A program on PATH or in the sbin directories (root's PATH may lack them).
-pub fn find(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// `apt-get install -y`, after `apt-get update` if the first attempt fails.
-fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
-    let install = || {
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"])
-            .args(pkgs)
-            .stdout(Stdio::null())
-            .output()
-    };
-    let out = install().context("running apt-get (is this Debian or Ubuntu?)")?;
-    if out.status.success() {
-        return Ok(());
-    }
-    eprintln!("bench: `apt-get install` failed; running `apt-get update` and trying again");
-    let _ = Command::new("apt-get")
-        .args(["update", "-q", "-o", "DPkg::Lock::Timeout=300"])
-        .stdout(Stdio::null())
-        .status();
-    let out = install().context("running apt-get")?;
-    if !out.status.success() {
-        bail!(
-            "`apt-get install -y {}` failed: {}",
-            pkgs.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// iperf3 (and bpftrace when a bpftrace mode runs) must be there, installed if missing;
 /// bpftool is used when it is there or can be installed, else /proc/PID/fdinfo is read.
 pub fn ensure_tools(need_bpftrace: bool) -> anyhow::Result<Tools> {
@@ -107,23 +71,16 @@ pub fn ensure_tools(need_bpftrace: bool) -> anyhow::Result<Tools> {
             bail!("`{tool}` is missing: install iproute2");
         }
     }
-    let mut required = vec!["iperf3"];
+    let mut required = vec![("iperf3", "iperf3")];
     if need_bpftrace {
-        required.push("bpftrace");
+        required.push(("bpftrace", "bpftrace"));
     }
-    let missing: Vec<&str> = required.into_iter().filter(|t| find(t).is_none()).collect();
-    if !missing.is_empty() {
-        eprintln!("bench: installing {}", missing.join(", "));
-        apt_install(&missing).with_context(|| format!("installing {}", missing.join(", ")))?;
-        for t in &missing {
-            if find(t).is_none() {
-                bail!("`{t}` is still missing after `apt-get install -y {t}`");
-            }
-        }
-        notes.push(format!("installed {}", missing.join(", ")));
+    let installed = packages::ensure(&required, "bench")?;
+    if !installed.is_empty() {
+        notes.push(format!("installed {}", installed.join(", ")));
     }
     if find("bpftool").is_none() {
-        match apt_install(&["bpftool"]) {
+        match packages::apt_install(&["bpftool"]) {
             Ok(()) => notes.push("installed bpftool".into()),
             Err(e) => notes.push(format!(
                 "bpftool unavailable ({e:#}): reading /proc/PID/fdinfo"
