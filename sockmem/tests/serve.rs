@@ -349,9 +349,10 @@ fn prometheus_scrapes_what_hist_counts() {
         RANK_SLACK + hist_count / 200
     );
 
-    // The recorded p99 of the cgroup with the samples: rates extrapolate each bucket's series
-    // a little differently over a window of seconds, so it is held to the log2 bucket of the
-    // cumulative p99, one bucket either way.
+    // The recorded p99 of the cgroup with the samples. Rates extrapolate each bucket's series
+    // to the window's edges, limited by how far back the series could have been zero, so the
+    // primer's few samples in the low buckets move them a little against the high ones:
+    // measured within 0.2% of the cumulative p99 in 3 host runs; 25% allowed.
     let rule_p99 = recorded
         .iter()
         .filter(|s| s["metric"]["cgroup"] != "unknown")
@@ -362,8 +363,9 @@ fn prometheus_scrapes_what_hist_counts() {
         });
     eprintln!("serve: recorded p99 {rule_p99} s, cumulative p99 {prom_p99_s} s");
     assert!(
-        rule_p99 >= prom_p99_s / 4.0 && rule_p99 <= prom_p99_s * 4.0,
-        "expected the recording rule's p99 {rule_p99} s within a log2 bucket of {prom_p99_s} s"
+        (rule_p99 / prom_p99_s - 1.0).abs() <= 0.25,
+        "expected the recording rule's p99 {rule_p99} s within 25% of the cumulative p99 \
+         {prom_p99_s} s"
     );
 
     // The exporter's own text passes Prometheus's own checker.
