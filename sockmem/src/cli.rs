@@ -599,7 +599,19 @@ impl Cli {
     /// Parses the command line; values that clap alone cannot judge (how many ports and
     /// networks fit the programs) are usage errors too, with clap's exit code 2.
     pub fn parse_valid() -> Cli {
-        let cli = Cli::parse();
+        Cli::try_parse_valid_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_valid`] of `args`, its error returned.
+    fn try_parse_valid_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
         let filters = match &cli.command {
             Command::Trace(t) => Some(&t.filters),
             Command::Hist(h) => Some(&h.filters),
@@ -613,14 +625,31 @@ impl Cli {
             Command::Probe(_) | Command::Demo(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
-            use clap::CommandFactory;
-            Cli::command()
-                .error(clap::error::ErrorKind::ValueValidation, e)
-                .exit();
+            // Said with the usage of the subcommand that was given, as clap says its own errors
+            // (the top-level command's usage lists subcommands, not their options).
+            let sub = matches
+                .subcommand_name()
+                .and_then(|name| cmd.find_subcommand_mut(name))
+                .expect("a command with filters is a subcommand");
+            return Err(sub.error(clap::error::ErrorKind::ValueValidation, e));
         }
-        cli
+        Ok(cli)
     }
 }
+
+/// A value given on the command line that this machine has no use for: an interface, cgroup
+/// or network namespace that is not there. Only known once the machine is asked, so not a clap
+/// error, but a usage error all the same: exit code 2, said as `sockmem: <option>: <why>`.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn parse_comm(s: &str) -> Result<String, String> {
     match s.len() {
@@ -762,7 +791,10 @@ impl FilterArgs {
             ..Filter::default()
         };
         if self.port.len() > FILTER_PORTS {
-            return Err(format!("at most {FILTER_PORTS} --port values"));
+            return Err(format!(
+                "--port given {} times: the kernel filter holds at most {FILTER_PORTS} ports",
+                self.port.len()
+            ));
         }
         for (slot, p) in f.ports.iter_mut().zip(&self.port) {
             *slot = *p;
@@ -771,8 +803,9 @@ impl FilterArgs {
         let nets: Vec<Net> = self.addr.iter().flat_map(|n| n.to_kernel()).collect();
         if nets.len() > FILTER_NETS {
             return Err(format!(
-                "at most {FILTER_NETS} address ranges (an IPv4 --addr counts twice: also as \
-                 IPv4-mapped IPv6)"
+                "--addr gives {} address ranges: the kernel filter holds at most {FILTER_NETS} \
+                 (an IPv4 --addr counts twice: also as IPv4-mapped IPv6)",
+                nets.len()
             ));
         }
         for (slot, n) in f.nets.iter_mut().zip(&nets) {
