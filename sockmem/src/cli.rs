@@ -779,6 +779,43 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 }
 
 impl FilterArgs {
+    /// The filters as options (`--port 5201 --tcp`), to name them in messages; empty when
+    /// none is given.
+    pub fn describe(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        let mut opt = |name: &str, value: &dyn std::fmt::Display| {
+            words.push(format!("--{name} {value}"));
+        };
+        if let Some(p) = self.pid {
+            opt("pid", &p);
+        }
+        if let Some(c) = &self.comm {
+            opt("comm", c);
+        }
+        for p in &self.port {
+            opt("port", p);
+        }
+        for n in &self.addr {
+            opt("addr", &format!("{}/{}", n.addr, n.prefix));
+        }
+        if let Some(i) = &self.iface {
+            opt("iface", i);
+        }
+        if let Some(c) = &self.cgroup {
+            opt("cgroup", c);
+        }
+        if let Some(n) = &self.netns {
+            opt("netns", n);
+        }
+        if self.tcp {
+            words.push("--tcp".into());
+        }
+        if self.udp {
+            words.push("--udp".into());
+        }
+        words.join(" ")
+    }
+
     /// The in-kernel form of the filters; too many ports or networks is a usage error.
     pub fn to_kernel(&self) -> Result<Filter, String> {
         let mut f = Filter {
@@ -971,6 +1008,69 @@ mod tests {
             panic!("trace parses as Trace")
         };
         assert!(t.filters.to_kernel().is_err(), "nine ports do not fit");
+    }
+
+    #[test]
+    fn filters_too_many_for_the_kernel_are_said_with_the_subcommands_usage() {
+        let nine_ports: Vec<String> = (1..=9).flat_map(|p| ["-P".into(), p.to_string()]).collect();
+        for base in [
+            &["trace"][..],
+            &["hist"],
+            &["why"],
+            &["top"],
+            &["record", "-o", "f"],
+            &["serve", "--listen", "127.0.0.1:9464"],
+            &["report", "f"],
+            &["plot", "f", "-o", "x.svg"],
+            &["export", "f", "--perfetto", "x.json"],
+        ] {
+            let args = std::iter::once("sockmem")
+                .chain(base.iter().copied())
+                .chain(nine_ports.iter().map(String::as_str));
+            let err = Cli::try_parse_valid_from(args).expect_err("nine ports do not fit");
+            assert_eq!(err.exit_code(), 2, "{base:?}");
+            let text = err.render().to_string();
+            assert!(
+                text.contains("--port given 9 times")
+                    && text.contains(&format!("Usage: sockmem {} ", base[0])),
+                "{base:?}: expected the count and the subcommand's usage, got:\n{text}"
+            );
+        }
+        let addrs: Vec<&str> = ["-a", "10.0.0.1", "-a", "10.0.0.2", "-a", "10.0.0.3"]
+            .into_iter()
+            .cycle()
+            .take(10)
+            .collect();
+        let args = ["sockmem", "hist"].into_iter().chain(addrs);
+        let text = Cli::try_parse_valid_from(args)
+            .expect_err("five IPv4 ranges are ten in the kernel")
+            .render()
+            .to_string();
+        assert!(text.contains("Usage: sockmem hist "), "{text}");
+    }
+
+    #[test]
+    fn filters_are_described_as_options() {
+        let cli = parse(&[
+            "report",
+            "f",
+            "-P",
+            "80",
+            "-P",
+            "443",
+            "--tcp",
+            "-a",
+            "10.0.0.0/8",
+        ])
+        .expect("valid arguments");
+        let Command::Report(r) = cli.command else {
+            panic!("report parses as Report")
+        };
+        assert_eq!(
+            r.filters.describe(),
+            "--port 80 --port 443 --addr 10.0.0.0/8 --tcp"
+        );
+        assert_eq!(FilterArgs::default().describe(), "");
     }
 
     #[test]

@@ -407,14 +407,17 @@ fn bad_inputs_fail_with_a_message() {
     let svg = tmp_path("bad.svg");
     let svg = path_str(&svg);
     assert_fails(&["plot", rec, "-o", "/tmp/x.jpg"], &[".svg or .png"]);
-    assert_fails(&["plot", rec, "-o", svg, "-P", "1"], &["no socket"]);
+    assert_fails(
+        &["plot", rec, "-o", svg, "-P", "1"],
+        &["matches the filters --port 1"],
+    );
     assert_fails(
         &["plot", rec, "-o", svg, "--socket", "987654321"],
         &["socket 987654321", &r.sock.to_string()],
     );
     assert_fails(
         &["export", rec, "--perfetto", "/tmp/x.json", "-P", "1"],
-        &["nothing to export"],
+        &["matches the filters --port 1"],
     );
     let foreign = tmp_path("foreign.smrec");
     fs::write(&foreign, "not a recording\n").expect("a file");

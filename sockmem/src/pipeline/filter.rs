@@ -9,7 +9,7 @@ use std::{
     path::Path,
 };
 
-use anyhow::Context as _;
+use anyhow::{anyhow, Context as _};
 
 use crate::{
     cli::{FilterArgs, IpNet, UsageError},
@@ -201,6 +201,18 @@ impl EventFilter {
             Some(_) => false,
             None => self.through_iface.contains(&e.sock_id),
         }
+    }
+}
+
+/// The error of a command that reads a recording (`report`, `plot`, `export`, `trace --input`)
+/// when no recorded event passes the filters: one line naming them, exit code 1 as grep's "no
+/// match" (a usage error would be 2). `recorded`: the recording's events.
+pub fn nothing_matched(f: &FilterArgs, recorded: u64) -> anyhow::Error {
+    match f.describe() {
+        given if given.is_empty() => {
+            anyhow!("the recording has no event to show ({recorded} recorded)")
+        }
+        given => anyhow!("no event of the recording's {recorded} matches the filters {given}"),
     }
 }
 
