@@ -599,7 +599,19 @@ impl Cli {
     /// Parses the command line; values that clap alone cannot judge (how many ports and
     /// networks fit the programs) are usage errors too, with clap's exit code 2.
     pub fn parse_valid() -> Cli {
-        let cli = Cli::parse();
+        Cli::try_parse_valid_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_valid`] of `args`, its error returned.
+    fn try_parse_valid_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
         let filters = match &cli.command {
             Command::Trace(t) => Some(&t.filters),
             Command::Hist(h) => Some(&h.filters),
@@ -613,14 +625,31 @@ impl Cli {
             Command::Probe(_) | Command::Demo(_) => None,
         };
         if let Some(Err(e)) = filters.map(FilterArgs::to_kernel) {
-            use clap::CommandFactory;
-            Cli::command()
-                .error(clap::error::ErrorKind::ValueValidation, e)
-                .exit();
+            // Said with the usage of the subcommand that was given, as clap says its own errors
+            // (the top-level command's usage lists subcommands, not their options).
+            let sub = matches
+                .subcommand_name()
+                .and_then(|name| cmd.find_subcommand_mut(name))
+                .expect("a command with filters is a subcommand");
+            return Err(sub.error(clap::error::ErrorKind::ValueValidation, e));
         }
-        cli
+        Ok(cli)
     }
 }
+
+/// A value given on the command line that this machine has no use for: an interface, cgroup
+/// or network namespace that is not there. Only known once the machine is asked, so not a clap
+/// error, but a usage error all the same: exit code 2, said as `sockmem: <option>: <why>`.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn parse_comm(s: &str) -> Result<String, String> {
     match s.len() {
@@ -750,6 +779,43 @@ fn parse_ring_size(s: &str) -> Result<u32, String> {
 }
 
 impl FilterArgs {
+    /// The filters as options (`--port 5201 --tcp`), to name them in messages; empty when
+    /// none is given.
+    pub fn describe(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        let mut opt = |name: &str, value: &dyn std::fmt::Display| {
+            words.push(format!("--{name} {value}"));
+        };
+        if let Some(p) = self.pid {
+            opt("pid", &p);
+        }
+        if let Some(c) = &self.comm {
+            opt("comm", c);
+        }
+        for p in &self.port {
+            opt("port", p);
+        }
+        for n in &self.addr {
+            opt("addr", &format!("{}/{}", n.addr, n.prefix));
+        }
+        if let Some(i) = &self.iface {
+            opt("iface", i);
+        }
+        if let Some(c) = &self.cgroup {
+            opt("cgroup", c);
+        }
+        if let Some(n) = &self.netns {
+            opt("netns", n);
+        }
+        if self.tcp {
+            words.push("--tcp".into());
+        }
+        if self.udp {
+            words.push("--udp".into());
+        }
+        words.join(" ")
+    }
+
     /// The in-kernel form of the filters; too many ports or networks is a usage error.
     pub fn to_kernel(&self) -> Result<Filter, String> {
         let mut f = Filter {
@@ -762,7 +828,10 @@ impl FilterArgs {
             ..Filter::default()
         };
         if self.port.len() > FILTER_PORTS {
-            return Err(format!("at most {FILTER_PORTS} --port values"));
+            return Err(format!(
+                "--port given {} times: the kernel filter holds at most {FILTER_PORTS} ports",
+                self.port.len()
+            ));
         }
         for (slot, p) in f.ports.iter_mut().zip(&self.port) {
             *slot = *p;
@@ -771,8 +840,9 @@ impl FilterArgs {
         let nets: Vec<Net> = self.addr.iter().flat_map(|n| n.to_kernel()).collect();
         if nets.len() > FILTER_NETS {
             return Err(format!(
-                "at most {FILTER_NETS} address ranges (an IPv4 --addr counts twice: also as \
-                 IPv4-mapped IPv6)"
+                "--addr gives {} address ranges: the kernel filter holds at most {FILTER_NETS} \
+                 (an IPv4 --addr counts twice: also as IPv4-mapped IPv6)",
+                nets.len()
             ));
         }
         for (slot, n) in f.nets.iter_mut().zip(&nets) {
@@ -938,6 +1008,69 @@ mod tests {
             panic!("trace parses as Trace")
         };
         assert!(t.filters.to_kernel().is_err(), "nine ports do not fit");
+    }
+
+    #[test]
+    fn filters_too_many_for_the_kernel_are_said_with_the_subcommands_usage() {
+        let nine_ports: Vec<String> = (1..=9).flat_map(|p| ["-P".into(), p.to_string()]).collect();
+        for base in [
+            &["trace"][..],
+            &["hist"],
+            &["why"],
+            &["top"],
+            &["record", "-o", "f"],
+            &["serve", "--listen", "127.0.0.1:9464"],
+            &["report", "f"],
+            &["plot", "f", "-o", "x.svg"],
+            &["export", "f", "--perfetto", "x.json"],
+        ] {
+            let args = std::iter::once("sockmem")
+                .chain(base.iter().copied())
+                .chain(nine_ports.iter().map(String::as_str));
+            let err = Cli::try_parse_valid_from(args).expect_err("nine ports do not fit");
+            assert_eq!(err.exit_code(), 2, "{base:?}");
+            let text = err.render().to_string();
+            assert!(
+                text.contains("--port given 9 times")
+                    && text.contains(&format!("Usage: sockmem {} ", base[0])),
+                "{base:?}: expected the count and the subcommand's usage, got:\n{text}"
+            );
+        }
+        let addrs: Vec<&str> = ["-a", "10.0.0.1", "-a", "10.0.0.2", "-a", "10.0.0.3"]
+            .into_iter()
+            .cycle()
+            .take(10)
+            .collect();
+        let args = ["sockmem", "hist"].into_iter().chain(addrs);
+        let text = Cli::try_parse_valid_from(args)
+            .expect_err("five IPv4 ranges are ten in the kernel")
+            .render()
+            .to_string();
+        assert!(text.contains("Usage: sockmem hist "), "{text}");
+    }
+
+    #[test]
+    fn filters_are_described_as_options() {
+        let cli = parse(&[
+            "report",
+            "f",
+            "-P",
+            "80",
+            "-P",
+            "443",
+            "--tcp",
+            "-a",
+            "10.0.0.0/8",
+        ])
+        .expect("valid arguments");
+        let Command::Report(r) = cli.command else {
+            panic!("report parses as Report")
+        };
+        assert_eq!(
+            r.filters.describe(),
+            "--port 80 --port 443 --addr 10.0.0.0/8 --tcp"
+        );
+        assert_eq!(FilterArgs::default().describe(), "");
     }
 
     #[test]

@@ -35,7 +35,12 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sockmem: {e:#}");
-            ExitCode::FAILURE
+            // A value only the machine could judge (an unknown interface, say) is a usage
+            // error like clap's: exit code 2.
+            match e.chain().any(|c| c.is::<cli::UsageError>()) {
+                true => ExitCode::from(2),
+                false => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::{
         stats::{self, HookCost, StatsGuard},
         HookReport, Mode,
     },
-    cli::{FilterArgs, SessionArgs},
+    cli::{FilterArgs, SessionArgs, UsageError},
     kernel::{btf::Btf, cgroups, features::Kernel, interfaces, netns, offsets},
     output::{self, OutputFile},
     pipeline::names::Names,
@@ -138,10 +138,10 @@ pub fn check_filters(f: &FilterArgs) -> anyhow::Result<()> {
                     false => format!("{name} ({})", ns.iter().next().cloned().unwrap_or_default()),
                 })
                 .collect();
-            bail!(
-                "no interface `{iface}` in any network namespace; there are: {}",
+            bail!(UsageError(format!(
+                "--iface {iface}: no such interface in any network namespace; there are: {}",
                 known.join(", ")
-            );
+            )));
         }
     }
     if let Some(pid) = f.pid {
@@ -164,9 +164,9 @@ pub fn check_filters(f: &FilterArgs) -> anyhow::Result<()> {
 }
 
 /// The filters as the programs take them, `--cgroup` and `--netns` resolved on this machine
-/// (an unknown cgroup or namespace is an error here, before anything is loaded).
+/// (an unknown cgroup or namespace is a usage error here, before anything is loaded).
 pub fn kernel_filter(f: &FilterArgs) -> anyhow::Result<Filter> {
-    let mut k = f.to_kernel().map_err(anyhow::Error::msg)?;
+    let mut k = f.to_kernel().map_err(UsageError)?;
     if let Some(spec) = &f.cgroup {
         let target = cgroups::resolve(spec)?;
         k.cgroup_id = target.id;

@@ -696,13 +696,25 @@ fn bad_cgroup_and_netns_are_clear_errors() {
             vec!["trace", "--netns", "/etc/hostname"],
             "not a namespace file",
         ),
+        (
+            vec!["serve", "--listen", "127.0.0.1:0", "--cgroup", &missing],
+            "no cgroup",
+        ),
     ] {
+        // A usage error like a bad port (exit code 2), said as `sockmem: --OPTION VALUE: why`.
         let out = run_sockmem(&args, CMD_TIMEOUT);
-        out.assert_no_panic();
-        out.assert_code(1);
+        out.assert_usage_error(&args);
+        let option = args
+            .iter()
+            .find(|a| a.starts_with("--c") || a.starts_with("--n"));
+        let option = option.expect("a --cgroup or --netns case");
         assert!(
-            out.stderr.contains(says) && !out.stderr.contains("attached"),
-            "{args:?}: expected an error saying {says:?} before anything is attached: {}",
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("sockmem: {option} ")) && l.contains(says))
+                && !out.stderr.contains("attached"),
+            "{args:?}: expected `sockmem: {option} ...: ...` saying {says:?} before anything is \
+             attached: {}",
             out.describe()
         );
     }

@@ -47,6 +47,17 @@ fn number_after(text: &str, prefix: &str) -> f64 {
         .unwrap_or_else(|_| panic!("no number after `{prefix}` in:\n{text}"))
 }
 
+/// The byte size after `prefix` in `text` as the demo prints it: the bytes, and how far from
+/// them it may be.
+fn bytes_after(text: &str, prefix: &str) -> (f64, f64) {
+    let rest = text
+        .split(prefix)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `{prefix}` in:\n{text}"));
+    parse_human_bytes(rest.trim_start())
+        .unwrap_or_else(|| panic!("no byte size (B, KiB, MiB) after `{prefix}` in:\n{text}"))
+}
+
 /// The recording replays, and its largest counters for the demo's sender are `(queued, alloc)`.
 fn replayed_maxima(rec: &Path) -> (i64, i64) {
     let out = run_with_timeout(
@@ -91,11 +102,11 @@ fn stalled_receiver_queues_in_the_write_queue_not_below() {
     let dir = tempdir("stalled");
     let text = run_demo("stalled-receiver", &dir);
     // The demo's figure and the kernel's (sock_diag) one, both printed.
-    let queued_kb = number_after(&text, "sk_wmem_queued reaches");
+    let (shown, within) = bytes_after(&text, "sk_wmem_queued reaches");
     let (queued, alloc) = replayed_maxima(&dir.join("stalled-receiver.smrec"));
     assert!(
-        (queued as f64 / 1000.0 - queued_kb).abs() < 0.1,
-        "replayed max queued {queued} vs the demo's {queued_kb} kB:\n{text}"
+        (queued as f64 - shown).abs() <= within,
+        "replayed max queued {queued} vs the demo's {shown} bytes (±{within}):\n{text}"
     );
     // Sent but refused by the closed window: a few skbs once, none waiting.
     assert!(alloc < queued / 4, "alloc {alloc} vs queued {queued}");
@@ -105,11 +116,11 @@ fn stalled_receiver_queues_in_the_write_queue_not_below() {
 fn tsq_holds_alloc_at_its_limit() {
     let dir = tempdir("tsq");
     let text = run_demo("tsq", &dir);
-    let peak_kb = number_after(&text, "(peak");
+    let (peak, within) = bytes_after(&text, "(peak");
     let (_, alloc) = replayed_maxima(&dir.join("tsq.smrec"));
     assert!(
-        (alloc as f64 / 1000.0 - peak_kb).abs() < 0.1,
-        "replayed max alloc {alloc} vs the demo's peak {peak_kb} kB:\n{text}"
+        (alloc as f64 - peak).abs() <= within,
+        "replayed max alloc {alloc} vs the demo's peak {peak} bytes (±{within}):\n{text}"
     );
 }
 

@@ -948,6 +948,27 @@ fn hist_text_output() {
         rows.iter().any(|r| r.contains("|@")),
         "expected at least one row with a bar \"|@\", got {rows:?}"
     );
+    // A byte histogram's bounds are sizes as every human-readable output shows them (IEC:
+    // `[64KiB, 128KiB)`), each row twice the one before.
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("@wmem_queued ("))
+        .unwrap_or_else(|| panic!("expected a \"@wmem_queued (bytes)\" block, got:\n{text}"));
+    let bounds: Vec<(f64, f64)> = lines[at + 2..]
+        .iter()
+        .take_while(|l| l.starts_with('['))
+        .map(|l| {
+            let (lo, hi) = l[1..].split_once(", ").expect("a row `[lo, hi)`");
+            let size = |s: &str| {
+                parse_human_bytes(s).unwrap_or_else(|| panic!("expected B/KiB/MiB in {l:?}"))
+            };
+            (size(lo).0, size(hi).0)
+        })
+        .collect();
+    assert!(
+        !bounds.is_empty() && bounds.iter().all(|&(lo, hi)| hi == (2.0 * lo).max(1.0)),
+        "expected @wmem_queued rows [lo, 2 lo) in B/KiB/MiB, got {bounds:?}:\n{text}"
+    );
     let blocks = text_blocks(&text);
     let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(

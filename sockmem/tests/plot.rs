@@ -407,14 +407,17 @@ fn bad_inputs_fail_with_a_message() {
     let svg = tmp_path("bad.svg");
     let svg = path_str(&svg);
     assert_fails(&["plot", rec, "-o", "/tmp/x.jpg"], &[".svg or .png"]);
-    assert_fails(&["plot", rec, "-o", svg, "-P", "1"], &["no socket"]);
+    assert_fails(
+        &["plot", rec, "-o", svg, "-P", "1"],
+        &["matches the filters --port 1"],
+    );
     assert_fails(
         &["plot", rec, "-o", svg, "--socket", "987654321"],
         &["socket 987654321", &r.sock.to_string()],
     );
     assert_fails(
         &["export", rec, "--perfetto", "/tmp/x.json", "-P", "1"],
-        &["nothing to export"],
+        &["matches the filters --port 1"],
     );
     let foreign = tmp_path("foreign.smrec");
     fs::write(&foreign, "not a recording\n").expect("a file");
@@ -436,17 +439,16 @@ fn bad_inputs_fail_with_a_message() {
     out.assert_usage_error(&["plot", rec]);
 }
 
-/// Numeric labels of an axis in an SVG (`0.50`, `200K`, `1.5M`; K = 1024): (x, y, value).
+/// Numeric labels of an axis in an SVG (`0.50`, `0B`, `200KiB`, `1.5MiB`): (x, y, value).
 fn axis_labels(doc: &roxmltree::Document) -> Vec<(f64, f64, f64)> {
     doc.descendants()
         .filter(|n| n.has_tag_name("text"))
         .filter_map(|n| {
             let t = n.text()?.trim();
-            let (num, mult) = match t.chars().last()? {
-                'K' => (&t[..t.len() - 1], 1024.0),
-                'M' => (&t[..t.len() - 1], 1024.0 * 1024.0),
-                _ => (t, 1.0),
-            };
+            let (num, mult) = [("KiB", 1024.0), ("MiB", 1024.0 * 1024.0), ("B", 1.0)]
+                .into_iter()
+                .find_map(|(unit, mult)| Some((t.strip_suffix(unit)?, mult)))
+                .unwrap_or((t, 1.0));
             let v: f64 = num.parse().ok()?;
             let x: f64 = n.attribute("x")?.parse().ok()?;
             let y: f64 = n.attribute("y")?.parse().ok()?;

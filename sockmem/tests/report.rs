@@ -10,7 +10,7 @@ mod support;
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::*;
@@ -94,6 +94,55 @@ fn report(r: &Recorded, extra: &[&str]) -> Value {
             out.describe()
         )
     })
+}
+
+/// Filters that let no recorded event through end every command that reads a recording the
+/// same way: exit code 1 (grep's "no match"; 2 is for usage errors) and one `sockmem:` line
+/// naming the filters, before `report`, `plot` or `export` writes anything.
+#[test]
+fn filters_that_match_nothing_fail_alike_in_every_reader() {
+    let r = recorded();
+    let rec = r.path.to_str().expect("UTF-8");
+    let recorded_events = r.replay.events.len();
+    // A port and a protocol the recorded flow has not: the transfer is TCP on PORT.
+    let (svg, json) = (tmp_path("nomatch.svg"), tmp_path("nomatch.json"));
+    let (svg, json) = (svg.to_str().expect("UTF-8"), json.to_str().expect("UTF-8"));
+    let nothing = ["-P", "1", "--udp"];
+    for command in [
+        &["report", rec][..],
+        &["report", rec, "--json"],
+        &["report", rec, "--hist"],
+        &["trace", "--input", rec],
+        &["trace", "--input", rec, "--json"],
+        &["plot", rec, "-o", svg],
+        &["export", rec, "--perfetto", json],
+    ] {
+        let args: Vec<&str> = command.iter().chain(&nothing).copied().collect();
+        let out = run_sockmem(&args, Duration::from_secs(120));
+        out.assert_no_panic();
+        out.assert_code(1);
+        let said: Vec<&str> = out.stderr.lines().collect();
+        assert!(
+            said.len() == 1
+                && said[0].starts_with("sockmem: ")
+                && said[0].contains("--port 1 --udp")
+                && said[0].contains(&recorded_events.to_string()),
+            "{args:?}: expected one `sockmem:` line naming the filters and the recording's \
+             {recorded_events} events, got {}",
+            out.describe()
+        );
+        if command[0] != "trace" {
+            assert!(out.stdout.is_empty(), "{args:?}: wrote {:?}", out.stdout);
+        }
+    }
+    assert!(
+        !Path::new(svg).exists() && !Path::new(json).exists(),
+        "no image or export from a run that matched nothing"
+    );
+    // The same filters, one matching: the flow's port.
+    let port = PORT.to_string();
+    let out = sockmem(&["report", rec, "-P", "1", "-P", &port]);
+    assert!(out.stdout.contains(&format!(":{PORT}")), "{}", out.stdout);
 }
 
 /// Whether a sendmsg hook attached: without one (tracepoints on 6.1) no socket's sender is
@@ -276,9 +325,8 @@ fn groups_sum_their_sockets() {
         let sum: u64 = members.iter().map(|m| num(m, field)).sum();
         assert_eq!(num(group, field), sum, "{field}: {group}");
     }
-    // A filter after the fact: a port nobody used leaves nothing.
-    let none = report(r, &["--port", "1"]);
-    assert!(rows(&none).is_empty(), "{none:#}");
+    // A filter after the fact that leaves nothing is an error (exit code 1):
+    // `filters_that_match_nothing_fail_alike_in_every_reader`.
 }
 
 #[test]

@@ -893,6 +893,70 @@ fn bad_input_is_a_usage_error() {
     );
 }
 
+/// Every filter's bad value is a usage error (exit code 2) in every command that loads the
+/// programs, whether clap judges it (a port, a CIDR, more ports than the kernel filter holds:
+/// said with the subcommand's usage) or only the machine can (an interface no namespace has:
+/// said as `sockmem: --iface NAME: why`, before anything is attached). `--cgroup` and
+/// `--netns`: tests/cgroup.rs.
+#[test]
+fn bad_filter_values_are_usage_errors_in_every_command() {
+    let record_to = tmp_path("bad-filter.smrec");
+    let record_to = record_to.to_str().expect("a UTF-8 temporary path");
+    let commands: [&[&str]; 6] = [
+        &["trace", "-d", "1"],
+        &["hist", "-d", "1"],
+        &["record", "-o", record_to, "-d", "1"],
+        &["why", "-d", "1"],
+        &["top", "-d", "1"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ];
+    let nine_ports: Vec<String> = (1..=9).flat_map(|p| ["-P".into(), p.to_string()]).collect();
+    let nine_ports: Vec<&str> = nine_ports.iter().map(String::as_str).collect();
+    for command in commands {
+        let name = command[0];
+        for bad in [
+            &["-P", "0"][..],
+            &["-P", "70000"],
+            &["-a", "10.0.0.0/33"],
+            &["-a", "x"],
+        ] {
+            let args = joined(command, bad);
+            run_sockmem(&args, CMD_TIMEOUT).assert_usage_error(&args);
+        }
+
+        let args = joined(command, &nine_ports);
+        let out = run_sockmem(&args, CMD_TIMEOUT);
+        out.assert_usage_error(&args);
+        assert!(
+            out.stderr.contains("--port given 9 times")
+                && out.stderr.contains(&format!("Usage: sockmem {name} ")),
+            "{name} with nine -P: expected the limit said with `sockmem {name}`'s usage, got {}",
+            out.describe()
+        );
+
+        let args = joined(command, &["-i", "smnosuch0"]);
+        let out = run_sockmem(&args, CMD_TIMEOUT);
+        out.assert_usage_error(&args);
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with("sockmem: --iface smnosuch0: ") && l.contains("lo"))
+                && !out.stderr.contains("attached"),
+            "{name} -i smnosuch0: expected `sockmem: --iface smnosuch0: ...` naming the \
+             interfaces there are, before anything is attached, got {}",
+            out.describe()
+        );
+    }
+    assert!(
+        !Path::new(record_to).exists(),
+        "no recording from a refused run"
+    );
+}
+
+fn joined<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
+    a.iter().chain(b).copied().collect()
+}
+
 #[test]
 fn sigterm_and_broken_pipe_end_cleanly() {
     const P: u16 = 21801;

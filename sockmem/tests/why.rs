@@ -282,6 +282,24 @@ fn receiver_window_dominates_when_the_receiver_stops_reading() {
          window); got:\n{}",
         tail(text, 3000)
     );
+    // Its sizes in the units of every human-readable output (IEC): the send buffer as ss's tb.
+    let shown = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("counters: "))
+        .and_then(|l| l.split("sndbuf ").nth(1))
+        .and_then(parse_human_bytes);
+    let Some((sndbuf, within)) = shown else {
+        panic!(
+            "expected `why` (text) to show the sndbuf in B, KiB or MiB; got:\n{}",
+            tail(text, 3000)
+        )
+    };
+    assert!(
+        (sndbuf - m.tb as f64).abs() <= within,
+        "expected `why` (text) to show the sndbuf as ss's tb {} (±{within}), got {sndbuf}:\n{}",
+        m.tb,
+        tail(text, 3000)
+    );
 }
 
 /// The time until the socket's persist timer (zero-window probe) fires, from `ss -tno`'s
@@ -1588,12 +1606,7 @@ fn bad_input_is_refused_with_a_message() {
     ];
     for (args, names) in cases {
         let out = run_sockmem(args, CMD_TIMEOUT);
-        out.assert_no_panic();
-        assert!(
-            !out.status.success() && out.code().is_some(),
-            "expected {args:?} to exit non-zero: {}",
-            out.describe()
-        );
+        out.assert_usage_error(args);
         assert!(
             out.stderr.contains(names),
             "expected the message of {args:?} to name {names:?}: {}",

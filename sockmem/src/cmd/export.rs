@@ -3,16 +3,19 @@
 
 use anyhow::Context as _;
 
-use crate::{cli::ExportArgs, output::OutputFile, pipeline::timeline::Timeline, render::perfetto};
+use crate::{
+    cli::ExportArgs,
+    output::OutputFile,
+    pipeline::{filter::nothing_matched, timeline::Timeline},
+    render::perfetto,
+};
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     crate::output::refuse_input(&args.perfetto, &args.input)?;
     let timeline = Timeline::read(&args.input, &args.filters)?;
-    anyhow::ensure!(
-        !timeline.sockets.is_empty(),
-        "no event of the recording's {} matches the filters: nothing to export",
-        timeline.recorded_events
-    );
+    if timeline.sockets.is_empty() {
+        return Err(nothing_matched(&args.filters, timeline.recorded_events));
+    }
     let mut out = OutputFile::create(&args.perfetto)?;
     let counts = perfetto::write(&timeline, &mut out)
         .with_context(|| format!("writing `{}`", args.perfetto.display()))?;

@@ -3,7 +3,7 @@
 
 use crate::{
     cli::PlotArgs,
-    pipeline::timeline::Timeline,
+    pipeline::{filter::nothing_matched, timeline::Timeline},
     render::plot::{Format, Plot},
 };
 
@@ -12,6 +12,9 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
     Format::of(&args.output)?;
     crate::output::refuse_input(&args.output, &args.input)?;
     let timeline = Timeline::read(&args.input, &args.filters)?;
+    if timeline.sockets.is_empty() {
+        return Err(nothing_matched(&args.filters, timeline.recorded_events));
+    }
     let source = args
         .input
         .file_name()

@@ -6,7 +6,12 @@ use anyhow::Context as _;
 
 use crate::{
     cli::ReportArgs,
-    pipeline::{decode::Event, filter::EventFilter, names::Names, report::Collector},
+    pipeline::{
+        decode::Event,
+        filter::{nothing_matched, EventFilter},
+        names::Names,
+        report::Collector,
+    },
     recording::{self, reader::Item},
     render::{
         report::{write_report_json, write_report_text, Context},
@@ -42,8 +47,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     if undecodable > 0 {
         eprintln!("sockmem: skipped {undecodable} events that could not be decoded");
     }
-    let group_by = args.group_by.unwrap_or_default();
     let events = collector.events;
+    // Said before anything is written, as grep says no match. An empty recording without
+    // filters is still reported: its header says what the run was.
+    if events == 0 && !args.filters.describe().is_empty() {
+        return Err(nothing_matched(&args.filters, reader.trailer().events));
+    }
+    let group_by = args.group_by.unwrap_or_default();
     let summary = collector.finish(group_by, args.group_by.is_some());
     let file = args.input.display().to_string();
     let ctx = Context {

@@ -72,7 +72,7 @@ impl Scenario {
                  sends block), then large ones overflow the qdisc (drops)"
             }
             Scenario::QdiscBacklog => {
-                "a TCP bulk flow into a 10 Mbit/s tbf with a 30 kB queue: skbs wait in the qdisc \
+                "a TCP bulk flow into a 10 Mbit/s tbf with a 30 KiB queue: skbs wait in the qdisc \
                  (sojourn) and some are dropped there, as `tc -s` counts"
             }
         }
@@ -287,8 +287,9 @@ fn claim(holds: bool, text: String) -> Claim {
     Claim { holds, text }
 }
 
-fn kb(b: i64) -> String {
-    format!("{:.1} kB", b as f64 / 1000.0)
+/// A byte count as every human-readable output shows it.
+fn bytes(b: i64) -> String {
+    crate::render::human_bytes(b as f64)
 }
 
 /// What the demo shows, each claim with its numbers.
@@ -309,9 +310,9 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                 f.queued_max * 2 >= f.sndbuf,
                 format!(
                     "sk_wmem_queued reaches {} of sk_sndbuf {} (sock_diag near the end: w {})",
-                    kb(f.queued_max),
-                    kb(f.sndbuf),
-                    k.map(|k| kb(i64::from(k.wmem_queued)))
+                    bytes(f.queued_max),
+                    bytes(f.sndbuf),
+                    k.map(|k| bytes(i64::from(k.wmem_queued)))
                         .unwrap_or_else(|| "?".into())
                 ),
             ));
@@ -324,8 +325,8 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                 format!(
                     "sk_wmem_alloc is at most {} nine tenths of the time (sock_diag near the end: \
                      t {}): nothing waits below TCP",
-                    kb(alloc_p90),
-                    k.map(|k| kb(i64::from(k.wmem_alloc)))
+                    bytes(alloc_p90),
+                    k.map(|k| bytes(i64::from(k.wmem_alloc)))
                         .unwrap_or_else(|| "?".into())
                 ),
             ));
@@ -344,14 +345,14 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                         "sk_wmem_alloc stays at TCP Small Queues' limit: at most {} half of the \
                          time, {} 90% (peak {}); the limit is {} = min(max(2 x truesize {}, \
                          pacing rate {} B/s >> {}), tcp_limit_output_bytes {})",
-                        kb(p50),
-                        kb(p90),
-                        kb(f.alloc_max),
-                        kb(t.limit as i64),
-                        kb(t.truesize as i64),
+                        bytes(p50),
+                        bytes(p90),
+                        bytes(f.alloc_max),
+                        bytes(t.limit as i64),
+                        bytes(t.truesize as i64),
                         t.pacing_rate,
                         t.pacing_shift,
-                        kb(t.limit_output_bytes as i64)
+                        bytes(t.limit_output_bytes as i64)
                     ),
                 ));
                 v.push(claim(
@@ -359,7 +360,7 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                     format!(
                         "sk_wmem_queued grows to {}, {:.1}x the TSQ limit: the write queue holds \
                          what TSQ keeps out of the qdisc",
-                        kb(f.queued_max),
+                        bytes(f.queued_max),
                         f.queued_max as f64 / t.limit.max(1) as f64
                     ),
                 ));
@@ -382,8 +383,8 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                 f.alloc_max * 10 >= f.sndbuf * 9,
                 format!(
                     "sk_wmem_alloc reaches {} of sk_sndbuf {}",
-                    kb(f.alloc_max),
-                    kb(f.sndbuf)
+                    bytes(f.alloc_max),
+                    bytes(f.sndbuf)
                 ),
             ));
             v.push(claim(

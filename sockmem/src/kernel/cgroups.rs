@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+use crate::cli::UsageError;
+
 /// How deep a cgroup tree is walked (the kernel's default limit is far deeper than any real
 /// hierarchy; this bounds a walk of a pathological one).
 const MAX_DEPTH: usize = 32;
@@ -112,23 +114,25 @@ fn resolve_under(mount: &Path, spec: &str) -> anyhow::Result<CgroupTarget> {
         match c {
             Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            _ => bail!("--cgroup `{spec}`: `..` is not allowed in a cgroup path"),
+            _ => bail!(UsageError(format!(
+                "--cgroup {spec}: `..` is not allowed in a cgroup path"
+            ))),
         }
     }
     let dir = parts.iter().fold(mount.to_path_buf(), |d, p| d.join(p));
     let meta = std::fs::metadata(&dir).map_err(|e| {
-        anyhow::anyhow!(
-            "--cgroup `{spec}`: no cgroup {} ({e}); paths are relative to the cgroup2 root \
+        UsageError(format!(
+            "--cgroup {spec}: no cgroup {} ({e}); paths are relative to the cgroup2 root \
              (as in /proc/<pid>/cgroup) or absolute under {}",
             dir.display(),
             mount.display()
-        )
+        ))
     })?;
     if !meta.is_dir() || !dir.join("cgroup.procs").exists() {
-        bail!(
-            "--cgroup `{spec}`: {} is not a cgroup directory",
+        bail!(UsageError(format!(
+            "--cgroup {spec}: {} is not a cgroup directory",
             dir.display()
-        );
+        )));
     }
     Ok(CgroupTarget {
         id: meta.ino(),

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
+
+use crate::cli::UsageError;
 
 /// A network namespace: how users know it, and a file that opens it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,11 +68,12 @@ pub fn resolve(spec: &str) -> anyhow::Result<u32> {
     let ino = if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
         let ino: u64 = spec
             .parse()
-            .map_err(|_| anyhow!("--netns `{spec}`: not a namespace inode number"))?;
+            .map_err(|_| UsageError(format!("--netns {spec}: not a namespace inode number")))?;
         if !all().iter().any(|n| n.inode == ino) {
-            bail!(
-                "--netns {ino}: no network namespace has inode {ino} (none of /run/netns and no                  process's /proc/PID/ns/net)"
-            );
+            bail!(UsageError(format!(
+                "--netns {ino}: no network namespace has inode {ino} (none of /run/netns and \
+                 no process's /proc/PID/ns/net)"
+            )));
         }
         ino
     } else {
@@ -81,22 +84,23 @@ pub fn resolve(spec: &str) -> anyhow::Result<u32> {
         };
         let meta = std::fs::metadata(&path).map_err(|e| {
             let named = names().into_values().collect::<Vec<_>>().join(", ");
-            anyhow!(
-                "--netns `{spec}`: no network namespace at {} ({e}); named ones (ip netns): {}",
+            UsageError(format!(
+                "--netns {spec}: no network namespace at {} ({e}); named ones (ip netns): {}",
                 path.display(),
                 if named.is_empty() { "none" } else { &named }
-            )
+            ))
         })?;
         // Every namespace file lives on the nsfs device.
         if meta.dev() != own.dev() {
-            bail!(
-                "--netns `{spec}`: {} is not a namespace file",
+            bail!(UsageError(format!(
+                "--netns {spec}: {} is not a namespace file",
                 path.display()
-            );
+            )));
         }
         meta.ino()
     };
-    u32::try_from(ino).map_err(|_| anyhow!("--netns `{spec}`: inode {ino} out of range"))
+    u32::try_from(ino)
+        .map_err(|_| UsageError(format!("--netns {spec}: inode {ino} out of range")).into())
 }
 
 /// Named namespaces (`ip netns`): inode → name.

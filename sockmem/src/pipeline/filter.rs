@@ -12,7 +12,7 @@ use std::{
 use anyhow::{anyhow, Context as _};
 
 use crate::{
-    cli::{FilterArgs, IpNet},
+    cli::{FilterArgs, IpNet, UsageError},
     kernel::cgroups,
     pipeline::decode::{Event, Protocol},
 };
@@ -204,6 +204,18 @@ impl EventFilter {
     }
 }
 
+/// The error of a command that reads a recording (`report`, `plot`, `export`, `trace --input`)
+/// when no recorded event passes the filters: one line naming them, exit code 1 as grep's "no
+/// match" (a usage error would be 2). `recorded`: the recording's events.
+pub fn nothing_matched(f: &FilterArgs, recorded: u64) -> anyhow::Error {
+    match f.describe() {
+        given if given.is_empty() => {
+            anyhow!("the recording has no event to show ({recorded} recorded)")
+        }
+        given => anyhow!("no event of the recording's {recorded} matches the filters {given}"),
+    }
+}
+
 /// `--cgroup` as a path from the cgroup2 root: an absolute path under this machine's cgroup2
 /// mount loses the mount; `a/b` and `/a/b/` become `/a/b`.
 fn cgroup_path(spec: &str) -> anyhow::Result<String> {
@@ -221,9 +233,10 @@ fn cgroup_path(spec: &str) -> anyhow::Result<String> {
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
     if parts.contains(&"..") {
-        return Err(anyhow!(
-            "--cgroup `{spec}`: `..` is not allowed in a cgroup path"
-        ));
+        return Err(UsageError(format!(
+            "--cgroup {spec}: `..` is not allowed in a cgroup path"
+        ))
+        .into());
     }
     Ok(format!("/{}", parts.join("/")))
 }
@@ -234,17 +247,16 @@ fn netns_match(spec: &str) -> anyhow::Result<NetnsMatch> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let num = spec.strip_prefix("ino:").unwrap_or(spec);
     if digits(num) {
-        return num
-            .parse()
-            .map(NetnsMatch::Inode)
-            .map_err(|_| anyhow!("--netns `{spec}`: not a namespace inode number"));
+        return num.parse().map(NetnsMatch::Inode).map_err(|_| {
+            UsageError(format!("--netns {spec}: not a namespace inode number")).into()
+        });
     }
     if spec.contains('/') {
         let own = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?;
         let meta = std::fs::metadata(Path::new(spec))
-            .map_err(|e| anyhow!("--netns `{spec}`: no network namespace there ({e})"))?;
+            .map_err(|e| UsageError(format!("--netns {spec}: no network namespace there ({e})")))?;
         if meta.dev() != own.dev() {
-            return Err(anyhow!("--netns `{spec}`: not a namespace file"));
+            return Err(UsageError(format!("--netns {spec}: not a namespace file")).into());
         }
         return Ok(NetnsMatch::Inode(meta.ino() as u32));
     }

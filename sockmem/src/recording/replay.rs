@@ -29,7 +29,11 @@ use super::{
 };
 use crate::{
     cli::TraceArgs,
-    pipeline::{filter::EventFilter, names::Names, trace::TracePipeline},
+    pipeline::{
+        filter::{nothing_matched, EventFilter},
+        names::Names,
+        trace::TracePipeline,
+    },
     render::{background::Background, time::Clock, trace_sink, RunInfo, Sink, Summary},
     session,
 };
@@ -47,6 +51,12 @@ pub fn run(args: &TraceArgs, input: &Path) -> anyhow::Result<()> {
     let sink = trace_sink(out, args.json, args.kernel_addrs, clock);
     let summary = replay(&mut reader, sink, EventFilter::new(&args.filters)?, &what())?;
     let (header, trailer) = (reader.header(), reader.trailer());
+    // As `report`, `plot` and `export`: filters that let nothing through end with exit code 1.
+    // What was written stays (the header and the summary, the recording's losses in it), as
+    // `grep -c` still prints its 0.
+    if summary.events == 0 && !args.filters.describe().is_empty() {
+        return Err(nothing_matched(&args.filters, trailer.events));
+    }
     eprintln!(
         "sockmem: replayed {} of {} recorded events from {} sockets ({:.1} s recorded with \
          sockmem {} on kernel {}), {} lost",

@@ -5,19 +5,20 @@ use std::io::{self, Write};
 use serde::Serialize;
 use sockmem_common::hist::{slot_bounds, HistKind};
 
+use super::human_bytes;
 use crate::attach::stats::HookCost;
 use crate::pipeline::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
 
 const BAR: usize = 40;
 
-/// A value with a unit chosen for it: ns/us/ms/s or B/KiB/MiB/GiB.
+/// A value with a unit chosen for it: ns/us/ms/s, or bytes as everywhere (`human_bytes`).
 pub fn human(v: u64, unit: Unit) -> String {
     let (steps, names): (&[u64], &[&str]) = match unit {
         Unit::Nanoseconds => (
             &[1, 1_000, 1_000_000, 1_000_000_000],
             &["ns", "us", "ms", "s"],
         ),
-        Unit::Bytes => (&[1, 1 << 10, 1 << 20, 1 << 30], &["B", "KiB", "MiB", "GiB"]),
+        Unit::Bytes => return human_bytes(v as f64),
     };
     let mut i = 0;
     while i + 1 < steps.len() && v >= steps[i + 1] {
@@ -30,9 +31,12 @@ pub fn human(v: u64, unit: Unit) -> String {
     }
 }
 
-/// A bucket bound as bpftrace prints it: every bound is a power of two, so `K`/`M`/`G`
-/// (×1024) keep it exact and short.
-fn bound(v: u64) -> String {
+/// A bucket bound: a byte size as everywhere (`64KiB`: every bound is a power of two, so it
+/// stays exact); a time as bpftrace prints it, `K`/`M`/`G` (×1024) keeping it exact and short.
+fn bound(v: u64, unit: Unit) -> String {
+    if unit == Unit::Bytes {
+        return human_bytes(v as f64);
+    }
     for (shift, suffix) in [
         (60, "E"),
         (50, "P"),
@@ -81,9 +85,9 @@ pub fn write_histogram(out: &mut impl Write, h: &Histogram) -> io::Result<()> {
     for s in first..=last {
         let (lo, hi) = slot_bounds(s);
         let range = if hi == u64::MAX {
-            format!("[{}, ...)", bound(lo))
+            format!("[{}, ...)", bound(lo, unit))
         } else {
-            format!("[{}, {})", bound(lo), bound(hi))
+            format!("[{}, {})", bound(lo, unit), bound(hi, unit))
         };
         let n = h.slots[s];
         let bar = "@".repeat(((n as u128 * BAR as u128) / peak as u128) as usize);
@@ -352,11 +356,16 @@ mod tests {
 
     #[test]
     fn bounds_are_exact_powers_of_two() {
-        assert_eq!(bound(0), "0");
-        assert_eq!(bound(512), "512");
-        assert_eq!(bound(1024), "1K");
-        assert_eq!(bound(16 << 20), "16M");
-        assert_eq!(bound(1 << 63), "8E");
+        let ns = Unit::Nanoseconds;
+        assert_eq!(bound(0, ns), "0");
+        assert_eq!(bound(512, ns), "512");
+        assert_eq!(bound(1024, ns), "1K");
+        assert_eq!(bound(16 << 20, ns), "16M");
+        assert_eq!(bound(1 << 63, ns), "8E");
+        let bytes = Unit::Bytes;
+        assert_eq!(bound(512, bytes), "512B");
+        assert_eq!(bound(64 << 10, bytes), "64KiB");
+        assert_eq!(bound(16 << 20, bytes), "16MiB");
     }
 
     #[test]

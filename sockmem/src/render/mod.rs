@@ -195,6 +195,49 @@ pub fn write_ip(l: &mut Vec<u8>, ip: IpAddr) -> io::Result<()> {
     }
 }
 
+/// The units of byte sizes in every human-readable output: IEC binary ones, because socket
+/// buffers, truesizes and ring sizes are powers of two (a 64 KiB skb reads `64KiB`, not
+/// `65.5 kB`). JSON keeps the raw integers.
+const BYTE_UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+
+/// A byte size with the unit that suits it: `512B`, `1.5KiB`, `64KiB`, `2MiB`, `-40KiB`. Whole
+/// numbers of a unit are shown without a fraction, others to a tenth.
+pub fn human_bytes(v: f64) -> String {
+    // As shown: bytes whole, larger units to a tenth; `1023.97KiB` would read as `1024.0KiB`.
+    let shown = |n: f64, power: usize| match power {
+        0 => n.round(),
+        _ => (n * 10.0).round() / 10.0,
+    };
+    let mut power = 0;
+    while power + 1 < BYTE_UNITS.len() && shown(v.abs() / unit_bytes(power), power) >= 1024.0 {
+        power += 1;
+    }
+    let n = shown(v / unit_bytes(power), power);
+    if n.fract() == 0.0 {
+        format!("{n:.0}{}", BYTE_UNITS[power])
+    } else {
+        format!("{n:.1}{}", BYTE_UNITS[power])
+    }
+}
+
+/// A byte size in a given unit (0 B, 1 KiB, 2 MiB, 3 GiB), to a hundredth at most: the ticks
+/// of a plot's axis, which share one unit so that `1500KiB` does not read as a rounded
+/// `1.5MiB` beside `1000KiB`.
+pub fn bytes_in_unit(v: f64, power: usize) -> String {
+    let power = power.min(BYTE_UNITS.len() - 1);
+    let text = format!("{:.2}", v / unit_bytes(power));
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match text {
+        "0" | "-0" => "0B".to_owned(),
+        t => format!("{t}{}", BYTE_UNITS[power]),
+    }
+}
+
+/// Bytes in the `power`th of [`BYTE_UNITS`].
+pub fn unit_bytes(power: usize) -> f64 {
+    (1u64 << (10 * power)) as f64
+}
+
 /// A duration with a unit that keeps 3 significant digits or so.
 pub fn human_ns(ns: u64) -> String {
     let mut s = String::new();
@@ -214,6 +257,25 @@ fn write_human_ns<W: fmt::Write>(out: &mut W, ns: u64) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_in_iec_units() {
+        assert_eq!(human_bytes(0.0), "0B");
+        assert_eq!(human_bytes(952.4), "952B");
+        assert_eq!(human_bytes(1023.6), "1KiB");
+        assert_eq!(human_bytes(1536.0), "1.5KiB");
+        assert_eq!(human_bytes(65536.0), "64KiB");
+        assert_eq!(human_bytes(-40960.0), "-40KiB");
+        assert_eq!(human_bytes(1_048_570.0), "1MiB");
+        assert_eq!(human_bytes(4.0 * 1024.0 * 1024.0), "4MiB");
+        assert_eq!(human_bytes(3.0 * (1u64 << 30) as f64), "3GiB");
+        assert_eq!(human_bytes(5.0 * (1u64 << 40) as f64), "5120GiB");
+        assert_eq!(bytes_in_unit(1500.0 * 1024.0, 1), "1500KiB");
+        assert_eq!(bytes_in_unit(97.5 * 1024.0, 1), "97.5KiB");
+        assert_eq!(bytes_in_unit(2.5 * 1024.0 * 1024.0, 2), "2.5MiB");
+        assert_eq!(bytes_in_unit(200.0, 0), "200B");
+        assert_eq!(bytes_in_unit(0.0, 2), "0B");
+    }
 
     #[test]
     fn human_units() {

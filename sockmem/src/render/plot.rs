@@ -29,7 +29,7 @@ use plotters::{
     style::{register_font, FontStyle},
 };
 
-use super::bitmap::Bitmap;
+use super::{bitmap::Bitmap, bytes_in_unit, human_bytes, unit_bytes};
 use crate::pipeline::timeline::{Reading, SocketTimeline, Timeline};
 
 pub const WIDTH: u32 = 1200;
@@ -289,10 +289,10 @@ impl<'a> Plot<'a> {
                 false => 0,
             });
         let until = secs(s.end_ns);
-        // The y axis counts K (or M) so that its ticks fall on round numbers of them.
+        // The y axis counts KiB (or MiB) so that its ticks fall on round numbers of them.
         let unit = Unit::for_max(highest as f64);
-        let top = (highest as f64 / unit.bytes).max(1.0) * 1.08;
-        let val = |v: i32| v as f64 / unit.bytes;
+        let top = (highest as f64 / unit.bytes()).max(1.0) * 1.08;
+        let val = |v: i32| v as f64 / unit.bytes();
         let mut chart = ChartBuilder::on(&chart_area)
             .caption(
                 format!(
@@ -330,7 +330,7 @@ impl<'a> Plot<'a> {
             .bold_line_style(BLACK.mix(0.12))
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 13))
-            .y_desc("bytes (K = 1024)");
+            .y_desc("bytes");
         if bottom {
             mesh.x_desc("seconds since the recording started");
         }
@@ -367,7 +367,7 @@ impl<'a> Plot<'a> {
         // Over the counters: sk_wmem_alloc lives just around it.
         if tsq {
             chart.draw_series(std::iter::once(PathElement::new(
-                step_points(&s.tsq_limit, |l| l as f64 / unit.bytes, &secs, until),
+                step_points(&s.tsq_limit, |l| l as f64 / unit.bytes(), &secs, until),
                 TSQ.stroke_width(2),
             )))?;
         }
@@ -384,17 +384,17 @@ impl<'a> Plot<'a> {
         let entries: [(&str, String, Swatch); 7] = [
             (
                 "sk_wmem_queued",
-                format!("max {}", bytes(max(|r| r.queued) as f64)),
+                format!("max {}", human_bytes(max(|r| r.queued) as f64)),
                 Swatch::Line(QUEUED, 3),
             ),
             (
                 "sk_wmem_alloc",
-                format!("max {}", bytes(max(|r| r.alloc) as f64)),
+                format!("max {}", human_bytes(max(|r| r.alloc) as f64)),
                 Swatch::Line(ALLOC, 3),
             ),
             (
                 "sk_sndbuf",
-                format!("max {}", bytes(max(|r| r.sndbuf) as f64)),
+                format!("max {}", human_bytes(max(|r| r.sndbuf) as f64)),
                 Swatch::Line(SNDBUF, 1),
             ),
             (
@@ -418,13 +418,13 @@ impl<'a> Plot<'a> {
                 // Not drawn: sk_wmem_alloc never came near it.
                 (
                     "TSQ limit",
-                    format!("{}, far", bytes(tsq_max as f64)),
+                    format!("{}, far", human_bytes(tsq_max as f64)),
                     Swatch::None,
                 )
             } else {
                 (
                     "TSQ limit",
-                    format!("max {}", bytes(tsq_max as f64)),
+                    format!("max {}", human_bytes(tsq_max as f64)),
                     Swatch::Line(TSQ, 2),
                 )
             },
@@ -533,24 +533,6 @@ fn fonts() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `1.5M`, `64K`, `512` (K = 1024).
-pub fn bytes(v: f64) -> String {
-    let a = v.abs();
-    let (n, unit) = if a >= 1024.0 * 1024.0 {
-        (v / (1024.0 * 1024.0), "M")
-    } else if a >= 1024.0 {
-        (v / 1024.0, "K")
-    } else {
-        return format!("{v:.0}");
-    };
-    let text = if n.abs() >= 100.0 || n.fract().abs() < 0.05 {
-        format!("{n:.0}")
-    } else {
-        format!("{n:.1}")
-    };
-    format!("{text}{unit}")
-}
-
 /// A step line through `readings`: each value holds until the next reading, the last until
 /// `until` (seconds).
 fn step(
@@ -587,40 +569,33 @@ fn step_points<T: Copy>(
     v
 }
 
-/// What the y axis counts.
+/// What the y axis counts: bytes, in one unit for every tick.
 #[derive(Clone, Copy)]
 struct Unit {
-    bytes: f64,
-    suffix: &'static str,
+    /// 0 for B, 1 for KiB, 2 for MiB (`render::unit_bytes`).
+    power: usize,
 }
 
 impl Unit {
     fn for_max(max: f64) -> Unit {
-        if max >= 4.0 * 1024.0 * 1024.0 {
-            Unit {
-                bytes: 1024.0 * 1024.0,
-                suffix: "M",
-            }
+        let power = if max >= 4.0 * 1024.0 * 1024.0 {
+            2
         } else if max >= 2048.0 {
-            Unit {
-                bytes: 1024.0,
-                suffix: "K",
-            }
+            1
         } else {
-            Unit {
-                bytes: 1.0,
-                suffix: "",
-            }
-        }
+            0
+        };
+        Unit { power }
     }
 
+    /// Bytes per unit: the axis counts in units, so its ticks fall on round numbers of them.
+    fn bytes(self) -> f64 {
+        unit_bytes(self.power)
+    }
+
+    /// A tick's label, `v` being in the unit.
     fn label(self, v: f64) -> String {
-        let text = format!("{v:.2}");
-        let text = text.trim_end_matches('0').trim_end_matches('.');
-        match text {
-            "0" | "-0" => "0".to_owned(),
-            t => format!("{t}{}", self.suffix),
-        }
+        bytes_in_unit(v * self.bytes(), self.power)
     }
 }
 
@@ -703,15 +678,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn bytes_read_as_k_and_m() {
-        assert_eq!(bytes(0.0), "0");
-        assert_eq!(bytes(512.0), "512");
-        assert_eq!(bytes(65536.0), "64K");
-        assert_eq!(bytes(1.5 * 1024.0 * 1024.0), "1.5M");
-        assert_eq!(bytes(1000.0 * 1024.0), "1000K");
-    }
-
-    #[test]
     fn step_lines_have_two_vertices_per_reading_but_the_first() {
         let rs = [r(0, 1), r(1_000_000_000, 5), r(2_000_000_000, 2)];
         let secs = |ns: u64| ns as f64 / 1e9;
@@ -744,10 +710,10 @@ pub(crate) mod tests {
         let k = Unit::for_max(150_000.0);
         assert_eq!(
             (k.label(0.0), k.label(20.0), k.label(97.5)),
-            ("0".into(), "20K".into(), "97.5K".into())
+            ("0B".into(), "20KiB".into(), "97.5KiB".into())
         );
-        assert_eq!(Unit::for_max(900.0).label(200.0), "200");
-        assert_eq!(Unit::for_max(8e6).label(2.5), "2.5M");
+        assert_eq!(Unit::for_max(900.0).label(200.0), "200B");
+        assert_eq!(Unit::for_max(8e6).label(2.5), "2.5MiB");
         assert_eq!(duration(0), "none");
         assert_eq!(duration(66_000_000), "66.0 ms");
     }

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use crate::pipeline::why::report::{CauseShare, SocketWhy, WhyReport};
+use crate::render::human_bytes;
 
 pub fn write_json(out: &mut dyn Write, r: &WhyReport) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, r)?;
@@ -25,14 +26,6 @@ fn write_causes(out: &mut dyn Write, causes: &[CauseShare]) -> io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn b(v: f64) -> String {
-    match v {
-        v if v >= 1e6 => format!("{:.2} MB", v / 1e6),
-        v if v >= 1e3 => format!("{:.1} kB", v / 1e3),
-        v => format!("{v:.0} B"),
-    }
 }
 
 fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
@@ -60,17 +53,17 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
     writeln!(
         out,
         "  counters: queued mean {} (max {}), alloc mean {} (max {}), sndbuf {}",
-        b(c.queued_mean),
-        b(c.queued_max as f64),
-        b(c.alloc_mean),
-        b(c.alloc_max as f64),
-        b(c.sndbuf as f64)
+        human_bytes(c.queued_mean),
+        human_bytes(c.queued_max as f64),
+        human_bytes(c.alloc_mean),
+        human_bytes(c.alloc_max as f64),
+        human_bytes(c.sndbuf as f64)
     )?;
     writeln!(
         out,
         "  send: {} calls, {}; {} slept for {:.3} s",
         s.send.calls,
-        b(s.send.bytes as f64),
+        human_bytes(s.send.bytes as f64),
         s.send.blocked_calls,
         s.send.blocked_s
     )?;
@@ -93,30 +86,31 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
             t.cwnd_mean,
             t.in_flight_mean,
             t.snd_wnd_min
-                .map(|w| format!(", smallest window {}", b(w as f64)))
+                .map(|w| format!(", smallest window {}", human_bytes(w as f64)))
                 .unwrap_or_default()
         )?;
-        let rate = |r: Option<f64>| r.map_or("unlimited".to_string(), |r| format!("{}/s", b(r)));
+        let rate =
+            |r: Option<f64>| r.map_or("unlimited".to_string(), |r| format!("{}/s", human_bytes(r)));
         writeln!(
             out,
             "  pacing: rate {}, cap (SO_MAX_PACING_RATE) {}; acknowledged {}",
             rate(t.pacing_rate.map(|r| r as f64)),
             rate(t.max_pacing_rate.map(|r| r as f64)),
             t.achieved_rate
-                .map_or("not read".to_string(), |r| format!("{}/s", b(r)))
+                .map_or("not read".to_string(), |r| format!("{}/s", human_bytes(r)))
         )?;
     }
     if let Some(t) = &s.tsq {
         let inner = format!(
             "max(2 x truesize {}, pacing rate {}/s >> {})",
-            b(t.truesize as f64),
-            b(t.pacing_rate as f64),
+            human_bytes(t.truesize as f64),
+            human_bytes(t.pacing_rate as f64),
             t.pacing_shift
         );
         let formula = if t.capped {
             format!(
                 "min({inner}, tcp_limit_output_bytes {})",
-                b(t.limit_output_bytes as f64)
+                human_bytes(t.limit_output_bytes as f64)
             )
         } else {
             format!(
@@ -128,7 +122,7 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
             out,
             "  tsq: limit {} = {formula}; within one skb of the limit (alloc + truesize > \
              limit) {:.3} s",
-            b(t.limit as f64),
+            human_bytes(t.limit as f64),
             t.throttled_s
         )?;
     }
@@ -142,7 +136,7 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
             q.sojourn_mean_us,
             q.sojourn_p99_us,
             q.sojourn_max_us,
-            b(q.ahead_bytes_mean)
+            human_bytes(q.ahead_bytes_mean)
         )?;
         for a in q.ahead.iter().take(3) {
             let who = if a.sock == s.sock {

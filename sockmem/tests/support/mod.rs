@@ -80,3 +80,29 @@ pub const SETTLE: Duration = Duration::from_millis(300);
 pub fn emulated() -> bool {
     std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("QEMU"))
 }
+
+/// A byte size as sockmem's human-readable output shows it (`320.2KiB`, `1.1MiB`, `512B`, IEC
+/// binary units) at the start of `s`: the bytes, and how far from them it may be (half of its
+/// last digit). `None` when `s` starts with no such size (`320.2 kB` is none).
+pub fn parse_human_bytes(s: &str) -> Option<(f64, f64)> {
+    let digits = s.len()
+        - s.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .len();
+    let n: f64 = s[..digits].parse().ok()?;
+    let unit = &s[digits..];
+    let scale = [
+        ("KiB", 1024.0),
+        ("MiB", 1024.0 * 1024.0),
+        ("GiB", 1024f64.powi(3)),
+    ]
+    .into_iter()
+    .find(|(name, _)| unit.starts_with(name))
+    .map(|(_, scale)| scale)
+    .or_else(|| {
+        // Plain bytes: `B` not followed by more letters.
+        let rest = unit.strip_prefix('B')?;
+        (!rest.starts_with(|c: char| c.is_ascii_alphabetic())).then_some(1.0)
+    })?;
+    let half_digit = if s[..digits].contains('.') { 0.05 } else { 0.5 };
+    Some((n * scale, half_digit * scale))
+}

@@ -505,12 +505,9 @@ fn drop_reasons(reasons: &std::collections::BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+/// The readings are human-readable text: byte sizes as every output shows them.
 fn bytes(b: f64) -> String {
-    match b {
-        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
-        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
-        b => format!("{b:.0} B"),
-    }
+    crate::render::human_bytes(b)
 }
 
 fn us(v: f64) -> String {
