@@ -284,23 +284,6 @@ fn receiver_window_dominates_when_the_receiver_stops_reading() {
     );
 }
 
-/// The time until the socket's persist timer (zero-window probe) fires, from `ss -tno`'s
-/// `timer:(persist,1min2sec,...)` / `3.2sec` / `800ms`; `None` without one.
-fn persist_timer_left(ns: &str, lport: u16, rport: u16) -> Option<Duration> {
-    let filter = format!("( sport = :{lport} and dport = :{rport} )");
-    let out = ns_checked(ns, "ss", &["-tnoH", "state", "established", &filter]);
-    let t = out.split("timer:(persist,").nth(1)?.split(',').next()?;
-    let mut left = 0.0;
-    let mut rest = t;
-    for (unit, secs) in [("min", 60.0), ("sec", 1.0), ("ms", 1e-3)] {
-        if let Some((n, r)) = rest.split_once(unit) {
-            left += n.parse::<f64>().ok()? * secs;
-            rest = r;
-        }
-    }
-    Some(Duration::from_secs_f64(left))
-}
-
 /// A sender stalled by a receiver that stopped reading well before `why` starts: its queue is
 /// full and stable and its next zero-window probe is seconds away (`ss`'s persist timer), so
 /// it makes no event while `why` runs. `why` must still watch it, from its first interval
