@@ -299,8 +299,9 @@ fn receiver_window_dominates_for_a_sender_stalled_before_the_run() {
     let flow = StalledTcp::start(&pair, P, "smtx-wrwnd0");
     let lport = flow.key.lport;
     let (written, mem) = flow.wait_stable(&pair);
-    // Probes back off (0.2, 0.4, 0.8, 1.6, 3.2 s...): wait for a gap longer than the run.
-    let quiet = RUN + Duration::from_millis(700);
+    // Probes back off (0.2, 0.4, 0.8, 1.6, 3.2 s...): wait for a gap longer than the run and
+    // `why`'s start (loading the programs: seconds on a loaded machine).
+    let quiet = RUN + Duration::from_secs(5);
     let mut left = None;
     assert!(
         wait_until(Duration::from_secs(30), || {

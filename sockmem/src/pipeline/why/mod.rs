@@ -121,7 +121,7 @@ pub struct Watched {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub sender: Option<(u32, Name)>,
-    /// The sender's cgroup path, once an event named it.
+    /// The sender's cgroup path, once an event named it (seeded: the holder's).
     pub cgroup: Option<Arc<str>>,
     /// The socket's namespace inode and `ip netns` name, from its events.
     pub netns_ino: u32,
