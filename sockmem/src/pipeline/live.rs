@@ -220,6 +220,9 @@ impl LiveTable {
             if let Some(b) = self.before.remove(&was) {
                 self.before.insert(sock, b);
             }
+            if let Some(f) = self.figures.remove(&was) {
+                self.figures.insert(sock, f);
+            }
         }
         if !seen.live {
             return;
