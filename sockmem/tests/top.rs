@@ -558,3 +558,121 @@ fn without_a_terminal_it_prints_blocks_a_script_can_check_against_ss() {
     assert_eq!(sock["sndbuf"].as_u64(), Some(ss.tb));
     assert_eq!(sock["comm"].as_str(), Some(stalled_sender.comm.as_str()));
 }
+
+/// A sender stalled by a receiver that stopped reading, its queue full and stable (`ss`) and its
+/// next zero-window probe further away than the whole `top` run, so that it makes no event
+/// while `top` runs: `top` must still show it from its first block (sock_diag names every socket
+/// there is), at `ss`'s `w` and `tb`, held by this process (the holder stands in for the
+/// sender: no `sendmsg` is seen). The filters hold for it: `-p` with this pid keeps it; another
+/// `--comm`, another port, an `--iface` (no skb of it is seen, so it cannot be known) leave it
+/// out.
+#[test]
+fn a_sender_stalled_before_top_starts_is_in_its_first_block() {
+    let pair = NetnsPair::new("topsd", 233);
+    let port = 23301u16;
+    let stalled = StalledTcp::start(&pair, port, "smtops-stall");
+    let lport = stalled.key.lport;
+    let (_, ss) = stalled.wait_stable(&pair);
+    // Probes back off (0.2, 0.4, ... 6.4, 12.8 s): wait for one further away than the runs
+    // below (five `top`s loading their programs at once took 4.9 s).
+    let quiet = Duration::from_secs(10);
+    let mut left = None;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            left = persist_timer_left(&pair.tx_ns, lport, port);
+            left.is_some_and(|l| l >= quiet)
+        }),
+        "premise: expected the stalled sender's persist timer to reach {quiet:?} within 60 s, \
+         last {left:?}"
+    );
+    let quiet_since = Instant::now();
+    let p = port.to_string();
+    let other_port = (port + 1).to_string();
+    let me = std::process::id();
+    let my_pid = me.to_string();
+    let base = ["top", "--interval", "0.5", "-d", "1.2", "-P"];
+    // (what, arguments after -P, the socket shown)
+    let runs: Vec<(&str, Vec<&str>, bool)> = vec![
+        ("-P only", vec![&p], true),
+        ("this pid", vec![&p, "-p", &my_pid], true),
+        ("another comm", vec![&p, "-c", "smtops-nobody"], false),
+        ("another port", vec![&other_port], false),
+        ("an interface", vec![&p, "--iface", &pair.tx_if], false),
+    ];
+    let tracers: Vec<Tracer> = runs
+        .iter()
+        .map(|(_, extra, _)| {
+            let mut args = base.to_vec();
+            args.extend(extra.iter().copied());
+            Tracer::start(&args)
+        })
+        .collect();
+    let outputs: Vec<_> = tracers
+        .into_iter()
+        .map(|t| t.wait(Duration::from_secs(30)))
+        .collect();
+    let run_took = quiet_since.elapsed();
+    let ss_after = ss_skmem(&pair.tx_ns, lport, port);
+    let left_after = persist_timer_left(&pair.tx_ns, lport, port);
+    stalled.finish();
+    assert!(
+        run_took < left.unwrap(),
+        "premise: expected the runs ({run_took:?}) over before the next zero-window probe \
+         ({left:?} away as they started)"
+    );
+    assert_eq!(ss_after, ss, "premise: the stalled socket stayed as it was");
+    eprintln!("persist timer {left:?} before the runs, {left_after:?} after ({run_took:?})");
+
+    let my_comm = std::fs::read_to_string("/proc/self/comm")
+        .unwrap()
+        .trim_end()
+        .to_owned();
+    let my_cgroup = proc_cgroup(me);
+    for ((what, _, shown), out) in runs.iter().zip(&outputs) {
+        out.assert_no_panic();
+        out.assert_success();
+        let bs = blocks(&out.stdout);
+        assert!(!bs.is_empty(), "{what}: no block: {}", out.describe());
+        let first = &bs[0];
+        let row = first
+            .rows
+            .iter()
+            .find(|r| port_of(&r[0]) == lport && port_of(&r[1]) == port);
+        if !shown {
+            assert!(
+                row.is_none(),
+                "{what}: expected the stalled socket left out, got {row:?}"
+            );
+            continue;
+        }
+        eprintln!("{what}: first block: {:?}", first.rows);
+        let row = row.unwrap_or_else(|| {
+            panic!(
+                "expected the socket stalled before top started in its first block (ss {ss:?}), \
+                 got {:?}",
+                first.rows
+            )
+        });
+        let (queued, sndbuf): (u64, u64) = (row[7].parse().unwrap(), row[9].parse().unwrap());
+        assert_eq!(
+            (queued, sndbuf),
+            (ss.w, ss.tb),
+            "QUEUED and SNDBUF against ss's w and tb: {row:?}"
+        );
+        assert_eq!(
+            (row[3].as_str(), row[4].as_str()),
+            (me.to_string().as_str(), my_comm.as_str()),
+            "the process holding it (this one): {row:?}"
+        );
+        assert_eq!(Some(&row[5]), my_cgroup.as_ref(), "{row:?}");
+        // It stays in every block, as it was.
+        for b in &bs {
+            let r = b
+                .rows
+                .iter()
+                .find(|r| port_of(&r[0]) == lport && port_of(&r[1]) == port)
+                .expect("the stalled socket in every block");
+            assert_eq!(r[7].parse::<u64>().unwrap(), ss.w, "{r:?}");
+        }
+    }
+}

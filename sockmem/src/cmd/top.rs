@@ -1,6 +1,8 @@
 //! `sockmem top`: events stream as for `trace` into the live per-socket table, which is read out
 //! at every `--interval` onto the screen (or as plain lines when standard output is not a
-//! terminal), until `q`, Ctrl-C, SIGTERM or the duration's end.
+//! terminal), until `q`, Ctrl-C, SIGTERM or the duration's end. The sockets already holding
+//! send bytes at the start (a stalled sender may make no event for minutes) are in the table
+//! from the first refresh, as sock_diag reads them (`pipeline::seed`, as for `why`).
 
 use std::{io, time::Instant};
 
@@ -8,11 +10,14 @@ use sockmem_common::{config::MODE_TRACE, Per};
 
 use crate::{
     cli::TopArgs,
+    kernel::sampler::SocketSampler,
     pipeline::{
         decode::Event,
         drive::{monotonic_ns, Consumer, Drive},
+        filter::SocketFilter,
         live::LiveTable,
         names::Names,
+        seed,
         stream::{EventStream, LossCounter},
     },
     render::top::{Lines, Screen, TopSink, View},
@@ -84,6 +89,19 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         ..View::default()
     };
     let on_terminal = Screen::wanted() && !args.json;
+    let names = std::mem::replace(&mut session.names, Names::empty());
+    let mut table = LiveTable::new(monotonic_ns());
+    // The sockets already holding send bytes, before the ready file says the run has begun.
+    // `--iface` keeps sockets that sent an skb through it, which no dump says.
+    if args.filters.iface.is_none() {
+        let filter = SocketFilter::new(&args.filters)?;
+        let now = monotonic_ns();
+        for x in seed::existing(&mut SocketSampler::new(), &names) {
+            if x.holds_send_bytes() && filter.matches(&x.facts()) {
+                table.seed(&x, now);
+            }
+        }
+    }
     session.go(args.session.ready_file.as_deref())?;
     if !on_terminal {
         eprintln!(
@@ -97,9 +115,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         Box::new(Lines::new(session::open_output(None)?, view, args.json))
     };
     let mut pipe = TopPipeline {
-        table: LiveTable::new(monotonic_ns()),
+        table,
         batch: Vec::new(),
-        names: std::mem::replace(&mut session.names, Names::empty()),
+        names,
         sink,
         losses: &losses,
         started: Instant::now(),

@@ -20,6 +20,7 @@ use crate::{
         drive::{monotonic_ns, Consumer, Drive},
         filter::SocketFilter,
         names::Names,
+        seed,
         stream::{EventStream, LossCounter},
         why::{
             report::{RunFacts, WhyReport},
@@ -129,10 +130,8 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     let started = monotonic_ns();
     // The sockets already there, watched from the first interval (a stalled one may never
     // make an event), before the ready file says the run has begun.
-    let existing = pipe.sampler.sample_all();
-    let inodes = existing.iter().map(|s| s.mem.ino).collect();
-    pipe.analyzer
-        .seed(&existing, &owners::socket_owners(&inodes));
+    let existing = seed::existing(&mut pipe.sampler, &pipe.names);
+    pipe.analyzer.seed(&existing);
     pipe.periodic()?;
     session.go(args.session.ready_file.as_deref())?;
     eprintln!(

@@ -177,7 +177,7 @@ impl Exporter {
             bpf: self.programs.costs(),
             completeness,
             tracked_sockets: live.sockets() as u64,
-            untracked_sockets: live.untracked_sockets,
+            untracked_sockets: live.untracked_sockets(),
             histogram_keys: entries.len() as u64,
         })
     }

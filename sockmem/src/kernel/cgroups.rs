@@ -72,6 +72,17 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The cgroup v2 of process `pid` as `/proc/<pid>/cgroup` says it (`0::/a/b`), and its id (the
+/// inode of its directory under `mount`, what events carry; 0 when it cannot be read).
+pub fn of_process(mount: Option<&Path>, pid: u32) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
+    let id = mount
+        .and_then(|m| std::fs::metadata(m.join(path.trim_start_matches('/'))).ok())
+        .map_or(0, |meta| meta.ino());
+    Some((id, path))
+}
+
 /// A `--cgroup` target: the cgroup and everything below it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupTarget {
@@ -251,6 +262,19 @@ pub const UNKNOWN: &str = "(unknown)";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This process's cgroup, by its `/proc` file, is the one the tree scan names by that id.
+    #[test]
+    fn a_process_cgroup_has_the_id_the_tree_names() {
+        let Some(mount) = cgroup2_mount() else {
+            eprintln!("skipped: no cgroup2 mounted");
+            return;
+        };
+        let (id, path) = of_process(Some(&mount), std::process::id()).expect("our own cgroup");
+        assert!(path.starts_with('/'), "{path}");
+        assert_ne!(id, 0);
+        assert_eq!(CgroupNames::live().path(id).as_deref(), Some(path.as_str()));
+    }
 
     #[test]
     fn finds_the_cgroup2_mount_of_its_root() {

@@ -1,10 +1,9 @@
-//! `serve`'s per-cgroup gauges (`live` is `top`'s per-socket table; the two could share one socket
-//! table, left for later). What a long-running exporter keeps from events: each live socket's last
-//! counters (for gauges of bytes waiting per sender cgroup) and drops per cgroup and reason.
-//! Bounded for runs of days: a socket leaves the table when it is destroyed, when it has been
-//! silent for [`IDLE_NS`] (UDP sockets have no destroy event), or never enters it past
-//! [`MAX_SOCKETS`]; groups with no live socket are folded into `other` once they are out of the top
-//! N.
+//! `serve`'s per-cgroup gauges: the live sockets' last counters ([`LiveSockets`], the table
+//! `top` reads per socket) summed per sender cgroup, and drops per cgroup and reason. Bounded
+//! for runs of days: a socket leaves the table when it is destroyed, when it has been silent
+//! for [`IDLE_NS`] (UDP sockets have no destroy event), or never enters it past
+//! [`MAX_SOCKETS`]; groups with no live socket are folded into `other` once they are out of the
+//! top N.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -13,12 +12,15 @@ use std::{
 
 use sockmem_common::Hook;
 
-use crate::pipeline::decode::Event;
+use crate::pipeline::{
+    decode::Event,
+    live_sockets::{LiveSockets, Retention, WhenFull},
+};
 
 /// A socket silent this long is dropped from the gauges: an idle TCP socket holds nothing in
 /// flight, and a closed UDP socket says nothing when it goes.
 pub const IDLE_NS: u64 = 120_000_000_000;
-/// At most this many sockets are followed at once (about 100 bytes each).
+/// At most this many sockets are followed at once (about 250 bytes each: 16 MiB when full).
 pub const MAX_SOCKETS: usize = 65_536;
 /// The label value of everything outside the top N.
 pub const OTHER: &str = "other";
@@ -29,13 +31,6 @@ pub type Group = u64;
 
 pub fn group_of(e: &Event) -> Group {
     e.cgroup_id
-}
-
-struct LiveSocket {
-    group: Group,
-    queued: i64,
-    alloc: i64,
-    last_ns: u64,
 }
 
 /// Per group: cumulative events and drops by reason.
@@ -62,24 +57,42 @@ pub struct GroupGauges {
     pub alloc: i64,
 }
 
-#[derive(Default)]
+/// A socket goes with its destroy event, or after [`IDLE_NS`] of silence even with bytes
+/// queued (a lost destroy event must not pin it); past [`MAX_SOCKETS`] new ones are not followed.
+const SERVE_RETENTION: Retention = Retention {
+    closed_ns: 0,
+    idle_ns: IDLE_NS,
+    idle_keeps_holding: false,
+    max_sockets: MAX_SOCKETS,
+    when_full: WhenFull::RefuseNew,
+};
+
 pub struct LiveState {
-    sockets: HashMap<u64, LiveSocket>,
+    sockets: LiveSockets,
     tallies: HashMap<Group, GroupTally>,
     /// Groups folded away, summed: what `other` shows besides the groups outside the top N.
     retired: GroupTally,
-    /// Sockets not followed because the table was full.
-    pub untracked_sockets: u64,
     pub events: u64,
     last_ns: u64,
+}
+
+impl Default for LiveState {
+    fn default() -> Self {
+        LiveState {
+            sockets: LiveSockets::new(SERVE_RETENTION),
+            tallies: HashMap::new(),
+            retired: GroupTally::default(),
+            events: 0,
+            last_ns: 0,
+        }
+    }
 }
 
 impl LiveState {
     pub fn observe(&mut self, e: &Event) {
         self.events += 1;
         self.last_ns = self.last_ns.max(e.ts_ns);
-        let group = group_of(e);
-        let tally = self.tallies.entry(group).or_default();
+        let tally = self.tallies.entry(group_of(e)).or_default();
         tally.events += 1;
         if e.hook == Hook::SkbDrop {
             let reason = e
@@ -88,51 +101,14 @@ impl LiveState {
                 .unwrap_or_else(|| format!("reason {}", e.value));
             *tally.drops.entry(reason).or_default() += 1;
         }
-        if e.hook == Hook::SockDestroy {
-            self.sockets.remove(&e.sock_id);
-            return;
-        }
-        let full = self.sockets.len() >= MAX_SOCKETS;
-        match self.sockets.get_mut(&e.sock_id) {
-            Some(s) => {
-                // The sender can change (a socket handed to another process): the last wins.
-                if group != 0 && s.group != group {
-                    s.group = group;
-                }
-                if !e.freed {
-                    s.queued = e.wmem_queued.into();
-                    s.alloc = e.wmem_alloc.into();
-                }
-                s.last_ns = e.ts_ns;
-            }
-            // Only sending makes a socket worth following: late events of a destroyed socket
-            // (its last skbs freed, an ACK in TIME_WAIT) must not bring it back.
-            None if e.freed || !sends(e.hook) => {}
-            None if full => self.untracked_sockets += 1,
-            None => {
-                let (queued, alloc) = match e.freed {
-                    true => (0, 0),
-                    false => (e.wmem_queued.into(), e.wmem_alloc.into()),
-                };
-                self.sockets.insert(
-                    e.sock_id,
-                    LiveSocket {
-                        group,
-                        queued,
-                        alloc,
-                        last_ns: e.ts_ns,
-                    },
-                );
-            }
-        }
+        self.sockets.observe(e);
     }
 
     /// Forgets sockets silent for [`IDLE_NS`] before `now_ns`, and folds the tallies of groups
     /// that have no live socket and are not in `keep` into `other`.
     pub fn prune(&mut self, now_ns: u64, keep: &HashSet<Group>) {
-        self.sockets
-            .retain(|_, s| now_ns.saturating_sub(s.last_ns) < IDLE_NS);
-        let live: HashSet<Group> = self.sockets.values().map(|s| s.group).collect();
+        self.sockets.prune(now_ns);
+        let live: HashSet<Group> = self.sockets.iter().map(|s| s.cgroup_id).collect();
         let gone: Vec<Group> = self
             .tallies
             .keys()
@@ -155,8 +131,8 @@ impl LiveState {
             .keys()
             .map(|g| (label(*g), GroupGauges::default()))
             .collect();
-        for s in self.sockets.values() {
-            let g = out.entry(label(s.group)).or_default();
+        for s in self.sockets.iter() {
+            let g = out.entry(label(s.cgroup_id)).or_default();
             g.sockets += 1;
             g.queued += s.queued.max(0);
             g.alloc += s.alloc.max(0);
@@ -181,26 +157,18 @@ impl LiveState {
     }
 
     pub fn sockets(&self) -> usize {
-        self.sockets.len()
+        self.sockets.count()
+    }
+
+    /// Sockets not followed because the table was full.
+    pub fn untracked_sockets(&self) -> u64 {
+        self.sockets.untracked
     }
 
     #[cfg(test)]
     pub fn groups(&self) -> usize {
         self.tallies.len()
     }
-}
-
-/// Hooks of a socket sending: the ones that start following it.
-fn sends(hook: Hook) -> bool {
-    matches!(
-        hook,
-        Hook::TcpSendmsg
-            | Hook::SendmsgReturn
-            | Hook::SendBlocked
-            | Hook::WmemCharge
-            | Hook::DevQueueXmit
-            | Hook::QdiscEnqueue
-    )
 }
 
 /// The `n` values with the most traffic; the others go under [`OTHER`].

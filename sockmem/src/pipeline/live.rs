@@ -1,6 +1,7 @@
-//! `top`'s per-socket table: each socket's events summed as `report` sums them ([`Collector`]:
-//! identity, sender, counters, sends, time asleep, qdisc sojourn, drops, interface), read out at
-//! every refresh into rows with what moved over the interval.
+//! `top`'s per-socket table: the live sockets ([`LiveSockets`]: identity, sender, last
+//! counters; those already holding bytes at the start seeded from sock_diag), with what `top`
+//! adds per socket from the events (time asleep in sends, qdisc sojourn, drops, interface),
+//! read out at every refresh into rows with what moved over the interval.
 //!
 //! Bounded for a run of days: a socket the kernel destroyed stays [`GRACE_NS`] (long enough to
 //! be seen closed) and then goes; one with nothing queued and no event for [`IDLE_NS`] goes too
@@ -15,7 +16,12 @@ use sockmem_common::Hook;
 
 use crate::{
     cli::SortKey,
-    pipeline::{decode::Event, report::Collector},
+    pipeline::{
+        decode::{Event, Name},
+        live_sockets::{LiveSocket, LiveSockets, Retention, WhenFull},
+        seed::Existing,
+        why::samples::Samples,
+    },
 };
 
 /// How long a closed socket stays in the table.
@@ -135,15 +141,45 @@ struct Before {
     drops: u64,
 }
 
+/// What `top` adds to a live socket from its events.
+#[derive(Clone, Debug, Default)]
+struct Figures {
+    /// Qdisc sojourns of its skbs dequeued since the last refresh.
+    sojourn: Samples,
+    drops: u64,
+    /// skb events per interface.
+    ifaces: HashMap<Name, u64>,
+}
+
+impl Figures {
+    /// The interface most of its skbs went through (ties: the first name).
+    fn iface(&self) -> Option<String> {
+        self.ifaces
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.as_str().cmp(a.0.as_str())))
+            .map(|(name, _)| name.as_str().to_owned())
+    }
+}
+
+const TOP_RETENTION: Retention = Retention {
+    closed_ns: GRACE_NS,
+    idle_ns: IDLE_NS,
+    idle_keeps_holding: true,
+    max_sockets: MAX_SOCKETS,
+    when_full: WhenFull::EvictIdlest,
+};
+
 pub struct LiveTable {
-    collector: Collector,
+    sockets: LiveSockets,
+    figures: HashMap<u64, Figures>,
+    /// Skbs in a qdisc: their socket and when they were enqueued, by skb address.
+    in_qdisc: HashMap<u64, (u64, u64)>,
     before: HashMap<u64, Before>,
     /// TCP send calls in progress: since when (their first `tcp_sendmsg` chunk).
     open_sends: HashMap<u64, u64>,
     /// Time asleep in calls that ended within the interval.
     blocked: HashMap<u64, u64>,
-    /// When the kernel destroyed each socket.
-    closed_at: HashMap<u64, u64>,
+    events: u64,
     last_refresh_ns: u64,
     events_at_refresh: u64,
 }
@@ -151,26 +187,70 @@ pub struct LiveTable {
 impl LiveTable {
     pub fn new(start_ns: u64) -> LiveTable {
         LiveTable {
-            collector: Collector::new(false),
+            sockets: LiveSockets::new(TOP_RETENTION),
+            figures: HashMap::new(),
+            in_qdisc: HashMap::new(),
             before: HashMap::new(),
             open_sends: HashMap::new(),
             blocked: HashMap::new(),
-            closed_at: HashMap::new(),
+            events: 0,
             last_refresh_ns: start_ns,
             events_at_refresh: 0,
         }
     }
 
+    /// A socket there before the run (the caller applied the filters), shown from the first
+    /// refresh with its counters as sock_diag read them.
+    pub fn seed(&mut self, x: &Existing, now_ns: u64) {
+        self.sockets.seed(x, now_ns);
+    }
+
     /// Events taken in since the start.
     pub fn events(&self) -> u64 {
-        self.collector.events
+        self.events
     }
 
     /// One event (names filled in), in time order.
     pub fn observe(&mut self, e: &Event) {
-        self.collector.observe(e);
+        self.events += 1;
+        let seen = self.sockets.observe(e);
         let sock = e.sock_id;
+        if let Some(was) = seen.was {
+            // A seeded socket's first event: its figures so far go with it.
+            if let Some(b) = self.before.remove(&was) {
+                self.before.insert(sock, b);
+            }
+            if let Some(f) = self.figures.remove(&was) {
+                self.figures.insert(sock, f);
+            }
+        }
+        if !seen.live {
+            return;
+        }
+        let f = self.figures.entry(sock).or_default();
+        if let Some(skb) = &e.skb {
+            if !skb.iface.as_str().is_empty() {
+                *f.ifaces.entry(skb.iface).or_default() += 1;
+            }
+            match e.hook {
+                Hook::QdiscEnqueue => {
+                    self.in_qdisc.insert(skb.skb, (sock, e.ts_ns));
+                }
+                Hook::QdiscDequeue => {
+                    if let Some((s, t)) = self.in_qdisc.remove(&skb.skb) {
+                        if s == sock {
+                            f.sojourn.push(e.ts_ns.saturating_sub(t));
+                        }
+                    }
+                }
+                Hook::SkbFree | Hook::SkbDrop => {
+                    self.in_qdisc.remove(&skb.skb);
+                }
+                _ => {}
+            }
+        }
         match e.hook {
+            Hook::SkbDrop => f.drops += 1,
             Hook::TcpSendmsg if e.send_start => {
                 self.open_sends.insert(sock, e.ts_ns);
             }
@@ -185,7 +265,6 @@ impl LiveTable {
                 self.open_sends.remove(&sock);
             }
             Hook::SockDestroy => {
-                self.closed_at.entry(sock).or_insert(e.ts_ns);
                 self.open_sends.remove(&sock);
             }
             _ => {}
@@ -196,90 +275,88 @@ impl LiveTable {
     pub fn refresh(&mut self, now_ns: u64, lost: u64) -> Refresh {
         let interval_ns = now_ns.saturating_sub(self.last_refresh_ns).max(1);
         let secs = interval_ns as f64 / 1e9;
-        let events = self.collector.events - self.events_at_refresh;
-        let mut rows = Vec::new();
-        let mut gone = HashSet::new();
-        let mut idle: Vec<(u64, u64)> = Vec::new();
-        for r in self.collector.take_socket_rows() {
-            let Some(sock) = r.sock else { continue };
-            let (queued, alloc) = (r.wmem_queued.unwrap_or(0), r.wmem_alloc.unwrap_or(0));
-            let closed_at = self.closed_at.get(&sock).copied();
-            if closed_at.is_some_and(|t| now_ns.saturating_sub(t) > GRACE_NS)
-                || (queued == 0
-                    && alloc == 0
-                    && closed_at.is_none()
-                    && now_ns.saturating_sub(r.last_ns) > IDLE_NS)
-            {
-                gone.insert(sock);
-                continue;
+        let events = self.events - self.events_at_refresh;
+        let gone: HashSet<u64> = self.sockets.prune(now_ns).into_iter().collect();
+        if !gone.is_empty() {
+            for s in &gone {
+                self.figures.remove(s);
+                self.before.remove(s);
+                self.open_sends.remove(s);
             }
-            idle.push((r.last_ns, sock));
-            let before = self.before.get(&sock).copied();
-            let b = before.unwrap_or_default();
-            let drops = r.drops_total();
-            let open_asleep = self
-                .open_sends
-                .get(&sock)
-                .filter(|&&t| now_ns.saturating_sub(t) >= OPEN_CALL_ASLEEP_NS)
-                .map(|&t| now_ns - t.max(self.last_refresh_ns))
-                .unwrap_or(0);
-            let blocked_ns =
-                (self.blocked.get(&sock).copied().unwrap_or(0) + open_asleep).min(interval_ns);
-            let row = LiveRow {
-                sock_id: sock,
-                protocol: r.protocol.unwrap_or("?"),
-                local: r.local.expect("a socket row has its addresses"),
-                remote: r.remote.expect("a socket row has its addresses"),
-                pid: r.pid,
-                comm: r.comm.clone(),
-                cgroup: r.cgroup.clone(),
-                netns: r.netns.clone(),
-                iface: r.iface.clone(),
-                queued,
-                alloc,
-                sndbuf: r.sndbuf,
-                queued_rate: before.map(|b| (queued - b.queued) as f64 / secs),
-                alloc_rate: before.map(|b| (alloc - b.alloc) as f64 / secs),
-                blocked_ns,
-                sojourn_p99_ns: (r.sojourn.count() > 0).then(|| r.sojourn.percentile(0.99)),
-                sojourn_count: r.sojourn.count(),
-                drops,
-                drops_new: drops.saturating_sub(b.drops),
-                closed: closed_at.is_some(),
-            };
+            self.in_qdisc.retain(|_, (s, _)| !gone.contains(s));
+        }
+        let mut rows = Vec::with_capacity(self.sockets.count());
+        for s in self.sockets.iter() {
+            let blocked_ns = self.blocked_ns(s.sock_id, now_ns, interval_ns);
+            let f = self.figures.entry(s.sock_id).or_default();
+            let sojourn = std::mem::take(&mut f.sojourn);
+            let before = self.before.get(&s.sock_id).copied();
+            let row = row_of(s, f, &sojourn, before, secs, blocked_ns);
             self.before.insert(
-                sock,
+                s.sock_id,
                 Before {
-                    queued,
-                    alloc,
-                    drops,
+                    queued: row.queued,
+                    alloc: row.alloc,
+                    drops: row.drops,
                 },
             );
             rows.push(row);
         }
-        if idle.len() > MAX_SOCKETS {
-            idle.sort_unstable();
-            let excess = idle.len() - MAX_SOCKETS;
-            for &(_, sock) in &idle[..excess] {
-                gone.insert(sock);
-            }
-            rows.retain(|r| !gone.contains(&r.sock_id));
-        }
-        for s in &gone {
-            self.before.remove(s);
-            self.open_sends.remove(s);
-            self.closed_at.remove(s);
-        }
-        self.collector.forget(&gone);
         self.blocked.clear();
         self.last_refresh_ns = now_ns;
-        self.events_at_refresh = self.collector.events;
+        self.events_at_refresh = self.events;
         Refresh {
             interval_ns,
             rows,
             events_per_s: events as f64 / secs,
             lost,
         }
+    }
+
+    /// Time asleep in send calls within the interval: calls that ended, and a call open for
+    /// [`OPEN_CALL_ASLEEP_NS`] at the refresh.
+    fn blocked_ns(&self, sock: u64, now_ns: u64, interval_ns: u64) -> u64 {
+        let open_asleep = self
+            .open_sends
+            .get(&sock)
+            .filter(|&&t| now_ns.saturating_sub(t) >= OPEN_CALL_ASLEEP_NS)
+            .map(|&t| now_ns - t.max(self.last_refresh_ns))
+            .unwrap_or(0);
+        (self.blocked.get(&sock).copied().unwrap_or(0) + open_asleep).min(interval_ns)
+    }
+}
+
+/// A live socket's row: `before`, its figures at the previous refresh (`None`: its first).
+fn row_of(
+    s: &LiveSocket,
+    f: &Figures,
+    sojourn: &Samples,
+    before: Option<Before>,
+    secs: f64,
+    blocked_ns: u64,
+) -> LiveRow {
+    let b = before.unwrap_or_default();
+    LiveRow {
+        sock_id: s.sock_id,
+        protocol: s.protocol.name(),
+        local: s.local,
+        remote: s.remote,
+        pid: s.sender.map(|(pid, _)| pid),
+        comm: s.sender.map(|(_, comm)| comm.as_str().to_owned()),
+        cgroup: s.cgroup().map(|c| c.into_owned()),
+        netns: s.netns().map(|n| n.into_owned()),
+        iface: f.iface(),
+        queued: s.queued,
+        alloc: s.alloc,
+        sndbuf: s.sndbuf,
+        queued_rate: before.map(|b| (s.queued - b.queued) as f64 / secs),
+        alloc_rate: before.map(|b| (s.alloc - b.alloc) as f64 / secs),
+        blocked_ns,
+        sojourn_p99_ns: (sojourn.count() > 0).then(|| sojourn.percentile(0.99)),
+        sojourn_count: sojourn.count(),
+        drops: f.drops,
+        drops_new: f.drops.saturating_sub(b.drops),
+        closed: s.closed_at.is_some(),
     }
 }
 
@@ -300,7 +377,7 @@ mod tests {
     #[test]
     fn rates_sojourn_and_blocked_time_are_per_interval() {
         let mut t = LiveTable::new(0);
-        t.observe(&event(1, Hook::TcpAck, S / 2, 1000, 500));
+        t.observe(&event(1, Hook::TcpSendmsg, S / 2, 1000, 500));
         let r = t.refresh(S, 0);
         assert_eq!(r.rows.len(), 1);
         assert_eq!((r.rows[0].queued, r.rows[0].queued_rate), (1000, None));
@@ -342,8 +419,8 @@ mod tests {
     #[test]
     fn closed_and_idle_sockets_leave() {
         let mut t = LiveTable::new(0);
-        t.observe(&event(1, Hook::TcpAck, 1, 100, 0));
-        t.observe(&event(2, Hook::TcpAck, 1, 0, 0));
+        t.observe(&event(1, Hook::TcpSendmsg, 1, 100, 0));
+        t.observe(&event(2, Hook::TcpSendmsg, 1, 0, 0));
         t.observe(&event(1, Hook::SockDestroy, S, 0, 0));
         let r = t.refresh(2 * S, 0);
         assert!(r.rows.iter().any(|r| r.sock_id == 1 && r.closed));
@@ -354,8 +431,43 @@ mod tests {
         );
         let r = t.refresh(IDLE_NS + 2, 0);
         assert!(r.rows.is_empty(), "idle with nothing queued");
-        // Forgotten: a late event starts it anew.
+        // Forgotten: a late ACK does not bring it back; a send starts it anew.
         t.observe(&event(1, Hook::TcpAck, IDLE_NS + 3, 10, 0));
-        assert_eq!(t.refresh(IDLE_NS + 4, 0).rows[0].queued, 10);
+        assert!(t.refresh(IDLE_NS + 4, 0).rows.is_empty());
+        t.observe(&event(1, Hook::TcpSendmsg, IDLE_NS + 5, 10, 0));
+        assert_eq!(t.refresh(IDLE_NS + 6, 0).rows[0].queued, 10);
+    }
+
+    #[test]
+    fn a_seeded_socket_shows_at_once_and_takes_its_events_identity() {
+        let mut t = LiveTable::new(0);
+        let x = Existing::example(77, 5000, 2000);
+        t.seed(&x, 0);
+        let r = t.refresh(S, 0);
+        let row = &r.rows[0];
+        assert_eq!(
+            (row.sock_id, row.queued, row.alloc),
+            (x.sock_id, 5000, 2000)
+        );
+        assert_eq!((row.pid, row.comm.as_deref()), (Some(42), Some("holder")));
+        assert_eq!(row.cgroup.as_deref(), Some("/holders"));
+        assert_eq!(row.queued_rate, None);
+        // Silent past the idle time, but holding bytes: it stays.
+        let r = t.refresh(IDLE_NS + S, 0);
+        assert_eq!(r.rows.len(), 1);
+        // Its first event, under the identity events carry, with the sender's name.
+        let mut e = event(9, Hook::TcpAck, IDLE_NS + 2 * S, 4000, 0);
+        e.ino = 77;
+        t.observe(&e);
+        let r = t.refresh(IDLE_NS + 3 * S, 0);
+        assert_eq!(r.rows.len(), 1, "{:?}", r.rows);
+        let row = &r.rows[0];
+        assert_eq!((row.sock_id, row.queued), (9, 4000));
+        assert_eq!((row.pid, row.comm.as_deref()), (Some(42), Some("holder")));
+        assert_eq!(
+            row.queued_rate,
+            Some(-500.0),
+            "the base of its rate went with it"
+        );
     }
 }

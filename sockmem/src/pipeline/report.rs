@@ -20,7 +20,7 @@
 //! so here that is done for the loopback (which always does) and no other device.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
 };
 
@@ -401,41 +401,6 @@ impl Collector {
             sojourn: f.sojourn.clone(),
             drops: f.drops.clone(),
             destroyed: st.destroyed,
-        }
-    }
-
-    /// Every socket's row as it stands (`top`'s refresh), except that each row's `sojourn`
-    /// holds only the skbs dequeued since the previous call: they are taken out, so a live
-    /// table's percentiles are per refresh interval and a busy socket's samples do not pile up.
-    pub fn take_socket_rows(&mut self) -> Vec<Row> {
-        let figures = &mut self.figures;
-        self.tracker
-            .states()
-            .into_iter()
-            .map(|st| {
-                let f = figures.entry(st.sock_id).or_default();
-                let sojourn = std::mem::take(&mut f.sojourn);
-                Row {
-                    sojourn,
-                    ..Collector::socket_row(st, f)
-                }
-            })
-            .collect()
-    }
-
-    /// Forgets these sockets altogether (`top`: closed ones, once shown), and the skbs of theirs
-    /// still followed, so a long run's memory stays bounded.
-    pub fn forget(&mut self, gone: &HashSet<u64>) {
-        if gone.is_empty() {
-            return;
-        }
-        for s in gone {
-            self.tracker.forget(*s);
-            self.figures.remove(s);
-        }
-        self.skbs.retain(|_, p| !gone.contains(&p.sock_id));
-        if let Some(h) = &mut self.hists {
-            h.retain(|(s, _), _| !gone.contains(s));
         }
     }
 

@@ -127,11 +127,6 @@ impl SocketTracker {
     pub fn get(&self, sock_id: u64) -> Option<&SocketState> {
         self.sockets.get(&sock_id)
     }
-
-    /// Drops a socket (`top`: closed and shown long enough). A later event of it starts anew.
-    pub fn forget(&mut self, sock_id: u64) {
-        self.sockets.remove(&sock_id);
-    }
 }
 
 #[cfg(test)]

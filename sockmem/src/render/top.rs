@@ -34,6 +34,7 @@ use crate::{
     pipeline::{
         histogram::Unit,
         live::{sort_rows, LiveRow, Refresh},
+        seed::is_seeded,
     },
     render::{hist::human, human_ns, Finish},
     session::Output,
@@ -387,7 +388,8 @@ impl TopSink for Lines {
                 .iter()
                 .map(|s| {
                     json!({
-                        "sock": s.sock_id,
+                        // No identity before its first event (a socket there before the run).
+                        "sock": (!is_seeded(s.sock_id)).then_some(s.sock_id),
                         "protocol": s.protocol,
                         "local": s.local.to_string(),
                         "remote": s.remote.to_string(),

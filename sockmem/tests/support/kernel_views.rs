@@ -37,6 +37,29 @@ pub struct SkMem {
     pub d: u64,
 }
 
+/// The time until the socket's persist timer (zero-window probe) fires, from `ss -tno`'s
+/// `timer:(persist,...)`; `None` without one.
+pub fn persist_timer_left(ns: &str, lport: u16, rport: u16) -> Option<Duration> {
+    let filter = format!("( sport = :{lport} and dport = :{rport} )");
+    let out = ns_checked(ns, "ss", &["-tnoH", "state", "established", &filter]);
+    ss_timer(out.split("timer:(persist,").nth(1)?.split(',').next()?)
+}
+
+/// An `ss -o` timer as iproute2's `print_ms_timer` writes it: `1min2sec`, `12sec`, `800ms`, and
+/// between 1 and 10 s with milliseconds `3.200ms` (3.2 s: the dot stands for `sec`).
+fn ss_timer(t: &str) -> Option<Duration> {
+    let t = t.replace('.', "sec");
+    let mut left = 0.0;
+    let mut rest = t.as_str();
+    for (unit, secs) in [("min", 60.0), ("sec", 1.0), ("ms", 1e-3)] {
+        if let Some((n, r)) = rest.split_once(unit) {
+            left += n.parse::<f64>().ok()? * secs;
+            rest = r;
+        }
+    }
+    Some(Duration::from_secs_f64(left))
+}
+
 /// Parses the first `skmem:(...)` in `text`.
 pub fn parse_skmem(text: &str) -> Result<SkMem, String> {
     let start = text

@@ -19,10 +19,11 @@ use std::sync::Arc;
 use sockmem_common::Hook;
 
 use crate::{
-    kernel::{sampler::Sampled, sock_diag::Protocol as DiagProtocol},
+    kernel::sampler::Sampled,
     pipeline::{
         decode::{Event, Name, Owner, Protocol, SkbInfo},
         filter::{SocketFacts, SocketFilter},
+        seed::{is_seeded, Existing},
     },
 };
 
@@ -120,7 +121,7 @@ pub struct Watched {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub sender: Option<(u32, Name)>,
-    /// The sender's cgroup path, once an event named it.
+    /// The sender's cgroup path, once an event named it (seeded: the holder's).
     pub cgroup: Option<Arc<str>>,
     /// The socket's namespace inode and `ip netns` name, from its events.
     pub netns_ino: u32,
@@ -323,31 +324,25 @@ impl Analyzer {
         }
     }
 
-    /// The sockets that exist as the run starts (`samples`: every socket in every namespace,
-    /// `owners`: the process holding each, where found): those the filters match are watched
-    /// from the first interval, before any event of theirs, for a socket stuck since before
-    /// the run makes few or none (a sender behind a zero window: rare window probes).
-    pub fn seed(&mut self, samples: &[Sampled], owners: &HashMap<u64, (u32, String)>) {
-        for s in samples {
-            let m = &s.mem;
-            // Listeners send nothing; a socket already seen by an event is watched.
-            if m.ino == 0 || m.state == TCP_LISTEN || self.by_ino.contains_key(&m.ino) {
+    /// The sockets that exist as the run starts: those the filters match are watched from the
+    /// first interval, before any event of theirs, for a socket stuck since before the run
+    /// makes few or none (a sender behind a zero window: rare window probes).
+    pub fn seed(&mut self, existing: &[Existing]) {
+        for x in existing {
+            let ino = x.ino();
+            // A socket already seen by an event is watched.
+            if self.by_ino.contains_key(&ino) {
                 continue;
             }
-            let protocol = match m.protocol {
-                DiagProtocol::Tcp => Protocol::Tcp,
-                DiagProtocol::Udp => Protocol::Udp,
-            };
-            let mut w = Watched::blank(SEEDED | m.ino, m.ino, protocol, m.local, m.remote);
-            w.sender = owners
-                .get(&m.ino)
-                .map(|(tgid, comm)| (*tgid, Name::new(comm.as_bytes())));
-            w.netns = Some(s.netns);
-            // The namespace's inode (what events carry, what --netns compares).
-            w.netns_ino = s.netns as u32;
-            w.matched = self.filter.matches(&w.facts());
+            let mut w = Watched::blank(x.sock_id, ino, x.protocol, x.local, x.remote);
+            w.sender = x.holder;
+            w.cgroup = x.cgroup.as_ref().map(|(_, path)| path.clone());
+            w.netns = Some(x.sampled.netns);
+            w.netns_ino = x.netns_ino;
+            w.netns_name = x.netns.clone();
+            w.matched = self.filter.matches(&x.facts());
             if w.matched {
-                self.by_ino.insert(m.ino, w.sock_id);
+                self.by_ino.insert(ino, w.sock_id);
                 self.sockets.insert(w.sock_id, w);
             }
         }
@@ -379,7 +374,7 @@ impl Analyzer {
         // A seeded socket's first event gives it its identity in events.
         if e.ino != 0 && !self.sockets.contains_key(&e.sock_id) {
             if let Some(&id) = self.by_ino.get(&e.ino) {
-                if id & SEEDED != 0 {
+                if is_seeded(id) {
                     if let Some(mut w) = self.sockets.remove(&id) {
                         w.sock_id = e.sock_id;
                         self.sockets.insert(e.sock_id, w);
@@ -616,11 +611,6 @@ impl Analyzer {
 
 /// `sk_state` of a socket whose SYN is not answered yet.
 const TCP_SYN_SENT: u8 = 2;
-/// `sk_state` of a listener.
-const TCP_LISTEN: u8 = 10;
-/// The identity of a socket watched from the run's start until an event gives it one (its
-/// inode under this bit: event identities are small counters).
-const SEEDED: u64 = 1 << 63;
 
 /// Puts the interval since the socket's previous sample under its causes.
 fn account(

@@ -1,0 +1,411 @@
+//! The live sockets' last known counters: what `top` (a row per socket, `live.rs`) and `serve`
+//! (sums per sender cgroup, `groups.rs`) both keep from the events. Per socket: its identity,
+//! sender, cgroup, namespace, and `sk_wmem_queued`, `sk_wmem_alloc`, `sk_sndbuf` as its last
+//! event read them (or, for a socket there before the run, as sock_diag read them: [`seed`]).
+//!
+//! Bounded for runs of days by its [`Retention`]: a socket goes when the kernel destroys it (at
+//! once, or after a grace to be seen closed), when it has been silent too long (UDP sockets have
+//! no destroy event, and a lost event must not pin one), and past a number of sockets.
+//!
+//! [`seed`]: crate::pipeline::seed
+
+use std::{borrow::Cow, collections::HashMap, net::SocketAddr, sync::Arc};
+
+use sockmem_common::Hook;
+
+use crate::pipeline::{
+    decode::{Event, Name, Protocol},
+    seed::{is_seeded, Existing},
+    track::sender_named,
+};
+
+/// How long sockets stay, and how many.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// A destroyed socket stays this long (shown closed); 0: it goes with its destroy event.
+    pub closed_ns: u64,
+    /// A socket goes after this long without an event...
+    pub idle_ns: u64,
+    /// ...unless it still holds bytes (a stalled sender makes no event for minutes).
+    pub idle_keeps_holding: bool,
+    pub max_sockets: usize,
+    pub when_full: WhenFull,
+}
+
+/// What happens past [`Retention::max_sockets`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// New sockets are not followed (counted in [`LiveSockets::untracked`]).
+    RefuseNew,
+    /// All enter; at each [`LiveSockets::prune`] the longest silent go first.
+    EvictIdlest,
+}
+
+/// One live socket.
+#[derive(Clone, Debug)]
+pub struct LiveSocket {
+    /// The identity events carry; a seeded socket's stand-in until its first event.
+    pub sock_id: u64,
+    pub ino: u64,
+    pub protocol: Protocol,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The last sender named by an event (`sendmsg`); a seeded socket's holder until then.
+    pub sender: Option<(u32, Name)>,
+    /// The cgroup v2 id of the last event that named one (0: none yet), and its path where
+    /// the event was named (`Names::fill`).
+    pub cgroup_id: u64,
+    cgroup_path: Option<Arc<str>>,
+    /// The socket's namespace inode (0: not read) and `ip netns` name.
+    pub netns_ino: u32,
+    netns_name: Option<Arc<str>>,
+    pub queued: i64,
+    pub alloc: i64,
+    pub sndbuf: i64,
+    /// Its last event (or its seeding).
+    pub last_ns: u64,
+    /// When the kernel destroyed it.
+    pub closed_at: Option<u64>,
+}
+
+impl LiveSocket {
+    /// The cgroup as shown: its path, `id:N` when not found; `None` before any sender.
+    pub fn cgroup(&self) -> Option<Cow<'_, str>> {
+        match &self.cgroup_path {
+            Some(p) if !p.starts_with("id:") => Some(Cow::Borrowed(p)),
+            _ if self.cgroup_id == 0 => None,
+            _ => Some(Cow::Owned(format!("id:{}", self.cgroup_id))),
+        }
+    }
+
+    /// The namespace as shown: its `ip netns` name, else `ino:N`.
+    pub fn netns(&self) -> Option<Cow<'_, str>> {
+        match &self.netns_name {
+            Some(n) => Some(Cow::Borrowed(n)),
+            None if self.netns_ino == 0 => None,
+            None => Some(Cow::Owned(format!("ino:{}", self.netns_ino))),
+        }
+    }
+
+    /// Still known by its stand-in identity: no event of it yet.
+    pub fn seeded(&self) -> bool {
+        is_seeded(self.sock_id)
+    }
+
+    fn holds_bytes(&self) -> bool {
+        self.queued != 0 || self.alloc != 0
+    }
+}
+
+pub struct LiveSockets {
+    retention: Retention,
+    sockets: HashMap<u64, LiveSocket>,
+    /// Seeded sockets by inode, until their first event.
+    seeded: HashMap<u64, u64>,
+    /// Sockets not followed because the table was full.
+    pub untracked: u64,
+}
+
+/// What one event did to the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// The socket is (still) in the table.
+    pub live: bool,
+    /// The seeded identity it had until this event.
+    pub was: Option<u64>,
+}
+
+impl LiveSockets {
+    pub fn new(retention: Retention) -> LiveSockets {
+        LiveSockets {
+            retention,
+            sockets: HashMap::new(),
+            seeded: HashMap::new(),
+            untracked: 0,
+        }
+    }
+
+    /// A socket there before the run, at `now_ns`, with its counters as sock_diag read them
+    /// (the caller chose it: filters, what is worth showing).
+    pub fn seed(&mut self, x: &Existing, now_ns: u64) {
+        let ino = x.ino();
+        if self.seeded.contains_key(&ino) || self.sockets.values().any(|s| s.ino == ino) {
+            return;
+        }
+        let m = &x.sampled.mem;
+        let (cgroup_id, cgroup_path) = match &x.cgroup {
+            Some((id, path)) => (*id, Some(path.clone())),
+            None => (0, None),
+        };
+        self.seeded.insert(ino, x.sock_id);
+        self.sockets.insert(
+            x.sock_id,
+            LiveSocket {
+                sock_id: x.sock_id,
+                ino,
+                protocol: x.protocol,
+                local: x.local,
+                remote: x.remote,
+                sender: x.holder,
+                cgroup_id,
+                cgroup_path,
+                netns_ino: x.netns_ino,
+                netns_name: x.netns.clone(),
+                queued: m.wmem_queued.into(),
+                alloc: m.wmem_alloc.into(),
+                sndbuf: m.sndbuf.into(),
+                last_ns: now_ns,
+                closed_at: None,
+            },
+        );
+    }
+
+    /// One event, in time order.
+    pub fn observe(&mut self, e: &Event) -> Observed {
+        let was = self.take_seeded(e);
+        if e.hook == Hook::SockDestroy && self.retention.closed_ns == 0 {
+            self.sockets.remove(&e.sock_id);
+            return Observed { live: false, was };
+        }
+        let full = self.retention.when_full == WhenFull::RefuseNew
+            && self.sockets.len() >= self.retention.max_sockets;
+        let s = match self.sockets.get_mut(&e.sock_id) {
+            Some(s) => s,
+            // Only sending makes a socket worth following: late events of a destroyed socket
+            // (its last skbs freed, an ACK in TIME_WAIT) must not bring it back.
+            None if e.freed || !sends(e.hook) => return Observed { live: false, was },
+            None if full => {
+                self.untracked += 1;
+                return Observed { live: false, was };
+            }
+            None => self.sockets.entry(e.sock_id).or_insert_with(|| LiveSocket {
+                sock_id: e.sock_id,
+                ino: e.ino,
+                protocol: e.protocol,
+                local: e.local,
+                remote: e.remote,
+                sender: None,
+                cgroup_id: e.cgroup_id,
+                cgroup_path: e.cgroup.clone(),
+                netns_ino: e.netns_ino,
+                netns_name: e.netns.clone(),
+                queued: 0,
+                alloc: 0,
+                sndbuf: 0,
+                last_ns: e.ts_ns,
+                closed_at: None,
+            }),
+        };
+        s.last_ns = e.ts_ns;
+        if s.ino == 0 {
+            s.ino = e.ino;
+        }
+        // A port of 0 is a socket not bound yet, or TCP's teardown: keep what was seen.
+        if e.local.port() != 0 {
+            s.local = e.local;
+        }
+        if e.remote.port() != 0 {
+            s.remote = e.remote;
+        }
+        if let Some(sender) = sender_named(e) {
+            s.sender = Some(sender);
+        }
+        // The sender can change (a socket handed to another process): the last wins.
+        if e.cgroup_id != 0 && (e.cgroup_id != s.cgroup_id || s.cgroup_path.is_none()) {
+            s.cgroup_id = e.cgroup_id;
+            s.cgroup_path = e.cgroup.clone();
+        }
+        if s.netns_ino == 0 && e.netns_ino != 0 {
+            s.netns_ino = e.netns_ino;
+            s.netns_name = e.netns.clone();
+        }
+        if e.hook == Hook::SockDestroy {
+            s.closed_at.get_or_insert(e.ts_ns);
+        }
+        // A socket being freed has no counters.
+        if !e.freed {
+            s.queued = e.wmem_queued.into();
+            s.alloc = e.wmem_alloc.into();
+            // Some hooks do not read the send buffer (0).
+            if e.sndbuf > 0 {
+                s.sndbuf = e.sndbuf.into();
+            }
+        }
+        Observed { live: true, was }
+    }
+
+    /// A seeded socket's first event gives it the identity events carry; returns the
+    /// stand-in it had.
+    fn take_seeded(&mut self, e: &Event) -> Option<u64> {
+        if e.ino == 0 || self.seeded.is_empty() || self.sockets.contains_key(&e.sock_id) {
+            return None;
+        }
+        let was = self.seeded.remove(&e.ino)?;
+        let mut s = self.sockets.remove(&was)?;
+        s.sock_id = e.sock_id;
+        self.sockets.insert(e.sock_id, s);
+        Some(was)
+    }
+
+    /// Forgets sockets closed longer than the grace, silent longer than the idle time (those
+    /// still holding bytes stay, if the retention says so) and, past the maximum, the longest
+    /// silent; returns the identities forgotten.
+    pub fn prune(&mut self, now_ns: u64) -> Vec<u64> {
+        let r = self.retention;
+        let mut gone: Vec<u64> = self
+            .sockets
+            .values()
+            .filter(|s| match s.closed_at {
+                Some(t) => now_ns.saturating_sub(t) > r.closed_ns,
+                None => {
+                    now_ns.saturating_sub(s.last_ns) >= r.idle_ns
+                        && !(r.idle_keeps_holding && s.holds_bytes())
+                }
+            })
+            .map(|s| s.sock_id)
+            .collect();
+        let left = self.sockets.len() - gone.len();
+        if r.when_full == WhenFull::EvictIdlest && left > r.max_sockets {
+            let mut idle: Vec<(u64, u64)> = self
+                .sockets
+                .values()
+                .filter(|s| !gone.contains(&s.sock_id))
+                .map(|s| (s.last_ns, s.sock_id))
+                .collect();
+            idle.sort_unstable();
+            gone.extend(idle[..left - r.max_sockets].iter().map(|&(_, id)| id));
+        }
+        for id in &gone {
+            if let Some(s) = self.sockets.remove(id) {
+                if s.seeded() {
+                    self.seeded.remove(&s.ino);
+                }
+            }
+        }
+        gone
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &LiveSocket> {
+        self.sockets.values()
+    }
+
+    /// Sockets in the table.
+    pub fn count(&self) -> usize {
+        self.sockets.len()
+    }
+}
+
+/// Hooks of a socket sending: the ones that start following it.
+fn sends(hook: Hook) -> bool {
+    matches!(
+        hook,
+        Hook::TcpSendmsg
+            | Hook::SendmsgReturn
+            | Hook::SendBlocked
+            | Hook::WmemCharge
+            | Hook::DevQueueXmit
+            | Hook::QdiscEnqueue
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::decode::tests::raw_event;
+    use sockmem_common::event::{FLAG_OWNER_FROM_SEND, FLAG_SOCK_FREED};
+
+    fn event(sock: u64, hook: Hook, ts_ns: u64, q: i32) -> Event {
+        let mut raw = raw_event(hook);
+        (raw.sock_id, raw.ts_ns, raw.wmem_queued, raw.ino) = (sock, ts_ns, q, 1000 + sock);
+        raw.wmem_alloc = 0;
+        raw.flags |= FLAG_OWNER_FROM_SEND;
+        Event::from_raw(&raw).unwrap()
+    }
+
+    const RETENTION: Retention = Retention {
+        closed_ns: 0,
+        idle_ns: 100,
+        idle_keeps_holding: false,
+        max_sockets: 2,
+        when_full: WhenFull::RefuseNew,
+    };
+
+    fn ids(t: &LiveSockets) -> Vec<u64> {
+        let mut v: Vec<u64> = t.iter().map(|s| s.sock_id).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn sending_starts_following_and_destroy_or_silence_ends_it() {
+        let mut t = LiveSockets::new(RETENTION);
+        assert!(
+            !t.observe(&event(1, Hook::TcpAck, 1, 10)).live,
+            "not a send"
+        );
+        assert!(t.observe(&event(1, Hook::TcpSendmsg, 2, 10)).live);
+        t.observe(&event(2, Hook::DevQueueXmit, 3, 20));
+        assert!(t
+            .iter()
+            .any(|s| s.sock_id == 1 && s.queued == 10 && s.sender.is_some()));
+        // Full: a third is counted, not followed.
+        t.observe(&event(3, Hook::TcpSendmsg, 4, 30));
+        assert_eq!((ids(&t), t.untracked), (vec![1, 2], 1));
+        // Destroyed: gone at once; its late freed skb does not bring it back.
+        t.observe(&event(1, Hook::SockDestroy, 5, 0));
+        let mut late = raw_event(Hook::SkbFree);
+        (late.sock_id, late.ts_ns, late.flags) = (1, 6, FLAG_SOCK_FREED);
+        assert!(!t.observe(&Event::from_raw(&late).unwrap()).live);
+        assert_eq!(ids(&t), vec![2]);
+        // Silent for the idle time, bytes or not.
+        assert!(t.prune(102).is_empty());
+        assert_eq!(t.prune(103), vec![2]);
+        assert_eq!(t.count(), 0);
+    }
+
+    #[test]
+    fn a_grace_keeps_closed_sockets_and_holders_stay_and_the_idlest_go_past_the_maximum() {
+        let mut t = LiveSockets::new(Retention {
+            closed_ns: 50,
+            idle_keeps_holding: true,
+            when_full: WhenFull::EvictIdlest,
+            ..RETENTION
+        });
+        t.observe(&event(1, Hook::TcpSendmsg, 1, 10));
+        t.observe(&event(2, Hook::TcpSendmsg, 2, 0));
+        t.observe(&event(3, Hook::TcpSendmsg, 3, 0));
+        t.observe(&event(2, Hook::SockDestroy, 10, 0));
+        // Three sockets, two at most: the longest silent (1) goes, holding or not.
+        assert_eq!(t.prune(20), vec![1]);
+        assert!(t.iter().any(|s| s.sock_id == 2 && s.closed_at == Some(10)));
+        assert_eq!(t.prune(61), vec![2], "closed past the grace");
+        t.observe(&event(4, Hook::TcpSendmsg, 62, 5));
+        // 3 is idle with nothing queued; 4 holds bytes and stays.
+        assert_eq!(t.prune(200), vec![3]);
+        assert_eq!(ids(&t), vec![4]);
+    }
+
+    #[test]
+    fn a_seeded_socket_takes_the_identity_of_its_first_event() {
+        let mut t = LiveSockets::new(RETENTION);
+        let x = Existing::example(1001, 700, 0);
+        t.seed(&x, 0);
+        t.seed(&x, 0);
+        assert_eq!(ids(&t), vec![x.sock_id]);
+        assert!(t
+            .iter()
+            .all(|s| s.seeded() && s.cgroup().as_deref() == Some("/holders")));
+        // Any event of it (its inode), not only a send.
+        let o = t.observe(&event(1, Hook::TcpAck, 5, 650));
+        assert_eq!(
+            o,
+            Observed {
+                live: true,
+                was: Some(x.sock_id)
+            }
+        );
+        let s = t.iter().next().unwrap();
+        assert_eq!((s.sock_id, s.queued, s.seeded()), (1, 650, false));
+        assert_eq!(s.sndbuf, 87040);
+    }
+}
