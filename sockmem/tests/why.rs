@@ -141,7 +141,8 @@ fn check_tcp_timers(
     exited: Instant,
 ) -> Vec<(&'static str, f64, f64)> {
     let tcp = &sock["tcp"];
-    let after_last = (exited - last.at).as_secs_f64() * 1e3;
+    // From the earliest the last reading can have been taken: ss's own run time counts.
+    let after_last = (exited - last.asked).as_secs_f64() * 1e3;
     let timers: [Timer; 3] = [
         ("busy", "busy_s", |i| i.busy_ms),
         ("rwnd_limited", "rwnd_limited_s", |i| i.rwnd_limited_ms),

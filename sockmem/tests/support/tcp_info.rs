@@ -81,17 +81,21 @@ pub fn ss_tcp_info(ns: &str, lport: u16, rport: u16) -> TcpInfo {
     parse_tcp_info(&out).unwrap_or_else(|e| panic!("ss -tinm output: {e}\n{out}"))
 }
 
-/// A [`TcpInfo`] and when it was read (the instant after `ss` returned).
+/// A [`TcpInfo`] and when it was read: somewhere between `asked` (before `ss` started) and
+/// `at` (after it returned). On a loaded machine `ip netns exec ss` takes hundreds of ms.
 #[derive(Clone, Debug)]
 pub struct TcpInfoAt {
+    pub asked: Instant,
     pub at: Instant,
     pub info: TcpInfo,
 }
 
 /// [`ss_tcp_info`], timed.
 pub fn ss_tcp_info_at(ns: &str, lport: u16, rport: u16) -> TcpInfoAt {
+    let asked = Instant::now();
     let info = ss_tcp_info(ns, lport, rport);
     TcpInfoAt {
+        asked,
         at: Instant::now(),
         info,
     }
