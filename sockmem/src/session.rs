@@ -538,7 +538,41 @@ pub fn runtime() -> anyhow::Result<(tokio::runtime::Runtime, Stops)> {
         .context("starting the tokio runtime")?;
     let stops = {
         let _context = runtime.enter();
+        let _held = HeldSignals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         Stops::new()?
     };
     Ok((runtime, stops))
+}
+
+/// Signals held pending on this thread (the only one yet) until dropped. signal-hook-registry,
+/// under tokio's handlers, installs a signal's sigaction before it publishes what routes the
+/// signal to tokio, and drops one that arrives in between: a run signalled right then never
+/// ended (seen in a 6.1 VM under TCG, where that window is long). Held, the signal waits and is
+/// delivered once every handler is in place.
+struct HeldSignals(libc::sigset_t);
+
+impl HeldSignals {
+    fn block(signals: &[libc::c_int]) -> anyhow::Result<HeldSignals> {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the masks are
+        // this thread's own.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            match libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) {
+                0 => Ok(HeldSignals(old)),
+                e => Err(io::Error::from_raw_os_error(e)).context("blocking signals"),
+            }
+        }
+    }
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask `block` saved for this thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
 }

@@ -711,8 +711,9 @@ fn a_signal_while_loading_ends_the_run_like_one_after() {
             let _ = pipe.read_to_string(&mut s);
             s
         });
-        // A hang becomes a failure that says where each thread waits (seen once in a VM cell
-        // under load, never reproduced alone).
+        // A hang becomes a failure that says where each thread waits. Seen in 6.1 VM cells:
+        // the signal came between signal-hook-registry's sigaction and the routing it
+        // publishes after, and was dropped (sockmem now holds the signals pending meanwhile).
         let deadline = Instant::now() + READY_TIMEOUT;
         let status = loop {
             if let Some(st) = child.try_wait().expect("try_wait") {
