@@ -51,7 +51,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let timeline = Timeline::read(&recording, &filters)?;
     let source = format!("sockmem demo {}", s.name());
-    Plot::choose(&timeline, &outcome.facts.sock_ids, 6, source)?.save(&picture)?;
+    Plot::choose(&timeline, &outcome.facts.row.sock_ids, 6, source)?.save(&picture)?;
     println!("plot: {}", picture.display());
     if !holds {
         bail!("the demo did not show what it should (see above)");

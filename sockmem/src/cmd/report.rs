@@ -7,12 +7,10 @@ use anyhow::Context as _;
 use crate::{
     cli::ReportArgs,
     pipeline::{
-        decode::Event,
         filter::{nothing_matched, EventFilter},
-        names::Names,
         report::Collector,
     },
-    recording::{self, reader::Item},
+    recording,
     render::{
         report::{write_report_json, write_report_text, Context},
         Finish as _,
@@ -24,26 +22,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let what = || format!("reading the recording `{}`", args.input.display());
     let mut reader = recording::open(&args.input)?;
     let mut out = session::open_output(args.output.as_deref())?;
-    let names = Names::recorded(
-        &reader.trailer().enums,
-        &reader.trailer().locations,
-        reader.trailer().attribution.as_ref(),
-    );
     let mut filter = EventFilter::new(&args.filters)?;
     let mut collector = Collector::new(args.hist);
-    let mut undecodable = 0u64;
-    while let Some(item) = reader.next_item().with_context(what)? {
-        let Item::Event(bytes) = item else { continue };
-        let Ok(mut e) = Event::decode(bytes) else {
-            undecodable += 1;
-            continue;
-        };
-        names.fill(&mut e);
-        if !filter.admits(&e) {
-            continue;
-        }
-        collector.observe(&e);
-    }
+    let undecodable = collector
+        .read(&mut reader, &mut filter)
+        .with_context(what)?;
     if undecodable > 0 {
         eprintln!("sockmem: skipped {undecodable} events that could not be decoded");
     }

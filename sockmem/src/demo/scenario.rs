@@ -159,7 +159,7 @@ pub fn run(s: Scenario, secs: f64, recording: &Path) -> anyhow::Result<Outcome> 
     }
     let facts = sender_facts(recording, PORT)?;
     let tsq = match (s, &kernel) {
-        (Scenario::Tsq, Some(k)) => tsq_limit(&lab, k, facts.truesize_max),
+        (Scenario::Tsq, Some(k)) => tsq_limit(&lab, k, facts.row.truesize_max),
         _ => None,
     };
     Ok(Outcome {
@@ -294,7 +294,7 @@ fn bytes(b: i64) -> String {
 
 /// What the demo shows, each claim with its numbers.
 pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
-    let f = &o.facts;
+    let f = &o.facts.row;
     let k = o.kernel.as_ref();
     let mut v = Vec::new();
     if f.events == 0 {
@@ -307,18 +307,18 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
     match s {
         Scenario::StalledReceiver => {
             v.push(claim(
-                f.queued_max * 2 >= f.sndbuf,
+                f.wmem_queued_max * 2 >= f.sndbuf,
                 format!(
                     "sk_wmem_queued reaches {} of sk_sndbuf {} (sock_diag near the end: w {})",
-                    bytes(f.queued_max),
+                    bytes(f.wmem_queued_max),
                     bytes(f.sndbuf),
                     k.map(|k| bytes(i64::from(k.wmem_queued)))
                         .unwrap_or_else(|| "?".into())
                 ),
             ));
-            let alloc_p90 = f.alloc_over_time(0.9);
+            let alloc_p90 = f.alloc_held.at_or_below_for(0.9);
             v.push(claim(
-                alloc_p90 * 100 <= f.queued_max.max(1)
+                alloc_p90 * 100 <= f.wmem_queued_max.max(1)
                     && k.is_none_or(|k| {
                         u64::from(k.wmem_alloc) * 100 <= u64::from(k.wmem_queued).max(1)
                     }),
@@ -332,7 +332,10 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
             ));
         }
         Scenario::Tsq => {
-            let (p50, p90) = (f.alloc_over_time(0.5), f.alloc_over_time(0.9));
+            let (p50, p90) = (
+                f.alloc_held.at_or_below_for(0.5),
+                f.alloc_held.at_or_below_for(0.9),
+            );
             if let Some(t) = &o.tsq {
                 // Over time, not at its peak: a retransmit may double the limit for a moment.
                 v.push(claim(
@@ -347,7 +350,7 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                          pacing rate {} B/s >> {}), tcp_limit_output_bytes {})",
                         bytes(p50),
                         bytes(p90),
-                        bytes(f.alloc_max),
+                        bytes(f.wmem_alloc_max),
                         bytes(t.limit as i64),
                         bytes(t.truesize as i64),
                         t.pacing_rate,
@@ -356,12 +359,12 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                     ),
                 ));
                 v.push(claim(
-                    f.queued_max as u64 >= 2 * t.limit,
+                    f.wmem_queued_max as u64 >= 2 * t.limit,
                     format!(
                         "sk_wmem_queued grows to {}, {:.1}x the TSQ limit: the write queue holds \
                          what TSQ keeps out of the qdisc",
-                        bytes(f.queued_max),
-                        f.queued_max as f64 / t.limit.max(1) as f64
+                        bytes(f.wmem_queued_max),
+                        f.wmem_queued_max as f64 / t.limit.max(1) as f64
                     ),
                 ));
             } else {
@@ -373,17 +376,17 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
         }
         Scenario::UdpSndbuf => {
             v.push(claim(
-                f.queued_max == 0,
+                f.wmem_queued_max == 0,
                 format!(
                     "sk_wmem_queued stays {} (UDP has no write queue)",
-                    f.queued_max
+                    f.wmem_queued_max
                 ),
             ));
             v.push(claim(
-                f.alloc_max * 10 >= f.sndbuf * 9,
+                f.wmem_alloc_max * 10 >= f.sndbuf * 9,
                 format!(
                     "sk_wmem_alloc reaches {} of sk_sndbuf {}",
-                    bytes(f.alloc_max),
+                    bytes(f.wmem_alloc_max),
                     bytes(f.sndbuf)
                 ),
             ));
@@ -398,23 +401,23 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
                 ),
             ));
             v.push(claim(
-                f.qdisc_drops() > 0 && f.qdisc_drops() == o.tc_drops,
+                o.facts.qdisc_drops() > 0 && o.facts.qdisc_drops() == o.tc_drops,
                 format!(
                     "the qdisc dropped {} datagrams (tc -s: {})",
-                    f.qdisc_drops(),
+                    o.facts.qdisc_drops(),
                     o.tc_drops
                 ),
             ));
         }
         Scenario::QdiscBacklog => {
             v.push(claim(
-                f.sojourn_ns.count() > 0 && f.sojourn_ns.percentile(0.99) >= 1_000_000,
+                f.sojourn.count() > 0 && f.sojourn.percentile(0.99) >= 1_000_000,
                 format!(
                     "{} skbs waited in the qdisc: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                    f.sojourn_ns.count(),
-                    f.sojourn_ns.percentile(0.5) as f64 / 1e6,
-                    f.sojourn_ns.percentile(0.99) as f64 / 1e6,
-                    f.sojourn_ns.max() as f64 / 1e6
+                    f.sojourn.count(),
+                    f.sojourn.percentile(0.5) as f64 / 1e6,
+                    f.sojourn.percentile(0.99) as f64 / 1e6,
+                    f.sojourn.max() as f64 / 1e6
                 ),
             ));
             // tbf cuts GSO skbs larger than its burst into segments and counts their drops;
@@ -422,22 +425,22 @@ pub fn verdict(s: Scenario, o: &Outcome) -> Vec<Claim> {
             // 6.12 VM).
             v.push(claim(
                 // No drop at all is possible: an emulated VM's sender may not fill the queue.
-                f.qdisc_drops() <= o.tc_drops,
+                o.facts.qdisc_drops() <= o.tc_drops,
                 format!(
                     "the qdisc dropped {} of its skbs (tc -s: {}, counting the segments tbf \
                      cut them into)",
-                    f.qdisc_drops(),
+                    o.facts.qdisc_drops(),
                     o.tc_drops
                 ),
             ));
         }
     }
-    if f.lost > 0 {
+    if o.facts.lost > 0 {
         v.push(claim(
             false,
             format!(
                 "{} events were lost (ring buffer full): the figures undercount",
-                f.lost
+                o.facts.lost
             ),
         ));
     }

@@ -4,7 +4,9 @@
 //! Per socket: the identity, sender, lifetime and counters `trace`'s exit table has
 //! ([`SocketTracker`]); bytes and calls from `sendmsg_ret`, time asleep from `send_blocked`; qdisc
 //! sojourn from each skb's `qdisc_enqueue` → `qdisc_dequeue` (paired per skb address and
-//! socket); drops by the kernel's reason. The histograms follow the programs' rules
+//! socket); drops by the kernel's reason; the largest skb truesize handed down
+//! (`dev_queue_xmit`, `wmem_charge`), and how long `sk_wmem_alloc` held each value (`demo`
+//! asks for these). The histograms follow the programs' rules
 //! (`sockmem-ebpf`: `hooks/send.rs`, `hooks/qdisc.rs`, `skbs.rs`), event by event:
 //!
 //! | histogram | from the events |
@@ -21,6 +23,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    io::{Read, Seek},
     net::SocketAddr,
 };
 
@@ -33,10 +36,13 @@ use crate::{
     cli::GroupBy,
     pipeline::{
         decode::Event,
+        filter::EventFilter,
         histogram::{Completeness, Histogram, Report},
+        names::Names,
         track::{SocketState, SocketTracker},
         why::samples::Samples,
     },
+    recording::reader::{Item, ReadError, Reader},
 };
 
 /// What a socket's events add up to beyond [`SocketState`].
@@ -48,6 +54,10 @@ struct Figures {
     blocked_ns: u64,
     sojourn: Samples,
     drops: BTreeMap<String, u64>,
+    truesize_max: u64,
+    alloc_held: HeldValues,
+    /// The last `sk_wmem_alloc` read and when: it holds until the socket's next event.
+    alloc_reading: Option<(i64, u64)>,
     /// skb events per interface.
     ifaces: BTreeMap<String, u64>,
     /// The sender's cgroup path (the last an event named), and the socket's namespace.
@@ -115,7 +125,45 @@ pub struct Row {
     pub blocked_ns: u64,
     pub sojourn: Samples,
     pub drops: BTreeMap<String, u64>,
+    /// The largest truesize of an skb the sockets handed down (`dev_queue_xmit`,
+    /// `wmem_charge`): TCP Small Queues' limit counts two of them.
+    pub truesize_max: u64,
+    /// How long `sk_wmem_alloc` held each value.
+    pub alloc_held: HeldValues,
     pub destroyed: bool,
+}
+
+/// A counter over time: how long it held each value, each reading until its socket's next
+/// event (the last reading for no time). Kept per value, not per reading: a long recording
+/// repeats few values many times.
+#[derive(Clone, Debug, Default)]
+pub struct HeldValues {
+    ns: BTreeMap<i64, u64>,
+}
+
+impl HeldValues {
+    fn add(&mut self, value: i64, ns: u64) {
+        *self.ns.entry(value).or_default() += ns;
+    }
+
+    fn merge(&mut self, o: &HeldValues) {
+        for (&v, &ns) in &o.ns {
+            self.add(v, ns);
+        }
+    }
+
+    /// The value the counter stayed at or below for a `p` share of the time (0 if never read).
+    pub fn at_or_below_for(&self, p: f64) -> i64 {
+        let total: u64 = self.ns.values().sum();
+        let mut acc = 0;
+        for (&v, &ns) in &self.ns {
+            acc += ns;
+            if acc as f64 >= p * total as f64 {
+                return v;
+            }
+        }
+        0
+    }
 }
 
 impl Row {
@@ -123,7 +171,8 @@ impl Row {
         self.drops.values().sum()
     }
 
-    fn merge(&mut self, o: &Row) {
+    /// Adds another row's sockets to this one.
+    pub fn merge(&mut self, o: &Row) {
         fn same<T: PartialEq>(a: &mut Option<T>, b: &Option<T>) {
             if a != b {
                 *a = None;
@@ -155,6 +204,8 @@ impl Row {
         for (r, n) in &o.drops {
             *self.drops.entry(r.clone()).or_default() += n;
         }
+        self.truesize_max = self.truesize_max.max(o.truesize_max);
+        self.alloc_held.merge(&o.alloc_held);
         self.destroyed &= o.destroyed;
     }
 }
@@ -249,9 +300,20 @@ impl Collector {
                 let reason = e.value_name.clone().unwrap_or_else(|| e.value.to_string());
                 *f.drops.entry(reason).or_default() += 1;
             }
+            Hook::DevQueueXmit | Hook::WmemCharge => {
+                if let Some(skb) = &e.skb {
+                    f.truesize_max = f.truesize_max.max(u64::from(skb.truesize));
+                }
+            }
             _ => {}
         }
+        if let Some((alloc, since)) = f.alloc_reading.take() {
+            f.alloc_held.add(alloc, e.ts_ns.saturating_sub(since));
+        }
         if !e.freed {
+            let alloc = i64::from(e.wmem_alloc);
+            f.alloc_held.add(alloc, 0);
+            f.alloc_reading = Some((alloc, e.ts_ns));
             self.sample(sock, HistKind::WmemQueued, e.wmem_queued.max(0) as u64);
             self.sample(sock, HistKind::WmemAlloc, e.wmem_alloc.max(0) as u64);
         }
@@ -274,6 +336,30 @@ impl Collector {
         if let Some(skb) = &e.skb {
             self.skb_event(e, skb.skb);
         }
+    }
+
+    /// A recording's events the filter admits, named as the recording names them (what
+    /// `report` reads). Returns how many events could not be decoded (left out).
+    pub fn read<R: Read + Seek>(
+        &mut self,
+        reader: &mut Reader<R>,
+        filter: &mut EventFilter,
+    ) -> Result<u64, ReadError> {
+        let t = reader.trailer();
+        let names = Names::recorded(&t.enums, &t.locations, t.attribution.as_ref());
+        let mut undecodable = 0u64;
+        while let Some(item) = reader.next_item()? {
+            let Item::Event(bytes) = item else { continue };
+            let Ok(mut e) = Event::decode(bytes) else {
+                undecodable += 1;
+                continue;
+            };
+            names.fill(&mut e);
+            if filter.admits(&e) {
+                self.observe(&e);
+            }
+        }
+        Ok(undecodable)
     }
 
     /// The skb's path below the transport, as the programs follow it.
@@ -400,6 +486,8 @@ impl Collector {
             blocked_ns: f.blocked_ns,
             sojourn: f.sojourn.clone(),
             drops: f.drops.clone(),
+            truesize_max: f.truesize_max,
+            alloc_held: f.alloc_held.clone(),
             destroyed: st.destroyed,
         }
     }
@@ -522,7 +610,7 @@ impl Collector {
 mod tests {
     use super::*;
     use crate::pipeline::decode::tests::raw_event;
-    use sockmem_common::event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND};
+    use sockmem_common::event::{FLAG_HAS_SKB, FLAG_OWNER_FROM_SEND, FLAG_SOCK_FREED};
 
     struct Events {
         v: Vec<Event>,
@@ -677,6 +765,42 @@ mod tests {
             .map(|h| h.label.as_str())
             .collect();
         assert_eq!(labels, ["100 sender", "200 sender"]);
+    }
+
+    #[test]
+    fn alloc_over_time_and_the_largest_truesize() {
+        let mut e = Events {
+            v: Vec::new(),
+            t: 1_000_000,
+        };
+        let alloc = |a: i32| move |r: &mut sockmem_common::SockEvent| r.wmem_alloc = a;
+        // sk_wmem_alloc 100 for 10 µs, 300 for 30 µs, 200 for 60 µs; then the socket is freed
+        // (no reading) and one last event reads 900 for no time.
+        e.at(0, Hook::TcpSendmsg, alloc(100));
+        e.at(10_000, Hook::DevQueueXmit, |r| {
+            skb(0xa)(r);
+            (r.wmem_alloc, r.skb_truesize) = (300, 2304);
+        });
+        e.at(30_000, Hook::WmemCharge, |r| {
+            skb(0xb)(r);
+            (r.wmem_alloc, r.skb_truesize) = (200, 4352);
+        });
+        e.at(60_000, Hook::SkbFree, |r| {
+            skb(0xb)(r);
+            r.flags |= FLAG_SOCK_FREED;
+            r.skb_truesize = 1 << 20;
+        });
+        e.at(500_000, Hook::SkbFree, alloc(900));
+        let mut c = Collector::new(false);
+        e.v.iter().for_each(|e| c.observe(e));
+        let r = &c.finish(GroupBy::Socket, false).rows[0];
+        let held = |p| r.alloc_held.at_or_below_for(p);
+        assert_eq!(
+            (held(0.05), held(0.5), held(0.9), held(1.0)),
+            (100, 200, 300, 300)
+        );
+        assert_eq!(r.truesize_max, 4352, "skbs handed down, not freed ones");
+        assert_eq!(HeldValues::default().at_or_below_for(0.5), 0);
     }
 
     #[test]

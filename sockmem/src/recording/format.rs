@@ -2,15 +2,13 @@
 //! metadata its header, snapshot and trailer frames carry (JSON, so a reader of the same format
 //! version ignores fields it does not know).
 
-use std::net::SocketAddr;
-
 use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     attach::stats::HookCost,
     cli::FilterArgs,
-    kernel::sock_diag::{Family, Protocol, SockMem, TcpInfoSubset},
+    kernel::sock_diag::SockMem,
     pipeline::snapshot::{Agreement, Snapshot},
     render::HookLine,
 };
@@ -272,50 +270,6 @@ pub struct RecordedAttribution {
     pub netns: Vec<(u64, String)>,
 }
 
-/// `struct tcp_info`'s part sockmem reads, as sock_diag gave it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedTcpInfo {
-    pub info_len: usize,
-    pub snd_mss: Option<u32>,
-    pub unacked: Option<u32>,
-    pub rtt: Option<u32>,
-    pub rttvar: Option<u32>,
-    pub snd_cwnd: Option<u32>,
-    pub pacing_rate: Option<u64>,
-    pub notsent_bytes: Option<u32>,
-    pub delivery_rate: Option<u64>,
-    pub busy_time: Option<u64>,
-    pub rwnd_limited: Option<u64>,
-    pub sndbuf_limited: Option<u64>,
-    pub snd_wnd: Option<u32>,
-    pub congestion: Option<String>,
-}
-
-/// One socket as sock_diag reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedSockMem {
-    pub ino: u64,
-    /// `ipv4` or `ipv6`.
-    pub family: String,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub state: u8,
-    pub rmem_alloc: u32,
-    pub rcvbuf: u32,
-    pub wmem_alloc: u32,
-    pub sndbuf: u32,
-    pub fwd_alloc: u32,
-    pub wmem_queued: u32,
-    pub optmem: u32,
-    pub backlog: u32,
-    pub drops: u32,
-    pub cookie: u64,
-    pub uid: u32,
-    pub tcp: Option<RecordedTcpInfo>,
-}
-
 /// A snapshot frame: the kernel's view of one traced socket, and how it compared with the
 /// socket's last event when taken.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,7 +282,7 @@ pub struct RecordedSnapshot {
     /// `agrees`, `explained` or `differs`.
     pub agreement: String,
     pub note: Option<String>,
-    pub kernel: RecordedSockMem,
+    pub kernel: SockMem,
     /// `net.ipv4.tcp_limit_output_bytes` in the socket's namespace when taken (absent in
     /// recordings from before it was kept).
     #[serde(default)]
@@ -337,7 +291,6 @@ pub struct RecordedSnapshot {
 
 impl RecordedSnapshot {
     pub fn new(s: &Snapshot, time_ns: u64) -> RecordedSnapshot {
-        let k = &s.kernel;
         RecordedSnapshot {
             time_ns,
             sock_id: s.sock_id,
@@ -346,57 +299,12 @@ impl RecordedSnapshot {
             agreement: s.agreement.word().to_owned(),
             note: s.agreement.note().map(str::to_owned),
             limit_output_bytes: s.limit_output_bytes,
-            kernel: RecordedSockMem {
-                ino: k.ino,
-                family: k.family.to_string(),
-                protocol: k.protocol.to_string(),
-                local: k.local,
-                remote: k.remote,
-                state: k.state,
-                rmem_alloc: k.rmem_alloc,
-                rcvbuf: k.rcvbuf,
-                wmem_alloc: k.wmem_alloc,
-                sndbuf: k.sndbuf,
-                fwd_alloc: k.fwd_alloc,
-                wmem_queued: k.wmem_queued,
-                optmem: k.optmem,
-                backlog: k.backlog,
-                drops: k.drops,
-                cookie: k.cookie,
-                uid: k.uid,
-                tcp: k.tcp.as_ref().map(|t| RecordedTcpInfo {
-                    info_len: t.info_len,
-                    snd_mss: t.snd_mss,
-                    unacked: t.unacked,
-                    rtt: t.rtt,
-                    rttvar: t.rttvar,
-                    snd_cwnd: t.snd_cwnd,
-                    pacing_rate: t.pacing_rate,
-                    notsent_bytes: t.notsent_bytes,
-                    delivery_rate: t.delivery_rate,
-                    busy_time: t.busy_time,
-                    rwnd_limited: t.rwnd_limited,
-                    sndbuf_limited: t.sndbuf_limited,
-                    snd_wnd: t.snd_wnd,
-                    congestion: t.congestion.clone(),
-                }),
-            },
+            kernel: s.kernel.clone(),
         }
     }
 
-    /// Back to the live form; `Err` names the field that is not one this sockmem knows.
+    /// Back to the live form; `Err` names the agreement if it is not one this sockmem knows.
     pub fn to_snapshot(&self) -> Result<Snapshot, String> {
-        let k = &self.kernel;
-        let family = match k.family.as_str() {
-            "ipv4" => Family::Ipv4,
-            "ipv6" => Family::Ipv6,
-            other => return Err(format!("unknown address family `{other}`")),
-        };
-        let protocol = match k.protocol.as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => return Err(format!("unknown protocol `{other}`")),
-        };
         let note = || self.note.clone().unwrap_or_default();
         let agreement = match self.agreement.as_str() {
             "agrees" => Agreement::Same,
@@ -410,44 +318,36 @@ impl RecordedSnapshot {
             last: self.last,
             agreement,
             limit_output_bytes: self.limit_output_bytes,
-            kernel: SockMem {
-                ino: k.ino,
-                family,
-                protocol,
-                local: k.local,
-                remote: k.remote,
-                state: k.state,
-                rmem_alloc: k.rmem_alloc,
-                rcvbuf: k.rcvbuf,
-                wmem_alloc: k.wmem_alloc,
-                sndbuf: k.sndbuf,
-                fwd_alloc: k.fwd_alloc,
-                wmem_queued: k.wmem_queued,
-                optmem: k.optmem,
-                backlog: k.backlog,
-                drops: k.drops,
-                cookie: k.cookie,
-                uid: k.uid,
-                tcp: k.tcp.as_ref().map(|t| TcpInfoSubset {
-                    // Not recorded (the recording's format predates them).
-                    max_pacing_rate: None,
-                    bytes_acked: None,
-                    info_len: t.info_len,
-                    snd_mss: t.snd_mss,
-                    unacked: t.unacked,
-                    rtt: t.rtt,
-                    rttvar: t.rttvar,
-                    snd_cwnd: t.snd_cwnd,
-                    pacing_rate: t.pacing_rate,
-                    notsent_bytes: t.notsent_bytes,
-                    delivery_rate: t.delivery_rate,
-                    busy_time: t.busy_time,
-                    rwnd_limited: t.rwnd_limited,
-                    sndbuf_limited: t.sndbuf_limited,
-                    snd_wnd: t.snd_wnd,
-                    congestion: t.congestion.clone(),
-                }),
-            },
+            kernel: self.kernel.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshot frames as the sockmem before `SockMem` itself became the recorded form wrote
+    /// them (a TCP sender under tbf, a UDP sender): the format is the field names and order, so
+    /// a change to `SockMem` or `TcpInfoSubset` that changes these bytes changes format 2.
+    const WRITTEN_BEFORE: [&str; 2] = [
+        r#"{"time_ns":2537116091036,"sock_id":36352,"netns":"smdemo-31929-tx","last":[665096,209760],"agreement":"explained","note":"still moving: its last event was 0 ms before (w 591032 vs 665096 at the last event, t 200640 vs 209760)","kernel":{"ino":421139,"family":"ipv4","protocol":"tcp","local":"198.18.254.1:46060","remote":"198.18.254.2:5299","state":1,"rmem_alloc":0,"rcvbuf":131072,"wmem_alloc":200640,"sndbuf":658944,"fwd_alloc":2888,"wmem_queued":591032,"optmem":0,"backlog":0,"drops":0,"cookie":4432,"uid":0,"tcp":{"info_len":280,"snd_mss":1448,"unacked":88,"rtt":52409,"rttvar":5695,"snd_cwnd":143,"pacing_rate":4741030,"notsent_bytes":456120,"delivery_rate":1567559,"busy_time":232000,"rwnd_limited":0,"sndbuf_limited":0,"snd_wnd":1181696,"congestion":"cubic"}},"limit_output_bytes":4194304}"#,
+        r#"{"time_ns":2544501978840,"sock_id":257,"netns":"smdemo-32186-tx","last":[0,34560],"agreement":"explained","note":"still moving: its last event was 0 ms before (w 0 vs 0 at the last event, t 65280 vs 34560)","kernel":{"ino":414380,"family":"ipv4","protocol":"udp","local":"198.18.254.1:40336","remote":"198.18.254.2:5299","state":1,"rmem_alloc":0,"rcvbuf":212992,"wmem_alloc":65280,"sndbuf":65536,"fwd_alloc":0,"wmem_queued":0,"optmem":0,"backlog":0,"drops":0,"cookie":4435,"uid":0,"tcp":null},"limit_output_bytes":null}"#,
+    ];
+
+    #[test]
+    fn snapshot_frames_read_and_write_as_format_2_has_them() {
+        for json in WRITTEN_BEFORE {
+            let s: RecordedSnapshot = serde_json::from_str(json).unwrap();
+            let live = s.to_snapshot().unwrap();
+            assert_eq!(
+                serde_json::to_string(&RecordedSnapshot::new(&live, s.time_ns)).unwrap(),
+                json
+            );
+        }
+        let tcp: RecordedSnapshot = serde_json::from_str(WRITTEN_BEFORE[0]).unwrap();
+        let t = tcp.kernel.tcp.unwrap();
+        assert_eq!((t.pacing_rate, t.max_pacing_rate), (Some(4741030), None));
+        assert_eq!(tcp.kernel.family, crate::kernel::sock_diag::Family::Ipv4);
     }
 }

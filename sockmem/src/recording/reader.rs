@@ -368,9 +368,12 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-    use crate::recording::{
-        format::{ClockAnchor, RecordedEnum, RecordedFilters, RecordedHook},
-        writer::Writer,
+    use crate::{
+        kernel::sock_diag::{Family, Protocol, SockMem},
+        recording::{
+            format::{ClockAnchor, RecordedEnum, RecordedFilters, RecordedHook},
+            writer::Writer,
+        },
     };
 
     fn header() -> Header {
@@ -406,10 +409,10 @@ mod tests {
             agreement: "explained".into(),
             note: Some("still moving".into()),
             limit_output_bytes: Some(4 << 20),
-            kernel: crate::recording::format::RecordedSockMem {
+            kernel: SockMem {
                 ino: 7,
-                family: "ipv4".into(),
-                protocol: "tcp".into(),
+                family: Family::Ipv4,
+                protocol: Protocol::Tcp,
                 local: "198.18.0.1:4000".parse().unwrap(),
                 remote: "198.18.0.2:5201".parse().unwrap(),
                 state: 1,

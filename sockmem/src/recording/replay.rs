@@ -150,11 +150,11 @@ mod tests {
     use super::*;
     use crate::{
         cli::FilterArgs,
+        kernel::sock_diag::{Family, Protocol, SockMem},
         pipeline::decode::tests::raw_event,
         recording::{
             format::{
-                ClockAnchor, RecordedEnum, RecordedFilters, RecordedHook, RecordedSnapshot,
-                RecordedSockMem, Trailer,
+                ClockAnchor, RecordedEnum, RecordedFilters, RecordedHook, RecordedSnapshot, Trailer,
             },
             writer::Writer,
         },
@@ -268,10 +268,10 @@ mod tests {
             agreement: "explained".into(),
             note: Some("still moving".into()),
             limit_output_bytes: Some(4 << 20),
-            kernel: RecordedSockMem {
+            kernel: SockMem {
                 ino: 123_456,
-                family: "ipv4".into(),
-                protocol: "tcp".into(),
+                family: Family::Ipv4,
+                protocol: Protocol::Tcp,
                 local: "198.18.0.1:40000".parse().unwrap(),
                 remote: "198.18.0.2:5201".parse().unwrap(),
                 state: 1,

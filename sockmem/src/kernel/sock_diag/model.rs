@@ -3,11 +3,13 @@
 use std::{collections::BTreeSet, fmt, net::SocketAddr};
 
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use serde::{Deserialize, Serialize};
 
 use super::TcpInfoSubset;
 
-/// Address family of a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Address family of a socket. Recordings' snapshots name it as `Display` does (`ipv4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Family {
     Ipv4,
     Ipv6,
@@ -41,8 +43,9 @@ impl fmt::Display for Family {
     }
 }
 
-/// Transport protocol of a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Transport protocol of a socket. Recordings' snapshots name it as `Display` does (`tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -68,8 +71,9 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// One socket as sock_diag reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One socket as sock_diag reports it. A recording's snapshot frames hold it as JSON, fields
+/// in this order (recording format 2): a change here is a change of the format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SockMem {
     /// Inode number of the socket (`ss -e`'s `ino:`).
     pub ino: u64,

@@ -1,10 +1,13 @@
 //! The part of `struct tcp_info` sockmem uses, read field by field against the length the
 //! kernel sent (the struct only ever grows).
 
+use serde::{Deserialize, Serialize};
+
 /// The part of `struct tcp_info` (`INET_DIAG_INFO`) later work needs. The struct is append-only;
 /// a field the running kernel's struct does not reach yet is `None` (each is checked against
-/// the attribute's length). Times are in microseconds, rates in bytes per second.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// the attribute's length). Times are in microseconds, rates in bytes per second. Recorded in
+/// snapshot frames as JSON (see [`super::SockMem`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpInfoSubset {
     /// Length of the kernel's `struct tcp_info` as sent (232 bytes on 5.4, 280 on 6.18).
     pub info_len: usize,
@@ -20,9 +23,13 @@ pub struct TcpInfoSubset {
     pub snd_cwnd: Option<u32>,
     /// `tcpi_pacing_rate`; `u64::MAX` means no pacing limit (`ss` then prints none).
     pub pacing_rate: Option<u64>,
-    /// `tcpi_max_pacing_rate`: `SO_MAX_PACING_RATE`'s cap; `u64::MAX` when none.
+    /// `tcpi_max_pacing_rate`: `SO_MAX_PACING_RATE`'s cap; `u64::MAX` when none. Not recorded
+    /// (format 2 predates it): `None` when read back.
+    #[serde(skip)]
     pub max_pacing_rate: Option<u64>,
-    /// `tcpi_bytes_acked`: bytes the peer acknowledged since the connection began (4.1+).
+    /// `tcpi_bytes_acked`: bytes the peer acknowledged since the connection began (4.1+). Not
+    /// recorded, as `max_pacing_rate`.
+    #[serde(skip)]
     pub bytes_acked: Option<u64>,
     /// `tcpi_notsent_bytes`: bytes in the write queue not sent yet (4.6+).
     pub notsent_bytes: Option<u32>,
