@@ -287,13 +287,13 @@ impl LiveTable {
         }
         let mut rows = Vec::with_capacity(self.sockets.count());
         for s in self.sockets.iter() {
-            let blocked_ns = self.blocked_ns(s.sock_id, now_ns, interval_ns);
-            let f = self.figures.entry(s.sock_id).or_default();
+            let blocked_ns = self.blocked_ns(s.id.sock_id, now_ns, interval_ns);
+            let f = self.figures.entry(s.id.sock_id).or_default();
             let sojourn = std::mem::take(&mut f.sojourn);
-            let before = self.before.get(&s.sock_id).copied();
+            let before = self.before.get(&s.id.sock_id).copied();
             let row = row_of(s, f, &sojourn, before, secs, blocked_ns);
             self.before.insert(
-                s.sock_id,
+                s.id.sock_id,
                 Before {
                     queued: row.queued,
                     alloc: row.alloc,
@@ -337,12 +337,12 @@ fn row_of(
 ) -> LiveRow {
     let b = before.unwrap_or_default();
     LiveRow {
-        sock_id: s.sock_id,
-        protocol: s.protocol.name(),
-        local: s.local,
-        remote: s.remote,
-        pid: s.sender.map(|(pid, _)| pid),
-        comm: s.sender.map(|(_, comm)| comm.as_str().to_owned()),
+        sock_id: s.id.sock_id,
+        protocol: s.id.protocol.name(),
+        local: s.id.local,
+        remote: s.id.remote,
+        pid: s.id.sender.map(|(pid, _)| pid),
+        comm: s.id.sender.map(|(_, comm)| comm.as_str().to_owned()),
         cgroup: s.cgroup().map(|c| c.into_owned()),
         netns: s.netns().map(|n| n.into_owned()),
         iface: f.iface(),

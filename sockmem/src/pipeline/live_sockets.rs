@@ -9,14 +9,14 @@
 //!
 //! [`seed`]: crate::pipeline::seed
 
-use std::{borrow::Cow, collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use sockmem_common::Hook;
 
 use crate::pipeline::{
-    decode::{Event, Name, Protocol},
+    decode::Event,
+    identity::SocketIdentity,
     seed::{is_seeded, Existing},
-    track::sender_named,
 };
 
 /// How long sockets stay, and how many.
@@ -44,14 +44,7 @@ pub enum WhenFull {
 /// One live socket.
 #[derive(Clone, Debug)]
 pub struct LiveSocket {
-    /// The identity events carry; a seeded socket's stand-in until its first event.
-    pub sock_id: u64,
-    pub ino: u64,
-    pub protocol: Protocol,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// The last sender named by an event (`sendmsg`); a seeded socket's holder until then.
-    pub sender: Option<(u32, Name)>,
+    pub id: SocketIdentity,
     /// The cgroup v2 id of the last event that named one (0: none yet), and its path where
     /// the event was named (`Names::fill`).
     pub cgroup_id: u64,
@@ -89,7 +82,7 @@ impl LiveSocket {
 
     /// Still known by its stand-in identity: no event of it yet.
     pub fn seeded(&self) -> bool {
-        is_seeded(self.sock_id)
+        is_seeded(self.id.sock_id)
     }
 
     fn holds_bytes(&self) -> bool {
@@ -129,7 +122,7 @@ impl LiveSockets {
     /// (the caller chose it: filters, what is worth showing).
     pub fn seed(&mut self, x: &Existing, now_ns: u64) {
         let ino = x.ino();
-        if self.seeded.contains_key(&ino) || self.sockets.values().any(|s| s.ino == ino) {
+        if self.seeded.contains_key(&ino) || self.sockets.values().any(|s| s.id.ino == ino) {
             return;
         }
         let m = &x.sampled.mem;
@@ -141,12 +134,7 @@ impl LiveSockets {
         self.sockets.insert(
             x.sock_id,
             LiveSocket {
-                sock_id: x.sock_id,
-                ino,
-                protocol: x.protocol,
-                local: x.local,
-                remote: x.remote,
-                sender: x.holder,
+                id: SocketIdentity::from_existing(x),
                 cgroup_id,
                 cgroup_path,
                 netns_ino: x.netns_ino,
@@ -179,12 +167,7 @@ impl LiveSockets {
                 return Observed { live: false, was };
             }
             None => self.sockets.entry(e.sock_id).or_insert_with(|| LiveSocket {
-                sock_id: e.sock_id,
-                ino: e.ino,
-                protocol: e.protocol,
-                local: e.local,
-                remote: e.remote,
-                sender: None,
+                id: SocketIdentity::from_event(e),
                 cgroup_id: e.cgroup_id,
                 cgroup_path: e.cgroup.clone(),
                 netns_ino: e.netns_ino,
@@ -197,20 +180,8 @@ impl LiveSockets {
             }),
         };
         s.last_ns = e.ts_ns;
-        if s.ino == 0 {
-            s.ino = e.ino;
-        }
-        // A port of 0 is a socket not bound yet, or TCP's teardown: keep what was seen.
-        if e.local.port() != 0 {
-            s.local = e.local;
-        }
-        if e.remote.port() != 0 {
-            s.remote = e.remote;
-        }
-        if let Some(sender) = sender_named(e) {
-            s.sender = Some(sender);
-        }
-        // The sender can change (a socket handed to another process): the last wins.
+        s.id.observe(e);
+        // The sender can change (a socket handed to another process): the last cgroup wins.
         if e.cgroup_id != 0 && (e.cgroup_id != s.cgroup_id || s.cgroup_path.is_none()) {
             s.cgroup_id = e.cgroup_id;
             s.cgroup_path = e.cgroup.clone();
@@ -242,7 +213,7 @@ impl LiveSockets {
         }
         let was = self.seeded.remove(&e.ino)?;
         let mut s = self.sockets.remove(&was)?;
-        s.sock_id = e.sock_id;
+        s.id.sock_id = e.sock_id;
         self.sockets.insert(e.sock_id, s);
         Some(was)
     }
@@ -262,15 +233,15 @@ impl LiveSockets {
                         && !(r.idle_keeps_holding && s.holds_bytes())
                 }
             })
-            .map(|s| s.sock_id)
+            .map(|s| s.id.sock_id)
             .collect();
         let left = self.sockets.len() - gone.len();
         if r.when_full == WhenFull::EvictIdlest && left > r.max_sockets {
             let mut idle: Vec<(u64, u64)> = self
                 .sockets
                 .values()
-                .filter(|s| !gone.contains(&s.sock_id))
-                .map(|s| (s.last_ns, s.sock_id))
+                .filter(|s| !gone.contains(&s.id.sock_id))
+                .map(|s| (s.last_ns, s.id.sock_id))
                 .collect();
             idle.sort_unstable();
             gone.extend(idle[..left - r.max_sockets].iter().map(|&(_, id)| id));
@@ -278,7 +249,7 @@ impl LiveSockets {
         for id in &gone {
             if let Some(s) = self.sockets.remove(id) {
                 if s.seeded() {
-                    self.seeded.remove(&s.ino);
+                    self.seeded.remove(&s.id.ino);
                 }
             }
         }
@@ -331,7 +302,7 @@ mod tests {
     };
 
     fn ids(t: &LiveSockets) -> Vec<u64> {
-        let mut v: Vec<u64> = t.iter().map(|s| s.sock_id).collect();
+        let mut v: Vec<u64> = t.iter().map(|s| s.id.sock_id).collect();
         v.sort();
         v
     }
@@ -347,7 +318,7 @@ mod tests {
         t.observe(&event(2, Hook::DevQueueXmit, 3, 20));
         assert!(t
             .iter()
-            .any(|s| s.sock_id == 1 && s.queued == 10 && s.sender.is_some()));
+            .any(|s| s.id.sock_id == 1 && s.queued == 10 && s.id.sender.is_some()));
         // Full: a third is counted, not followed.
         t.observe(&event(3, Hook::TcpSendmsg, 4, 30));
         assert_eq!((ids(&t), t.untracked), (vec![1, 2], 1));
@@ -377,7 +348,9 @@ mod tests {
         t.observe(&event(2, Hook::SockDestroy, 10, 0));
         // Three sockets, two at most: the longest silent (1) goes, holding or not.
         assert_eq!(t.prune(20), vec![1]);
-        assert!(t.iter().any(|s| s.sock_id == 2 && s.closed_at == Some(10)));
+        assert!(t
+            .iter()
+            .any(|s| s.id.sock_id == 2 && s.closed_at == Some(10)));
         assert_eq!(t.prune(61), vec![2], "closed past the grace");
         t.observe(&event(4, Hook::TcpSendmsg, 62, 5));
         // 3 is idle with nothing queued; 4 holds bytes and stays.
@@ -405,7 +378,7 @@ mod tests {
             }
         );
         let s = t.iter().next().unwrap();
-        assert_eq!((s.sock_id, s.queued, s.seeded()), (1, 650, false));
+        assert_eq!((s.id.sock_id, s.queued, s.seeded()), (1, 650, false));
         assert_eq!(s.sndbuf, 87040);
     }
 }

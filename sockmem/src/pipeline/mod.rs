@@ -6,6 +6,7 @@ pub mod drive;
 pub mod filter;
 pub mod groups;
 pub mod histogram;
+pub mod identity;
 pub mod live;
 pub mod live_sockets;
 pub mod names;

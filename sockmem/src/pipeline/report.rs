@@ -460,18 +460,23 @@ impl Collector {
             .max_by_key(|(name, n)| (**n, std::cmp::Reverse((*name).clone())))
             .map(|(name, _)| name.clone());
         Row {
-            key: format!("{} > {} {}", st.local, st.remote, st.protocol.name()),
-            sock: Some(st.sock_id),
-            ino: Some(st.ino),
-            protocol: Some(st.protocol.name()),
-            local: Some(st.local),
-            remote: Some(st.remote),
-            pid: st.sender.as_ref().map(|s| s.0),
-            comm: st.sender.as_ref().map(|s| s.1.to_string()),
+            key: format!(
+                "{} > {} {}",
+                st.id.local,
+                st.id.remote,
+                st.id.protocol.name()
+            ),
+            sock: Some(st.id.sock_id),
+            ino: Some(st.id.ino),
+            protocol: Some(st.id.protocol.name()),
+            local: Some(st.id.local),
+            remote: Some(st.id.remote),
+            pid: st.id.sender.as_ref().map(|s| s.0),
+            comm: st.id.sender.as_ref().map(|s| s.1.to_string()),
             iface,
             cgroup: f.cgroup.clone(),
             netns: f.netns.clone(),
-            sock_ids: vec![st.sock_id],
+            sock_ids: vec![st.id.sock_id],
             events: st.events,
             first_ns: st.first_ns,
             last_ns: st.last_ns,
@@ -523,7 +528,11 @@ impl Collector {
             .states()
             .into_iter()
             .map(|st| {
-                let f = self.figures.get(&st.sock_id).cloned().unwrap_or_default();
+                let f = self
+                    .figures
+                    .get(&st.id.sock_id)
+                    .cloned()
+                    .unwrap_or_default();
                 Collector::socket_row(st, &f)
             })
             .collect();

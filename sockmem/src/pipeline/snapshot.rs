@@ -66,8 +66,8 @@ pub fn take(
     let wanted: HashMap<u64, &SocketState> = tracker
         .states()
         .into_iter()
-        .filter(|s| s.ino != 0 && !s.destroyed)
-        .map(|s| (s.ino, s))
+        .filter(|s| s.id.ino != 0 && !s.destroyed)
+        .map(|s| (s.id.ino, s))
         .collect();
     if wanted.is_empty() {
         return Vec::new();
@@ -103,7 +103,7 @@ pub fn take(
                 None => None,
             };
             out.push(Snapshot {
-                sock_id: state.sock_id,
+                sock_id: state.id.sock_id,
                 agreement: compare(state, &k, attached, now_ns),
                 last: state.last,
                 netns: ns.label.clone(),
@@ -172,18 +172,20 @@ mod tests {
     use super::*;
     use crate::{
         kernel::sock_diag::{Family, Protocol as DiagProtocol},
-        pipeline::decode::Protocol,
+        pipeline::{decode::Protocol, identity::SocketIdentity},
     };
 
     fn state(last: (i32, i32), hook: Hook, last_ns: u64) -> SocketState {
         let addr: SocketAddr = "198.18.0.1:4000".parse().unwrap();
         SocketState {
-            sock_id: 1,
-            ino: 7,
-            protocol: Protocol::Tcp,
-            local: addr,
-            remote: addr,
-            sender: None,
+            id: SocketIdentity {
+                sock_id: 1,
+                ino: 7,
+                protocol: Protocol::Tcp,
+                local: addr,
+                remote: addr,
+                sender: None,
+            },
             events: 3,
             first_ns: 0,
             last_ns,

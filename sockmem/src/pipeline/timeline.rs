@@ -19,8 +19,8 @@ use crate::{
     pipeline::{
         decode::{Event, Protocol},
         filter::EventFilter,
+        identity::sender_named,
         names::Names,
-        track::sender_named,
     },
     recording::{
         format::RecordedSnapshot,

@@ -115,7 +115,7 @@ impl TracePipeline {
             eprintln!(
                 "sockmem: socket {} ({} > {}): the kernel's counters differ from its last \
                  event: {why}",
-                s.sock_id, st.local, st.remote
+                s.sock_id, st.id.local, st.id.remote
             );
         }
         self.snapshots.insert(s.sock_id, s);
@@ -128,7 +128,7 @@ impl TracePipeline {
             .tracker
             .states()
             .into_iter()
-            .map(|st| (st, self.snapshots.get(&st.sock_id)))
+            .map(|st| (st, self.snapshots.get(&st.id.sock_id)))
             .collect();
         self.sink.sockets(&rows)
     }

@@ -1,11 +1,11 @@
 //! Per-socket state in userspace: the change of each counter since the socket's previous event,
 //! and what the exit table and snapshots need to know of each socket.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::collections::HashMap;
 
 use sockmem_common::Hook;
 
-use crate::pipeline::decode::{Event, Name, Owner, Protocol};
+use crate::pipeline::{decode::Event, identity::SocketIdentity};
 
 /// How much each counter moved since the same socket's previous event. A socket's first event
 /// counts from zero.
@@ -19,13 +19,7 @@ pub struct Deltas {
 /// largest values (the exit table, the snapshot's comparison).
 #[derive(Clone, Debug)]
 pub struct SocketState {
-    pub sock_id: u64,
-    pub ino: u64,
-    pub protocol: Protocol,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// The last sender named by an event ([`sender_named`]), if any.
-    pub sender: Option<(u32, Name)>,
+    pub id: SocketIdentity,
     pub events: u64,
     pub first_ns: u64,
     pub last_ns: u64,
@@ -36,15 +30,6 @@ pub struct SocketState {
     pub max_alloc: i32,
     pub sndbuf: i32,
     pub destroyed: bool,
-}
-
-/// The sender an event names, by the one rule every command (trace's table, report, plot,
-/// export) follows: the task that called `sendmsg` on the socket (the programs keep naming it
-/// in softirq). A task that merely ran when a hook fired (`Owner::Current`: a receiver's
-/// `recvmsg`, a close) is not a sender, so a socket nobody sent on has none; the last caller
-/// wins, as a socket can change hands.
-pub fn sender_named(e: &Event) -> Option<(u32, Name)> {
-    (e.owner == Owner::Sendmsg).then_some((e.tgid, e.comm))
 }
 
 /// Keyed by socket id (`Event::sock_id`), which survives the kernel's reuse of addresses. Every
@@ -60,12 +45,7 @@ impl SocketTracker {
             .sockets
             .entry(e.sock_id)
             .or_insert_with(|| SocketState {
-                sock_id: e.sock_id,
-                ino: e.ino,
-                protocol: e.protocol,
-                local: e.local,
-                remote: e.remote,
-                sender: None,
+                id: SocketIdentity::from_event(e),
                 events: 0,
                 first_ns: e.ts_ns,
                 last_ns: e.ts_ns,
@@ -79,19 +59,7 @@ impl SocketTracker {
         s.events += 1;
         s.last_ns = e.ts_ns;
         s.last_hook = e.hook;
-        if s.ino == 0 {
-            s.ino = e.ino;
-        }
-        // A local port of 0 is a socket not bound yet, or TCP's teardown: keep what was seen.
-        if e.local.port() != 0 {
-            s.local = e.local;
-        }
-        if e.remote.port() != 0 {
-            s.remote = e.remote;
-        }
-        if let Some(sender) = sender_named(e) {
-            s.sender = Some(sender);
-        }
+        s.id.observe(e);
         if e.hook == Hook::SockDestroy {
             s.destroyed = true;
         }
@@ -120,7 +88,7 @@ impl SocketTracker {
     /// Every socket seen, in the order they were first seen.
     pub fn states(&self) -> Vec<&SocketState> {
         let mut v: Vec<&SocketState> = self.sockets.values().collect();
-        v.sort_by_key(|s| (s.first_ns, s.sock_id));
+        v.sort_by_key(|s| (s.first_ns, s.id.sock_id));
         v
     }
 

@@ -114,7 +114,7 @@ const SOCKET_ROWS: usize = 50;
 
 /// PID and COMM columns for a socket: its last `sendmsg` caller, or `-`.
 fn sender_columns(st: &SocketState) -> (String, String) {
-    match &st.sender {
+    match &st.id.sender {
         Some((tgid, comm)) => (tgid.to_string(), comm.to_string()),
         None => ("-".to_owned(), "-".to_owned()),
     }
@@ -259,9 +259,9 @@ impl<W: Finish> Sink for TextSink<W> {
             tgid,
             comm,
             "snapshot",
-            st.protocol.name(),
-            st.local.to_string(),
-            st.remote.to_string(),
+            st.id.protocol.name(),
+            st.id.local.to_string(),
+            st.id.remote.to_string(),
             with_delta(k.wmem_queued as i32, k.wmem_queued as i64 - last_q as i64),
             with_delta(k.wmem_alloc as i32, k.wmem_alloc as i64 - last_a as i64),
             k.sndbuf,
@@ -305,13 +305,13 @@ impl<W: Finish> Sink for TextSink<W> {
             writeln!(
                 self.out,
                 "{:>8} {:>9} {:>7} {:<15} {:<5} {:<21} {:<21} {:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {}",
-                st.sock_id,
-                st.ino,
+                st.id.sock_id,
+                st.id.ino,
                 tgid,
                 comm,
-                st.protocol.name(),
-                st.local.to_string(),
-                st.remote.to_string(),
+                st.id.protocol.name(),
+                st.id.local.to_string(),
+                st.id.remote.to_string(),
                 st.events,
                 q,
                 st.max_queued,

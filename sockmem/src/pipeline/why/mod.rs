@@ -13,7 +13,6 @@ pub mod tsq;
 pub mod txq;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sockmem_common::Hook;
@@ -23,6 +22,7 @@ use crate::{
     pipeline::{
         decode::{Event, Name, Owner, Protocol, SkbInfo},
         filter::{SocketFacts, SocketFilter},
+        identity::SocketIdentity,
         seed::{is_seeded, Existing},
     },
 };
@@ -115,12 +115,9 @@ struct LastSample {
 /// One socket, as seen over the run.
 #[derive(Clone, Debug)]
 pub struct Watched {
-    pub sock_id: u64,
-    pub ino: u64,
-    pub protocol: Protocol,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub sender: Option<(u32, Name)>,
+    /// Kept by [`Analyzer::observe`]'s own rules, not [`SocketIdentity::observe`]: any task in
+    /// process context names the sender, and addresses are taken as each event carries them.
+    pub id: SocketIdentity,
     /// The sender's cgroup path, once an event named it (seeded: the holder's).
     pub cgroup: Option<Arc<str>>,
     /// The socket's namespace inode and `ip netns` name, from its events.
@@ -180,26 +177,15 @@ const HELD_AT: [Cause; 3] = [Cause::Qdisc, Cause::Device, Cause::SendBuffer];
 
 impl Watched {
     fn new(e: &Event) -> Watched {
-        let mut w = Watched::blank(e.sock_id, e.ino, e.protocol, e.local, e.remote);
+        let mut w = Watched::blank(SocketIdentity::from_event(e));
         w.netns_ino = e.netns_ino;
         w.netns_name = e.netns.clone();
         w
     }
 
-    fn blank(
-        sock_id: u64,
-        ino: u64,
-        protocol: Protocol,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Watched {
+    fn blank(id: SocketIdentity) -> Watched {
         Watched {
-            sock_id,
-            ino,
-            protocol,
-            local,
-            remote,
-            sender: None,
+            id,
             cgroup: None,
             netns_ino: 0,
             netns_name: None,
@@ -248,10 +234,10 @@ impl Watched {
 
     fn facts(&self) -> SocketFacts<'_> {
         SocketFacts {
-            protocol: self.protocol,
-            local: self.local,
-            remote: self.remote,
-            sender: self.sender.as_ref().map(|(t, c)| (*t, c.as_str())),
+            protocol: self.id.protocol,
+            local: self.id.local,
+            remote: self.id.remote,
+            sender: self.id.sender.as_ref().map(|(t, c)| (*t, c.as_str())),
             cgroup: self.cgroup.as_deref(),
             netns: (self.netns_ino, self.netns_name.as_deref()),
         }
@@ -259,7 +245,7 @@ impl Watched {
 
     /// The causes this socket's window is split into, and their times.
     pub fn causes(&self) -> Vec<(Cause, u64)> {
-        let list: &[Cause] = match self.protocol {
+        let list: &[Cause] = match self.id.protocol {
             Protocol::Tcp => &Cause::ALL,
             Protocol::Udp => &Cause::UDP,
         };
@@ -334,16 +320,15 @@ impl Analyzer {
             if self.by_ino.contains_key(&ino) {
                 continue;
             }
-            let mut w = Watched::blank(x.sock_id, ino, x.protocol, x.local, x.remote);
-            w.sender = x.holder;
+            let mut w = Watched::blank(SocketIdentity::from_existing(x));
             w.cgroup = x.cgroup.as_ref().map(|(_, path)| path.clone());
             w.netns = Some(x.sampled.netns);
             w.netns_ino = x.netns_ino;
             w.netns_name = x.netns.clone();
             w.matched = self.filter.matches(&x.facts());
             if w.matched {
-                self.by_ino.insert(ino, w.sock_id);
-                self.sockets.insert(w.sock_id, w);
+                self.by_ino.insert(ino, w.id.sock_id);
+                self.sockets.insert(w.id.sock_id, w);
             }
         }
     }
@@ -352,8 +337,8 @@ impl Analyzer {
     pub fn unnamed(&self) -> BTreeSet<u64> {
         self.sockets
             .values()
-            .filter(|w| w.sender.is_none() && w.ino != 0)
-            .map(|w| w.ino)
+            .filter(|w| w.id.sender.is_none() && w.id.ino != 0)
+            .map(|w| w.id.ino)
             .collect()
     }
 
@@ -361,9 +346,9 @@ impl Analyzer {
     /// bytes were ahead in a qdisc, where the filters leave that socket out.
     pub fn name_holders(&mut self, owners: &HashMap<u64, (u32, String)>) {
         for w in self.sockets.values_mut() {
-            if w.sender.is_none() {
-                if let Some((tgid, comm)) = owners.get(&w.ino) {
-                    w.sender = Some((*tgid, Name::new(comm.as_bytes())));
+            if w.id.sender.is_none() {
+                if let Some((tgid, comm)) = owners.get(&w.id.ino) {
+                    w.id.sender = Some((*tgid, Name::new(comm.as_bytes())));
                 }
             }
         }
@@ -376,7 +361,7 @@ impl Analyzer {
             if let Some(&id) = self.by_ino.get(&e.ino) {
                 if is_seeded(id) {
                     if let Some(mut w) = self.sockets.remove(&id) {
-                        w.sock_id = e.sock_id;
+                        w.id.sock_id = e.sock_id;
                         self.sockets.insert(e.sock_id, w);
                     }
                 }
@@ -386,17 +371,17 @@ impl Analyzer {
             .sockets
             .entry(e.sock_id)
             .or_insert_with(|| Watched::new(e));
-        if w.ino == 0 && e.ino != 0 {
-            w.ino = e.ino;
+        if w.id.ino == 0 && e.ino != 0 {
+            w.id.ino = e.ino;
         }
-        if w.ino != 0 {
-            self.by_ino.insert(w.ino, e.sock_id);
+        if w.id.ino != 0 {
+            self.by_ino.insert(w.id.ino, e.sock_id);
         }
         // Ports change when a socket connects after it was first seen (UDP).
-        w.local = e.local;
-        w.remote = e.remote;
+        w.id.local = e.local;
+        w.id.remote = e.remote;
         if matches!(e.owner, Owner::Sendmsg | Owner::Current) && e.tgid != 0 {
-            w.sender = Some((e.tgid, e.comm));
+            w.id.sender = Some((e.tgid, e.comm));
             if e.cgroup_id != 0 {
                 w.cgroup = e.cgroup.clone();
             }
@@ -437,7 +422,7 @@ impl Analyzer {
                 let recv = e.value != 0;
                 w.refused[usize::from(recv)] += 1;
                 if w.matched {
-                    self.refusals.count(w.protocol, recv);
+                    self.refusals.count(w.id.protocol, recv);
                 }
             }
             Hook::QdiscEnqueue => self.enqueue(e),
@@ -511,8 +496,8 @@ impl Analyzer {
     pub fn wanted(&self) -> BTreeSet<u64> {
         self.sockets
             .values()
-            .filter(|w| w.matched && !w.gone && w.ino != 0)
-            .map(|w| w.ino)
+            .filter(|w| w.matched && !w.gone && w.id.ino != 0)
+            .map(|w| w.id.ino)
             .collect()
     }
 
@@ -553,7 +538,7 @@ impl Analyzer {
             if w.netns.is_none() {
                 w.netns = Some(s.netns);
             }
-            let lob = match w.protocol {
+            let lob = match w.id.protocol {
                 Protocol::Tcp => limit_output_bytes(s.netns),
                 Protocol::Udp => None,
             };
@@ -561,7 +546,7 @@ impl Analyzer {
         }
         let wanted = self.wanted();
         for w in self.sockets.values_mut() {
-            if w.matched && !w.gone && wanted.contains(&w.ino) && !seen.contains(&w.sock_id) {
+            if w.matched && !w.gone && wanted.contains(&w.id.ino) && !seen.contains(&w.id.sock_id) {
                 w.gone = true;
             }
         }
@@ -578,7 +563,7 @@ impl Analyzer {
         v.sort_by(|a, b| {
             b.window_ns
                 .cmp(&a.window_ns)
-                .then(a.sock_id.cmp(&b.sock_id))
+                .then(a.id.sock_id.cmp(&b.id.sock_id))
         });
         v
     }
@@ -673,7 +658,7 @@ fn account(
         (Some(a), Some(b)) => Some(b.saturating_sub(a) * 1000),
         _ => None,
     };
-    match (w.protocol, tcp) {
+    match (w.id.protocol, tcp) {
         (Protocol::Tcp, Some(t)) => {
             let busy_raw = delta(prev.busy_us, cur.busy_us);
             let rwnd = delta(prev.rwnd_us, cur.rwnd_us).unwrap_or(0);
@@ -807,7 +792,7 @@ impl Analyzer {
             for p in w.sleeps.drain() {
                 judge_sleeps(w, &p);
             }
-            if w.protocol != Protocol::Udp {
+            if w.id.protocol != Protocol::Udp {
                 continue;
             }
             let app = Cause::Application.index();

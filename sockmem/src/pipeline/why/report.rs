@@ -290,13 +290,13 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         .iter()
         .map(|(&s, &b)| {
             let other = a.socket(s);
-            let owner = other.and_then(|o| o.sender);
+            let owner = other.and_then(|o| o.id.sender);
             AheadOwner {
                 sock: s,
                 pid: owner.map(|(p, _)| p),
                 comm: owner.map(|(_, c)| c.to_string()),
-                local: other.map(|o| o.local.to_string()),
-                remote: other.map(|o| o.remote.to_string()),
+                local: other.map(|o| o.id.local.to_string()),
+                remote: other.map(|o| o.id.remote.to_string()),
                 bytes: b,
                 share: b as f64 / w.qdisc.ahead_total.max(1) as f64,
             }
@@ -304,7 +304,7 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         .collect();
     ahead.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.sock.cmp(&y.sock)));
     ahead.truncate(10);
-    let tcp = (w.protocol == Protocol::Tcp).then(|| TcpWhy {
+    let tcp = (w.id.protocol == Protocol::Tcp).then(|| TcpWhy {
         busy_s: w.tcp.busy_ns as f64 / S,
         rwnd_limited_s: w.tcp.rwnd_limited_ns as f64 / S,
         sndbuf_limited_s: w.tcp.sndbuf_limited_ns as f64 / S,
@@ -327,13 +327,13 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
         throttled_s: w.throttled_ns as f64 / S,
     });
     let mut out = SocketWhy {
-        sock: w.sock_id,
-        ino: w.ino,
-        protocol: w.protocol.name(),
-        local: w.local.to_string(),
-        remote: w.remote.to_string(),
-        pid: w.sender.map(|(p, _)| p),
-        comm: w.sender.map(|(_, c)| c.to_string()),
+        sock: w.id.sock_id,
+        ino: w.id.ino,
+        protocol: w.id.protocol.name(),
+        local: w.id.local.to_string(),
+        remote: w.id.remote.to_string(),
+        pid: w.id.sender.map(|(p, _)| p),
+        comm: w.id.sender.map(|(_, c)| c.to_string()),
         netns: w.netns.and_then(|n| (run.netns_label)(n)),
         window_s: window / S,
         dominant: dominant.name(),
@@ -417,7 +417,7 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
             why: format!("{why}; drops are not counted"),
         });
     }
-    if w.protocol == Protocol::Tcp {
+    if w.id.protocol == Protocol::Tcp {
         if !w.tcp.has_timers {
             m.push(Missing {
                 cause: "application",
