@@ -358,9 +358,9 @@ impl Analyzer {
     pub fn observe(&mut self, e: &Event) {
         // A seeded socket's first event gives it its identity in events.
         if e.ino != 0 && !self.sockets.contains_key(&e.sock_id) {
-            if let Some(&id) = self.by_ino.get(&e.ino) {
-                if is_seeded(id) {
-                    if let Some(mut w) = self.sockets.remove(&id) {
+            if let Some(&sock_id) = self.by_ino.get(&e.ino) {
+                if is_seeded(sock_id) {
+                    if let Some(mut w) = self.sockets.remove(&sock_id) {
                         w.id.sock_id = e.sock_id;
                         self.sockets.insert(e.sock_id, w);
                     }
