@@ -2,7 +2,8 @@
 //! Rust client (`prometheus-client`). The in-kernel log2 histograms become Prometheus
 //! histograms whose bucket bounds are the slots' own: slot `s` holds integer values up to
 //! `2^s - 1` (ns or bytes), so `le` is that bound in seconds or bytes and no sample is ever
-//! counted under a bound it exceeds.
+//! counted under a bound it exceeds. [`Scrape::families`] is the one list of families that
+//! this text and the protobuf exposition (`metrics_proto`, with native histograms) both show.
 
 use std::collections::BTreeMap;
 
