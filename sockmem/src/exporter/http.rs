@@ -1,5 +1,6 @@
-//! The exporter's HTTP/1 server (hyper): `/metrics` (built on each request: OpenMetrics for
-//! clients that ask for it, as Prometheus does, else the classic text format) and `/healthz`. Connections are bounded in number and in how long their headers may take, so
+//! The exporter's HTTP/1 server (hyper): `/metrics` (built on each request: protobuf with
+//! native histograms for a Prometheus that asks for it, OpenMetrics for one that asks for that,
+//! else the classic text format) and `/healthz`. Connections are bounded in number and in how long their headers may take, so
 //! a stuck or hostile client cannot pile up memory in a process that runs for days.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
@@ -15,20 +16,27 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use super::Exporter;
-use crate::render::metrics;
+use crate::render::{
+    metrics::{self, Format},
+    metrics_proto,
+};
 
 /// Connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 64;
 /// A client that has not sent its request headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
+fn with_type(mut r: Response<Full<Bytes>>, content_type: &str) -> Response<Full<Bytes>> {
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(CONTENT_TYPE, v);
     }
     r
+}
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    with_type(r, content_type)
 }
 
 fn respond(exporter: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -37,32 +45,44 @@ fn respond(exporter: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>
         return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
     }
     match req.uri().path() {
-        "/metrics" => match exporter.scrape().map(metrics::encode) {
-            Ok(Ok(body)) => {
-                let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-                if metrics::wants_openmetrics(accept) {
-                    text(StatusCode::OK, metrics::CONTENT_TYPE, body)
-                } else {
-                    let classic = metrics::classic_text(&body);
-                    text(StatusCode::OK, metrics::CLASSIC_CONTENT_TYPE, classic)
+        "/metrics" => {
+            let scrape = match exporter.scrape() {
+                Ok(s) => s,
+                Err(e) => {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        PLAIN,
+                        format!("reading the kernel's maps: {e:#}\n"),
+                    )
                 }
+            };
+            let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+            let format = metrics::negotiate(accept);
+            if format == Format::Protobuf {
+                let body = Bytes::from(metrics_proto::encode(&scrape));
+                return with_type(Response::new(Full::new(body)), metrics_proto::CONTENT_TYPE);
             }
-            Ok(Err(e)) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                PLAIN,
-                format!("encoding the metrics: {e}\n"),
-            ),
-            Err(e) => text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                PLAIN,
-                format!("reading the kernel's maps: {e:#}\n"),
-            ),
-        },
+            match metrics::encode(scrape) {
+                Ok(body) if format == Format::OpenMetrics => {
+                    text(StatusCode::OK, metrics::CONTENT_TYPE, body)
+                }
+                Ok(body) => text(
+                    StatusCode::OK,
+                    metrics::CLASSIC_CONTENT_TYPE,
+                    metrics::classic_text(&body),
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    PLAIN,
+                    format!("encoding the metrics: {e}\n"),
+                ),
+            }
+        }
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/" => text(
             StatusCode::OK,
             PLAIN,
-            "sockmem serve: /metrics (OpenMetrics), /healthz\n".into(),
+            "sockmem serve: /metrics (OpenMetrics, text or protobuf), /healthz\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n".into()),
     }

@@ -2,7 +2,8 @@
 //! Rust client (`prometheus-client`). The in-kernel log2 histograms become Prometheus
 //! histograms whose bucket bounds are the slots' own: slot `s` holds integer values up to
 //! `2^s - 1` (ns or bytes), so `le` is that bound in seconds or bytes and no sample is ever
-//! counted under a bound it exceeds.
+//! counted under a bound it exceeds. [`Scrape::families`] is the one list of families that
+//! this text and the protobuf exposition (`metrics_proto`, with native histograms) both show.
 
 use std::collections::BTreeMap;
 
@@ -94,176 +95,232 @@ fn help(kind: HistKind) -> &'static str {
     }
 }
 
-fn counter(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, f64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Counter)?;
-    for (labels, v) in series {
-        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+/// A series' labels.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// One metric family as every exposition shows it (OpenMetrics text, classic text, protobuf).
+pub struct Family<'a> {
+    /// Without unit or `_total`: prometheus-client appends them (see [`Family::full_name`]).
+    pub name: String,
+    pub help: &'static str,
+    pub unit: Option<Unit>,
+    pub points: Points<'a>,
+}
+
+pub enum Points<'a> {
+    Counter(Vec<(Labels, f64)>),
+    Gauge(Vec<(Labels, i64)>),
+    /// Values in the series' histograms divided by `per_unit` give the unit's (ns to s).
+    Histogram {
+        per_unit: f64,
+        series: &'a [HistSeries],
+    },
+}
+
+impl Family<'_> {
+    /// The name samples go under in Prometheus, as the text shows it: `<name>_<unit>`, then
+    /// `_total` for counters (a histogram's `_bucket`, `_count` and `_sum` come on top).
+    pub fn full_name(&self) -> String {
+        let mut n = self.name.clone();
+        if let Some(u) = &self.unit {
+            n.push('_');
+            n.push_str(u.as_str());
+        }
+        if let Points::Counter(_) = self.points {
+            n.push_str("_total");
+        }
+        n
     }
-    Ok(())
+}
+
+fn counter(
+    name: &str,
+    help: &'static str,
+    unit: Option<Unit>,
+    series: impl IntoIterator<Item = (Labels, f64)>,
+) -> Family<'static> {
+    Family {
+        name: name.to_owned(),
+        help,
+        unit,
+        points: Points::Counter(series.into_iter().collect()),
+    }
 }
 
 fn gauge(
-    enc: &mut DescriptorEncoder,
     name: &str,
-    help: &str,
-    unit: Option<&Unit>,
-    series: impl IntoIterator<Item = (Vec<(&'static str, String)>, i64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, v) in series {
-        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    help: &'static str,
+    unit: Option<Unit>,
+    series: impl IntoIterator<Item = (Labels, i64)>,
+) -> Family<'static> {
+    Family {
+        name: name.to_owned(),
+        help,
+        unit,
+        points: Points::Gauge(series.into_iter().collect()),
     }
-    Ok(())
 }
 
-impl Collector for Scrape {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+impl Scrape {
+    /// Every family of the scrape, in exposition order.
+    pub fn families(&self) -> Vec<Family<'_>> {
+        let mut out = Vec::new();
         for (kind, series) in &self.hists {
             let (unit, per_unit) = match kind_unit(*kind) {
                 HistUnit::Nanoseconds => (Unit::Seconds, 1e9),
                 HistUnit::Bytes => (Unit::Bytes, 1.0),
             };
-            let name = format!("sockmem_{}", kind_name(*kind));
-            let mut m =
-                enc.encode_descriptor(&name, help(*kind), Some(&unit), MetricType::Histogram)?;
-            for s in series {
-                m.encode_family(&s.labels)?.encode_histogram::<NoLabelSet>(
-                    s.hist.sum as f64 / per_unit,
-                    s.hist.count,
-                    &buckets(&s.hist),
-                    None,
-                )?;
-            }
+            out.push(Family {
+                name: format!("sockmem_{}", kind_name(*kind)),
+                help: help(*kind),
+                unit: Some(unit),
+                points: Points::Histogram { per_unit, series },
+            });
         }
         // Calls and time blocked are the histograms' own counts and sums, as counters too:
         // `rate(sockmem_sendmsg_calls_total[1m])` without knowing the histograms.
         let of = |k: HistKind| self.hists.get(&k).into_iter().flatten();
-        counter(
-            &mut enc,
+        out.push(counter(
             "sockmem_sendmsg_calls",
             "sendmsg calls whose start and return were seen",
             None,
             of(HistKind::SendmsgTime).map(|s| (s.labels.clone(), s.hist.count as f64)),
-        )?;
-        counter(
-            &mut enc,
+        ));
+        out.push(counter(
             "sockmem_send_blocked_time",
             "time senders slept inside send system calls",
-            Some(&Unit::Seconds),
+            Some(Unit::Seconds),
             of(HistKind::SendBlocked).map(|s| (s.labels.clone(), s.hist.sum as f64 / 1e9)),
-        )?;
+        ));
         let g = self.group_label;
-        gauge(
-            &mut enc,
+        out.push(gauge(
             "sockmem_queued",
             "sk_wmem_queued of the live sockets, summed: bytes in their write queues",
-            Some(&Unit::Bytes),
+            Some(Unit::Bytes),
             self.gauges
                 .iter()
                 .map(|(v, x)| (vec![(g, v.clone())], x.queued)),
-        )?;
-        gauge(
-            &mut enc,
+        ));
+        out.push(gauge(
             "sockmem_alloc",
             "sk_wmem_alloc of the live sockets, summed: bytes below the transport (qdisc, driver)",
-            Some(&Unit::Bytes),
+            Some(Unit::Bytes),
             self.gauges
                 .iter()
                 .map(|(v, x)| (vec![(g, v.clone())], x.alloc)),
-        )?;
-        gauge(
-            &mut enc,
+        ));
+        out.push(gauge(
             "sockmem_sockets",
             "live sockets followed",
             None,
             self.gauges
                 .iter()
                 .map(|(v, x)| (vec![(g, v.clone())], x.sockets as i64)),
-        )?;
-        counter(
-            &mut enc,
+        ));
+        out.push(counter(
             "sockmem_drops",
             "followed skbs dropped, by the kernel's drop reason",
             None,
             self.drops
                 .iter()
                 .map(|((v, r), n)| (vec![(g, v.clone()), ("reason", r.clone())], *n as f64)),
-        )?;
+        ));
         let one = |v: u64| [(Vec::new(), v as f64)];
-        counter(
-            &mut enc,
+        out.push(counter(
             "sockmem_lost_events",
             "events the ring buffer had no room for (the gauges and drops miss them)",
             None,
             one(self.lost_events),
-        )?;
-        counter(
-            &mut enc,
+        ));
+        out.push(counter(
             "sockmem_events",
             "events read from the ring buffer",
             None,
             one(self.events),
-        )?;
-        counter(
-            &mut enc,
+        ));
+        out.push(counter(
             "sockmem_bpf",
             "time sockmem's own eBPF programs ran, per hook (the kernel's BPF run-time statistics)",
-            Some(&Unit::Seconds),
+            Some(Unit::Seconds),
             self.bpf
                 .iter()
                 .map(|c| (vec![("hook", c.hook.clone())], c.total_ns as f64 / 1e9)),
-        )?;
-        counter(
-            &mut enc,
+        ));
+        out.push(counter(
             "sockmem_bpf_runs",
             "runs of sockmem's own eBPF programs, per hook",
             None,
             self.bpf
                 .iter()
                 .map(|c| (vec![("hook", c.hook.clone())], c.runs as f64)),
-        )?;
+        ));
         let c = &self.completeness;
-        counter(
-            &mut enc,
+        out.push(counter(
             "sockmem_samples_dropped_map_full",
             "samples lost because the in-kernel map of histograms was full",
             None,
             one(c.hist_full),
-        )?;
-        counter(
-            &mut enc,
+        ));
+        out.push(counter(
             "sockmem_qdisc_unmatched",
             "dequeues without a seen enqueue (e.g. GSO segments a qdisc cut)",
             None,
             one(c.qdisc_unmatched),
-        )?;
-        gauge(
-            &mut enc,
+        ));
+        out.push(gauge(
             "sockmem_tracked_sockets",
             "sockets the exporter follows for its gauges",
             None,
             [(Vec::new(), self.tracked_sockets as i64)],
-        )?;
-        counter(
-            &mut enc,
+        ));
+        out.push(counter(
             "sockmem_untracked_sockets",
             "sockets not followed because the table was full",
             None,
             one(self.untracked_sockets),
-        )?;
-        gauge(
-            &mut enc,
+        ));
+        out.push(gauge(
             "sockmem_kernel_map_keys",
             "entries of the in-kernel map of histograms (interface x group x kind)",
             None,
             [(Vec::new(), self.histogram_keys as i64)],
-        )?;
+        ));
+        out
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in self.families() {
+            let unit = f.unit.as_ref();
+            match &f.points {
+                Points::Histogram { per_unit, series } => {
+                    let mut m =
+                        enc.encode_descriptor(&f.name, f.help, unit, MetricType::Histogram)?;
+                    for s in series.iter() {
+                        m.encode_family(&s.labels)?.encode_histogram::<NoLabelSet>(
+                            s.hist.sum as f64 / per_unit,
+                            s.hist.count,
+                            &buckets(&s.hist),
+                            None,
+                        )?;
+                    }
+                }
+                Points::Counter(series) => {
+                    let mut m =
+                        enc.encode_descriptor(&f.name, f.help, unit, MetricType::Counter)?;
+                    for (labels, v) in series {
+                        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+                    }
+                }
+                Points::Gauge(series) => {
+                    let mut m = enc.encode_descriptor(&f.name, f.help, unit, MetricType::Gauge)?;
+                    for (labels, v) in series {
+                        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -306,15 +363,86 @@ pub fn classic_text(openmetrics: &str) -> String {
     out
 }
 
-/// Whether an `Accept` header asks for OpenMetrics (Prometheus does).
-pub fn wants_openmetrics(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+/// What `/metrics` answers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Length-delimited `io.prometheus.client.MetricFamily` (with native histograms): what
+    /// Prometheus asks for first when run with `--enable-feature=native-histograms`.
+    Protobuf,
+    /// What Prometheus asks for first otherwise.
+    OpenMetrics,
+    /// Classic text (0.0.4): curl, `promtool check metrics`, anything else.
+    Text,
+}
+
+/// The format an `Accept` header prefers (highest `q`; on a tie the richer format). Text
+/// unless the client names protobuf or OpenMetrics with `q > 0`.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let mut best = (0.0, Format::Text);
+    for range in accept.unwrap_or("").split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let (mut q, mut proto, mut encoding) = (1.0, None, None);
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"');
+            match k.trim().to_ascii_lowercase().as_str() {
+                "q" => q = v.parse().unwrap_or(0.0),
+                "proto" => proto = Some(v.to_owned()),
+                "encoding" => encoding = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        let format = match media.as_str() {
+            "application/vnd.google.protobuf"
+                if proto.as_deref() == Some("io.prometheus.client.MetricFamily")
+                    && encoding.as_deref() == Some("delimited") =>
+            {
+                Format::Protobuf
+            }
+            "application/openmetrics-text" => Format::OpenMetrics,
+            "text/plain" | "text/*" | "*/*" => Format::Text,
+            _ => continue,
+        };
+        let richer = |a: Format, b: Format| (a as u8) < (b as u8);
+        if q > best.0 || (q == best.0 && q > 0.0 && richer(format, best.1)) {
+            best = (q, format);
+        }
+    }
+    best.1
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use sockmem_common::hist::slot;
+
+    #[test]
+    fn accept_headers_pick_the_format() {
+        // Prometheus 2.42 with --enable-feature=native-histograms, then without.
+        let native = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                      encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,\
+                      application/openmetrics-text;version=0.0.1;q=0.75,\
+                      text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let classic = "application/openmetrics-text;version=1.0.0,\
+                       application/openmetrics-text;version=0.0.1;q=0.75,\
+                       text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(Some(native)), Format::Protobuf);
+        assert_eq!(negotiate(Some(classic)), Format::OpenMetrics);
+        assert_eq!(negotiate(None), Format::Text);
+        assert_eq!(negotiate(Some("*/*")), Format::Text);
+        // Other protobuf messages or encodings are not ours; q=0 refuses.
+        let text_form = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                         encoding=text";
+        assert_eq!(negotiate(Some(text_form)), Format::Text);
+        let refused = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;\
+                       encoding=delimited;q=0,application/openmetrics-text;q=0.5";
+        assert_eq!(negotiate(Some(refused)), Format::OpenMetrics);
+        let text_first = "text/plain;version=0.0.4,application/openmetrics-text;q=0.5";
+        assert_eq!(negotiate(Some(text_first)), Format::Text);
+    }
 
     #[test]
     fn buckets_hold_each_value_under_its_bound() {

@@ -21,6 +21,7 @@ pub mod bitmap;
 pub mod hist;
 pub mod json;
 pub mod metrics;
+pub mod metrics_proto;
 pub mod perfetto;
 pub mod plot;
 pub mod report;
