@@ -1311,14 +1311,17 @@ fn udp_sender_waiting_in_poll_is_held_by_its_buffer() {
     );
     let app = share_of(sock, "application");
     // Measured on the host (5 runs): 0 (qdisc 0.987-0.989, device 0.011-0.013); before the fix
-    // 1.0.
+    // 1.0. Under emulation the woken sender takes milliseconds to refill its buffer, and an
+    // interval whose two samples both fall in that gap finds room the application has not
+    // used: that is the application's time, CPU-starved (6.1/fentry under TCG: 0.144).
+    let most_app = if emulated() { 0.3 } else { 0.1 };
     assert!(
-        app <= 0.1,
+        app <= most_app,
         "expected the poll sender not read as `application` (its buffer held it), got \
          {app:.3}: shares {}",
         shares(sock)
     );
-    assert_dominant(T, sock, "qdisc", 0.8);
+    assert_dominant(T, sock, "qdisc", 0.9 - most_app);
 }
 
 /// The user's reproducer: a blocking and a poll UDP sender, 8192-byte datagrams (6 fragments
