@@ -747,6 +747,12 @@ fn native_histograms_for_a_prometheus_that_asks() {
     // The protobuf body: one delimited MetricFamily per family of the text, in its order, and
     // each qdisc sojourn series' native buckets adding up to its count, the text's count.
     assert_eq!(proto_status, 200, "{proto_head}");
+    for head in [&text_head, &proto_head] {
+        assert!(
+            head.lines().any(|l| l.eq_ignore_ascii_case("vary: accept")),
+            "expected /metrics to say its format follows Accept (Vary: Accept): {head}"
+        );
+    }
     assert!(
         proto_head.contains("application/vnd.google.protobuf")
             && proto_head.contains("encoding=delimited"),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     body::Incoming,
-    header::{ACCEPT, CONTENT_TYPE},
+    header::{HeaderValue, ACCEPT, CONTENT_TYPE, VARY},
     Method, Request, Response, StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,6 +26,8 @@ const MAX_CONNECTIONS: usize = 64;
 /// A client that has not sent its request headers by then is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+const PLAIN: &str = "text/plain; charset=utf-8";
+
 fn with_type(mut r: Response<Full<Bytes>>, content_type: &str) -> Response<Full<Bytes>> {
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(CONTENT_TYPE, v);
@@ -40,43 +42,17 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
 }
 
 fn respond(exporter: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    const PLAIN: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
     }
     match req.uri().path() {
         "/metrics" => {
-            let scrape = match exporter.scrape() {
-                Ok(s) => s,
-                Err(e) => {
-                    return text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        PLAIN,
-                        format!("reading the kernel's maps: {e:#}\n"),
-                    )
-                }
-            };
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            let format = metrics::negotiate(accept);
-            if format == Format::Protobuf {
-                let body = Bytes::from(metrics_proto::encode(&scrape));
-                return with_type(Response::new(Full::new(body)), metrics_proto::CONTENT_TYPE);
-            }
-            match metrics::encode(scrape) {
-                Ok(body) if format == Format::OpenMetrics => {
-                    text(StatusCode::OK, metrics::CONTENT_TYPE, body)
-                }
-                Ok(body) => text(
-                    StatusCode::OK,
-                    metrics::CLASSIC_CONTENT_TYPE,
-                    metrics::classic_text(&body),
-                ),
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    PLAIN,
-                    format!("encoding the metrics: {e}\n"),
-                ),
-            }
+            let mut r = metrics_response(exporter, accept);
+            // The format follows the Accept header: a cache must not serve one for the other.
+            r.headers_mut()
+                .insert(VARY, HeaderValue::from_static("Accept"));
+            r
         }
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n".into()),
         "/" => text(
@@ -85,6 +61,40 @@ fn respond(exporter: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>
             "sockmem serve: /metrics (OpenMetrics, text or protobuf), /healthz\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n".into()),
+    }
+}
+
+/// `/metrics` in the format `accept` asks for.
+fn metrics_response(exporter: &Exporter, accept: Option<&str>) -> Response<Full<Bytes>> {
+    let scrape = match exporter.scrape() {
+        Ok(s) => s,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                PLAIN,
+                format!("reading the kernel's maps: {e:#}\n"),
+            )
+        }
+    };
+    let format = metrics::negotiate(accept);
+    if format == Format::Protobuf {
+        let body = Bytes::from(metrics_proto::encode(&scrape));
+        return with_type(Response::new(Full::new(body)), metrics_proto::CONTENT_TYPE);
+    }
+    match metrics::encode(scrape) {
+        Ok(body) if format == Format::OpenMetrics => {
+            text(StatusCode::OK, metrics::CONTENT_TYPE, body)
+        }
+        Ok(body) => text(
+            StatusCode::OK,
+            metrics::CLASSIC_CONTENT_TYPE,
+            metrics::classic_text(&body),
+        ),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            PLAIN,
+            format!("encoding the metrics: {e}\n"),
+        ),
     }
 }
 
