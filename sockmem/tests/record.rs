@@ -198,7 +198,13 @@ fn replay_equals_the_live_trace() {
     // byte, is `recording::replay`'s unit test.)
     // Nearly the same count: a 6.12 kprobe cell of the VM matrix once had one event more in
     // the live trace (2195 vs 2194): a kretprobe instance one of the two sets missed.
-    let slack = (live.len() / 500).max(1);
+    // Under emulation (6.1/fentry under TCG) the replay lacked 18 of 1145: an fentry program
+    // is skipped when it would nest on its CPU (the kernel's recursion guard, per program), and
+    // the two sets' programs nest at different moments; so 2% there.
+    let slack = match emulated() {
+        true => (live.len() / 50).max(1),
+        false => (live.len() / 500).max(1),
+    };
     assert!(
         live.len().abs_diff(replayed.len()) <= slack,
         "expected the replay to have the live trace's {} events of {} (±{slack}), got {}",
@@ -293,7 +299,14 @@ fn replay_equals_the_live_trace() {
     // The exit table has the socket, as the live one does.
     let row = out.socket_line(out.sock_of(&r.key));
     let live_row = r.live.socket_line(r.live.sock_of(&r.key));
-    for f in ["events", "destroyed", "pid", "comm"] {
+    // Its event count within the events' slack above (6.12/tracepoint: 2635 vs 2637).
+    let (events, live_events) = (get_u64(row, "events"), get_u64(live_row, "events"));
+    assert!(
+        events.abs_diff(live_events) as usize <= slack,
+        "expected the replay's socket line to count the live one's events (±{slack})\nlive:   \
+         {live_row}\nreplay: {row}"
+    );
+    for f in ["destroyed", "pid", "comm"] {
         assert_eq!(
             row[f], live_row[f],
             "expected the replay's socket line {f} to be the live one's\nlive:   {live_row}\nreplay: {row}"

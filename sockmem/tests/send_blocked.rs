@@ -591,8 +591,11 @@ fn udp_send_blocked_is_the_senders_blocked_time() {
         ms(expected),
         ms(total.asleep - expected)
     );
+    // Each sleep lasts until half the buffer drained (several datagrams), so at most about a
+    // third of the calls sleep; a slow sender (6.12 under TCG: 2.6 ms of CPU per call) finds
+    // more room each time: 14 of 100 there.
     assert!(
-        slept >= COUNT / 5,
+        slept >= COUNT / 10,
         "premise: expected many of the {COUNT} send() calls to sleep for socket memory (8 KB of \
          send buffer into 1 mbit/s), {slept} did"
     );
