@@ -361,10 +361,27 @@ fn cgroup_filter_keeps_that_cgroup_and_below() {
             f.cgroup
         );
         eprintln!("--cgroup {given}: {got:?}");
-        assert_eq!(
-            got, want,
-            "--cgroup {given}: expected per hook the events the unfiltered run saw of {}",
-            f.cgroup
+        // Exact on the host. Under emulation two sets of fentry programs each skip runs that
+        // would nest on a CPU (the kernel's per-program recursion guard) at different moments:
+        // 6.1/fentry under TCG counted 239 dev_queue_xmit filtered, 237 unfiltered.
+        let slack = |n: usize| if emulated() { (n / 50).max(2) } else { 0 };
+        let hooks: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+        let apart: Vec<String> = hooks
+            .into_iter()
+            .filter_map(|h| {
+                let (g, w) = (
+                    got.get(h).copied().unwrap_or(0),
+                    want.get(h).copied().unwrap_or(0),
+                );
+                (g.abs_diff(w) > slack(w)).then(|| format!("{h}: {g} vs {w}"))
+            })
+            .collect();
+        assert!(
+            apart.is_empty(),
+            "--cgroup {given}: expected per hook the events the unfiltered run saw of {} \
+             (±{}): {apart:?}\n  got: {got:?}\n want: {want:?}",
+            f.cgroup,
+            if emulated() { "2%" } else { "0" }
         );
     }
     outs[3].assert_success();
