@@ -1083,3 +1083,193 @@ fn top_n_bounds_labels_and_removed_cgroups_fold_into_other() {
     drop(big);
     drop(base);
 }
+
+/// The local port of the one established TCP connection to `rport` in namespace `ns`, as `ss`
+/// shows it.
+fn established_lport(ns: &str, rport: u16) -> u16 {
+    let filter = format!("( dport = :{rport} )");
+    let out = ns_checked(ns, "ss", &["-tnH", "state", "established", &filter]);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one connection to port {rport}: {out}"
+    );
+    // Recv-Q Send-Q Local:Port Peer:Port
+    let local = lines[0].split_whitespace().nth(2).expect("a local address");
+    local
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {local:?}"))
+}
+
+/// Two senders stalled before `serve` starts (receivers that never accept, so never read), each
+/// a process in a cgroup made here: the first scrape counts each socket under its cgroup, at
+/// `ss`'s `w`, although neither makes an event until its next zero-window probe; after that
+/// probe, still once, in the same cgroup.
+#[test]
+fn senders_stalled_before_serve_starts_count_from_the_first_scrape() {
+    const PORTS: [u16; 2] = [25131, 25132];
+    let pair = NetnsPair::new("srvs", 244);
+    let rx = pair.rx_addr.to_string();
+    let base = CgroupDir::create(&format!("/sockmem-serve-seed-{}", std::process::id()));
+    let groups = [
+        CgroupDir::create(&format!("{}/a", base.path)),
+        CgroupDir::create(&format!("{}/b", base.path)),
+    ];
+    // Listeners nobody accepts on: the kernel takes each connection and its data in, until the
+    // receive window closes.
+    let listeners: Vec<TcpListener> = PORTS
+        .iter()
+        .map(|&p| {
+            let addr = pair.rx_sockaddr(p);
+            spawn_in_netns(&format!("smlisten-{p}"), &pair.rx_ns, move || {
+                TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+            })
+            .join()
+            .expect("the listener thread")
+        })
+        .collect();
+    // Each blocks in send() once the buffers are full; killed on drop.
+    let senders: Vec<CgroupSender> = groups
+        .iter()
+        .zip(PORTS)
+        .map(|(g, p)| {
+            let to = std::net::SocketAddrV4::new(pair.rx_addr, p);
+            let s = CgroupSender::start(g, &pair.tx_ns, to, 64 * 1024, 1 << 20);
+            assert_eq!(proc_cgroup(s.pid).as_deref(), Some(g.path.as_str()));
+            s.go();
+            s
+        })
+        .collect();
+    let lports: Vec<u16> = PORTS
+        .iter()
+        .map(|&p| established_lport(&pair.tx_ns, p))
+        .collect();
+    let stable: Vec<SkMem> = lports
+        .iter()
+        .zip(PORTS)
+        .map(|(&l, p)| {
+            wait_ss_stable(
+                &pair.tx_ns,
+                l,
+                p,
+                Duration::from_millis(300),
+                Duration::from_secs(40),
+            )
+        })
+        .collect();
+    // Probes back off (0.2, 0.4, ... 12.8, 25.6 s): wait until both sockets' next one is further
+    // away than serve takes to start and be scraped.
+    let quiet = Duration::from_secs(10);
+    let mut left: Vec<Option<Duration>> = vec![];
+    assert!(
+        wait_until(Duration::from_secs(150), || {
+            left = lports
+                .iter()
+                .zip(PORTS)
+                .map(|(&l, p)| persist_timer_left(&pair.tx_ns, l, p))
+                .collect();
+            left.iter().all(|l| l.is_some_and(|l| l >= quiet))
+        }),
+        "premise: expected both stalled senders' persist timers at {quiet:?} or more at once \
+         within 150 s, last {left:?}"
+    );
+    let quiet_since = Instant::now();
+    let (serve, addr) = start_serve(&["-a", &rx]);
+    let (status, first) = http_get(addr, "/metrics");
+    let took = quiet_since.elapsed();
+    let ss_of = || -> Vec<SkMem> {
+        lports
+            .iter()
+            .zip(PORTS)
+            .map(|(&l, p)| ss_skmem(&pair.tx_ns, l, p))
+            .collect()
+    };
+    let ss_first = ss_of();
+    // Then each socket's first event, its zero-window probe: the socket takes the identity
+    // events carry, in its holder's cgroup still (a probe has no sender), counted once. A
+    // persist timer further away than the one before says its probe went.
+    let mut left_after: Vec<Option<Duration>> = vec![];
+    let probed = wait_until(Duration::from_secs(60), || {
+        left_after = lports
+            .iter()
+            .zip(PORTS)
+            .map(|(&l, p)| persist_timer_left(&pair.tx_ns, l, p))
+            .collect();
+        left_after
+            .iter()
+            .zip(&left)
+            .all(|(now, before)| now.is_some_and(|n| n > before.unwrap()))
+    });
+    // The events of the probes in the ring, read.
+    thread::sleep(Duration::from_secs(1));
+    let (_, after_probes) = http_get(addr, "/metrics");
+    let ss_probed = ss_of();
+    let out = serve.stop_checked();
+    drop(senders);
+    drop(listeners);
+    eprintln!(
+        "serve: persist timers {left:?} before the start, first scrape {took:?} after; ss w \
+         {:?}; after the probes: persist timers {left_after:?}, ss w {:?}",
+        stable.iter().map(|m| m.w).collect::<Vec<_>>(),
+        ss_probed.iter().map(|m| m.w).collect::<Vec<_>>()
+    );
+    assert!(
+        left.iter().all(|l| took < l.unwrap()),
+        "premise: expected the first scrape ({took:?}) before the next zero-window probe \
+         ({left:?} away as serve started)"
+    );
+    assert_eq!(
+        ss_first, stable,
+        "premise: the stalled sockets stayed as they were"
+    );
+    assert!(
+        probed,
+        "premise: expected each socket's zero-window probe within 60 s, persist timers \
+         {left:?} -> {left_after:?}"
+    );
+    assert_eq!(status, 200, "{}", out.describe());
+    let events = |m: &str| sample(m, "sockmem_events_total{}").expect("sockmem_events_total");
+    for (what, metrics, ss) in [
+        ("first scrape", &first, &ss_first),
+        ("after the probes", &after_probes, &ss_probed),
+    ] {
+        let queued = series_of(metrics, "sockmem_queued_bytes");
+        let sockets = series_of(metrics, "sockmem_sockets");
+        eprintln!(
+            "serve: {what}: queued {queued:?}, sockets {sockets:?}, {} events",
+            events(metrics)
+        );
+        for (g, m) in groups.iter().zip(ss) {
+            let of = |series: &[(String, f64)]| {
+                series
+                    .iter()
+                    .find(|(l, _)| cgroup_of(l) == g.path)
+                    .map(|(_, v)| *v)
+            };
+            assert_eq!(
+                (of(&queued), of(&sockets)),
+                (Some(m.w as f64), Some(1.0)),
+                "{what}: {}: sockmem_queued_bytes and sockmem_sockets against ss's w ({}) and \
+                 its one socket; metrics:\n{metrics}",
+                g.path,
+                m.w
+            );
+        }
+        // Nothing counted twice: every label value together holds the senders' bytes (the
+        // receivers, which only ACK, hold none in their write queues).
+        let total: f64 = queued.iter().map(|(_, v)| v).sum();
+        let senders_w: u64 = ss.iter().map(|m| m.w).sum();
+        assert_eq!(
+            total, senders_w as f64,
+            "{what}: queued bytes of every cgroup"
+        );
+    }
+    assert!(
+        events(&after_probes) > events(&first),
+        "premise: expected the probes' events between the scrapes"
+    );
+    drop(groups);
+    drop(base);
+}

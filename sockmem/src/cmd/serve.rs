@@ -1,6 +1,8 @@
 //! `sockmem serve`: a Prometheus exporter. The programs aggregate `hist`'s histograms in the
 //! kernel (read on each scrape) and also stream events, which keep the live sockets' gauges and
-//! the drops; an HTTP server answers `/metrics` and `/healthz` until SIGTERM or SIGINT.
+//! the drops; an HTTP server answers `/metrics` and `/healthz` until SIGTERM or SIGINT. The
+//! sockets already holding send bytes at the start are in the gauges from the first scrape, as
+//! sock_diag reads them (`pipeline::seed`, as for `top`).
 
 use std::{
     io,
@@ -22,6 +24,7 @@ use crate::{
         groups::LiveState,
         histogram::HistMaps,
         names::Names,
+        seed,
         stream::{EventStream, LossCounter},
     },
     session,
@@ -126,10 +129,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ProgramIds::of(&session.ebpf),
         args.top_n as usize,
     ));
+    let names = std::mem::replace(&mut session.names, Names::empty());
+    // The sockets already holding send bytes, as `top` takes them: a sender stalled since before
+    // the start makes no event until its next zero-window probe, and must count from the first
+    // scrape. Read with the programs attached, so an event of one finds it seeded.
+    {
+        let seeded = seed::holding_send_bytes(&args.filters, &names)?;
+        let now = monotonic_ns();
+        let mut live = exporter.live.lock().unwrap_or_else(|p| p.into_inner());
+        for x in &seeded {
+            live.seed(x, now);
+        }
+    }
     let mut feed = LiveFeed {
         live: exporter.live.clone(),
         exporter: exporter.clone(),
-        names: std::mem::replace(&mut session.names, Names::empty()),
+        names,
         batch: Vec::with_capacity(BATCH),
     };
     let drive = Drive {

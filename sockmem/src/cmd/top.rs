@@ -10,11 +10,9 @@ use sockmem_common::{config::MODE_TRACE, Per};
 
 use crate::{
     cli::TopArgs,
-    kernel::sampler::SocketSampler,
     pipeline::{
         decode::Event,
         drive::{monotonic_ns, Consumer, Drive},
-        filter::SocketFilter,
         live::LiveTable,
         names::Names,
         seed,
@@ -92,15 +90,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let names = std::mem::replace(&mut session.names, Names::empty());
     let mut table = LiveTable::new(monotonic_ns());
     // The sockets already holding send bytes, before the ready file says the run has begun.
-    // `--iface` keeps sockets that sent an skb through it, which no dump says.
-    if args.filters.iface.is_none() {
-        let filter = SocketFilter::new(&args.filters)?;
-        let now = monotonic_ns();
-        for x in seed::existing(&mut SocketSampler::new(), &names) {
-            if x.holds_send_bytes() && filter.matches(&x.facts()) {
-                table.seed(&x, now);
-            }
-        }
+    let now = monotonic_ns();
+    for x in seed::holding_send_bytes(&args.filters, &names)? {
+        table.seed(&x, now);
     }
     session.go(args.session.ready_file.as_deref())?;
     if !on_terminal {

@@ -73,14 +73,11 @@ impl Exporter {
         }
     }
 
-    /// The cgroups kept as their own label values now: the top N by samples in the kernel's
-    /// histograms (every event of theirs is one).
+    /// The cgroups kept as their own label values now (see [`ranked_groups`]).
     pub fn top_groups(&self) -> anyhow::Result<HashSet<Group>> {
         let entries = lock(&self.maps).keyed_entries()?;
-        Ok(top_n(
-            entries.iter().map(|(k, h)| (k.id, h.count)),
-            self.top_n,
-        ))
+        let with_sockets = lock(&self.live).socket_groups();
+        Ok(ranked_groups(&entries, with_sockets, self.top_n))
     }
 
     /// A cgroup's label value: its path, `unknown`, or `id:N` if it is gone unnamed.
@@ -139,7 +136,8 @@ impl Exporter {
             n if ifaces.contains(n) => n.to_owned(),
             _ => OTHER.to_owned(),
         };
-        let groups = top_n(entries.iter().map(|(k, h)| (k.id, h.count)), self.top_n);
+        let live = lock(&self.live);
+        let groups = ranked_groups(&entries, live.socket_groups(), self.top_n);
         let group_label = |g: Group| match groups.contains(&g) {
             true => self.cgroup_name(g),
             false => OTHER.to_owned(),
@@ -166,7 +164,6 @@ impl Exporter {
                 hist,
             });
         }
-        let live = lock(&self.live);
         Ok(Scrape {
             group_label: GROUP_LABEL,
             hists,
@@ -181,4 +178,16 @@ impl Exporter {
             histogram_keys: entries.len() as u64,
         })
     }
+}
+
+/// The top `n` cgroups by samples in the kernel's histograms (every event of theirs is one),
+/// then, where room is left, those holding live sockets without a sample yet (sockets seeded at
+/// the start, stalled since before it).
+fn ranked_groups(
+    entries: &[(HistKey, Histogram)],
+    with_sockets: HashSet<Group>,
+    n: usize,
+) -> HashSet<Group> {
+    let sampled = entries.iter().map(|(k, h)| (k.id, h.count));
+    top_n(sampled.chain(with_sockets.into_iter().map(|g| (g, 0))), n)
 }

@@ -15,6 +15,7 @@ use sockmem_common::Hook;
 use crate::pipeline::{
     decode::Event,
     live_sockets::{LiveSockets, Retention, WhenFull},
+    seed::Existing,
 };
 
 /// A socket silent this long is dropped from the gauges: an idle TCP socket holds nothing in
@@ -104,11 +105,23 @@ impl LiveState {
         self.sockets.observe(e);
     }
 
+    /// A socket there before the run (the caller applied the filters), in its holder's cgroup
+    /// (by id, as events key it) with its counters as sock_diag read them, until its first event.
+    pub fn seed(&mut self, x: &Existing, now_ns: u64) {
+        self.sockets.seed(x, now_ns);
+    }
+
+    /// The groups holding a live socket: a seeded one's may have no sample in the kernel's
+    /// histograms yet, and still needs a label of its own.
+    pub fn socket_groups(&self) -> HashSet<Group> {
+        self.sockets.iter().map(|s| s.cgroup_id).collect()
+    }
+
     /// Forgets sockets silent for [`IDLE_NS`] before `now_ns`, and folds the tallies of groups
     /// that have no live socket and are not in `keep` into `other`.
     pub fn prune(&mut self, now_ns: u64, keep: &HashSet<Group>) {
         self.sockets.prune(now_ns);
-        let live: HashSet<Group> = self.sockets.iter().map(|s| s.cgroup_id).collect();
+        let live = self.socket_groups();
         let gone: Vec<Group> = self
             .tallies
             .keys()
@@ -226,6 +239,32 @@ mod tests {
         assert_eq!(drops.values().sum::<u64>(), 1);
         assert!(drops.keys().all(|(g, _)| g == OTHER), "{drops:?}");
         assert!(s.gauges(&same).is_empty());
+    }
+
+    #[test]
+    fn a_seeded_socket_counts_under_its_holders_cgroup_once() {
+        let mut s = LiveState::default();
+        let x = Existing::example(7001, 700, 100);
+        let holders = x.cgroup.as_ref().unwrap().0.to_string();
+        s.seed(&x, 1);
+        let same = |g: u64| g.to_string();
+        let seeded = GroupGauges {
+            sockets: 1,
+            queued: 700,
+            alloc: 100,
+        };
+        assert_eq!(s.gauges(&same)[&holders], seeded);
+        // Its first event, a zero-window probe's: softirq, no sender's cgroup.
+        let mut probe = event(Hook::TcpAck, 9, 0, 650, 2);
+        probe.ino = x.ino();
+        s.observe(&probe);
+        let g = s.gauges(&same);
+        let after = GroupGauges {
+            sockets: 1,
+            queued: 650,
+            alloc: 325,
+        };
+        assert_eq!((&g[&holders], g["0"].sockets, s.sockets()), (&after, 0, 1));
     }
 
     #[test]

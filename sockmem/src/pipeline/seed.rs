@@ -1,12 +1,13 @@
 //! The sockets that exist as a run starts: one sock_diag dump of every network namespace (what
 //! `ss` reads) and the process holding each (`/proc/*/fd`). A socket stalled since before the
-//! run (a sender behind a zero window) makes few events or none, so `why` and `top` take it
-//! from here, under a stand-in identity ([`SEEDED`] over its inode) until its first event
-//! gives it the one events carry.
+//! run (a sender behind a zero window) makes few events or none, so `why`, `top` and `serve`
+//! take it from here, under a stand-in identity ([`SEEDED`] over its inode) until its first
+//! event gives it the one events carry.
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
 
 use crate::{
+    cli::FilterArgs,
     kernel::{
         cgroups, owners,
         sampler::{Sampled, SocketSampler},
@@ -14,7 +15,7 @@ use crate::{
     },
     pipeline::{
         decode::{Name, Protocol},
-        filter::SocketFacts,
+        filter::{SocketFacts, SocketFilter},
         names::Names,
     },
 };
@@ -116,6 +117,20 @@ pub fn existing(sampler: &mut SocketSampler, names: &Names) -> Vec<Existing> {
             }
         })
         .collect()
+}
+
+/// The sockets holding send bytes as the run starts that the user's filters keep: what `top`
+/// and `serve` follow before their first events. None under `--iface`, which keeps sockets
+/// that sent an skb through it, which no dump says.
+pub fn holding_send_bytes(filters: &FilterArgs, names: &Names) -> anyhow::Result<Vec<Existing>> {
+    if filters.iface.is_some() {
+        return Ok(Vec::new());
+    }
+    let filter = SocketFilter::new(filters)?;
+    Ok(existing(&mut SocketSampler::new(), names)
+        .into_iter()
+        .filter(|x| x.holds_send_bytes() && filter.matches(&x.facts()))
+        .collect())
 }
 
 #[cfg(test)]
