@@ -379,6 +379,88 @@ fn receiver_window_dominates_for_a_sender_stalled_before_the_run() {
     );
 }
 
+/// A blocking sender asleep in one long write (`SO_SNDTIMEO` longer than the run) behind a
+/// receiver that stopped reading, from before `why` starts until after it ends: /proc says its
+/// thread is in the send call on the socket, asleep (`wchan`), before and after, and the
+/// sender's own count of returned writes does not move. No event tells of that call's sleep
+/// while `why` runs; `why` must still count it asleep over the whole window (the sender's
+/// clock: asleep all along) and say so on its `send` line, as one call asleep since before the
+/// run.
+#[test]
+fn a_sender_asleep_in_send_before_the_run_is_counted_asleep() {
+    const T: &str = "a_sender_asleep_in_send_before_the_run_is_counted_asleep";
+    const P: u16 = 27003;
+    const RUN: Duration = Duration::from_millis(2000);
+    let pair = NetnsPair::new("wasl0", 224);
+    pair.tx_congctl("cubic");
+    // Longer than loading the programs and the run (an emulated VM takes a minute to attach).
+    let sndtimeo = Duration::from_secs(if emulated() { 110 } else { 20 });
+    let flow = BlockingStalledTcp::start(&pair, P, "smtx-wasl0", sndtimeo);
+    let asleep = flow.wait_asleep_in_send(Duration::from_secs(40));
+    let returned = flow.writes_returned();
+    let p = P.to_string();
+    let (still, run) = why_around(
+        &[
+            &["why", "--json", "-P", &p, "--tcp"],
+            &["why", "-P", &p, "--tcp"],
+        ],
+        || {
+            thread::sleep(RUN);
+            asleep_in_send(flow.sender.tgid, flow.sender.tid)
+        },
+    );
+    let returned_after = flow.writes_returned();
+    let lport = flow.key.lport;
+    flow.stop_writing(sndtimeo + Duration::from_secs(20));
+    flow.finish();
+    eprintln!("{T}: asleep {asleep:?} before, {still:?} at the end");
+    assert!(
+        still.as_ref() == Some(&asleep) && returned_after == returned,
+        "premise: expected the sender asleep in the same send call all along ({asleep:?}), got \
+         {still:?} at the end, {} write(s) returned meanwhile",
+        returned_after - returned
+    );
+
+    let doc = run.doc();
+    let sock = doc.socket_at(lport, P);
+    eprintln!("{T}: {}", brief(sock));
+    let send = &sock["send"];
+    let (window, blocked) = (f64_of(sock, "window_s"), f64_of(send, "blocked_s"));
+    eprintln!("{T}: asleep {blocked:.4} s of a {window:.4} s window: {send}");
+    assert_eq!(
+        (
+            u64_of(send, "asleep_at_start"),
+            u64_of(send, "blocked_calls")
+        ),
+        (1, 1),
+        "expected one call, asleep since before the run: {send}"
+    );
+    // The window runs from the first sample to the last, the sleep from the start (just before
+    // the first sample) to the last: the same span (measured: equal to the ns); 1 ms.
+    let slack = 1e-3;
+    assert!(
+        blocked >= window - slack && blocked <= window + slack,
+        "expected the sender asleep the whole window ({window:.3} s) within {slack} s, got \
+         {blocked:.3} s: {send}"
+    );
+    assert_eq!(
+        sock["pid"].as_u64(),
+        Some(u64::from(flow_tgid())),
+        "expected the socket's holder (this test process) named: {}",
+        brief(sock)
+    );
+    let text = &run.outs[1].stdout;
+    let line = text
+        .lines()
+        .skip_while(|l| !l.contains(&format!(":{lport} > ")))
+        .find(|l| l.trim_start().starts_with("send:"))
+        .unwrap_or_else(|| panic!("no send line for the socket: {}", tail(text, 3000)));
+    assert!(
+        line.contains("1 slept for") && line.contains("1 call asleep since before the run"),
+        "expected the text's send line to say the call asleep since before the run: {line}"
+    );
+}
+
 /// This process: it holds every test flow's sockets.
 fn flow_tgid() -> u32 {
     std::process::id()

@@ -68,7 +68,7 @@ pub fn kernel_release() -> String {
 }
 
 /// The system calls that send on a socket, numbered for the architecture sockmem runs on.
-const SEND_SYSCALLS: [libc::c_long; 6] = [
+pub const SEND_SYSCALLS: [libc::c_long; 6] = [
     libc::SYS_write,
     libc::SYS_writev,
     libc::SYS_sendto,

@@ -131,7 +131,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     // The sockets already there, watched from the first interval (a stalled one may never
     // make an event), before the ready file says the run has begun.
     let existing = seed::existing(&mut pipe.sampler, &pipe.names);
-    pipe.analyzer.seed(&existing);
+    pipe.analyzer.seed(&existing, started);
     pipe.periodic()?;
     session.go(args.session.ready_file.as_deref())?;
     eprintln!(

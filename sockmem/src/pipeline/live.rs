@@ -58,7 +58,8 @@ pub struct LiveRow {
     pub queued_rate: Option<f64>,
     pub alloc_rate: Option<f64>,
     /// Time within the interval its sender spent asleep in send calls: calls that ended
-    /// (`send_blocked`), and a TCP call still open at the refresh after [`OPEN_CALL_ASLEEP_NS`].
+    /// (`send_blocked`), a TCP call still open at the refresh after [`OPEN_CALL_ASLEEP_NS`], and
+    /// a call found asleep as the run started, from the start until it returns.
     pub blocked_ns: u64,
     /// Qdisc sojourn of its skbs dequeued within the interval.
     pub sojourn_p99_ns: Option<u64>,
@@ -200,9 +201,14 @@ impl LiveTable {
     }
 
     /// A socket there before the run (the caller applied the filters), shown from the first
-    /// refresh with its counters as sock_diag read them.
+    /// refresh with its counters as sock_diag read them. A thread of its holder asleep in a send
+    /// call on it (the call began before the run, so no event tells of it until it returns) is
+    /// a call open since the run's start.
     pub fn seed(&mut self, x: &Existing, now_ns: u64) {
         self.sockets.seed(x, now_ns);
+        if !x.asleep_in_send.is_empty() {
+            self.open_sends.insert(x.sock_id, self.last_refresh_ns);
+        }
     }
 
     /// Events taken in since the start.
@@ -222,6 +228,9 @@ impl LiveTable {
             }
             if let Some(f) = self.figures.remove(&was) {
                 self.figures.insert(sock, f);
+            }
+            if let Some(t) = self.open_sends.remove(&was) {
+                self.open_sends.entry(sock).or_insert(t);
             }
         }
         if !seen.live {
@@ -469,5 +478,29 @@ mod tests {
             Some(-500.0),
             "the base of its rate went with it"
         );
+    }
+
+    #[test]
+    fn a_call_asleep_before_the_run_counts_from_the_start_until_it_returns() {
+        let mut t = LiveTable::new(0);
+        let mut x = Existing::example(77, 5000, 2000);
+        x.asleep_in_send = vec![4242];
+        t.seed(&x, 0);
+        assert_eq!(
+            t.refresh(S, 0).rows[0].blocked_ns,
+            S,
+            "asleep the whole interval"
+        );
+        assert_eq!(t.refresh(2 * S, 0).rows[0].blocked_ns, S);
+        // It returns 0.3 s into the third interval, under the identity events carry, having
+        // reported a sleep that began long before the run: only its part in this interval.
+        let mut e = event(9, Hook::SendBlocked, 2 * S + 3 * S / 10, 4000, 0);
+        (e.ino, e.duration_ns) = (77, 60 * S);
+        t.observe(&e);
+        let mut e = event(9, Hook::SendmsgReturn, 2 * S + 3 * S / 10, 4000, 0);
+        e.ino = 77;
+        t.observe(&e);
+        assert_eq!(t.refresh(3 * S, 0).rows[0].blocked_ns, 3 * S / 10);
+        assert_eq!(t.refresh(4 * S, 0).rows[0].blocked_ns, 0);
     }
 }

@@ -49,6 +49,9 @@ pub struct Existing {
     pub netns: Option<Arc<str>>,
     /// The dump's record (counters as `ss -tm` shows them: `w`, `t`, `tb`).
     pub sampled: Sampled,
+    /// The holder's threads asleep inside a send call on it as the run starts: no event tells
+    /// of such a sleep until the call returns, so it is counted from the run's start.
+    pub asleep_in_send: Vec<u32>,
 }
 
 impl Existing {
@@ -86,6 +89,7 @@ pub fn existing(sampler: &mut SocketSampler, names: &Names) -> Vec<Existing> {
     let holders = owners::socket_owners(&inodes);
     let mount = cgroups::cgroup2_mount();
     let mut cgroup_of = std::collections::HashMap::new();
+    let mut asleep_of = std::collections::HashMap::new();
     samples
         .into_iter()
         .map(|s| {
@@ -100,6 +104,18 @@ pub fn existing(sampler: &mut SocketSampler, names: &Names) -> Vec<Existing> {
                     })
                     .clone()
             });
+            let asleep_in_send = holder
+                .map(|(tgid, _)| {
+                    let asleep: &Vec<(u32, u64)> = asleep_of
+                        .entry(*tgid)
+                        .or_insert_with(|| owners::asleep_in_send(*tgid));
+                    asleep
+                        .iter()
+                        .filter(|(_, ino)| *ino == m.ino)
+                        .map(|(tid, _)| *tid)
+                        .collect()
+                })
+                .unwrap_or_default();
             Existing {
                 sock_id: SEEDED | m.ino,
                 protocol: match m.protocol {
@@ -114,6 +130,7 @@ pub fn existing(sampler: &mut SocketSampler, names: &Names) -> Vec<Existing> {
                 netns_ino: s.netns as u32,
                 netns: names.netns.borrow_mut().named(s.netns),
                 sampled: s,
+                asleep_in_send,
             }
         })
         .collect()
@@ -174,6 +191,7 @@ impl Existing {
                     tcp: None,
                 },
             },
+            asleep_in_send: Vec::new(),
         }
     }
 }

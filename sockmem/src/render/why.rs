@@ -61,11 +61,16 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "  send: {} calls, {}; {} slept for {:.3} s",
+        "  send: {} calls, {}; {} slept for {:.3} s{}",
         s.send.calls,
         human_bytes(s.send.bytes as f64),
         s.send.blocked_calls,
-        s.send.blocked_s
+        s.send.blocked_s,
+        match s.send.asleep_at_start {
+            0 => String::new(),
+            1 => " (1 call asleep since before the run, counted from its start)".to_owned(),
+            n => format!(" ({n} calls asleep since before the run, counted from its start)"),
+        }
     )?;
     if s.send.refused_memory > 0 {
         writeln!(

@@ -278,6 +278,46 @@ impl BlockingStalledTcp {
         );
     }
 
+    /// Writes that have returned so far.
+    pub fn writes_returned(&self) -> usize {
+        self.shared
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Waits until /proc says the sender thread is asleep inside a send system call on a socket
+    /// ([`asleep_in_send`]), the same call 500 ms later (no write returned meanwhile: while the
+    /// buffers fill, writes sleep briefly and return); returns what it said.
+    pub fn wait_asleep_in_send(&self, timeout: Duration) -> SendSleep {
+        let mut last = None;
+        assert!(
+            wait_until(timeout, || {
+                let returned = self.writes_returned();
+                last = asleep_in_send(self.sender.tgid, self.sender.tid);
+                thread::sleep(Duration::from_millis(500));
+                last.is_some()
+                    && asleep_in_send(self.sender.tgid, self.sender.tid) == last
+                    && self.writes_returned() == returned
+            }),
+            "blocking stalled sender to port {}: /proc did not show its thread {} asleep in a \
+             send call within {timeout:?} ({} bytes written, syscall {:?}, wchan {:?})",
+            self.port,
+            self.sender.tid,
+            self.shared.sent.load(Ordering::SeqCst),
+            std::fs::read_to_string(format!(
+                "/proc/{}/task/{}/syscall",
+                self.sender.tgid, self.sender.tid
+            )),
+            std::fs::read_to_string(format!(
+                "/proc/{}/task/{}/wchan",
+                self.sender.tgid, self.sender.tid
+            )),
+        );
+        last.unwrap()
+    }
+
     /// Ends the writing (after the write in progress, which may take up to `sndtimeo`) and
     /// returns every write's record; the socket stays open until [`Self::finish`].
     pub fn stop_writing(&self, timeout: Duration) -> Vec<WriteRecord> {
@@ -308,4 +348,51 @@ impl Drop for BlockingStalledTcp {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.release.store(true, Ordering::SeqCst);
     }
+}
+
+/// A thread asleep in a send system call, as /proc says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendSleep {
+    /// The system call's number and its fd (first argument).
+    pub syscall: i64,
+    pub fd: u64,
+    /// The socket's inode (the fd's link `socket:[N]`).
+    pub ino: u64,
+    /// `stat`'s state letter and `wchan` (where it sleeps).
+    pub state: char,
+    pub wchan: String,
+}
+
+/// Thread `tid` of process `pid`, if it is inside `write`/`sendto`/`sendmsg` on a socket and
+/// asleep: `/proc/PID/task/TID/syscall` (number, then the arguments in hex), `stat` (state `S`
+/// or `D`) and `wchan` (not `0`: running).
+pub fn asleep_in_send(pid: u32, tid: u32) -> Option<SendSleep> {
+    let dir = format!("/proc/{pid}/task/{tid}");
+    let syscall = std::fs::read_to_string(format!("{dir}/syscall")).ok()?;
+    let mut f = syscall.split_whitespace();
+    let nr: i64 = f.next()?.parse().ok()?;
+    if ![libc::SYS_write, libc::SYS_sendto, libc::SYS_sendmsg].contains(&nr) {
+        return None;
+    }
+    let fd = u64::from_str_radix(f.next()?.strip_prefix("0x")?, 16).ok()?;
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let ino = link
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    let wchan = std::fs::read_to_string(format!("{dir}/wchan"))
+        .ok()?
+        .trim()
+        .to_owned();
+    (matches!(state, 'S' | 'D') && !wchan.is_empty() && wchan != "0").then_some(SendSleep {
+        syscall: nr,
+        fd,
+        ino,
+        state,
+        wchan,
+    })
 }

@@ -40,6 +40,9 @@ pub struct SendStats {
     pub bytes: u64,
     pub blocked_calls: u64,
     pub blocked_ns: u64,
+    /// Of `blocked_calls`, those found asleep as the run started (their sleep counted from the
+    /// start).
+    pub asleep_at_start: u64,
 }
 
 /// One socket's skbs in qdiscs.
@@ -313,7 +316,10 @@ impl Analyzer {
     /// The sockets that exist as the run starts: those the filters match are watched from the
     /// first interval, before any event of theirs, for a socket stuck since before the run
     /// makes few or none (a sender behind a zero window: rare window probes).
-    pub fn seed(&mut self, existing: &[Existing]) {
+    ///
+    /// A thread of a socket's holder asleep in a send call on it at `start_ns` made no event of
+    /// that call: it is asleep from `start_ns` until the call returns, or the run ends.
+    pub fn seed(&mut self, existing: &[Existing], start_ns: u64) {
         for x in existing {
             let ino = x.ino();
             // A socket already seen by an event is watched.
@@ -326,6 +332,11 @@ impl Analyzer {
             w.netns_ino = x.netns_ino;
             w.netns_name = x.netns.clone();
             w.matched = self.filter.matches(&x.facts());
+            for &tid in &x.asleep_in_send {
+                w.sleeps.asleep_since(tid, start_ns);
+                w.send.blocked_calls += 1;
+                w.send.asleep_at_start += 1;
+            }
             if w.matched {
                 self.by_ino.insert(ino, w.id.sock_id);
                 self.sockets.insert(w.id.sock_id, w);
@@ -408,12 +419,22 @@ impl Analyzer {
             Hook::SendmsgReturn => {
                 w.send.calls += 1;
                 w.send.bytes += e.value.max(0) as u64;
-                w.sleeps.returned(e.ts_ns, e.duration_ns);
+                if let Some(ns) = w.sleeps.woke(e.pid, e.ts_ns) {
+                    w.send.blocked_ns += ns;
+                } else {
+                    w.sleeps.returned(e.ts_ns, e.duration_ns);
+                }
             }
             Hook::SendBlocked => {
-                w.send.blocked_calls += 1;
-                w.send.blocked_ns += e.duration_ns;
-                w.sleeps.blocked(e.ts_ns, e.duration_ns);
+                // A call asleep since before the run: its span reaches before the run, which
+                // counts from the start only.
+                if let Some(ns) = w.sleeps.woke(e.pid, e.ts_ns) {
+                    w.send.blocked_ns += ns;
+                } else {
+                    w.send.blocked_calls += 1;
+                    w.send.blocked_ns += e.duration_ns;
+                    w.sleeps.blocked(e.ts_ns, e.duration_ns);
+                }
             }
             Hook::DriverDone if e.duration_ns > 0 => w.device_ns.push(e.duration_ns),
             Hook::DriverXmit => w.txq.add(e.value, e.aux),

@@ -128,6 +128,9 @@ pub struct SendWhy {
     pub blocked_calls: u64,
     /// Time asleep in send calls, within the socket's window.
     pub blocked_s: f64,
+    /// Of `blocked_calls`, those already asleep as the run started (found in `/proc`: no event
+    /// tells of such a call until it returns), counted from the run's start.
+    pub asleep_at_start: u64,
     /// Times the protocol refused the socket memory to send (`sock_exceed_buf_limit`).
     pub refused_memory: u64,
 }
@@ -351,6 +354,7 @@ fn socket_why(a: &Analyzer, w: &Watched, run: &RunFacts) -> SocketWhy {
             bytes: w.send.bytes,
             blocked_calls: w.send.blocked_calls,
             blocked_s: w.sleeps.in_window_ns as f64 / S,
+            asleep_at_start: w.send.asleep_at_start,
             refused_memory: w.refused[0],
         },
         tcp,

@@ -42,6 +42,8 @@ pub struct Sleeps {
     open_ns: u64,
     /// Time asleep within the window.
     pub in_window_ns: u64,
+    /// Calls asleep as the run started (thread id, the run's start): asleep until they return.
+    asleep_at_start: Vec<(u32, u64)>,
 }
 
 impl Sleeps {
@@ -51,6 +53,22 @@ impl Sleeps {
             // Its return was lost: the sleeps end where the call did.
             self.spread(end.saturating_sub(ns), end, ns);
         }
+    }
+
+    /// Thread `tid` was asleep in a send call at `start_ns`, the run's start.
+    pub fn asleep_since(&mut self, tid: u32, start_ns: u64) {
+        self.asleep_at_start.push((tid, start_ns));
+    }
+
+    /// Thread `tid`'s call returned (or reported its sleep) at `end_ns`: where it was asleep at
+    /// the start, asleep all the while since (not the whole span it reports, which began before
+    /// the run); gives that time.
+    pub fn woke(&mut self, tid: u32, end_ns: u64) -> Option<u64> {
+        let i = self.asleep_at_start.iter().position(|(t, _)| *t == tid)?;
+        let (_, from) = self.asleep_at_start.swap_remove(i);
+        let ns = end_ns.saturating_sub(from);
+        self.spread(from, end_ns, ns);
+        Some(ns)
     }
 
     /// `sendmsg_ret` at `end_ns` after a call of `call_ns` (0 where not known).
@@ -103,6 +121,12 @@ impl Sleeps {
     pub fn drain(&mut self) -> Vec<Pending> {
         if let Some((end, ns)) = self.reported.take() {
             self.spread(end.saturating_sub(ns), end, ns);
+        }
+        // Calls asleep since the start that never returned: asleep to the last sample.
+        if let Some((_, last)) = self.window {
+            for (_, from) in std::mem::take(&mut self.asleep_at_start) {
+                self.spread(from, last, last.saturating_sub(from));
+            }
         }
         self.pending.drain(..).collect()
     }
@@ -183,5 +207,40 @@ mod tests {
         assert!(!p.send_buffer_limited());
         let p = Pending { busy: 12 * MS, ..p };
         assert!(p.send_buffer_limited(), "asleep 9 of 12 ms busy");
+    }
+
+    /// A call asleep at the start (0) that returns at 50 ms having reported a sleep of 10 s:
+    /// asleep from the start, not the 10 s; one that never returns, to the last sample.
+    #[test]
+    fn a_call_asleep_at_the_start_counts_from_the_start() {
+        let mut s = Sleeps::default();
+        s.asleep_since(7, 0);
+        s.asleep_since(8, 0);
+        s.close(0);
+        let mut kept = Vec::new();
+        for t in [20, 40, 60, 80] {
+            let asleep = s.close(t * MS);
+            assert_eq!(asleep, 0, "not returned yet");
+            kept.push(Pending {
+                from: (t - 20) * MS,
+                to: t * MS,
+                busy: 20 * MS,
+                asleep,
+            });
+        }
+        for p in kept {
+            assert!(s.defer(p).is_none());
+        }
+        assert_eq!(s.woke(9, 50 * MS), None, "another thread's call");
+        assert_eq!(s.woke(7, 50 * MS), Some(50 * MS));
+        assert_eq!(s.woke(7, 55 * MS), None, "counted once");
+        let judged = s.drain();
+        let asleep: Vec<u64> = judged.iter().map(|p| p.asleep / MS).collect();
+        assert_eq!(
+            asleep,
+            vec![20, 20, 20, 20],
+            "one call or the other asleep throughout"
+        );
+        assert_eq!(s.in_window_ns, 130 * MS);
     }
 }
