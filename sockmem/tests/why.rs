@@ -1206,9 +1206,12 @@ fn application_dominates_when_the_sender_sleeps() {
             calls * CHUNK as u64,
             "expected {CHUNK} bytes per call: {s}"
         );
-        assert_eq!(
-            u64_of(s, "blocked_calls"),
-            0,
+        // None waits for memory (100 bytes into an empty buffer). Under emulation a call can
+        // still sleep briefly on the socket's lock while softirq holds it for an ACK
+        // (6.12/fentry under TCG: 1 call, 2 ms): a few ms at most there.
+        let (blocked, blocked_s) = (u64_of(s, "blocked_calls"), f64_of(s, "blocked_s"));
+        assert!(
+            blocked == 0 || (emulated() && blocked <= 2 && blocked_s <= 0.01),
             "expected no call to wait for memory (100 bytes into an empty buffer): {s}"
         );
     }
