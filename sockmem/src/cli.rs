@@ -360,8 +360,13 @@ pub struct ServeArgs {
 }
 
 fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an address and port (e.g. 127.0.0.1:9464 or [::]:9464)"))
+    s.parse().map_err(|_| {
+        // A host name would need a resolver and could name several addresses: IPs only.
+        format!(
+            "`{s}` is not an IP address and port (host names such as localhost are not \
+             accepted; e.g. 127.0.0.1:9464, [::1]:9464 or [::]:9464)"
+        )
+    })
 }
 
 /// How the programs are loaded and attached; shared by `trace` and `hist`.

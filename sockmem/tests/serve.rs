@@ -957,7 +957,15 @@ fn bad_listen_addresses_are_clear_errors() {
     let out = run_sockmem(&["serve", "--listen", "nonsense"], CMD_TIMEOUT);
     out.assert_usage_error(&["serve", "--listen", "nonsense"]);
     assert!(
-        out.stderr.contains("not an address and port"),
+        out.stderr.contains("not an IP address and port"),
+        "{}",
+        out.describe()
+    );
+    // A host name: refused as one, with an IP to use instead.
+    let out = run_sockmem(&["serve", "--listen", "localhost:29464"], CMD_TIMEOUT);
+    out.assert_usage_error(&["serve", "--listen", "localhost:29464"]);
+    assert!(
+        out.stderr.contains("host names") && out.stderr.contains("127.0.0.1:"),
         "{}",
         out.describe()
     );
@@ -972,6 +980,74 @@ fn bad_listen_addresses_are_clear_errors() {
         "{}",
         out.describe()
     );
+}
+
+/// `--listen 127.0.0.1:0`: the kernel picks the port, and the address printed is the one
+/// bound (it answers), not `:0`.
+#[test]
+fn port_zero_prints_the_port_the_kernel_chose() {
+    let ready = tmp_path("serve-ready");
+    let mut cmd = Command::new(sockmem_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(b) = test_backend() {
+        cmd.arg("--backend").arg(b);
+    }
+    let mut child = cmd.spawn().expect("spawning sockmem serve");
+    // Standard error read as it comes (the line is printed once the programs are attached).
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + READY_TIMEOUT + CMD_TIMEOUT;
+    let mut seen = Vec::new();
+    let url = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => {
+                if let Some(rest) = l.split("serving http://").nth(1) {
+                    break rest.split('/').next().unwrap().to_owned();
+                }
+                seen.push(l);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("expected a `serving http://…` line; standard error: {seen:?}");
+            }
+        }
+    };
+    let addr: Result<SocketAddr, _> = url.parse();
+    let answer = addr.as_ref().ok().map(|a| http_get(*a, "/healthz"));
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("waiting for sockmem serve");
+    let _ = std::fs::remove_file(&ready);
+    let addr = addr.unwrap_or_else(|e| panic!("the printed address {url:?}: {e}"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1", "{url}");
+    assert_ne!(
+        addr.port(),
+        0,
+        "expected the bound port printed, not 0: {url}"
+    );
+    assert_eq!(
+        answer,
+        Some((200, "ok\n".to_owned())),
+        "/healthz at the printed {url}"
+    );
+    assert!(status.success(), "serve after SIGTERM: {status:?}");
 }
 
 /// Every series of `/metrics` whose name is `name` and whose labels include `label="value"`

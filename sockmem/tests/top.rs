@@ -25,6 +25,12 @@ struct Tmux {
 
 impl Tmux {
     fn start(tag: &str) -> Tmux {
+        Tmux::start_sized(tag, 200)
+    }
+
+    /// A session `columns` wide (50 lines).
+    fn start_sized(tag: &str, columns: u16) -> Tmux {
+        let columns = columns.to_string();
         let t = Tmux {
             server: format!("sockmem-top-{}-{tag}", std::process::id()),
         };
@@ -34,7 +40,7 @@ impl Tmux {
             "-s",
             "top",
             "-x",
-            "200",
+            &columns,
             "-y",
             "50",
             "env PS1='top-test$ ' bash --norc --noprofile",
@@ -736,5 +742,161 @@ fn a_sender_asleep_in_send_before_top_starts_is_blocked_from_the_first_block() {
             (blocked_ns - interval_ns).abs() <= 1e6,
             "block {i}: expected the sender asleep all of the {interval_ns} ns interval: {r:?}"
         );
+    }
+}
+
+/// The screen's table: the column names in its header row, and each socket's cells (the
+/// socket's four words, `LOCAL > REMOTE PROTO`, then one per column after `SOCKET`).
+fn screen_table(screen: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let names = screen
+        .lines()
+        .map(words)
+        .find(|w| w.first().is_some_and(|w| w == "SOCKET"))
+        .unwrap_or_default();
+    let rows = screen
+        .lines()
+        .map(words)
+        .filter(|w| w.len() >= 4 && w[1] == ">")
+        .collect();
+    (names, rows)
+}
+
+/// `+0B/s`, `-1.5KiB/s`: a rate as top shows it, whole (its unit and `/s` there).
+fn is_whole_rate(v: &str) -> bool {
+    let Some(n) = v
+        .strip_prefix(['+', '-'])
+        .and_then(|v| v.strip_suffix("/s"))
+    else {
+        return false;
+    };
+    ["GiB", "MiB", "KiB", "B"]
+        .iter()
+        .find_map(|u| n.strip_suffix(u))
+        .is_some_and(|n| n.parse::<f64>().is_ok())
+}
+
+/// `641ns`, `9.6ms`: a duration as top shows it, whole.
+fn is_whole_duration(v: &str) -> bool {
+    ["ns", "us", "ms", "s"]
+        .iter()
+        .find_map(|u| v.strip_suffix(u))
+        .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok())
+}
+
+/// A text cell: `want` whole, or its beginning and a visible `…`.
+fn is_whole_or_marked(cell: &str, want: &str) -> bool {
+    cell == want
+        || cell
+            .strip_suffix('…')
+            .is_some_and(|head| !head.is_empty() && want.starts_with(head))
+}
+
+/// On a terminal too narrow for every column, `top` leaves whole columns out (and says so)
+/// rather than cutting them: at 80 and 120 columns, every value shown of a stalled sender is
+/// ss's value (or the sender's own pid, comm, cgroup) in full, or a rate, duration or `-` with
+/// its unit, never a prefix; text is cut only with a visible `…`.
+#[test]
+fn on_a_narrow_terminal_whole_columns_are_hidden_never_cut() {
+    const ALL_COLUMNS: [&str; 13] = [
+        "SOCKET",
+        "PID",
+        "COMM",
+        "CGROUP",
+        "IFACE",
+        "QUEUED",
+        "ALLOC",
+        "SNDBUF",
+        "QUEUED/S",
+        "ALLOC/S",
+        "BLOCKED",
+        "QDISC_P99",
+        "DROPS",
+    ];
+    let pair = NetnsPair::new("topw", 234);
+    let me = std::process::id();
+    let my_cgroup = proc_cgroup(me).expect("this process's cgroup");
+    for (columns, port) in [(80u16, 23401u16), (120, 23402)] {
+        let tmux = Tmux::start_sized(&format!("w{columns}"), columns);
+        let p = port.to_string();
+        tmux.start_top(&["-P", &p]);
+        let stalled = StalledTcp::start(&pair, port, &format!("smtopw-{columns}"));
+        let (_, ss) = stalled.wait_stable(&pair);
+        let row_of = |screen: &str| {
+            let (names, rows) = screen_table(screen);
+            let row = rows
+                .into_iter()
+                .find(|r| port_of(&r[0]) == stalled.key.lport && port_of(&r[2]) == port);
+            (names, row)
+        };
+        let screen = tmux.wait_screen(
+            &format!(
+                "at {columns} columns, the stalled sender at ss's queued {}",
+                ss.w
+            ),
+            REFRESH_WAIT,
+            |s| {
+                let (names, row) = row_of(s);
+                let queued = names.iter().position(|n| n == "QUEUED");
+                row.zip(queued)
+                    .is_some_and(|(r, q)| r.get(q + 3) == Some(&ss.w.to_string()))
+            },
+        );
+        eprintln!("{columns} columns:\n{screen}");
+        let (names, row) = row_of(&screen);
+        let row = row.unwrap();
+        // The columns shown are the table's, in its order, the socket's first.
+        let mut order = ALL_COLUMNS.iter();
+        assert!(
+            names.iter().all(|n| order.any(|c| *c == n.as_str())) && names[0] == "SOCKET",
+            "expected columns of the table in its order, got {names:?}"
+        );
+        let hidden = ALL_COLUMNS.len() - names.len();
+        assert!(
+            hidden > 0,
+            "premise: expected {columns} columns too narrow for all, got {names:?}"
+        );
+        let note = format!(
+            "{hidden} column{} hidden: widen the terminal",
+            if hidden == 1 { "" } else { "s" }
+        );
+        assert!(
+            screen.contains(&note),
+            "expected {note:?} on the screen:\n{screen}"
+        );
+        assert_eq!(
+            row.len(),
+            names.len() + 3,
+            "one word per column shown (the socket's four): {row:?} for {names:?}"
+        );
+        assert_eq!(row[3], "tcp");
+        let ss_now = ss_skmem(&pair.tx_ns, stalled.key.lport, port);
+        assert_eq!(ss_now, ss, "premise: the stalled socket stayed as it was");
+        for (name, cell) in names[1..].iter().zip(&row[4..]) {
+            let ok = match name.as_str() {
+                "PID" => *cell == me.to_string(),
+                "COMM" => is_whole_or_marked(cell, &stalled.sender.comm),
+                "CGROUP" => is_whole_or_marked(cell, &my_cgroup),
+                "IFACE" => cell == "-" || is_whole_or_marked(cell, &pair.tx_if),
+                "QUEUED" => *cell == ss.w.to_string(),
+                "SNDBUF" => *cell == ss.tb.to_string(),
+                "ALLOC" => *cell == ss.t.to_string(),
+                "QUEUED/S" | "ALLOC/S" => cell == "-" || is_whole_rate(cell),
+                "BLOCKED" | "QDISC_P99" => cell == "-" || is_whole_duration(cell),
+                // The sender's own skbs freed as drops (old data, probes): ss has no count of
+                // them, so only its form is checked.
+                "DROPS" => !cell.is_empty() && cell.bytes().all(|b| b.is_ascii_digit()),
+                other => panic!("an unexpected column {other:?}"),
+            };
+            assert!(
+                ok,
+                "at {columns} columns, {name} shows {cell:?} (ss {ss:?}, sender {:?}, cgroup \
+                 {my_cgroup}):\n{screen}",
+                stalled.sender.comm
+            );
+        }
+        tmux.key("q");
+        tmux.assert_restored("q");
+        stalled.finish();
     }
 }

@@ -349,6 +349,14 @@ fn receiver_window_dominates_for_a_sender_stalled_before_the_run() {
     let doc = run.doc();
     let sock = doc.socket_at(lport, P);
     eprintln!("{T}: {}", brief(sock));
+    // A socket with no event during the run has no id of its own: `null`, never the internal
+    // stand-in (2^63 + its inode).
+    assert!(
+        sock["sock"].is_null() || sock["sock"].as_u64().is_some_and(|id| id < 1 << 63),
+        "sock {} is not an event's id: {}",
+        sock["sock"],
+        brief(sock)
+    );
     let (window, run_window) = (f64_of(sock, "window_s"), doc.window_s());
     // 3 intervals on the host; an emulated VM (6.1/kprobe: 1.828 of 1.900 s) starts watching
     // later: 10% of the run there.

@@ -106,6 +106,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     listener
         .set_nonblocking(true)
         .context("setting the listening socket non-blocking")?;
+    // Port 0 asks the kernel for one: the address said below is the one it chose.
+    let bound = listener
+        .local_addr()
+        .context("reading the listening address")?;
     let listener =
         tokio::net::TcpListener::from_std(listener).context("registering the listening socket")?;
     // The programs' own BPF time is one of the metrics: statistics on for the whole run.
@@ -169,10 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     session.go(args.session.ready_file.as_deref())?;
-    eprintln!(
-        "sockmem: serving http://{}/metrics; SIGTERM or Ctrl-C to stop",
-        args.listen
-    );
+    eprintln!("sockmem: serving http://{bound}/metrics; SIGTERM or Ctrl-C to stop");
     runtime.block_on(drive.run(&mut session, &mut stream, &losses, &mut stops, &mut feed))?;
     server.abort();
     hangup_task.abort();

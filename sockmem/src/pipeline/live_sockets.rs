@@ -65,7 +65,10 @@ impl LiveSocket {
     /// The cgroup as shown: its path, `id:N` when not found; `None` before any sender.
     pub fn cgroup(&self) -> Option<Cow<'_, str>> {
         match &self.cgroup_path {
-            Some(p) if !p.starts_with("id:") => Some(Cow::Borrowed(p)),
+            // An event with no known sender names its cgroup `(unknown)`: no cgroup, as `-`.
+            Some(p) if !p.starts_with("id:") && **p != *crate::kernel::cgroups::UNKNOWN => {
+                Some(Cow::Borrowed(p))
+            }
             _ if self.cgroup_id == 0 => None,
             _ => Some(Cow::Owned(format!("id:{}", self.cgroup_id))),
         }

@@ -239,7 +239,9 @@ pub fn unit_bytes(power: usize) -> f64 {
     (1u64 << (10 * power)) as f64
 }
 
-/// A duration with a unit that keeps 3 significant digits or so.
+/// A duration in the largest unit it has one of (`641ns`, `147.2us`, `9.6ms`, `2.50s`): the
+/// one duration format of the human-readable outputs (trace, top, why), so that a value reads
+/// in the same unit wherever and whenever it is shown.
 pub fn human_ns(ns: u64) -> String {
     let mut s = String::new();
     let _ = write_human_ns(&mut s, ns);
@@ -247,12 +249,23 @@ pub fn human_ns(ns: u64) -> String {
 }
 
 fn write_human_ns<W: fmt::Write>(out: &mut W, ns: u64) -> fmt::Result {
-    match ns {
-        0..=9_999 => write!(out, "{ns}ns"),
-        10_000..=9_999_999 => write!(out, "{:.1}us", ns as f64 / 1e3),
-        10_000_000..=9_999_999_999 => write!(out, "{:.1}ms", ns as f64 / 1e6),
-        _ => write!(out, "{:.2}s", ns as f64 / 1e9),
+    // Compared as shown (to a tenth): 999.96us would read `1000.0us`, so it is `1.0ms`.
+    let below_1000 = |v: f64| (v * 10.0).round() < 10_000.0;
+    let (us, ms) = (ns as f64 / 1e3, ns as f64 / 1e6);
+    if ns < 1_000 {
+        write!(out, "{ns}ns")
+    } else if below_1000(us) {
+        write!(out, "{us:.1}us")
+    } else if below_1000(ms) {
+        write!(out, "{ms:.1}ms")
+    } else {
+        write!(out, "{:.2}s", ns as f64 / 1e9)
     }
+}
+
+/// [`human_ns`] of microseconds (the unit `why`'s report keeps its times in).
+pub fn human_us(us: f64) -> String {
+    human_ns((us * 1e3).round().max(0.0) as u64)
 }
 
 #[cfg(test)]
@@ -280,10 +293,25 @@ mod tests {
 
     #[test]
     fn human_units() {
+        assert_eq!(human_ns(0), "0ns");
         assert_eq!(human_ns(512), "512ns");
+        assert_eq!(human_ns(999), "999ns");
+        assert_eq!(human_ns(1_000), "1.0us");
         assert_eq!(human_ns(12_345), "12.3us");
+        assert_eq!(human_ns(999_940), "999.9us");
+        // The unit switches at one of it, as shown: no `1000.0us`, no `9637.6us`.
+        assert_eq!(human_ns(999_960), "1.0ms");
+        assert_eq!(human_ns(9_637_600), "9.6ms");
+        assert_eq!(human_ns(12_100_000), "12.1ms");
         assert_eq!(human_ns(45_600_000), "45.6ms");
+        assert_eq!(human_ns(211_635_800), "211.6ms");
+        assert_eq!(human_ns(999_960_000), "1.00s");
         assert_eq!(human_ns(12_000_000_000), "12.00s");
+        assert_eq!(human_us(7625.0), "7.6ms");
+        assert_eq!(human_us(9590.0), "9.6ms");
+        assert_eq!(human_us(641.26), "641.3us");
+        assert_eq!(human_us(0.4), "400ns");
+        assert_eq!(human_us(0.0), "0ns");
     }
 
     #[test]

@@ -32,11 +32,10 @@ use serde_json::json;
 use crate::{
     cli::SortKey,
     pipeline::{
-        histogram::Unit,
         live::{sort_rows, LiveRow, Refresh},
         seed::is_seeded,
     },
-    render::{hist::human, human_ns, Finish},
+    render::{human_bytes, human_ns, Finish},
     session::Output,
 };
 
@@ -121,19 +120,21 @@ fn rate(v: Option<f64>) -> String {
         return "-".to_owned();
     };
     let sign = if v < 0.0 { "-" } else { "+" };
-    format!("{sign}{}/s", human(v.abs().round() as u64, Unit::Bytes))
+    format!("{sign}{}/s", human_bytes(v.abs().round()))
 }
 
-fn header_text(r: &Refresh, elapsed_s: f64, shown: usize) -> String {
-    format!(
-        "sockmem top  t={elapsed_s:.1}s  every {:.1}s  sockets {} (shown {shown})  queued {}  alloc {}  events {:.0}/s  lost {}",
-        r.interval_ns as f64 / 1e9,
-        r.rows.len(),
-        human(r.queued_total().max(0) as u64, Unit::Bytes),
-        human(r.alloc_total().max(0) as u64, Unit::Bytes),
-        r.events_per_s,
-        r.lost,
-    )
+/// The header's first line, item by item (wrapped where the terminal is narrow).
+fn header_items(r: &Refresh, elapsed_s: f64, shown: usize) -> Vec<String> {
+    vec![
+        "sockmem top".to_owned(),
+        format!("t={elapsed_s:.1}s"),
+        format!("every {:.1}s", r.interval_ns as f64 / 1e9),
+        format!("sockets {} (shown {shown})", r.rows.len()),
+        format!("queued {}", human_bytes(r.queued_total().max(0) as f64)),
+        format!("alloc {}", human_bytes(r.alloc_total().max(0) as f64)),
+        format!("events {:.0}/s", r.events_per_s),
+        format!("lost {}", r.lost),
+    ]
 }
 
 /// The terminal table.
@@ -228,12 +229,10 @@ impl Screen {
         let view = &self.view;
         let last = &self.last;
         self.terminal.draw(|f| {
-            let [head, table] =
-                Layout::vertical([Constraint::Length(3), Constraint::Min(1)]).areas(f.area());
             let Some((r, elapsed_s)) = last else {
                 f.render_widget(
                     Paragraph::new("sockmem top: waiting for the first refresh…  (q: quit)"),
-                    head,
+                    f.area(),
                 );
                 return;
             };
@@ -245,21 +244,62 @@ impl Screen {
             } else {
                 format!("\"{}\"", view.filter)
             };
-            let lines = vec![
-                Line::from(header_text(r, *elapsed_s, rows.len())),
-                Line::from(format!(
-                    "sort {} {}  filter {filter}  ({WINDOW})",
+            let width = usize::from(f.area().width);
+            let table: Vec<[String; COLUMNS.len()]> = rows.iter().map(cells).collect();
+            let shown = fit_columns(width, &table);
+            let mut items = header_items(r, *elapsed_s, rows.len());
+            items.extend([
+                format!(
+                    "sort {}{}",
                     view.sort.name(),
-                    if view.reverse { "(reversed)" } else { "" },
-                )),
-                Line::from("keys: s sort  r reverse  / filter (Enter keeps, Esc clears)  q quit"),
-            ];
-            f.render_widget(Paragraph::new(lines), head);
-            let header = Row::new(COLUMNS.iter().map(|c| Cell::from(*c)))
-                .style(Style::default().add_modifier(Modifier::REVERSED));
-            let body = rows.iter().map(|row| Row::new(cells(row)));
-            let widths = WIDTHS;
-            f.render_widget(Table::new(body, widths).header(header), table);
+                    if view.reverse { " (reversed)" } else { "" }
+                ),
+                format!("filter {filter}"),
+                format!("({WINDOW})"),
+            ]);
+            let mut lines = pack(&items, width);
+            lines.extend(pack(&hidden_note(&shown), width));
+            lines.extend(pack(
+                &[
+                    "keys: s sort".to_owned(),
+                    "r reverse".to_owned(),
+                    "/ filter (Enter keeps, Esc clears)".to_owned(),
+                    "q quit".to_owned(),
+                ],
+                width,
+            ));
+            let [head, table_area] =
+                Layout::vertical([Constraint::Length(lines.len() as u16), Constraint::Min(1)])
+                    .areas(f.area());
+            f.render_widget(
+                Paragraph::new(lines.into_iter().map(Line::from).collect::<Vec<_>>()),
+                head,
+            );
+            // Numbers to the right of their column, text to the left.
+            let align = |c: usize, text: &str, w: usize| match TEXT_MIN[c] {
+                0 => format!("{text:>w$}"),
+                _ => ellipsize(text, w),
+            };
+            let header = Row::new(
+                shown
+                    .iter()
+                    .map(|&(c, w)| Cell::from(align(c, COLUMNS[c], w))),
+            )
+            .style(Style::default().add_modifier(Modifier::REVERSED));
+            let body = table.iter().map(|cells| {
+                Row::new(
+                    shown
+                        .iter()
+                        .map(|&(c, w)| Cell::from(align(c, &cells[c], w))),
+                )
+            });
+            let widths = shown.iter().map(|&(_, w)| Constraint::Length(w as u16));
+            f.render_widget(
+                Table::new(body, widths)
+                    .header(header)
+                    .column_spacing(GAP as u16),
+                table_area,
+            );
         })?;
         Ok(())
     }
@@ -282,22 +322,104 @@ const COLUMNS: [&str; 13] = [
     "DROPS",
 ];
 
-/// Each column's width (the socket's takes what is left).
-const WIDTHS: [Constraint; COLUMNS.len()] = [
-    Constraint::Min(44),
-    Constraint::Length(8),
-    Constraint::Length(15),
-    Constraint::Length(28),
-    Constraint::Length(15),
-    Constraint::Length(9),
-    Constraint::Length(9),
-    Constraint::Length(9),
-    Constraint::Length(11),
-    Constraint::Length(11),
-    Constraint::Length(9),
-    Constraint::Length(9),
-    Constraint::Length(6),
-];
+/// Which columns stay when the terminal is too narrow for all: most important first (a column
+/// is shown whole or not at all, so a number is never cut).
+const PRIORITY: [usize; COLUMNS.len()] = [0, 5, 7, 6, 1, 2, 8, 10, 11, 12, 9, 3, 4];
+
+/// How far a text column may shrink (with `…`); 0: a number, never shortened.
+/// The socket keeps room for two IPv4 ends and its protocol, whole.
+const TEXT_MIN: [usize; COLUMNS.len()] = [49, 0, 8, 12, 6, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Blanks between columns.
+const GAP: usize = 1;
+
+/// The columns shown on a terminal `width` wide and each one's width: every number column at
+/// the width of its widest value; text columns (socket, comm, cgroup, interface) from
+/// [`TEXT_MIN`] up to their widest value, the socket first. Columns that do not fit are left
+/// out, least important first.
+fn fit_columns(width: usize, table: &[[String; COLUMNS.len()]]) -> Vec<(usize, usize)> {
+    let natural: Vec<usize> = (0..COLUMNS.len())
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r[c].chars().count())
+                .chain([COLUMNS[c].len()])
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    let least = |c: usize| match TEXT_MIN[c] {
+        0 => natural[c],
+        m => m.min(natural[c]),
+    };
+    let mut shown: Vec<usize> = Vec::new();
+    let mut used = 0;
+    for &c in &PRIORITY {
+        let need = least(c) + if shown.is_empty() { 0 } else { GAP };
+        if used + need > width && !shown.is_empty() {
+            break;
+        }
+        used += need;
+        shown.push(c);
+    }
+    let mut widths: Vec<(usize, usize)> = shown.iter().map(|&c| (c, least(c))).collect();
+    // What is left widens the shortened text columns, most important first.
+    let mut left = width.saturating_sub(used);
+    for (c, w) in widths.iter_mut() {
+        let more = (natural[*c] - *w).min(left);
+        *w += more;
+        left -= more;
+    }
+    // A terminal narrower than the socket's least: it is cut to fit, with its mark.
+    widths[0].1 = widths[0].1.min(width.max(1));
+    widths.sort();
+    widths
+}
+
+/// `text` in `width` columns: whole, or cut with a visible `…`.
+fn ellipsize(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut t: String = text.chars().take(width.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+/// The columns `fit_columns` left out, as the screen says it (nothing when all are shown).
+fn hidden_note(shown: &[(usize, usize)]) -> Vec<String> {
+    let hidden: Vec<&str> = (0..COLUMNS.len())
+        .filter(|c| !shown.iter().any(|(s, _)| s == c))
+        .map(|c| COLUMNS[c])
+        .collect();
+    if hidden.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        format!(
+            "{} column{} hidden: widen the terminal",
+            hidden.len(),
+            if hidden.len() == 1 { "" } else { "s" }
+        ),
+        format!("(hidden: {})", hidden.join(" ")),
+    ]
+}
+
+/// `items` joined by two blanks, as few lines of at most `width` as they take (an item is
+/// never split: a header's numbers stay whole).
+fn pack(items: &[String], width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for item in items {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 2 + item.chars().count() <= width => {
+                l.push_str("  ");
+                l.push_str(item);
+            }
+            _ => lines.push(item.clone()),
+        }
+    }
+    lines
+}
 
 fn cells(r: &LiveRow) -> [String; COLUMNS.len()] {
     let closed = if r.closed { " (closed)" } else { "" };
@@ -525,5 +647,72 @@ mod tests {
             .key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))
             .is_none());
         assert_eq!(word(Some("a b")), "a_b");
+    }
+
+    /// The widths each shown column needs, and the terminal width that holds them all.
+    fn total(widths: &[(usize, usize)]) -> usize {
+        widths.iter().map(|w| w.1).sum::<usize>() + GAP * (widths.len() - 1)
+    }
+
+    #[test]
+    fn narrow_terminals_hide_whole_columns_and_never_cut_a_number() {
+        let mut r = row(1, 40000, 1_478_100, "a-long-command-name");
+        r.sndbuf = 1_880_064;
+        r.queued_rate = Some(-123_801.6);
+        r.sojourn_p99_ns = Some(9_637_600);
+        r.cgroup = Some("/system.slice/some-service-with-a-long-name.service".into());
+        let table = vec![cells(&r)];
+        let all = fit_columns(1000, &table);
+        assert_eq!(all.len(), COLUMNS.len());
+        assert!(hidden_note(&all).is_empty());
+        let natural = total(&all);
+        for width in [40, 60, 80, 100, 120, 160, natural - 1, natural, 300] {
+            let shown = fit_columns(width, &table);
+            assert!(total(&shown) <= width.max(49), "{width}: {shown:?}");
+            assert_eq!(shown[0].0, 0, "the socket always");
+            for &(c, w) in &shown {
+                let cell = &table[0][c];
+                if TEXT_MIN[c] == 0 {
+                    assert_eq!(w, cell.len().max(COLUMNS[c].len()), "{}", COLUMNS[c]);
+                } else {
+                    assert!(w >= TEXT_MIN[c].min(cell.chars().count()), "{}", COLUMNS[c]);
+                }
+            }
+            // Hidden: the least important ones, and said.
+            let n = COLUMNS.len() - shown.len();
+            for &c in &PRIORITY[..shown.len()] {
+                assert!(shown.iter().any(|s| s.0 == c), "{width}: {shown:?}");
+            }
+            let note = hidden_note(&shown);
+            assert_eq!(note.is_empty(), n == 0, "{width}: {note:?}");
+            if n > 0 {
+                assert!(note[0].starts_with(&format!("{n} column")), "{note:?}");
+            }
+        }
+        // At 120 the numbers asked for are whole; the cgroup shortened with a mark.
+        let shown = fit_columns(120, &table);
+        let names: Vec<&str> = shown.iter().map(|s| COLUMNS[s.0]).collect();
+        assert!(
+            names.contains(&"QUEUED") && names.contains(&"SNDBUF"),
+            "{names:?}"
+        );
+        assert_eq!(ellipsize("/system.slice/x", 8), "/system…");
+        assert_eq!(ellipsize("curl", 8), "curl");
+        assert_eq!(rate(Some(-123_801.6)), "-120.9KiB/s");
+    }
+
+    #[test]
+    fn the_header_wraps_between_items() {
+        let items: Vec<String> = ["sockmem top", "t=1.0s", "queued 1.4MiB", "lost 0"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            pack(&items, 200),
+            ["sockmem top  t=1.0s  queued 1.4MiB  lost 0"]
+        );
+        assert_eq!(
+            pack(&items, 24),
+            ["sockmem top  t=1.0s", "queued 1.4MiB  lost 0"]
+        );
     }
 }

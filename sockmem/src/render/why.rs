@@ -3,8 +3,8 @@
 
 use std::io::{self, Write};
 
-use crate::pipeline::why::report::{CauseShare, SocketWhy, WhyReport};
-use crate::render::human_bytes;
+use crate::pipeline::why::report::{sock_text, CauseShare, SocketWhy, WhyReport};
+use crate::render::{human_bytes, human_us};
 
 pub fn write_json(out: &mut dyn Write, r: &WhyReport) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, r)?;
@@ -39,7 +39,7 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
         s.protocol,
         s.local,
         s.remote,
-        s.sock,
+        sock_text(s.sock),
         s.ino,
         s.netns
             .as_deref()
@@ -135,12 +135,11 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
     if q.skbs > 0 || !q.drop_reasons.is_empty() {
         write!(
             out,
-            "  qdisc: {} skbs, sojourn mean {:.1} us, p99 {:.1} us, max {:.1} us; {} ahead on \
-             average",
+            "  qdisc: {} skbs, sojourn mean {}, p99 {}, max {}; {} ahead on average",
             q.skbs,
-            q.sojourn_mean_us,
-            q.sojourn_p99_us,
-            q.sojourn_max_us,
+            human_us(q.sojourn_mean_us),
+            human_us(q.sojourn_p99_us),
+            human_us(q.sojourn_max_us),
             human_bytes(q.ahead_bytes_mean)
         )?;
         for a in q.ahead.iter().take(3) {
@@ -173,8 +172,11 @@ fn write_socket(out: &mut dyn Write, s: &SocketWhy) -> io::Result<()> {
     if d.skbs > 0 {
         writeln!(
             out,
-            "  device: {} skbs, driver time mean {:.1} us, p99 {:.1} us, max {:.1} us",
-            d.skbs, d.mean_us, d.p99_us, d.max_us
+            "  device: {} skbs, driver time mean {}, p99 {}, max {}",
+            d.skbs,
+            human_us(d.mean_us),
+            human_us(d.p99_us),
+            human_us(d.max_us)
         )?;
     }
     if d.tx_queue.handoffs > 0 {

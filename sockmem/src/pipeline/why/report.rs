@@ -91,6 +91,8 @@ pub struct TotalWhy {
 
 #[derive(Debug, Serialize)]
 pub struct SocketWhy {
+    /// Its id; a socket with no event yet has only a stand-in (`null` in JSON, as in `top`).
+    #[serde(serialize_with = "event_sock_id")]
     pub sock: u64,
     pub ino: u64,
     pub protocol: &'static str,
@@ -168,6 +170,7 @@ pub struct TsqWhy {
 
 #[derive(Debug, Serialize)]
 pub struct AheadOwner {
+    #[serde(serialize_with = "event_sock_id")]
     pub sock: u64,
     pub pid: Option<u32>,
     pub comm: Option<String>,
@@ -489,12 +492,28 @@ fn missing(w: &Watched, run: &RunFacts) -> Vec<Missing> {
     m
 }
 
+/// A socket's id as the outputs show it: the one its events gave, none (`null`) for the
+/// stand-in of a socket seen only by sock_diag (`2^63 + inode`, an internal key).
+fn event_sock_id<S: serde::Serializer>(sock: &u64, s: S) -> Result<S::Ok, S::Error> {
+    shown_sock_id(*sock).serialize(s)
+}
+
+/// See [`event_sock_id`].
+pub fn shown_sock_id(sock: u64) -> Option<u64> {
+    (!crate::pipeline::seed::is_seeded(sock)).then_some(sock)
+}
+
+/// `256`, or `-` for a socket with no event (see [`event_sock_id`]).
+pub fn sock_text(sock: u64) -> String {
+    shown_sock_id(sock).map_or_else(|| "-".to_owned(), |id| id.to_string())
+}
+
 impl AheadOwner {
     /// `256 (10.0.0.1:5000 > 10.0.0.2:80)`: its id, and its addresses where seen.
     pub fn describe(&self) -> String {
         match (&self.local, &self.remote) {
-            (Some(l), Some(r)) => format!("{} ({l} > {r})", self.sock),
-            _ => self.sock.to_string(),
+            (Some(l), Some(r)) => format!("{} ({l} > {r})", sock_text(self.sock)),
+            _ => sock_text(self.sock),
         }
     }
 }
@@ -514,12 +533,9 @@ fn bytes(b: f64) -> String {
     crate::render::human_bytes(b)
 }
 
+/// Times in the one format of every human-readable output.
 fn us(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.1} ms", v / 1000.0)
-    } else {
-        format!("{v:.0} µs")
-    }
+    crate::render::human_us(v)
 }
 
 /// One sentence on the dominant cause, with the numbers behind it.
@@ -661,5 +677,33 @@ fn reading(s: &SocketWhy, dominant: Cause) -> String {
             "{share:.0}% of the time data was moving with no limit binding when sampled: the \
              socket sends as fast as the path lets it (or pacing holds it)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_with_no_event_shows_no_id() {
+        let seeded = AheadOwner {
+            sock: crate::pipeline::seed::SEEDED | 621_851,
+            pid: None,
+            comm: None,
+            local: Some("10.0.0.1:5000".into()),
+            remote: Some("10.0.0.2:80".into()),
+            bytes: 1,
+            share: 1.0,
+        };
+        assert_eq!(seeded.describe(), "- (10.0.0.1:5000 > 10.0.0.2:80)");
+        let json = serde_json::to_value(&seeded).unwrap();
+        assert!(json["sock"].is_null(), "{json}");
+        let seen = AheadOwner {
+            sock: 256,
+            ..seeded
+        };
+        assert_eq!(seen.describe(), "256 (10.0.0.1:5000 > 10.0.0.2:80)");
+        assert_eq!(serde_json::to_value(&seen).unwrap()["sock"], 256);
+        assert_eq!(sock_text(crate::pipeline::seed::SEEDED | 7), "-");
     }
 }
