@@ -4,7 +4,7 @@
 //! root, `/system.slice/ssh.service` a service).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::{Component, Path, PathBuf},
     sync::Arc,
@@ -18,9 +18,12 @@ use crate::cli::UsageError;
 /// How deep a cgroup tree is walked (the kernel's default limit is far deeper than any real
 /// hierarchy; this bounds a walk of a pathological one).
 const MAX_DEPTH: usize = 32;
-/// A miss rescans the tree at most this often: ids of short-lived cgroups not seen in time are
-/// shown as `id:N` rather than walking the tree at every event.
+/// A miss of an id already looked for rescans the tree at most this often: ids of short-lived
+/// cgroups not seen in time are shown as `id:N` rather than walking the tree at every event.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// A new id's first miss rescans at once (a cgroup made after the last scan); beyond this many
+/// such ids, new ones wait for [`RESCAN_EVERY`] too (a churn of short-lived cgroups).
+const FIRST_MISSES: usize = 4096;
 
 /// Where cgroup2 is mounted, from `/proc/self/mountinfo` (the mount of its root preferred).
 pub fn cgroup2_mount() -> Option<PathBuf> {
@@ -158,6 +161,8 @@ pub struct CgroupNames {
     mount: Option<PathBuf>,
     paths: HashMap<u64, Arc<str>>,
     last_scan: Option<Instant>,
+    /// Ids looked for and not found: a second miss waits for the rate limit.
+    missed: HashSet<u64>,
     /// A table given whole (a recording's): never rescanned.
     fixed: bool,
 }
@@ -169,6 +174,7 @@ impl CgroupNames {
             mount: cgroup2_mount(),
             paths: HashMap::new(),
             last_scan: None,
+            missed: HashSet::new(),
             fixed: false,
         };
         n.scan();
@@ -184,6 +190,7 @@ impl CgroupNames {
                 .map(|(id, p)| (*id, Arc::from(p.as_str())))
                 .collect(),
             last_scan: None,
+            missed: HashSet::new(),
             fixed: true,
         }
     }
@@ -228,11 +235,19 @@ impl CgroupNames {
         if let Some(p) = self.paths.get(&id) {
             return Some(p.clone());
         }
-        let due = self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY);
+        // A cgroup made since the last scan is found at its first event (a rate limit shared by
+        // all ids showed a new cgroup as `id:N` for up to a second when another id had just
+        // missed: half a flow's events under emulation).
+        let first_miss = self.missed.len() < FIRST_MISSES && self.missed.insert(id);
+        let due = first_miss || self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN_EVERY);
         if !self.fixed && due {
             self.scan();
         }
-        self.paths.get(&id).cloned()
+        let found = self.paths.get(&id).cloned();
+        if found.is_some() {
+            self.missed.remove(&id);
+        }
+        found
     }
 
     /// How an id is shown: its path, `id:N` when not found, `(unknown)` for 0.
@@ -306,6 +321,29 @@ mod tests {
             path: "/".into(),
         };
         assert!(root.holds("/x/y"));
+    }
+
+    /// A cgroup made after the last scan is named at its first lookup, even right after
+    /// another id missed (the rate limit used to hold the rescan back for a second).
+    #[test]
+    fn a_cgroup_made_after_a_miss_is_named_at_once() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(mount) = cgroup2_mount() else {
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        let mut names = CgroupNames::live();
+        assert_eq!(names.path(u64::MAX), None, "an id no cgroup has");
+        let name = format!("sockmem-unit-{}", std::process::id());
+        let dir = mount.join(&name);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("skipped: cannot make a cgroup ({e}): not root?");
+            return;
+        }
+        let id = std::fs::metadata(&dir).map(|m| m.ino());
+        let found = id.as_ref().ok().and_then(|&id| names.path(id));
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(found.as_deref(), Some(format!("/{name}").as_str()));
     }
 
     #[test]
