@@ -732,7 +732,11 @@ fn send_buffer_dominates_when_each_write_spans_many_samples() {
     assert_dominant(T, sock, "send_buffer", 0.5);
     let s = &sock["send"];
     let (blocked_s, window) = (f64_of(s, "blocked_s"), f64_of(sock, "window_s"));
-    let at_most = asleep + run_delay + (window - span).max(0.0) + TIMER_SLACK_MS / 1e3;
+    // Under emulation the clocks of the sender's schedstat and the programs' timestamps drift
+    // apart by more than the host's slack (6.12/kprobe: 54 ms over in a 3 s window): 5% there.
+    let emulated_slack = if emulated() { 0.05 * window } else { 0.0 };
+    let at_most =
+        asleep + run_delay + (window - span).max(0.0) + TIMER_SLACK_MS / 1e3 + emulated_slack;
     assert!(
         blocked_s >= 0.8 * asleep && blocked_s <= at_most,
         "expected why's time blocked in sendmsg ({blocked_s:.3} s) to cover at least 80% of the \
