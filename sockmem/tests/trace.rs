@@ -800,10 +800,14 @@ fn wmem_alloc_returns_to_zero_after_drain() {
         max_alloc > 0,
         "expected wmem_alloc > 0 on some event of {key} during the transfer, max was {max_alloc}"
     );
+    // The last event is the drain's only if none was lost (6.12/fentry once ended on a
+    // dequeue with 105952 bytes below TCP, ss t 0: the frees after it missing).
+    let lost = trace.summary_u64("lost");
     assert_eq!(
-        get_i64(last, "wmem_alloc"),
-        0,
-        "expected wmem_alloc 0 on the last event of {key} (all sent and acked), got {}: {last}",
+        (get_i64(last, "wmem_alloc"), lost),
+        (0, 0),
+        "expected wmem_alloc 0 on the last event of {key} (all sent and acked) and no event \
+         lost, got {} with {lost} lost: {last}",
         get_i64(last, "wmem_alloc")
     );
     assert_eq!(m.t, 0, "expected ss t 0 on the drained sender, got {m:?}");
