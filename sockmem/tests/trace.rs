@@ -81,7 +81,9 @@ fn owner_unknown(ev: &Value, first_send_ts: u64, evs: &[&Value]) -> bool {
 /// that changed).
 fn owners_per_sock(evs: &[&Value]) -> String {
     use std::collections::BTreeMap;
-    let mut per: BTreeMap<u64, (u64, u64, u64, BTreeMap<String, (u64, u64)>)> = BTreeMap::new();
+    /// Events, first and last `ts_ns`, and per owner/hook (events, first `ts_ns`).
+    type PerSock = (u64, u64, u64, BTreeMap<String, (u64, u64)>);
+    let mut per: BTreeMap<u64, PerSock> = BTreeMap::new();
     for e in evs {
         let ts = get_u64(e, "ts_ns");
         let s =
