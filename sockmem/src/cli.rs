@@ -351,6 +351,11 @@ pub struct ServeArgs {
     /// summed under `other`. Bounds the number of series.
     #[arg(long, value_name = "N", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub top_n: u32,
+    /// Seconds without an event after which a socket leaves the gauges. One that held send
+    /// bytes is looked up with sock_diag first and stays while the kernel still has it (a
+    /// sender stalled by a zero window makes an event every 2 minutes at most).
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle: u64,
     /// Ring buffer size in bytes (events feed the gauges and drops): a power of two from 4096
     /// to 1G (K, M and G suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_ring_size)]

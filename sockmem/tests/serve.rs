@@ -1321,3 +1321,103 @@ fn senders_stalled_before_serve_starts_count_from_the_first_scrape() {
     drop(groups);
     drop(base);
 }
+
+/// The sum of a metric's series.
+fn total(metrics: &str, name: &str) -> f64 {
+    series_of(metrics, name).iter().map(|(_, v)| v).sum()
+}
+
+/// A sender stalled by its receiver makes an event only at its zero-window probes, each further
+/// from the last: soon silent for longer than `--idle`. Silent and holding bytes, it is looked
+/// up with sock_diag at each check (every 10 s) and stays in the gauges at what `ss` shows; a
+/// closed one goes.
+#[test]
+fn a_stalled_sender_stays_in_the_gauges_between_its_probes() {
+    const P: u16 = 25141;
+    const IDLE_S: u64 = 2;
+    /// serve's check period (`PRUNE_EVERY`).
+    const CHECK_EVERY: Duration = Duration::from_secs(10);
+    let pair = NetnsPair::new("srvi", 245);
+    let rx = pair.rx_addr.to_string();
+    let (serve, addr) = start_serve(&["-a", &rx, "--idle", &IDLE_S.to_string()]);
+    let st = StalledTcp::start(&pair, P, "smtx-srvi");
+    let (_, stable) = st.wait_stable(&pair);
+    let lport = st.key.lport;
+    // Scraped every 250 ms until a persist timer says the next probe is further off than a
+    // check period plus the idle time, then for a check period more: a check ran in that
+    // silence, with the socket silent for the idle time at least.
+    let quiet = CHECK_EVERY + Duration::from_secs(IDLE_S);
+    let mut scrapes: Vec<(Duration, f64, f64)> = Vec::new();
+    let mut quiet_from: Option<(Instant, Duration)> = None;
+    let start = Instant::now();
+    while quiet_from.is_none_or(|(t, _)| t.elapsed() < CHECK_EVERY)
+        && start.elapsed() < Duration::from_secs(90)
+    {
+        if quiet_from.is_none() {
+            if let Some(left) = persist_timer_left(&pair.tx_ns, lport, P).filter(|l| *l >= quiet) {
+                quiet_from = Some((Instant::now(), left));
+            }
+        }
+        let (status, metrics) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "expected /metrics to answer 200");
+        scrapes.push((
+            start.elapsed(),
+            total(&metrics, "sockmem_sockets"),
+            total(&metrics, "sockmem_queued_bytes"),
+        ));
+        thread::sleep(Duration::from_millis(250));
+    }
+    let after = ss_skmem(&pair.tx_ns, lport, P);
+    let sent = st.finish();
+    // Closed: it goes (its destroy event, or the next check not finding it).
+    let mut last = (0.0, 0.0);
+    let gone = wait_until(CHECK_EVERY * 3, || {
+        let (_, m) = http_get(addr, "/metrics");
+        last = (
+            total(&m, "sockmem_sockets"),
+            total(&m, "sockmem_queued_bytes"),
+        );
+        last == (0.0, 0.0)
+    });
+    let out = serve.stop_checked();
+    eprintln!(
+        "serve --idle {IDLE_S}: ss w {} (then {}), {sent} bytes sent; quiet {quiet_from:?}; {} \
+         scrapes (time, sockets, queued), the last: {:?}",
+        stable.w,
+        after.w,
+        scrapes.len(),
+        &scrapes[scrapes.len().saturating_sub(5)..]
+    );
+    let (_, left) = quiet_from.unwrap_or_else(|| {
+        panic!(
+            "premise: expected the stalled sender's persist timer at {quiet:?} or more within \
+             90 s; {}",
+            out.describe()
+        )
+    });
+    assert_eq!(
+        after.w, stable.w,
+        "premise: ss w should stay put while the receiver does not read"
+    );
+    let wrong: Vec<&(Duration, f64, f64)> = scrapes
+        .iter()
+        // The receiver's socket (its ACKs) may be there too, with nothing queued.
+        .filter(|(_, sockets, queued)| *sockets < 1.0 || *queued != stable.w as f64)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "expected every scrape to show the stalled socket (sockmem_sockets 1 or more) with ss \
+         w {} queued (sockmem_queued_bytes), across a silence of {left:?} with --idle {IDLE_S}; \
+         {} of {} scrapes did not (time, sockets, queued): {:?}",
+        stable.w,
+        wrong.len(),
+        scrapes.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    assert!(
+        gone,
+        "expected the closed socket gone from the gauges within {:?}, last (sockets, queued) \
+         {last:?}",
+        CHECK_EVERY * 3
+    );
+}

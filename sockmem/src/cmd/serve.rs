@@ -18,6 +18,7 @@ use crate::{
     attach::stats::ProgramIds,
     cli::ServeArgs,
     exporter::{self, http, Exporter},
+    kernel::sampler::SocketSampler,
     pipeline::{
         decode::Event,
         drive::{monotonic_ns, Consumer, Drive},
@@ -83,10 +84,21 @@ impl Consumer for LiveFeed {
 /// returns (sockets forgotten, kernel entries deleted).
 fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
     let keep = exporter.top_groups()?;
+    let lock = || exporter.live.lock().unwrap_or_else(|p| p.into_inner());
+    // Silent sockets that held bytes are looked up first (a stalled sender's next probe can be
+    // 2 minutes away), outside the lock: a scrape does not wait on a dump.
+    let now = monotonic_ns();
+    let silent = lock().silent_holders(now);
+    let found = if silent.is_empty() {
+        Vec::new()
+    } else {
+        SocketSampler::new().sample(&silent)
+    };
     let forgotten = {
-        let mut live = exporter.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = lock();
+        live.confirm(&found, now);
         let before = live.sockets();
-        live.prune(monotonic_ns(), &keep);
+        live.prune(now, &keep);
         before - live.sockets()
     };
     Ok((forgotten, exporter.prune()?))
@@ -132,6 +144,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         losses.clone(),
         ProgramIds::of(&session.ebpf),
         args.top_n as usize,
+        args.idle.saturating_mul(1_000_000_000),
     ));
     let names = std::mem::replace(&mut session.names, Names::empty());
     // The sockets already holding send bytes, as `top` takes them: a sender stalled since before

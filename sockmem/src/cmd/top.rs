@@ -10,6 +10,7 @@ use sockmem_common::{config::MODE_TRACE, Per};
 
 use crate::{
     cli::TopArgs,
+    kernel::sampler::SocketSampler,
     pipeline::{
         decode::Event,
         drive::{monotonic_ns, Consumer, Drive},
@@ -30,6 +31,8 @@ struct TopPipeline<'a> {
     sink: Box<dyn TopSink>,
     losses: &'a LossCounter,
     started: Instant,
+    /// Looks up silent sockets that held bytes before the table forgets them.
+    sampler: SocketSampler,
 }
 
 impl Consumer for TopPipeline<'_> {
@@ -60,7 +63,15 @@ impl Consumer for TopPipeline<'_> {
             .per_cpu()
             .map(|v| v.iter().sum())
             .unwrap_or_default();
-        let r = self.table.refresh(monotonic_ns(), lost);
+        let now = monotonic_ns();
+        // A stalled sender's next probe can be 2 minutes away: silence alone does not say
+        // it is gone, and a destroy a kernel-side filter hid (or a lost event) must not pin it.
+        let silent = self.table.silent_holders(now);
+        if !silent.is_empty() {
+            let found = self.sampler.sample(&silent);
+            self.table.confirm(&found, now);
+        }
+        let r = self.table.refresh(now, lost);
         self.sink.show(r, self.started.elapsed().as_secs_f64())
     }
 
@@ -113,6 +124,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         sink,
         losses: &losses,
         started: Instant::now(),
+        sampler: SocketSampler::new(),
     };
     let drive = Drive {
         duration: args.duration,

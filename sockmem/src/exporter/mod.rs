@@ -61,10 +61,11 @@ impl Exporter {
         losses: Arc<LossCounter>,
         programs: ProgramIds,
         top_n: usize,
+        idle_ns: u64,
     ) -> Exporter {
         Exporter {
             maps: Mutex::new(maps),
-            live: Arc::new(Mutex::new(LiveState::default())),
+            live: Arc::new(Mutex::new(LiveState::new(idle_ns))),
             losses,
             programs,
             top_n,

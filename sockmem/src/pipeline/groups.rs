@@ -1,7 +1,8 @@
 //! `serve`'s per-cgroup gauges: the live sockets' last counters ([`LiveSockets`], the table
 //! `top` reads per socket) summed per sender cgroup, and drops per cgroup and reason. Bounded
 //! for runs of days: a socket leaves the table when it is destroyed, when it has been silent
-//! for [`IDLE_NS`] (UDP sockets have no destroy event), or never enters it past
+//! for the idle time ([`IDLE_NS`] unless `--idle` says otherwise; UDP sockets have no destroy
+//! event) and sock_diag does not find it still holding bytes, or never enters it past
 //! [`MAX_SOCKETS`]; groups with no live socket are folded into `other` once they are out of the
 //! top N.
 
@@ -12,14 +13,18 @@ use std::{
 
 use sockmem_common::Hook;
 
-use crate::pipeline::{
-    decode::Event,
-    live_sockets::{LiveSockets, Retention, WhenFull},
-    seed::Existing,
+use crate::{
+    kernel::sampler::Sampled,
+    pipeline::{
+        decode::Event,
+        live_sockets::{LiveSockets, Retention, WhenFull},
+        seed::Existing,
+    },
 };
 
-/// A socket silent this long is dropped from the gauges: an idle TCP socket holds nothing in
-/// flight, and a closed UDP socket says nothing when it goes.
+/// A socket silent this long is dropped from the gauges (by default) unless sock_diag finds it
+/// still holding bytes: an idle TCP socket holds nothing in flight, and a closed UDP socket
+/// says nothing when it goes.
 pub const IDLE_NS: u64 = 120_000_000_000;
 /// At most this many sockets are followed at once (about 250 bytes each: 16 MiB when full).
 pub const MAX_SOCKETS: usize = 65_536;
@@ -58,15 +63,17 @@ pub struct GroupGauges {
     pub alloc: i64,
 }
 
-/// A socket goes with its destroy event, or after [`IDLE_NS`] of silence even with bytes
-/// queued (a lost destroy event must not pin it); past [`MAX_SOCKETS`] new ones are not followed.
-const SERVE_RETENTION: Retention = Retention {
-    closed_ns: 0,
-    idle_ns: IDLE_NS,
-    idle_keeps_holding: false,
-    max_sockets: MAX_SOCKETS,
-    when_full: WhenFull::RefuseNew,
-};
+/// A socket goes with its destroy event, or after `idle_ns` of silence unless sock_diag finds
+/// it still holding bytes (a lost destroy event must not pin it); past [`MAX_SOCKETS`] new ones
+/// are not followed.
+fn serve_retention(idle_ns: u64) -> Retention {
+    Retention {
+        closed_ns: 0,
+        idle_ns,
+        max_sockets: MAX_SOCKETS,
+        when_full: WhenFull::RefuseNew,
+    }
+}
 
 pub struct LiveState {
     sockets: LiveSockets,
@@ -79,17 +86,22 @@ pub struct LiveState {
 
 impl Default for LiveState {
     fn default() -> Self {
+        LiveState::new(IDLE_NS)
+    }
+}
+
+impl LiveState {
+    /// Sockets silent for `idle_ns` are forgotten (unless still holding bytes).
+    pub fn new(idle_ns: u64) -> LiveState {
         LiveState {
-            sockets: LiveSockets::new(SERVE_RETENTION),
+            sockets: LiveSockets::new(serve_retention(idle_ns)),
             tallies: HashMap::new(),
             retired: GroupTally::default(),
             events: 0,
             last_ns: 0,
         }
     }
-}
 
-impl LiveState {
     pub fn observe(&mut self, e: &Event) {
         self.events += 1;
         self.last_ns = self.last_ns.max(e.ts_ns);
@@ -117,7 +129,18 @@ impl LiveState {
         self.sockets.iter().map(|s| s.cgroup_id).collect()
     }
 
-    /// Forgets sockets silent for [`IDLE_NS`] before `now_ns`, and folds the tallies of groups
+    /// The silent sockets to look up with sock_diag before [`LiveState::prune`]
+    /// ([`LiveSockets::silent_holders`]).
+    pub fn silent_holders(&self, now_ns: u64) -> std::collections::BTreeSet<u64> {
+        self.sockets.silent_holders(now_ns)
+    }
+
+    /// What sock_diag found of them ([`LiveSockets::confirm`]).
+    pub fn confirm(&mut self, found: &[Sampled], now_ns: u64) {
+        self.sockets.confirm(found, now_ns);
+    }
+
+    /// Forgets sockets silent for the idle time before `now_ns` (see [`LiveState::confirm`]), and folds the tallies of groups
     /// that have no live socket and are not in `keep` into `other`.
     pub fn prune(&mut self, now_ns: u64, keep: &HashSet<Group>) {
         self.sockets.prune(now_ns);

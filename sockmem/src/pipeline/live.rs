@@ -4,8 +4,9 @@
 //! read out at every refresh into rows with what moved over the interval.
 //!
 //! Bounded for a run of days: a socket the kernel destroyed stays [`GRACE_NS`] (long enough to
-//! be seen closed) and then goes; one with nothing queued and no event for [`IDLE_NS`] goes too
-//! (UDP sockets have no destroy event); past [`MAX_SOCKETS`] the longest idle go first.
+//! be seen closed) and then goes; one with no event for [`IDLE_NS`] goes too (UDP sockets have
+//! no destroy event) unless it held bytes and sock_diag still finds it; past [`MAX_SOCKETS`]
+//! the longest idle go first.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -26,7 +27,7 @@ use crate::{
 
 /// How long a closed socket stays in the table.
 pub const GRACE_NS: u64 = 3_000_000_000;
-/// How long a socket with nothing queued or allocated stays without an event.
+/// How long a socket stays without an event (one that held bytes: without sock_diag finding it).
 pub const IDLE_NS: u64 = 30_000_000_000;
 /// Sockets the table holds at most.
 pub const MAX_SOCKETS: usize = 10_000;
@@ -165,7 +166,6 @@ impl Figures {
 const TOP_RETENTION: Retention = Retention {
     closed_ns: GRACE_NS,
     idle_ns: IDLE_NS,
-    idle_keeps_holding: true,
     max_sockets: MAX_SOCKETS,
     when_full: WhenFull::EvictIdlest,
 };
@@ -278,6 +278,17 @@ impl LiveTable {
             }
             _ => {}
         }
+    }
+
+    /// The silent sockets to look up with sock_diag before [`LiveTable::refresh`]
+    /// ([`LiveSockets::silent_holders`]).
+    pub fn silent_holders(&self, now_ns: u64) -> std::collections::BTreeSet<u64> {
+        self.sockets.silent_holders(now_ns)
+    }
+
+    /// What sock_diag found of them ([`LiveSockets::confirm`]).
+    pub fn confirm(&mut self, found: &[crate::kernel::sampler::Sampled], now_ns: u64) {
+        self.sockets.confirm(found, now_ns);
     }
 
     /// The rows since the previous refresh (unsorted); forgets what has been shown long enough.
@@ -461,7 +472,9 @@ mod tests {
         assert_eq!((row.pid, row.comm.as_deref()), (Some(42), Some("holder")));
         assert_eq!(row.cgroup.as_deref(), Some("/holders"));
         assert_eq!(row.queued_rate, None);
-        // Silent past the idle time, but holding bytes: it stays.
+        // Silent past the idle time, but holding bytes: looked up, found, it stays.
+        assert_eq!(t.silent_holders(IDLE_NS + S), [77].into());
+        t.confirm(std::slice::from_ref(&x.sampled), IDLE_NS + S);
         let r = t.refresh(IDLE_NS + S, 0);
         assert_eq!(r.rows.len(), 1);
         // Its first event, under the identity events carry, with the sender's name.

@@ -5,18 +5,31 @@
 //!
 //! Bounded for runs of days by its [`Retention`]: a socket goes when the kernel destroys it (at
 //! once, or after a grace to be seen closed), when it has been silent too long (UDP sockets have
-//! no destroy event, and a lost event must not pin one), and past a number of sockets.
+//! no destroy event, and a lost event must not pin one), and past a number of sockets. Silence
+//! alone does not say a socket that held bytes is gone: a sender stalled by a zero window probes
+//! it every 2 minutes at most. Those are looked up with sock_diag first ([`silent_holders`],
+//! [`confirm`]) and stay while the kernel still has them.
+//!
+//! [`silent_holders`]: LiveSockets::silent_holders
+//! [`confirm`]: LiveSockets::confirm
 //!
 //! [`seed`]: crate::pipeline::seed
 
-use std::{borrow::Cow, collections::HashMap, sync::Arc};
+use std::{
+    borrow::Cow,
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use sockmem_common::Hook;
 
-use crate::pipeline::{
-    decode::Event,
-    identity::SocketIdentity,
-    seed::{is_seeded, Existing},
+use crate::{
+    kernel::sampler::Sampled,
+    pipeline::{
+        decode::Event,
+        identity::SocketIdentity,
+        seed::{is_seeded, Existing},
+    },
 };
 
 /// How long sockets stay, and how many.
@@ -24,10 +37,9 @@ use crate::pipeline::{
 pub struct Retention {
     /// A destroyed socket stays this long (shown closed); 0: it goes with its destroy event.
     pub closed_ns: u64,
-    /// A socket goes after this long without an event...
+    /// A socket goes after this long without an event (or, if it held bytes, without sock_diag
+    /// finding it: [`LiveSockets::confirm`]).
     pub idle_ns: u64,
-    /// ...unless it still holds bytes (a stalled sender makes no event for minutes).
-    pub idle_keeps_holding: bool,
     pub max_sockets: usize,
     pub when_full: WhenFull,
 }
@@ -55,7 +67,7 @@ pub struct LiveSocket {
     pub queued: i64,
     pub alloc: i64,
     pub sndbuf: i64,
-    /// Its last event (or its seeding).
+    /// Its last event, its seeding, or sock_diag's last finding it holding bytes.
     pub last_ns: u64,
     /// When the kernel destroyed it.
     pub closed_at: Option<u64>,
@@ -90,6 +102,15 @@ impl LiveSocket {
 
     fn holds_bytes(&self) -> bool {
         self.queued != 0 || self.alloc != 0
+    }
+
+    fn silent(&self, now_ns: u64, idle_ns: u64) -> bool {
+        now_ns.saturating_sub(self.last_ns) >= idle_ns
+    }
+
+    /// Open, silent for the idle time, and holding bytes at its last reading.
+    fn silent_holder(&self, now_ns: u64, idle_ns: u64) -> bool {
+        self.closed_at.is_none() && self.holds_bytes() && self.silent(now_ns, idle_ns)
     }
 }
 
@@ -221,9 +242,49 @@ impl LiveSockets {
         Some(was)
     }
 
+    /// The inodes of the sockets [`prune`] would forget for their silence though they held
+    /// bytes at their last reading: what to look up with sock_diag ([`SocketSampler::sample`])
+    /// and [`confirm`] first. Sockets without a file (inode 0) cannot be looked up.
+    ///
+    /// [`prune`]: LiveSockets::prune
+    /// [`confirm`]: LiveSockets::confirm
+    /// [`SocketSampler::sample`]: crate::kernel::sampler::SocketSampler::sample
+    pub fn silent_holders(&self, now_ns: u64) -> BTreeSet<u64> {
+        self.sockets
+            .values()
+            .filter(|s| s.id.ino != 0 && s.silent_holder(now_ns, self.retention.idle_ns))
+            .map(|s| s.id.ino)
+            .collect()
+    }
+
+    /// What sock_diag read at `now_ns` of the [`silent_holders`]: each still there is alive,
+    /// with its counters as read (bytes still held, or gone since its last event, which can
+    /// be lost); one not found is gone, and goes at the next [`prune`].
+    ///
+    /// [`silent_holders`]: LiveSockets::silent_holders
+    /// [`prune`]: LiveSockets::prune
+    pub fn confirm(&mut self, found: &[Sampled], now_ns: u64) {
+        let by_ino: HashMap<u64, &Sampled> = found.iter().map(|f| (f.mem.ino, f)).collect();
+        let idle_ns = self.retention.idle_ns;
+        for s in self.sockets.values_mut() {
+            if s.id.ino == 0 || !s.silent_holder(now_ns, idle_ns) {
+                continue;
+            }
+            let Some(f) = by_ino.get(&s.id.ino) else {
+                continue;
+            };
+            s.queued = f.mem.wmem_queued.into();
+            s.alloc = f.mem.wmem_alloc.into();
+            s.sndbuf = f.mem.sndbuf.into();
+            s.last_ns = s.last_ns.max(now_ns);
+        }
+    }
+
     /// Forgets sockets closed longer than the grace, silent longer than the idle time (those
-    /// still holding bytes stay, if the retention says so) and, past the maximum, the longest
+    /// holding bytes stay while [`confirm`] finds them) and, past the maximum, the longest
     /// silent; returns the identities forgotten.
+    ///
+    /// [`confirm`]: LiveSockets::confirm
     pub fn prune(&mut self, now_ns: u64) -> Vec<u64> {
         let r = self.retention;
         let mut gone: Vec<u64> = self
@@ -231,10 +292,7 @@ impl LiveSockets {
             .values()
             .filter(|s| match s.closed_at {
                 Some(t) => now_ns.saturating_sub(t) > r.closed_ns,
-                None => {
-                    now_ns.saturating_sub(s.last_ns) >= r.idle_ns
-                        && !(r.idle_keeps_holding && s.holds_bytes())
-                }
+                None => s.silent(now_ns, r.idle_ns),
             })
             .map(|s| s.id.sock_id)
             .collect();
@@ -299,7 +357,6 @@ mod tests {
     const RETENTION: Retention = Retention {
         closed_ns: 0,
         idle_ns: 100,
-        idle_keeps_holding: false,
         max_sockets: 2,
         when_full: WhenFull::RefuseNew,
     };
@@ -338,10 +395,10 @@ mod tests {
     }
 
     #[test]
-    fn a_grace_keeps_closed_sockets_and_holders_stay_and_the_idlest_go_past_the_maximum() {
+    fn a_grace_keeps_closed_sockets_and_holders_stay_while_found_and_the_idlest_go_past_the_maximum(
+    ) {
         let mut t = LiveSockets::new(Retention {
             closed_ns: 50,
-            idle_keeps_holding: true,
             when_full: WhenFull::EvictIdlest,
             ..RETENTION
         });
@@ -356,9 +413,24 @@ mod tests {
             .any(|s| s.id.sock_id == 2 && s.closed_at == Some(10)));
         assert_eq!(t.prune(61), vec![2], "closed past the grace");
         t.observe(&event(4, Hook::TcpSendmsg, 62, 5));
-        // 3 is idle with nothing queued; 4 holds bytes and stays.
+        // 3 is idle with nothing queued, gone; 4 holds bytes: looked up first, and it stays
+        // while sock_diag finds it, with the counters read there.
+        assert_eq!(t.silent_holders(200), BTreeSet::from([1004]));
+        let found = |ino, q, a| Existing::example(ino, q, a).sampled;
+        t.confirm(&[found(1004, 7, 3), found(1003, 9, 9)], 200);
         assert_eq!(t.prune(200), vec![3]);
-        assert_eq!(ids(&t), vec![4]);
+        assert!(t
+            .iter()
+            .any(|s| s.id.sock_id == 4 && (s.queued, s.alloc, s.last_ns) == (7, 3, 200)));
+        assert!(
+            t.silent_holders(299).is_empty(),
+            "found: silent again from then"
+        );
+        // Not found the next time: gone.
+        assert_eq!(t.silent_holders(300), BTreeSet::from([1004]));
+        t.confirm(&[], 300);
+        assert_eq!(t.prune(300), vec![4]);
+        assert_eq!(t.count(), 0);
     }
 
     #[test]
