@@ -846,9 +846,12 @@ fn wmem_alloc_returns_to_zero_after_drain() {
         max_alloc > 0,
         "expected wmem_alloc > 0 on some event of {key} during the transfer, max was {max_alloc}"
     );
-    // The last event is the drain's only if none was lost (6.12/fentry once ended on a
-    // dequeue with 105952 bytes below TCP, ss t 0: the frees after it missing).
+    // Each event reads the kernel's counter as it runs: the last one shows the drained 0 unless
+    // a later one never reached the ring, lost (ring full) or not run by the kernel (a program
+    // already running on that CPU: 6.12/fentry once ended on a dequeue with 105952 bytes below
+    // TCP while ss said t 0).
     let lost = trace.summary_u64("lost");
+    let missed = trace.summary_u64("missed");
     let tail: Vec<String> = evs[evs.len().saturating_sub(12)..]
         .iter()
         .map(|e| {
@@ -864,14 +867,23 @@ fn wmem_alloc_returns_to_zero_after_drain() {
             )
         })
         .collect();
-    assert_eq!(
-        (get_i64(last, "wmem_alloc"), lost),
-        (0, 0),
-        "expected wmem_alloc 0 on the last event of {key} (all sent and acked) and no event \
-         lost, got {} with {lost} lost: {last}\nthe last events:\n{}",
-        get_i64(last, "wmem_alloc"),
-        tail.join("\n")
-    );
+    assert_eq!(lost, 0, "expected no event lost with a 16 MiB ring");
+    if missed == 0 {
+        assert_eq!(
+            get_i64(last, "wmem_alloc"),
+            0,
+            "expected wmem_alloc 0 on the last event of {key} (all sent and acked; no event \
+             lost or missed): {last}\nthe last events:\n{}",
+            tail.join("\n")
+        );
+    } else {
+        eprintln!(
+            "drain: {missed} events not run by the kernel ({}): the last event's counter is not \
+             checked; the last events:\n{}",
+            trace.summary["missed_per_hook"],
+            tail.join("\n")
+        );
+    }
     assert_eq!(m.t, 0, "expected ss t 0 on the drained sender, got {m:?}");
 }
 

@@ -3,7 +3,10 @@
 //! `BPF_ENABLE_STATS` file descriptor, so sockmem enables them for its own run and nothing
 //! changes system-wide afterwards (no `kernel.bpf_stats_enabled` to restore).
 
-use std::{collections::BTreeMap, os::fd::OwnedFd};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+};
 
 use aya::{sys::Stats, Ebpf};
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,56 @@ pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
         e.1 += info.run_time().as_nanos() as u64;
     }
     costs(per_hook)
+}
+
+/// Per hook, how often the kernel did not run one of its programs because a BPF program was
+/// already running on that CPU (`recursion_misses`: a hook fired inside a program, such as an
+/// skb freed by an interrupt while one ran): events that never reached the ring, apart from
+/// the `lost` ones (the ring was full). Hooks with none are left out, and the softirq trackers
+/// (`context`), whose misses lose no event. Not every kernel counts them for every kind of
+/// program (fentry's trampolines do since 5.12).
+pub fn missed(ebpf: &Ebpf) -> BTreeMap<String, u64> {
+    let owner = owners();
+    let mut per_hook: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, program) in ebpf.programs() {
+        let Some(n) = program
+            .fd()
+            .ok()
+            .and_then(|fd| recursion_misses(fd.as_fd()).ok())
+        else {
+            continue;
+        };
+        let hook = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
+        if n > 0 && hook != "context" {
+            *per_hook.entry(hook).or_default() += n;
+        }
+    }
+    per_hook
+}
+
+/// The program's `recursion_misses` (`BPF_OBJ_GET_INFO_BY_FD`).
+fn recursion_misses(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+    // SAFETY: both are plain C structs for which all zeroes is a valid value.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // The union member this command reads.
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = &mut info as *mut bpf_prog_info as u64;
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_int,
+            &mut attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
 }
 
 /// The kernel ids of the loaded programs and their hooks: their statistics can then be read

@@ -88,6 +88,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         eprintln!("sockmem: warning: {e:#}; the recording counts no lost events");
         Vec::new()
     });
+    let missed = crate::attach::stats::missed(&session.ebpf);
     let bpf_stats = session.report_stats();
     let names = std::mem::replace(&mut session.names, Names::empty());
     drop(stream);
@@ -99,8 +100,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e).context("writing the recording"))?;
     outcome?;
     eprintln!(
-        "sockmem: recorded {events} events in {elapsed_s:.1} s to `{}`, {lost} lost",
-        args.output.display()
+        "sockmem: recorded {events} events in {elapsed_s:.1} s to `{}`, {lost} lost{}",
+        args.output.display(),
+        crate::render::missed_note(Some(&missed))
     );
     Ok(())
 }

@@ -97,6 +97,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     let lost_per_cpu = losses.per_cpu()?;
+    let missed_per_hook = crate::attach::stats::missed(&session.ebpf);
     let bpf_stats = session.report_stats();
     drop(stream);
     drop(session);
@@ -110,6 +111,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         events,
         lost: lost_per_cpu.iter().sum(),
         lost_per_cpu,
+        missed_per_hook: Some(missed_per_hook),
         sockets: tracker.sockets(),
         elapsed_s: started.elapsed().as_secs_f64(),
         bpf_stats,
@@ -118,8 +120,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     sink.summary(&summary)?;
     sink.finish()?;
     eprintln!(
-        "sockmem: {} events from {} sockets in {:.1} s, {} lost",
-        summary.events, summary.sockets, summary.elapsed_s, summary.lost
+        "sockmem: {} events from {} sockets in {:.1} s, {} lost{}",
+        summary.events,
+        summary.sockets,
+        summary.elapsed_s,
+        summary.lost,
+        crate::render::missed_note(summary.missed_per_hook.as_ref())
     );
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! JSON lines: a header, one object per event, a summary.
 
-use std::io::{self, Write};
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
 
 use serde::Serialize;
 
@@ -174,6 +177,10 @@ struct JsonSummary<'a> {
     events: u64,
     lost: u64,
     lost_per_cpu: &'a [u64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed_per_hook: Option<&'a BTreeMap<String, u64>>,
     sockets: u64,
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -357,6 +364,8 @@ impl<W: Finish> Sink for JsonSink<W> {
             events: s.events,
             lost: s.lost,
             lost_per_cpu: &s.lost_per_cpu,
+            missed: s.missed_per_hook.as_ref().map(|m| m.values().sum()),
+            missed_per_hook: s.missed_per_hook.as_ref(),
             sockets: s.sockets,
             elapsed_s: s.elapsed_s,
             bpf_stats: s.bpf_stats.as_deref(),

@@ -2,6 +2,7 @@
 //! `Vec<u8>`.
 
 use std::{
+    collections::BTreeMap,
     fmt,
     io::{self, Write as _},
     net::IpAddr,
@@ -54,11 +55,29 @@ pub struct Summary {
     pub events: u64,
     pub lost: u64,
     pub lost_per_cpu: Vec<u64>,
+    /// Programs the kernel did not run (one already running on that CPU), per hook:
+    /// `attach::stats::missed`; `None` where not known (a replay: recordings do not keep it).
+    pub missed_per_hook: Option<BTreeMap<String, u64>>,
     /// Sockets seen, destroyed ones included.
     pub sockets: u64,
     pub elapsed_s: f64,
     /// `--stats`: the programs' cost per hook.
     pub bpf_stats: Option<Vec<HookCost>>,
+}
+
+/// The end of the exit line's loss count: the hooks whose programs the kernel did not run
+/// (another was running on that CPU), which lose events as surely as a full ring; empty when
+/// none was skipped.
+pub fn missed_note(per_hook: Option<&BTreeMap<String, u64>>) -> String {
+    let Some(per_hook) = per_hook.filter(|m| !m.is_empty()) else {
+        return String::new();
+    };
+    let total: u64 = per_hook.values().sum();
+    let hooks: Vec<String> = per_hook.iter().map(|(h, n)| format!("{h} {n}")).collect();
+    format!(
+        ", {total} not run by the kernel ({}: a program was already running on that CPU)",
+        hooks.join(", ")
+    )
 }
 
 /// An output that needs a last step once everything is written (a file is put in place).
