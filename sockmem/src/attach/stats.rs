@@ -72,18 +72,25 @@ pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
 pub fn missed(ebpf: &Ebpf) -> BTreeMap<String, u64> {
     let owner = owners();
     let mut per_hook: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed = None;
     for (name, program) in ebpf.programs() {
-        let Some(n) = program
-            .fd()
-            .ok()
-            .and_then(|fd| recursion_misses(fd.as_fd()).ok())
-        else {
-            continue;
+        // Programs that did not load (other backends) have no descriptor.
+        let Ok(fd) = program.fd() else { continue };
+        let n = match recursion_misses(fd.as_fd()) {
+            Ok(n) => n,
+            Err(e) => {
+                failed.get_or_insert(e);
+                continue;
+            }
         };
         let hook = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
         if n > 0 && hook != "context" {
             *per_hook.entry(hook).or_default() += n;
         }
+    }
+    // Said, not a silent zero.
+    if let Some(e) = failed {
+        eprintln!("sockmem: warning: reading how often the kernel skipped the programs: {e}");
     }
     per_hook
 }
