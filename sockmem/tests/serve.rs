@@ -478,6 +478,18 @@ fn prometheus_scrapes_what_hist_counts() {
     ] {
         assert!(metrics.contains(name), "expected {name} in /metrics");
     }
+    // Skipped runs are counted for every hook whose runs are: the kernel's count per program.
+    let hooks = |name: &str| -> Vec<String> {
+        series_of(&metrics, name)
+            .into_iter()
+            .map(|(labels, _)| labels)
+            .collect()
+    };
+    assert_eq!(
+        hooks("sockmem_bpf_missed_runs_total"),
+        hooks("sockmem_bpf_runs_total"),
+        "expected a skipped-runs series for each hook with a runs series"
+    );
     // SIGHUP reloads nothing and must not end it.
     serve.signal(libc::SIGHUP);
     thread::sleep(Duration::from_millis(500));

@@ -161,6 +161,25 @@ impl ProgramIds {
     }
 }
 
+impl ProgramIds {
+    /// Per hook, the runs the kernel skipped so far (see [`missed`]); every hook with a loaded
+    /// program, at 0 when none was skipped (a series that appears late would look like a new
+    /// one); the softirq trackers are `context`. An error when a program's count could not be
+    /// read: a total without it could go backwards.
+    pub fn missed(&self) -> std::io::Result<BTreeMap<String, u64>> {
+        let mut per_hook: BTreeMap<String, u64> = self.0.values().map(|h| (h.clone(), 0)).collect();
+        for info in aya::programs::loaded_programs().flatten() {
+            let Some(hook) = self.0.get(&info.id()) else {
+                continue;
+            };
+            // By id: the event loop holds the programs themselves.
+            let fd = info.fd().map_err(std::io::Error::other)?;
+            *per_hook.entry(hook.clone()).or_default() += recursion_misses(fd.as_fd())?;
+        }
+        Ok(per_hook)
+    }
+}
+
 fn costs(per_hook: BTreeMap<String, (u64, u64)>) -> Vec<HookCost> {
     per_hook
         .into_iter()

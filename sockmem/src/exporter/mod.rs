@@ -173,6 +173,11 @@ impl Exporter {
             lost_events: self.losses.per_cpu()?.iter().sum(),
             events: live.events,
             bpf: self.programs.costs(),
+            bpf_missed: self
+                .programs
+                .missed()
+                .map_err(|e| eprintln!("sockmem: reading the programs' skipped runs: {e}"))
+                .ok(),
             completeness,
             tracked_sockets: live.sockets() as u64,
             untracked_sockets: live.untracked_sockets(),

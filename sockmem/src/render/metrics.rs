@@ -75,6 +75,8 @@ pub struct Scrape {
     pub lost_events: u64,
     pub events: u64,
     pub bpf: Vec<HookCost>,
+    /// Per hook, the programs' runs the kernel skipped; `None` when they could not be read.
+    pub bpf_missed: Option<BTreeMap<String, u64>>,
     pub completeness: Completeness,
     pub tracked_sockets: u64,
     pub untracked_sockets: u64,
@@ -254,6 +256,17 @@ impl Scrape {
                 .iter()
                 .map(|c| (vec![("hook", c.hook.clone())], c.runs as f64)),
         ));
+        if let Some(missed) = &self.bpf_missed {
+            out.push(counter(
+                "sockmem_bpf_missed_runs",
+                "runs of sockmem's own eBPF programs the kernel skipped because a BPF program was \
+                 already running on that CPU (what they would have seen is missing), per hook",
+                None,
+                missed
+                    .iter()
+                    .map(|(h, n)| (vec![("hook", h.clone())], *n as f64)),
+            ));
+        }
         let c = &self.completeness;
         out.push(counter(
             "sockmem_samples_dropped_map_full",
