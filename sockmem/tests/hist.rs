@@ -253,6 +253,14 @@ fn print_little(r: &LittleRun) {
 /// far more coarsely than the host.
 const LITTLE_TOLERANCE: f64 = 0.40;
 
+/// Under emulation the ratio may also run high, up to this: the host pauses a VM's vCPUs (two
+/// VMs on two cores), the queue waits out the pause in wall-clock time (which sockmem's times
+/// count) but no sampler inside the VM runs during it, so tc's sampled L misses the long
+/// queues. 6.1/tracepoint, full matrix on a busy host (2026-12-01): 1.215 at 40mbit, 1.426 at
+/// 200mbit with L 1.38 skbs, sockmem's p50 (3.77 ms) right at W (3.83 ms) and the mean pulled
+/// up by the tail. Still far from a unit or skbs-vs-segments mistake (20-40x).
+const LITTLE_EMULATED_HIGH: f64 = 2.0;
+
 /// The flow starts after sockmem attached, so no skb of it was queued before; qdisc_unmatched
 /// still holds a few (requeues): 0–4 against 770–1990 sojourn samples (at most 0.5%) in the 20
 /// host runs measured for LITTLE_TOLERANCE. It must stay below this fraction of the count.
@@ -289,17 +297,20 @@ fn qdisc_sojourn_agrees_with_littles_law() {
             r.lambda_skbs
         );
         let lo = 1.0 - LITTLE_TOLERANCE;
-        let hi = 1.0 + LITTLE_TOLERANCE;
+        let hi = if emulated() {
+            LITTLE_EMULATED_HIGH
+        } else {
+            1.0 + LITTLE_TOLERANCE
+        };
         assert!(
             (lo..=hi).contains(&r.ratio()),
             "tbf {}: expected sockmem's mean qdisc sojourn {:.3} ms to equal Little's law W = L/λ \
-             = {:.3} skbs / {:.1} skbs/s = {:.3} ms within ±{:.0}%, got ratio {:.3}",
+             = {:.3} skbs / {:.1} skbs/s = {:.3} ms, the ratio within {lo:.2}..{hi:.2}, got {:.3}",
             r.rate,
             r.mean_ns / 1e6,
             r.l_skbs,
             r.lambda_skbs,
             r.w_skbs_ns / 1e6,
-            LITTLE_TOLERANCE * 100.0,
             r.ratio()
         );
         let bound = (r.count as f64 * UNMATCHED_MAX_FRACTION).ceil() as u64;
