@@ -68,31 +68,19 @@ pub fn read(ebpf: &Ebpf) -> Vec<HookCost> {
 /// skb freed by an interrupt while one ran): events that never reached the ring, apart from
 /// the `lost` ones (the ring was full). Hooks with none are left out, and the softirq trackers
 /// (`context`), whose misses lose no event. Not every kernel counts them for every kind of
-/// program (fentry's trampolines do since 5.12).
-pub fn missed(ebpf: &Ebpf) -> BTreeMap<String, u64> {
-    let owner = owners();
-    let mut per_hook: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failed = None;
-    for (name, program) in ebpf.programs() {
-        // Programs that did not load (other backends) have no descriptor.
-        let Ok(fd) = program.fd() else { continue };
-        let n = match recursion_misses(fd.as_fd()) {
-            Ok(n) => n,
-            Err(e) => {
-                failed.get_or_insert(e);
-                continue;
-            }
-        };
-        let hook = owner.get(name).cloned().unwrap_or_else(|| name.to_owned());
-        if n > 0 && hook != "context" {
-            *per_hook.entry(hook).or_default() += n;
+/// program (fentry's trampolines do since 5.12). `None`, said, when a count could not be read:
+/// unknown, not zero.
+pub fn missed(ebpf: &Ebpf) -> Option<BTreeMap<String, u64>> {
+    match ProgramIds::of(ebpf).missed() {
+        Ok(mut per_hook) => {
+            per_hook.retain(|hook, n| *n > 0 && hook != "context");
+            Some(per_hook)
+        }
+        Err(e) => {
+            eprintln!("sockmem: warning: reading how often the kernel skipped the programs: {e}");
+            None
         }
     }
-    // Said, not a silent zero.
-    if let Some(e) = failed {
-        eprintln!("sockmem: warning: reading how often the kernel skipped the programs: {e}");
-    }
-    per_hook
 }
 
 /// The program's `recursion_misses` (`BPF_OBJ_GET_INFO_BY_FD`).
@@ -159,9 +147,7 @@ impl ProgramIds {
             })
             .collect()
     }
-}
 
-impl ProgramIds {
     /// Per hook, the runs the kernel skipped so far (see [`missed`]); every hook with a loaded
     /// program, at 0 when none was skipped (a series that appears late would look like a new
     /// one); the softirq trackers are `context`. An error when a program's count could not be
@@ -172,7 +158,7 @@ impl ProgramIds {
             let Some(hook) = self.0.get(&info.id()) else {
                 continue;
             };
-            // By id: the event loop holds the programs themselves.
+            // By id: in `serve` the event loop holds the programs themselves.
             let fd = info.fd().map_err(std::io::Error::other)?;
             *per_hook.entry(hook.clone()).or_default() += recursion_misses(fd.as_fd())?;
         }

@@ -102,7 +102,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     eprintln!(
         "sockmem: recorded {events} events in {elapsed_s:.1} s to `{}`, {lost} lost{}",
         args.output.display(),
-        crate::render::missed_note(Some(&missed))
+        crate::render::missed_note(missed.as_ref())
     );
     Ok(())
 }

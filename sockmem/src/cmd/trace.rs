@@ -111,7 +111,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         events,
         lost: lost_per_cpu.iter().sum(),
         lost_per_cpu,
-        missed_per_hook: Some(missed_per_hook),
+        missed_per_hook,
         sockets: tracker.sockets(),
         elapsed_s: started.elapsed().as_secs_f64(),
         bpf_stats,

@@ -56,7 +56,8 @@ pub struct Summary {
     pub lost: u64,
     pub lost_per_cpu: Vec<u64>,
     /// Programs the kernel did not run (one already running on that CPU), per hook:
-    /// `attach::stats::missed`; `None` where not known (a replay: recordings do not keep it).
+    /// `attach::stats::missed`; `None` where not known (a replay: recordings do not keep it; a
+    /// count that could not be read).
     pub missed_per_hook: Option<BTreeMap<String, u64>>,
     /// Sockets seen, destroyed ones included.
     pub sockets: u64,
