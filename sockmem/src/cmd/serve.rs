@@ -86,14 +86,11 @@ fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
     let keep = exporter.top_groups()?;
     let lock = || exporter.live.lock().unwrap_or_else(|p| p.into_inner());
     // Silent sockets that held bytes are looked up first (a stalled sender's next probe can be
-    // 2 minutes away), outside the lock: a scrape does not wait on a dump.
+    // 2 minutes away), outside the lock: a scrape does not wait on a dump (none when no socket
+    // is asked for).
     let now = monotonic_ns();
     let silent = lock().silent_holders(now);
-    let found = if silent.is_empty() {
-        Vec::new()
-    } else {
-        SocketSampler::new().sample(&silent)
-    };
+    let found = SocketSampler::new().sample(&silent);
     let forgotten = {
         let mut live = lock();
         live.confirm(&found, now);

@@ -66,11 +66,9 @@ impl Consumer for TopPipeline<'_> {
         let now = monotonic_ns();
         // A stalled sender's next probe can be 2 minutes away: silence alone does not say
         // it is gone, and a destroy a kernel-side filter hid (or a lost event) must not pin it.
-        let silent = self.table.silent_holders(now);
-        if !silent.is_empty() {
-            let found = self.sampler.sample(&silent);
-            self.table.confirm(&found, now);
-        }
+        // No dump when none is silent.
+        let found = self.sampler.sample(&self.table.silent_holders(now));
+        self.table.confirm(&found, now);
         let r = self.table.refresh(now, lost);
         self.sink.show(r, self.started.elapsed().as_secs_f64())
     }

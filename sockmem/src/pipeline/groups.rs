@@ -140,8 +140,9 @@ impl LiveState {
         self.sockets.confirm(found, now_ns);
     }
 
-    /// Forgets sockets silent for the idle time before `now_ns` (see [`LiveState::confirm`]), and folds the tallies of groups
-    /// that have no live socket and are not in `keep` into `other`.
+    /// Forgets sockets silent for the idle time before `now_ns` (see [`LiveState::confirm`]),
+    /// and folds the tallies of groups that have no live socket and are not in `keep` into
+    /// `other`.
     pub fn prune(&mut self, now_ns: u64, keep: &HashSet<Group>) {
         self.sockets.prune(now_ns);
         let live = self.socket_groups();

@@ -108,9 +108,13 @@ impl LiveSocket {
         now_ns.saturating_sub(self.last_ns) >= idle_ns
     }
 
-    /// Open, silent for the idle time, and holding bytes at its last reading.
+    /// Open, silent for the idle time, holding bytes at its last reading, and with a file
+    /// (inode) sock_diag can find it by.
     fn silent_holder(&self, now_ns: u64, idle_ns: u64) -> bool {
-        self.closed_at.is_none() && self.holds_bytes() && self.silent(now_ns, idle_ns)
+        self.closed_at.is_none()
+            && self.id.ino != 0
+            && self.holds_bytes()
+            && self.silent(now_ns, idle_ns)
     }
 }
 
@@ -252,7 +256,7 @@ impl LiveSockets {
     pub fn silent_holders(&self, now_ns: u64) -> BTreeSet<u64> {
         self.sockets
             .values()
-            .filter(|s| s.id.ino != 0 && s.silent_holder(now_ns, self.retention.idle_ns))
+            .filter(|s| s.silent_holder(now_ns, self.retention.idle_ns))
             .map(|s| s.id.ino)
             .collect()
     }
@@ -267,10 +271,10 @@ impl LiveSockets {
         let by_ino: HashMap<u64, &Sampled> = found.iter().map(|f| (f.mem.ino, f)).collect();
         let idle_ns = self.retention.idle_ns;
         for s in self.sockets.values_mut() {
-            if s.id.ino == 0 || !s.silent_holder(now_ns, idle_ns) {
-                continue;
-            }
-            let Some(f) = by_ino.get(&s.id.ino) else {
+            let Some(f) = by_ino
+                .get(&s.id.ino)
+                .filter(|_| s.silent_holder(now_ns, idle_ns))
+            else {
                 continue;
             };
             s.queued = f.mem.wmem_queued.into();
