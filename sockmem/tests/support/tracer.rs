@@ -222,13 +222,27 @@ impl Drop for Tracer {
 /// The opening most tests share, in the one order that survives a slow machine: every tracer
 /// in `tracers` started and attached (its ready file exists: loading can take over a minute in
 /// an emulated VM), only then `traffic`, then [`SETTLE`] for the last skbs and ACKs, then
-/// SIGTERM to each tracer (in order), each checked to exit 0 without a panic.
+/// SIGTERM to every tracer at once (tracers compared with each other must stop at the same
+/// moment: signalled one after the other's exit, the later one saw a late ACK the first did
+/// not), each checked to exit 0 without a panic.
 /// Each entry of `tracers` is a sockmem command line, e.g. `["trace", "--json", "-P", "5000"]`.
 pub fn traced_by<T>(tracers: &[&[&str]], traffic: impl FnOnce() -> T) -> (T, Vec<CmdOutput>) {
     let running: Vec<Tracer> = tracers.iter().map(|args| Tracer::start(args)).collect();
     let t = traffic();
     thread::sleep(SETTLE);
-    (t, running.into_iter().map(Tracer::stop_checked).collect())
+    for r in &running {
+        r.signal(libc::SIGTERM);
+    }
+    let outs = running
+        .into_iter()
+        .map(|mut r| {
+            let out = r.wait_exit(EXIT_TIMEOUT, "after SIGTERM");
+            out.assert_no_panic();
+            out.assert_success();
+            out
+        })
+        .collect();
+    (t, outs)
 }
 
 /// [`traced_by`] with one tracer.
