@@ -139,17 +139,23 @@ const ONE_PER_PASS: [&str; 6] = [
     "driver_xmit",
 ];
 
-/// Two runs' events per hook: equal on the host, but for events either run lost. Under
-/// emulation two sets of programs each skip runs that would nest on a CPU (the kernel's
-/// recursion guards) at different moments: 2% apart there (6.1/fentry under TCG: 239 against
-/// 237 dev_queue_xmit, 476 against 478).
+/// Two runs' events per hook: equal on the host, but for events either run lost and the
+/// `unsettled` ones, per hook, whose attribution may differ between the runs. Under emulation
+/// two sets of programs each skip runs that would nest on a CPU (the kernel's recursion guards)
+/// at different moments: 2% apart there (6.1/fentry under TCG: 239 against 237
+/// dev_queue_xmit, 476 against 478).
 fn assert_per_hook_alike(
     what: &str,
     got: &BTreeMap<String, usize>,
     want: &BTreeMap<String, usize>,
     lost: u64,
+    unsettled: &BTreeMap<String, usize>,
 ) {
-    let slack = |n: usize| lost as usize + if emulated() { (n / 50).max(2) } else { 0 };
+    let slack = |h: &str, n: usize| {
+        lost as usize
+            + unsettled.get(h).copied().unwrap_or(0)
+            + if emulated() { (n / 50).max(2) } else { 0 }
+    };
     let hooks: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
     let apart: Vec<String> = hooks
         .into_iter()
@@ -158,15 +164,37 @@ fn assert_per_hook_alike(
                 got.get(h).copied().unwrap_or(0),
                 want.get(h).copied().unwrap_or(0),
             );
-            (g.abs_diff(w) > slack(w)).then(|| format!("{h}: {g} vs {w}"))
+            (g.abs_diff(w) > slack(h, w)).then(|| format!("{h}: {g} vs {w}"))
         })
         .collect();
     assert!(
         apart.is_empty(),
-        "{what}: expected per hook the same counts (±{lost} lost{}): {apart:?}\n  got: \
-         {got:?}\n want: {want:?}",
+        "{what}: expected per hook the same counts (±{lost} lost, ±{unsettled:?} unsettled{}): \
+         {apart:?}\n  got: {got:?}\n want: {want:?}",
         if emulated() { ", ±2% emulated" } else { "" }
     );
+}
+
+/// Per [`ONE_PER_PASS`] hook, the events of `evs` stamped near the first one its sender's
+/// `sendmsg` owned: each run records the sender in its own map, a moment apart (two programs
+/// on one tracepoint, run one after the other), and an event's stamp may trail its sender
+/// lookup by [`stamp_delay_ns`]; skbs handled in softirq around then can name the sender in
+/// one run and nobody in the other (6.12/tracepoint VM: 3 of 147 `dev_queue_xmit`).
+fn near_first_send(evs: &[&Value]) -> BTreeMap<String, usize> {
+    let Some(first) = evs
+        .iter()
+        .filter(|e| get_str(e, "owner") == "sendmsg")
+        .map(|e| get_u64(e, "ts_ns"))
+        .min()
+    else {
+        return BTreeMap::new();
+    };
+    let window = 2 * stamp_delay_ns();
+    per_pass_hook(
+        evs.iter()
+            .copied()
+            .filter(|e| get_u64(e, "ts_ns").abs_diff(first) <= window),
+    )
 }
 
 /// [`per_hook`] of the [`ONE_PER_PASS`] hooks.
@@ -223,11 +251,10 @@ fn every_event_carries_its_senders_cgroup() {
         // connection setup, in softirq before any send, may have nobody to name.
         // Where only `sendmsg_ret` is hooked (6.12's tracepoints: `sock_send_length`), the
         // sender is recorded when its first call returns: skbs of that first call dequeued in
-        // softirq before the return name nobody yet.
+        // softirq before the return name nobody yet. An event is stamped after its sender
+        // lookup, so one that missed may carry a time up to `stamp_delay_ns` later.
         let at_return = !t.is_attached("tcp_sendmsg");
-        // (6.12/tracepoint once showed an unowned dequeue just after the first return: the
-        // boundary there is the second return.)
-        let mut sends: Vec<u64> = evs
+        let first_send = evs
             .iter()
             .filter(|e| {
                 if at_return {
@@ -237,25 +264,28 @@ fn every_event_carries_its_senders_cgroup() {
                 }
             })
             .map(|e| get_u64(e, "ts_ns"))
-            .collect();
-        sends.sort_unstable();
-        let first_send = if at_return {
-            sends.get(1).or(sends.first()).copied()
-        } else {
-            sends.first().copied()
-        };
+            .min();
         assert!(
             first_send.is_some() || !carried,
             "expected events owned by the sender's sendmsg"
         );
         let mut unknown = 0;
+        // How much later than the first send the latest unnamed event was stamped (the
+        // figure `stamp_delay_ns` is bounded by, printed for the record).
+        let mut latest_unknown_after = 0;
         for e in &evs {
             if get_str(e, "owner") == "unknown" {
                 unknown += 1;
                 if let Some(first) = first_send {
+                    let ts = get_u64(e, "ts_ns");
+                    latest_unknown_after = latest_unknown_after.max(ts.saturating_sub(first));
                     assert!(
-                        get_u64(e, "ts_ns") < first,
-                        "an event with no sender after the first sendmsg: {e}"
+                        ts <= first.saturating_add(stamp_delay_ns()),
+                        "an event with no sender {:.3} ms after the first sendmsg ({} ms \
+                         allowed for the stamp): {e}\nthe flow's events per sock id: {}",
+                        ts.saturating_sub(first) as f64 / 1e6,
+                        stamp_delay_ns() / 1_000_000,
+                        owners_per_sock(&evs)
                     );
                 }
                 assert_eq!(get_u64(e, "cgroup_id"), 0, "unknown sender, not root: {e}");
@@ -284,8 +314,9 @@ fn every_event_carries_its_senders_cgroup() {
             .filter(|e| get_u64(e, "ts_ns") > f.report.exit_ns)
             .count();
         eprintln!(
-            "{}: {} events ({unknown} with no sender), {after_exit} named after the sender \
-             exited; named per hook {hooks:?}",
+            "{}: {} events ({unknown} with no sender, the latest {latest_unknown_after} ns after \
+             the first send), {after_exit} named after the sender exited; named per hook \
+             {hooks:?}",
             f.cgroup,
             evs.len()
         );
@@ -377,9 +408,11 @@ fn cgroup_filter_keeps_that_cgroup_and_below() {
         );
         // The same events the unfiltered run saw of that socket with that cgroup: the kernel
         // filter drops only the setup events that had no sender yet.
+        let flow_events = socket_events(&all, f);
         let want = per_pass_hook(
-            socket_events(&all, f)
-                .into_iter()
+            flow_events
+                .iter()
+                .copied()
                 .filter(|e| get_opt_str(e, "cgroup") == Some(f.cgroup.as_str())),
         );
         let got = per_pass_hook(only.events.iter());
@@ -400,6 +433,7 @@ fn cgroup_filter_keeps_that_cgroup_and_below() {
             &got,
             &want,
             lost,
+            &near_first_send(&flow_events),
         );
     }
     outs[3].assert_success();
@@ -677,6 +711,7 @@ fn netns_filter_by_name_path_and_inode() {
         &per_pass_hook(by_name.events.iter()),
         &per_pass_hook(by_ino.events.iter()),
         by_name.summary_u64("lost") + by_ino.summary_u64("lost"),
+        &BTreeMap::new(),
     );
     assert!(!by_path.events.is_empty(), "--netns by path: no events");
     for e in &by_path.events {

@@ -31,19 +31,6 @@ fn first_send_owned(evs: &[&Value]) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// How much later than its sender lookup an event may be stamped. The time is read when the
-/// event is written, after the lookup, and an interrupt in between (its softirq work, or under
-/// emulation the host pausing the vCPU) delays the stamp: a lookup that missed just before the
-/// first `sendmsg` recorded its sender can carry a later time than that `sendmsg`'s event
-/// (6.12/tracepoint VM: 2.5 ms, the first datagram's free on the receiver's CPU; µs here).
-fn stamp_delay_ns() -> u64 {
-    if emulated() {
-        50_000_000
-    } else {
-        1_000_000
-    }
-}
-
 /// Checks an event's `owner` and says whether it is "unknown". Softirq work on a socket before
 /// its first seen `sendmsg` (the handshake's last ACK, a first datagram sent once ARP resolves)
 /// has no sender to name: "unknown", with no pid or comm, never the interrupted task's; and
@@ -74,36 +61,6 @@ fn owner_unknown(ev: &Value, first_send_ts: u64, evs: &[&Value]) -> bool {
             panic!("expected owner \"sendmsg\", \"current\" or \"unknown\", got {other:?}: {ev}")
         }
     }
-}
-
-/// Per sock id of `evs`: how many events, their first and last `ts_ns`, and per owner how many
-/// and the first `ts_ns` (what a failed owner check needs to tell a late sender from an id
-/// that changed).
-fn owners_per_sock(evs: &[&Value]) -> String {
-    use std::collections::BTreeMap;
-    /// Events, first and last `ts_ns`, and per owner/hook (events, first `ts_ns`).
-    type PerSock = (u64, u64, u64, BTreeMap<String, (u64, u64)>);
-    let mut per: BTreeMap<u64, PerSock> = BTreeMap::new();
-    for e in evs {
-        let ts = get_u64(e, "ts_ns");
-        let s =
-            per.entry(e["sock"].as_u64().unwrap_or(0))
-                .or_insert((0, u64::MAX, 0, BTreeMap::new()));
-        s.0 += 1;
-        s.1 = s.1.min(ts);
-        s.2 = s.2.max(ts);
-        let o =
-            s.3.entry(format!("{}/{}", get_str(e, "owner"), hook(e)))
-                .or_insert((0, u64::MAX));
-        o.0 += 1;
-        o.1 = o.1.min(ts);
-    }
-    per.iter()
-        .map(|(id, (n, first, last, owners))| {
-            format!("sock {id}: {n} events, ts {first}..{last}, (count, first ts) per owner/hook {owners:?}")
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Asserts pid/tgid/comm of `ev` are those of the thread `who`.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::tail;
+use super::{emulated, tail};
 
 /// A socket's 4-tuple as sockmem prints it (local end first).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -365,4 +365,46 @@ pub fn check_deltas(
         prev.insert(sk, value);
     }
     Ok(events.len())
+}
+
+/// How much later than its sender lookup an event may be stamped. The time is read when the
+/// event is written, after the lookup, and an interrupt in between (its softirq work, or under
+/// emulation the host pausing the vCPU) delays the stamp: a lookup that missed just before the
+/// first `sendmsg` recorded its sender can carry a later time than that `sendmsg`'s event
+/// (6.12/tracepoint VM: 2.5 ms, the first datagram's free on the receiver's CPU; µs here).
+pub fn stamp_delay_ns() -> u64 {
+    if emulated() {
+        50_000_000
+    } else {
+        1_000_000
+    }
+}
+
+/// Per sock id of `evs`: how many events, their first and last `ts_ns`, and per owner how many
+/// and the first `ts_ns` (what a failed owner check needs to tell a late sender from an id
+/// that changed).
+pub fn owners_per_sock(evs: &[&Value]) -> String {
+    /// Events, first and last `ts_ns`, and per owner/hook (events, first `ts_ns`).
+    type PerSock = (u64, u64, u64, BTreeMap<String, (u64, u64)>);
+    let mut per: BTreeMap<u64, PerSock> = BTreeMap::new();
+    for e in evs {
+        let ts = get_u64(e, "ts_ns");
+        let s =
+            per.entry(e["sock"].as_u64().unwrap_or(0))
+                .or_insert((0, u64::MAX, 0, BTreeMap::new()));
+        s.0 += 1;
+        s.1 = s.1.min(ts);
+        s.2 = s.2.max(ts);
+        let o =
+            s.3.entry(format!("{}/{}", get_str(e, "owner"), hook(e)))
+                .or_insert((0, u64::MAX));
+        o.0 += 1;
+        o.1 = o.1.min(ts);
+    }
+    per.iter()
+        .map(|(id, (n, first, last, owners))| {
+            format!("sock {id}: {n} events, ts {first}..{last}, (count, first ts) per owner/hook {owners:?}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
