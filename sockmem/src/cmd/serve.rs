@@ -90,6 +90,9 @@ fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
     // is asked for).
     let now = monotonic_ns();
     let silent = lock().silent_holders(now);
+    // A sampler of its own each time, unlike `top`'s: a kept one holds a sock_diag socket in
+    // every namespace it dumped, which keeps a container's namespace alive after the container
+    // is gone, and remembers the homes of sockets never asked for again; a daemon keeps neither.
     let found = SocketSampler::new().sample(&silent);
     let forgotten = {
         let mut live = lock();

@@ -5,29 +5,18 @@ use std::io::{self, Write};
 use serde::Serialize;
 use sockmem_common::hist::{slot_bounds, HistKind};
 
-use super::human_bytes;
+use super::{human_bytes, human_ns};
 use crate::attach::stats::HookCost;
 use crate::pipeline::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
 
 const BAR: usize = 40;
 
-/// A value with a unit chosen for it: ns/us/ms/s, or bytes as everywhere (`human_bytes`).
+/// A value with a unit chosen for it: a time as everywhere (`human_ns`: `512ns`, `1.0us`,
+/// `2.0ms`), a byte size as everywhere (`human_bytes`).
 pub fn human(v: u64, unit: Unit) -> String {
-    let (steps, names): (&[u64], &[&str]) = match unit {
-        Unit::Nanoseconds => (
-            &[1, 1_000, 1_000_000, 1_000_000_000],
-            &["ns", "us", "ms", "s"],
-        ),
-        Unit::Bytes => return human_bytes(v as f64),
-    };
-    let mut i = 0;
-    while i + 1 < steps.len() && v >= steps[i + 1] {
-        i += 1;
-    }
-    if v.is_multiple_of(steps[i]) {
-        format!("{}{}", v / steps[i], names[i])
-    } else {
-        format!("{:.1}{}", v as f64 / steps[i] as f64, names[i])
+    match unit {
+        Unit::Nanoseconds => human_ns(v),
+        Unit::Bytes => human_bytes(v as f64),
     }
 }
 
@@ -327,7 +316,8 @@ mod tests {
     fn units_are_chosen_per_value() {
         assert_eq!(human(512, Unit::Nanoseconds), "512ns");
         assert_eq!(human(1024, Unit::Nanoseconds), "1.0us");
-        assert_eq!(human(2_000_000, Unit::Nanoseconds), "2ms");
+        assert_eq!(human(2_000_000, Unit::Nanoseconds), "2.0ms");
+        assert_eq!(human(999_960, Unit::Nanoseconds), "1.0ms");
         assert_eq!(human(1536, Unit::Bytes), "1.5KiB");
         assert_eq!(human(4 << 20, Unit::Bytes), "4MiB");
     }
