@@ -1339,10 +1339,62 @@ fn total(metrics: &str, name: &str) -> f64 {
     series_of(metrics, name).iter().map(|(_, v)| v).sum()
 }
 
+/// One `/metrics` reading of the gauges a silent holder must stay in.
+#[derive(Debug)]
+struct HolderScrape {
+    /// Since the scraping began (shown in failure messages).
+    #[allow(dead_code)]
+    at: Duration,
+    sockets: f64,
+    queued: f64,
+    /// The `sockmem_queued_bytes` label sets holding bytes.
+    holders: Vec<String>,
+}
+
+/// Scrapes `/metrics` every 250 ms until the stalled socket's persist timer says its next probe
+/// is further off than `quiet`, then for `then` more: a check ran in that silence, with the
+/// socket silent for the idle time at least. Returns the scrapes and, if it came within 90 s,
+/// when the quiet began and how long the timer had left.
+fn scrape_through_a_silence(
+    addr: SocketAddr,
+    ns: &str,
+    (lport, rport): (u16, u16),
+    quiet: Duration,
+    then: Duration,
+) -> (Vec<HolderScrape>, Option<(Instant, Duration)>) {
+    let mut scrapes = Vec::new();
+    let mut quiet_from: Option<(Instant, Duration)> = None;
+    let start = Instant::now();
+    while quiet_from.is_none_or(|(t, _)| t.elapsed() < then)
+        && start.elapsed() < Duration::from_secs(90)
+    {
+        if quiet_from.is_none() {
+            if let Some(left) = persist_timer_left(ns, lport, rport).filter(|l| *l >= quiet) {
+                quiet_from = Some((Instant::now(), left));
+            }
+        }
+        let (status, metrics) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "expected /metrics to answer 200");
+        scrapes.push(HolderScrape {
+            at: start.elapsed(),
+            sockets: total(&metrics, "sockmem_sockets"),
+            queued: total(&metrics, "sockmem_queued_bytes"),
+            holders: series_of(&metrics, "sockmem_queued_bytes")
+                .into_iter()
+                .filter(|(_, v)| *v != 0.0)
+                .map(|(labels, _)| labels)
+                .collect(),
+        });
+        thread::sleep(Duration::from_millis(250));
+    }
+    (scrapes, quiet_from)
+}
+
 /// A sender stalled by its receiver makes an event only at its zero-window probes, each further
 /// from the last: soon silent for longer than `--idle`. Silent and holding bytes, it is looked
-/// up with sock_diag at each check (every 10 s) and stays in the gauges at what `ss` shows; a
-/// closed one goes.
+/// up with sock_diag at each check (every 10 s) and stays in the gauges at what `ss` shows,
+/// also once its process has closed it (FIN-WAIT-1, no file: found by its addresses), under
+/// the same cgroup; destroyed, it goes.
 #[test]
 fn a_stalled_sender_stays_in_the_gauges_between_its_probes() {
     const P: u16 = 25141;
@@ -1355,33 +1407,25 @@ fn a_stalled_sender_stays_in_the_gauges_between_its_probes() {
     let st = StalledTcp::start(&pair, P, "smtx-srvi");
     let (_, stable) = st.wait_stable(&pair);
     let lport = st.key.lport;
-    // Scraped every 250 ms until a persist timer says the next probe is further off than a
-    // check period plus the idle time, then for a check period more: a check ran in that
-    // silence, with the socket silent for the idle time at least.
     let quiet = CHECK_EVERY + Duration::from_secs(IDLE_S);
-    let mut scrapes: Vec<(Duration, f64, f64)> = Vec::new();
-    let mut quiet_from: Option<(Instant, Duration)> = None;
-    let start = Instant::now();
-    while quiet_from.is_none_or(|(t, _)| t.elapsed() < CHECK_EVERY)
-        && start.elapsed() < Duration::from_secs(90)
-    {
-        if quiet_from.is_none() {
-            if let Some(left) = persist_timer_left(&pair.tx_ns, lport, P).filter(|l| *l >= quiet) {
-                quiet_from = Some((Instant::now(), left));
-            }
-        }
-        let (status, metrics) = http_get(addr, "/metrics");
-        assert_eq!(status, 200, "expected /metrics to answer 200");
-        scrapes.push((
-            start.elapsed(),
-            total(&metrics, "sockmem_sockets"),
-            total(&metrics, "sockmem_queued_bytes"),
-        ));
-        thread::sleep(Duration::from_millis(250));
-    }
+    let (open_scrapes, open_quiet) =
+        scrape_through_a_silence(addr, &pair.tx_ns, (lport, P), quiet, CHECK_EVERY);
     let after = ss_skmem(&pair.tx_ns, lport, P);
+    // Its process closes it: the kernel keeps it, and its bytes, without a file.
+    st.close_sender();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            ss_ino(&pair.tx_ns, "-t", lport, P) == 0
+        }),
+        "premise: expected the closed sender's socket in ss without an inode"
+    );
+    let orphan = ss_skmem_in(&pair.tx_ns, "fin-wait-1", lport, P);
+    let (closed_scrapes, closed_quiet) =
+        scrape_through_a_silence(addr, &pair.tx_ns, (lport, P), quiet, CHECK_EVERY);
+    let orphan_after = ss_skmem_in(&pair.tx_ns, "fin-wait-1", lport, P);
     let sent = st.finish();
-    // Closed: it goes (its destroy event, or the next check not finding it).
+    // Destroyed (the receiver's close resets it): it goes (its destroy event, or the next
+    // check not finding it).
     let mut last = (0.0, 0.0);
     let gone = wait_until(CHECK_EVERY * 3, || {
         let (_, m) = http_get(addr, "/metrics");
@@ -1392,44 +1436,64 @@ fn a_stalled_sender_stays_in_the_gauges_between_its_probes() {
         last == (0.0, 0.0)
     });
     let out = serve.stop_checked();
+    let tail = |v: &[HolderScrape]| format!("{:?}", &v[v.len().saturating_sub(3)..]);
     eprintln!(
-        "serve --idle {IDLE_S}: ss w {} (then {}), {sent} bytes sent; quiet {quiet_from:?}; {} \
-         scrapes (time, sockets, queued), the last: {:?}",
+        "serve --idle {IDLE_S}: ss w {} (then {}), closed w {} (then {}), {sent} bytes sent; \
+         quiet open {open_quiet:?}, closed {closed_quiet:?}; {} + {} scrapes, the last: {} / {}",
         stable.w,
         after.w,
-        scrapes.len(),
-        &scrapes[scrapes.len().saturating_sub(5)..]
+        orphan.w,
+        orphan_after.w,
+        open_scrapes.len(),
+        closed_scrapes.len(),
+        tail(&open_scrapes),
+        tail(&closed_scrapes),
     );
-    let (_, left) = quiet_from.unwrap_or_else(|| {
-        panic!(
+    for (what, q) in [("open", open_quiet), ("closed", closed_quiet)] {
+        assert!(
+            q.is_some(),
             "premise: expected the stalled sender's persist timer at {quiet:?} or more within \
-             90 s; {}",
+             90 s ({what}); {}",
             out.describe()
-        )
-    });
+        );
+    }
     assert_eq!(
-        after.w, stable.w,
+        (after.w, orphan_after.w),
+        (stable.w, orphan.w),
         "premise: ss w should stay put while the receiver does not read"
     );
-    let wrong: Vec<&(Duration, f64, f64)> = scrapes
-        .iter()
-        // The receiver's socket (its ACKs) may be there too, with nothing queued.
-        .filter(|(_, sockets, queued)| *sockets < 1.0 || *queued != stable.w as f64)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "expected every scrape to show the stalled socket (sockmem_sockets 1 or more) with ss \
-         w {} queued (sockmem_queued_bytes), across a silence of {left:?} with --idle {IDLE_S}; \
-         {} of {} scrapes did not (time, sockets, queued): {:?}",
-        stable.w,
-        wrong.len(),
-        scrapes.len(),
-        &wrong[..wrong.len().min(10)]
+    let holders = open_scrapes
+        .last()
+        .map(|s| s.holders.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        holders.len(),
+        1,
+        "expected one label set holding the stalled sender's bytes: {holders:?}"
     );
+    for (what, scrapes, w) in [
+        ("open", &open_scrapes, stable.w),
+        ("closed by its process", &closed_scrapes, orphan.w),
+    ] {
+        // The receiver's socket (its ACKs) may be there too, with nothing queued.
+        let wrong: Vec<&HolderScrape> = scrapes
+            .iter()
+            .filter(|s| s.sockets < 1.0 || s.queued != w as f64 || s.holders != holders)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "expected every scrape to show the stalled socket ({what}: sockmem_sockets 1 or \
+             more) with ss w {w} queued (sockmem_queued_bytes) under {holders:?}, across a \
+             silence with --idle {IDLE_S}; {} of {} scrapes did not: {:?}",
+            wrong.len(),
+            scrapes.len(),
+            &wrong[..wrong.len().min(10)]
+        );
+    }
     assert!(
         gone,
-        "expected the closed socket gone from the gauges within {:?}, last (sockets, queued) \
-         {last:?}",
+        "expected the destroyed socket gone from the gauges within {:?}, last (sockets, \
+         queued) {last:?}",
         CHECK_EVERY * 3
     );
 }

@@ -93,7 +93,7 @@ fn forget(exporter: &Exporter) -> anyhow::Result<(usize, usize)> {
     // A sampler of its own each time, unlike `top`'s: a kept one holds a sock_diag socket in
     // every namespace it dumped, which keeps a container's namespace alive after the container
     // is gone, and remembers the homes of sockets never asked for again; a daemon keeps neither.
-    let found = SocketSampler::new().sample(&silent);
+    let found = SocketSampler::new().find(&silent);
     let forgotten = {
         let mut live = lock();
         live.confirm(&found, now);

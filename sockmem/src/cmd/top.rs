@@ -67,7 +67,7 @@ impl Consumer for TopPipeline<'_> {
         // A stalled sender's next probe can be 2 minutes away: silence alone does not say
         // it is gone, and a destroy a kernel-side filter hid (or a lost event) must not pin it.
         // No dump when none is silent.
-        let found = self.sampler.sample(&self.table.silent_holders(now));
+        let found = self.sampler.find(&self.table.silent_holders(now));
         self.table.confirm(&found, now);
         let r = self.table.refresh(now, lost);
         self.sink.show(r, self.started.elapsed().as_secs_f64())

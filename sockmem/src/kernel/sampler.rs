@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     fs::File,
     io,
+    net::SocketAddr,
     os::fd::AsRawFd,
     path::Path,
     thread,
@@ -14,7 +15,7 @@ use std::{
 
 use crate::kernel::{
     netns::{self, Netns},
-    sock_diag::{DumpFilter, SockDiag, SockMem},
+    sock_diag::{DumpFilter, Protocol, SockDiag, SockMem},
 };
 
 /// How often the list of network namespaces is read again when a socket is not where it was.
@@ -25,6 +26,33 @@ const NAMESPACES_EVERY: Duration = Duration::from_secs(1);
 pub struct Sampled {
     pub netns: u64,
     pub mem: SockMem,
+}
+
+/// What is known of a socket to find it again: its inode while it has a file; and, for a TCP
+/// socket, its namespace and addresses, which still find it once its process has closed it
+/// with bytes left to send (an orphan: FIN-WAIT-1 or later, `ino:0` in `ss -e`, the bytes
+/// still held until the peer takes them or the kernel gives up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoughtSocket {
+    /// 0 when it was never seen with a file.
+    pub ino: u64,
+    /// Its namespace's inode; 0 when not known (then every namespace is searched).
+    pub netns: u64,
+    /// `Some` for TCP.
+    pub tcp_addresses: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl SoughtSocket {
+    /// Whether `s` is this socket: the same inode, or, without a file, the same TCP addresses
+    /// (only one socket holds a TCP 4-tuple in a namespace at a time).
+    pub fn is(&self, s: &Sampled) -> bool {
+        if s.mem.ino != 0 {
+            return s.mem.ino == self.ino;
+        }
+        s.mem.protocol == Protocol::Tcp
+            && (self.netns == 0 || self.netns == s.netns)
+            && self.tcp_addresses == Some((s.mem.local, s.mem.remote))
+    }
 }
 
 /// Keeps a sock_diag socket open in each namespace that holds a watched socket.
@@ -100,6 +128,39 @@ impl SocketSampler {
             if homeless.is_empty() {
                 break;
             }
+        }
+        out
+    }
+
+    /// The `sought` sockets that still exist: by inode ([`sample`](Self::sample)), then the
+    /// TCP ones not found so among the sockets without a file of their namespace (or of all,
+    /// when it is not known).
+    pub fn find(&mut self, sought: &[SoughtSocket]) -> Vec<Sampled> {
+        let inodes: BTreeSet<u64> = sought.iter().map(|s| s.ino).filter(|&i| i != 0).collect();
+        let mut out = self.sample(&inodes);
+        let orphans: Vec<&SoughtSocket> = sought
+            .iter()
+            .filter(|s| s.tcp_addresses.is_some() && !out.iter().any(|f| s.is(f)))
+            .collect();
+        if orphans.is_empty() {
+            return out;
+        }
+        if self.read_at.is_none_or(|t| t.elapsed() > NAMESPACES_EVERY) {
+            self.namespaces = netns::all();
+            self.read_at = Some(Instant::now());
+        }
+        let namespaces: BTreeSet<u64> = if orphans.iter().any(|s| s.netns == 0) {
+            self.namespaces.iter().map(|n| n.inode).collect()
+        } else {
+            orphans.iter().map(|s| s.netns).collect()
+        };
+        let tcp = DumpFilter::protocols(&[Protocol::Tcp]).with_inodes([0]);
+        for ns in namespaces {
+            out.extend(
+                self.dump(ns, &tcp)
+                    .into_iter()
+                    .filter(|f| orphans.iter().any(|s| s.is(f))),
+            );
         }
         out
     }

@@ -14,7 +14,7 @@ use std::{
 use sockmem_common::Hook;
 
 use crate::{
-    kernel::sampler::Sampled,
+    kernel::sampler::{Sampled, SoughtSocket},
     pipeline::{
         decode::Event,
         live_sockets::{LiveSockets, Retention, WhenFull},
@@ -131,7 +131,7 @@ impl LiveState {
 
     /// The silent sockets to look up with sock_diag before [`LiveState::prune`]
     /// ([`LiveSockets::silent_holders`]).
-    pub fn silent_holders(&self, now_ns: u64) -> std::collections::BTreeSet<u64> {
+    pub fn silent_holders(&self, now_ns: u64) -> Vec<SoughtSocket> {
         self.sockets.silent_holders(now_ns)
     }
 

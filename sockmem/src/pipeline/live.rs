@@ -282,7 +282,7 @@ impl LiveTable {
 
     /// The silent sockets to look up with sock_diag before [`LiveTable::refresh`]
     /// ([`LiveSockets::silent_holders`]).
-    pub fn silent_holders(&self, now_ns: u64) -> std::collections::BTreeSet<u64> {
+    pub fn silent_holders(&self, now_ns: u64) -> Vec<crate::kernel::sampler::SoughtSocket> {
         self.sockets.silent_holders(now_ns)
     }
 
@@ -473,7 +473,8 @@ mod tests {
         assert_eq!(row.cgroup.as_deref(), Some("/holders"));
         assert_eq!(row.queued_rate, None);
         // Silent past the idle time, but holding bytes: looked up, found, it stays.
-        assert_eq!(t.silent_holders(IDLE_NS + S), [77].into());
+        let sought = t.silent_holders(IDLE_NS + S);
+        assert_eq!(sought.iter().map(|s| s.ino).collect::<Vec<_>>(), [77]);
         t.confirm(std::slice::from_ref(&x.sampled), IDLE_NS + S);
         let r = t.refresh(IDLE_NS + S, 0);
         assert_eq!(r.rows.len(), 1);

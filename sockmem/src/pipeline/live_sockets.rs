@@ -7,26 +7,24 @@
 //! once, or after a grace to be seen closed), when it has been silent too long (UDP sockets have
 //! no destroy event, and a lost event must not pin one), and past a number of sockets. Silence
 //! alone does not say a socket that held bytes is gone: a sender stalled by a zero window probes
-//! it every 2 minutes at most. Those are looked up with sock_diag first ([`silent_holders`],
-//! [`confirm`]) and stay while the kernel still has them.
+//! it every 2 minutes at most, and a socket its process closed keeps its bytes until the peer
+//! takes them. Those are looked up with sock_diag first ([`silent_holders`], [`confirm`]), by
+//! inode or, once closed by its process, by addresses, and stay while the kernel still has
+//! them.
 //!
 //! [`silent_holders`]: LiveSockets::silent_holders
 //! [`confirm`]: LiveSockets::confirm
 //!
 //! [`seed`]: crate::pipeline::seed
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeSet, HashMap},
-    sync::Arc,
-};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use sockmem_common::Hook;
 
 use crate::{
-    kernel::sampler::Sampled,
+    kernel::sampler::{Sampled, SoughtSocket},
     pipeline::{
-        decode::Event,
+        decode::{Event, Protocol},
         identity::SocketIdentity,
         seed::{is_seeded, Existing},
     },
@@ -108,13 +106,23 @@ impl LiveSocket {
         now_ns.saturating_sub(self.last_ns) >= idle_ns
     }
 
-    /// Open, silent for the idle time, holding bytes at its last reading, and with a file
-    /// (inode) sock_diag can find it by.
+    /// Open, silent for the idle time, holding bytes at its last reading, and findable by
+    /// sock_diag: by inode, or as TCP by addresses.
     fn silent_holder(&self, now_ns: u64, idle_ns: u64) -> bool {
         self.closed_at.is_none()
-            && self.id.ino != 0
+            && (self.id.ino != 0 || self.id.protocol == Protocol::Tcp)
             && self.holds_bytes()
             && self.silent(now_ns, idle_ns)
+    }
+
+    /// How sock_diag finds it.
+    fn sought(&self) -> SoughtSocket {
+        SoughtSocket {
+            ino: self.id.ino,
+            netns: self.netns_ino.into(),
+            tcp_addresses: (self.id.protocol == Protocol::Tcp)
+                .then_some((self.id.local, self.id.remote)),
+        }
     }
 }
 
@@ -246,18 +254,18 @@ impl LiveSockets {
         Some(was)
     }
 
-    /// The inodes of the sockets [`prune`] would forget for their silence though they held
-    /// bytes at their last reading: what to look up with sock_diag ([`SocketSampler::sample`])
-    /// and [`confirm`] first. Sockets without a file (inode 0) cannot be looked up.
+    /// The sockets [`prune`] would forget for their silence though they held bytes at their
+    /// last reading: what to look up with sock_diag ([`SocketSampler::find`]) and [`confirm`]
+    /// first.
     ///
     /// [`prune`]: LiveSockets::prune
     /// [`confirm`]: LiveSockets::confirm
-    /// [`SocketSampler::sample`]: crate::kernel::sampler::SocketSampler::sample
-    pub fn silent_holders(&self, now_ns: u64) -> BTreeSet<u64> {
+    /// [`SocketSampler::find`]: crate::kernel::sampler::SocketSampler::find
+    pub fn silent_holders(&self, now_ns: u64) -> Vec<SoughtSocket> {
         self.sockets
             .values()
             .filter(|s| s.silent_holder(now_ns, self.retention.idle_ns))
-            .map(|s| s.id.ino)
+            .map(LiveSocket::sought)
             .collect()
     }
 
@@ -268,13 +276,13 @@ impl LiveSockets {
     /// [`silent_holders`]: LiveSockets::silent_holders
     /// [`prune`]: LiveSockets::prune
     pub fn confirm(&mut self, found: &[Sampled], now_ns: u64) {
-        let by_ino: HashMap<u64, &Sampled> = found.iter().map(|f| (f.mem.ino, f)).collect();
         let idle_ns = self.retention.idle_ns;
         for s in self.sockets.values_mut() {
-            let Some(f) = by_ino
-                .get(&s.id.ino)
-                .filter(|_| s.silent_holder(now_ns, idle_ns))
-            else {
+            if !s.silent_holder(now_ns, idle_ns) {
+                continue;
+            }
+            let sought = s.sought();
+            let Some(f) = found.iter().find(|f| sought.is(f)) else {
                 continue;
             };
             s.queued = f.mem.wmem_queued.into();
@@ -365,6 +373,43 @@ mod tests {
         when_full: WhenFull::RefuseNew,
     };
 
+    fn inodes(sought: Vec<SoughtSocket>) -> Vec<u64> {
+        sought.iter().map(|s| s.ino).collect()
+    }
+
+    #[test]
+    fn a_holder_its_process_closed_is_found_by_its_addresses() {
+        let mut t = LiveSockets::new(RETENTION);
+        t.observe(&event(4, Hook::TcpSendmsg, 1, 5));
+        let s = t.iter().next().unwrap();
+        let (local, remote, netns) = (s.id.local, s.id.remote, u64::from(s.netns_ino));
+        let sought = t.silent_holders(200);
+        assert_eq!(sought.len(), 1);
+        assert_eq!(sought[0].tcp_addresses, Some((local, remote)));
+        // sock_diag shows it without a file now (ino 0) at the same addresses; another
+        // socket without a file, elsewhere, and one with a file at these addresses (a new
+        // connection) are not it.
+        let mut orphan = Existing::example(0, 9, 2).sampled;
+        (orphan.mem.local, orphan.mem.remote, orphan.netns) = (local, remote, netns);
+        let mut elsewhere = orphan.clone();
+        elsewhere.mem.remote = "198.18.0.9:1".parse().unwrap();
+        elsewhere.mem.wmem_queued = 1;
+        let mut reused = orphan.clone();
+        (reused.mem.ino, reused.mem.wmem_queued) = (5555, 3);
+        t.confirm(&[elsewhere.clone(), reused.clone()], 200);
+        assert_eq!(
+            t.iter().next().map(|s| (s.queued, s.last_ns)),
+            Some((5, 1)),
+            "not confirmed by them"
+        );
+        t.confirm(&[elsewhere, reused, orphan], 200);
+        assert!(t.prune(200).is_empty());
+        assert_eq!(
+            t.iter().next().map(|s| (s.queued, s.alloc, s.last_ns)),
+            Some((9, 2, 200))
+        );
+    }
+
     fn ids(t: &LiveSockets) -> Vec<u64> {
         let mut v: Vec<u64> = t.iter().map(|s| s.id.sock_id).collect();
         v.sort();
@@ -419,7 +464,7 @@ mod tests {
         t.observe(&event(4, Hook::TcpSendmsg, 62, 5));
         // 3 is idle with nothing queued, gone; 4 holds bytes: looked up first, and it stays
         // while sock_diag finds it, with the counters read there.
-        assert_eq!(t.silent_holders(200), BTreeSet::from([1004]));
+        assert_eq!(inodes(t.silent_holders(200)), [1004]);
         let found = |ino, q, a| Existing::example(ino, q, a).sampled;
         t.confirm(&[found(1004, 7, 3), found(1003, 9, 9)], 200);
         assert_eq!(t.prune(200), vec![3]);
@@ -431,7 +476,7 @@ mod tests {
             "found: silent again from then"
         );
         // Not found the next time: gone.
-        assert_eq!(t.silent_holders(300), BTreeSet::from([1004]));
+        assert_eq!(inodes(t.silent_holders(300)), [1004]);
         t.confirm(&[], 300);
         assert_eq!(t.prune(300), vec![4]);
         assert_eq!(t.count(), 0);

@@ -143,6 +143,8 @@ pub(super) struct FlowShared {
     pub(super) sender_done: AtomicBool,
     pub(super) stop: AtomicBool,
     pub(super) release: AtomicBool,
+    /// [`StalledTcp`](super::stalled::StalledTcp)'s sender closes its socket alone.
+    pub(super) close_sender: AtomicBool,
 }
 
 /// Bytes written by the sender and read by the receiver.

@@ -38,10 +38,11 @@ pub struct SkMem {
 }
 
 /// The time until the socket's persist timer (zero-window probe) fires, from `ss -tno`'s
-/// `timer:(persist,...)`; `None` without one.
+/// `timer:(persist,...)`, in any state (a sender that closed probes on in FIN-WAIT-1); `None`
+/// without one.
 pub fn persist_timer_left(ns: &str, lport: u16, rport: u16) -> Option<Duration> {
     let filter = format!("( sport = :{lport} and dport = :{rport} )");
-    let out = ns_checked(ns, "ss", &["-tnoH", "state", "established", &filter]);
+    let out = ns_checked(ns, "ss", &["-tnoH", "state", "all", &filter]);
     ss_timer(out.split("timer:(persist,").nth(1)?.split(',').next()?)
 }
 
@@ -109,8 +110,13 @@ pub fn parse_skmem(text: &str) -> Result<SkMem, String> {
 /// (`ss -tmnH state established '( sport = :L and dport = :R )'`). Panics unless exactly one
 /// socket matches.
 pub fn ss_skmem(ns: &str, lport: u16, rport: u16) -> SkMem {
+    ss_skmem_in(ns, "established", lport, rport)
+}
+
+/// [`ss_skmem`] of a socket in `state` (an `ss` state or group: `all`, `fin-wait-1`).
+pub fn ss_skmem_in(ns: &str, state: &str, lport: u16, rport: u16) -> SkMem {
     let filter = format!("( sport = :{lport} and dport = :{rport} )");
-    let out = ns_checked(ns, "ss", &["-tmnH", "state", "established", &filter]);
+    let out = ns_checked(ns, "ss", &["-tmnH", "state", state, &filter]);
     let n = out.matches("skmem:(").count();
     assert_eq!(
         n, 1,

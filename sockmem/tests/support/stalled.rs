@@ -92,7 +92,7 @@ impl StalledTcp {
                 );
             }
             sh.sender_done.store(true, Ordering::SeqCst);
-            hold_until(&sh.release);
+            hold_until(&sh.close_sender);
             drop(s);
             sent
         });
@@ -139,8 +139,15 @@ impl StalledTcp {
         (written, m)
     }
 
+    /// Closes the sender's socket, the receiver still not reading: the kernel keeps the
+    /// socket, without a file, until the peer takes its bytes (FIN-WAIT-1, `ino:0`).
+    pub fn close_sender(&self) {
+        self.shared.close_sender.store(true, Ordering::SeqCst);
+    }
+
     /// Closes both ends, joins both threads; returns the bytes the sender wrote.
     pub fn finish(mut self) -> u64 {
+        self.shared.close_sender.store(true, Ordering::SeqCst);
         self.shared.release.store(true, Ordering::SeqCst);
         let what = format!("stalled TCP flow to port {}", self.port);
         let (sent, ()) = join_ends(&mut self.tx, &mut self.rx, &what);
@@ -151,6 +158,7 @@ impl StalledTcp {
 impl Drop for StalledTcp {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.close_sender.store(true, Ordering::SeqCst);
         self.shared.release.store(true, Ordering::SeqCst);
     }
 }
