@@ -900,3 +900,27 @@ fn on_a_narrow_terminal_whole_columns_are_hidden_never_cut() {
         stalled.finish();
     }
 }
+
+/// `-d N` shows the run's last interval too: the end of the run raced its last refresh, and
+/// `top -d 5` printed 4 blocks (a new user's run). With no traffic asked for, a block per
+/// interval still comes (the header: totals and lost events).
+#[test]
+fn a_run_of_a_duration_ends_with_its_last_interval() {
+    const D: f64 = 3.0;
+    let out = run_sockmem(
+        &["top", "-P", "1", "--interval", "1", "-d", "3"],
+        CMD_TIMEOUT,
+    );
+    out.assert_success();
+    let times: Vec<f64> = blocks(&out.stdout)
+        .iter()
+        .map(|b| b.get("time_s").parse().unwrap())
+        .collect();
+    // A loaded machine can delay a refresh: the count may fall short, never the last block.
+    assert!(
+        times.len() >= 2 && times.last().is_some_and(|&t| t >= D - 0.5),
+        "expected blocks about a second apart, the last at the end of the {D} s run (not an \
+         interval before it), got times {times:?}\n{}",
+        out.stdout
+    );
+}

@@ -31,6 +31,8 @@ struct TopPipeline<'a> {
     sink: Box<dyn TopSink>,
     losses: &'a LossCounter,
     started: Instant,
+    /// When the last block was shown.
+    shown: Instant,
     /// Looks up silent sockets that held bytes before the table forgets them.
     sampler: SocketSampler,
 }
@@ -70,6 +72,7 @@ impl Consumer for TopPipeline<'_> {
         let found = self.sampler.find(&self.table.silent_holders(now));
         self.table.confirm(&found, now);
         let r = self.table.refresh(now, lost);
+        self.shown = Instant::now();
         self.sink.show(r, self.started.elapsed().as_secs_f64())
     }
 
@@ -122,6 +125,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         sink,
         losses: &losses,
         started: Instant::now(),
+        shown: Instant::now(),
         sampler: SocketSampler::new(),
     };
     let drive = Drive {
@@ -129,8 +133,14 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         periodic: Some(args.interval),
         watch_stdout: !on_terminal,
     };
-    let outcome =
+    let mut outcome =
         runtime.block_on(drive.run(&mut session, &mut stream, &losses, &mut stops, &mut pipe));
+    // A run's end races its last refresh (`-d 5` showed 4 blocks): a run that lasted its
+    // duration shows its last interval, with every event read, unless a block just did.
+    let lasted = args.duration.is_some_and(|d| pipe.started.elapsed() >= d);
+    if outcome.is_ok() && lasted && pipe.shown.elapsed() > args.interval / 2 {
+        outcome = pipe.periodic().map_err(Into::into);
+    }
     // The screen is given back before anything else is said.
     let finished = pipe.sink.finish();
     let lost: u64 = losses.per_cpu()?.iter().sum();
