@@ -134,6 +134,17 @@ fn resolve_under(mount: &Path, spec: &str) -> anyhow::Result<CgroupTarget> {
         }
     }
     let dir = parts.iter().fold(mount.to_path_buf(), |d, p| d.join(p));
+    // A directory elsewhere on the file system (a cgroup v1 hierarchy, a mistyped mount) is
+    // named as such, rather than looked for under the cgroup2 root.
+    if given.is_absolute() && !given.starts_with(mount) && !dir.exists() && given.is_dir() {
+        bail!(UsageError(format!(
+            "--cgroup {spec}: a directory outside the cgroup2 mount {} (a cgroup v1 \
+             hierarchy?); give a cgroup under {}, or its path as /proc/<pid>/cgroup's `0::` line \
+             shows it",
+            mount.display(),
+            mount.display()
+        )));
+    }
     let meta = std::fs::metadata(&dir).map_err(|e| {
         UsageError(format!(
             "--cgroup {spec}: no cgroup {} ({e}); paths are relative to the cgroup2 root \
@@ -366,5 +377,13 @@ mod tests {
         assert_eq!(names.name(0).as_ref(), UNKNOWN);
         assert!(resolve_under(&mount, "/no/such/cgroup/here").is_err());
         assert!(resolve_under(&mount, "../etc").is_err());
+        let elsewhere = std::env::temp_dir().join(format!("sockmem-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let err = resolve_under(&mount, &elsewhere.display().to_string()).unwrap_err();
+        std::fs::remove_dir(&elsewhere).unwrap();
+        assert!(
+            format!("{err:#}").contains("outside the cgroup2 mount"),
+            "{err:#}"
+        );
     }
 }
