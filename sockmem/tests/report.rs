@@ -279,14 +279,13 @@ fn per_socket_figures_equal_the_flow_and_the_replay() {
     assert_eq!(row["first_ns"].as_u64(), first, "{row}");
     // The text: a table with the socket's row, its sent bytes in words.
     let text = sockmem(&["report", r.path.to_str().expect("UTF-8")]).stdout;
-    let lport = format!(":{}", r.key.lport);
     let sent = if r.replay.is_attached("sendmsg_ret") {
         "1MiB"
     } else {
         "0B"
     };
     assert!(
-        text.lines().any(|l| l.contains(&lport) && l.contains(sent)),
+        text_row(&text, &r.key).is_some_and(|l| l.contains(sent)),
         "expected a text row for {} with {sent} sent:\n{text}",
         r.key
     );
@@ -471,6 +470,15 @@ fn wall_clock_times_fall_within_the_run() {
     }
 }
 
+/// The text table's row of socket `key`: its local end, then its remote one (the receiver's
+/// row has both the other way round, and may come first).
+fn text_row<'a>(text: &'a str, key: &SockKey) -> Option<&'a str> {
+    let local = format!("{}:{} ", key.laddr, key.lport);
+    let remote = format!("{}:{} ", key.raddr, key.rport);
+    text.lines()
+        .find(|l| l.find(&local).is_some_and(|i| l[i..].contains(&remote)))
+}
+
 /// QDISC_P50/P99 come with the number of skbs they are of (QDISC_N, the JSON `qdisc.skbs`),
 /// and the report says how many of the recording's own `qdisc_enqueue`/`qdisc_dequeue` events
 /// paired with nothing (the tbf here splits GSO skbs, whose segments dequeue at new addresses).
@@ -510,11 +518,8 @@ fn the_qdisc_percentiles_say_how_many_skbs_they_are_of() {
         .unwrap_or_else(|| panic!("expected a table:\n{text}"));
     // Right-aligned: the count ends where its heading does.
     let end = lines[head].find("QDISC_N").expect("a QDISC_N column") + "QDISC_N".len();
-    let lport = format!(":{}", r.key.lport);
-    let line = lines
-        .iter()
-        .find(|l| l.contains(&lport))
-        .unwrap_or_else(|| panic!("expected a row for {}:\n{text}", r.key));
+    let line =
+        text_row(&text, &r.key).unwrap_or_else(|| panic!("expected a row for {}:\n{text}", r.key));
     let n = line[..end]
         .rsplit(' ')
         .next()
