@@ -110,10 +110,7 @@ impl SocketSampler {
             return out;
         }
         for fresh in [false, true] {
-            if fresh || self.read_at.is_none_or(|t| t.elapsed() > NAMESPACES_EVERY) {
-                self.namespaces = netns::all();
-                self.read_at = Some(Instant::now());
-            }
+            self.read_namespaces(fresh);
             let namespaces: Vec<u64> = self.namespaces.iter().map(|n| n.inode).collect();
             for ns in namespaces {
                 if homeless.is_empty() {
@@ -145,10 +142,7 @@ impl SocketSampler {
         if orphans.is_empty() {
             return out;
         }
-        if self.read_at.is_none_or(|t| t.elapsed() > NAMESPACES_EVERY) {
-            self.namespaces = netns::all();
-            self.read_at = Some(Instant::now());
-        }
+        self.read_namespaces(false);
         let namespaces: BTreeSet<u64> = if orphans.iter().any(|s| s.netns == 0) {
             self.namespaces.iter().map(|n| n.inode).collect()
         } else {
@@ -169,8 +163,7 @@ impl SocketSampler {
     /// of processes): the sockets that exist before the run, which may never make an event (a
     /// sender stalled by its receiver). Each found is remembered where it lives.
     pub fn sample_all(&mut self) -> Vec<Sampled> {
-        self.namespaces = netns::all();
-        self.read_at = Some(Instant::now());
+        self.read_namespaces(true);
         let namespaces: Vec<u64> = self.namespaces.iter().map(|n| n.inode).collect();
         let mut out = Vec::new();
         for ns in namespaces {
@@ -182,6 +175,15 @@ impl SocketSampler {
             }
         }
         out
+    }
+
+    /// Reads the list of network namespaces again when `now`, or when it is older than
+    /// [`NAMESPACES_EVERY`].
+    fn read_namespaces(&mut self, now: bool) {
+        if now || self.read_at.is_none_or(|t| t.elapsed() > NAMESPACES_EVERY) {
+            self.namespaces = netns::all();
+            self.read_at = Some(Instant::now());
+        }
     }
 
     fn dump_inodes(&mut self, ns: u64, inodes: impl IntoIterator<Item = u64>) -> Vec<Sampled> {

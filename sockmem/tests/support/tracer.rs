@@ -161,7 +161,14 @@ impl Tracer {
 
     /// [`Tracer::stop`], then checks that it exited 0 without a panic.
     pub fn stop_checked(self) -> CmdOutput {
-        let out = self.stop();
+        self.signal(libc::SIGTERM);
+        self.exit_checked()
+    }
+
+    /// Waits (≤ 20 s) for the exit a SIGTERM already sent asks for, and checks that it exited
+    /// 0 without a panic.
+    pub fn exit_checked(mut self) -> CmdOutput {
+        let out = self.wait_exit(EXIT_TIMEOUT, "after SIGTERM");
         out.assert_no_panic();
         out.assert_success();
         out
@@ -233,16 +240,7 @@ pub fn traced_by<T>(tracers: &[&[&str]], traffic: impl FnOnce() -> T) -> (T, Vec
     for r in &running {
         r.signal(libc::SIGTERM);
     }
-    let outs = running
-        .into_iter()
-        .map(|mut r| {
-            let out = r.wait_exit(EXIT_TIMEOUT, "after SIGTERM");
-            out.assert_no_panic();
-            out.assert_success();
-            out
-        })
-        .collect();
-    (t, outs)
+    (t, running.into_iter().map(Tracer::exit_checked).collect())
 }
 
 /// [`traced_by`] with one tracer.
