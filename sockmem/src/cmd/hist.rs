@@ -48,6 +48,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
     runtime.block_on(session.finish_debug_log());
     let reports = std::mem::take(&mut session.reports);
     let bpf_stats = session.report_stats();
+    let missed_per_hook = crate::attach::stats::missed(&session.ebpf);
     drop(session);
     let mut report = maps.read(per)?;
     report.name_keys(&mut CgroupNames::live(), &mut NetnsNames::live());
@@ -66,6 +67,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
             kernel: &kernel,
             hooks: &hooks,
             bpf_stats: bpf_stats.as_deref(),
+            missed_per_hook: missed_per_hook.as_ref(),
         };
         write_json(&mut out, &ctx, &report)?;
     } else {
@@ -73,7 +75,7 @@ pub fn run(args: HistArgs) -> anyhow::Result<()> {
             "sockmem hist: {elapsed:.1} s on kernel {kernel}; hooks: {}",
             hooks.join(", ")
         );
-        write_text(&mut out, &header, &report)?;
+        write_text(&mut out, &header, &report, missed_per_hook.as_ref())?;
     }
     out.finish().context("writing the histograms")
 }

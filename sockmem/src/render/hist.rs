@@ -1,5 +1,6 @@
 //! Histograms as bcc/bpftrace users know them (`[lo, hi)  count |@@@@   |`), or as JSON.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -85,7 +86,14 @@ pub fn write_histogram(out: &mut impl Write, h: &Histogram) -> io::Result<()> {
     writeln!(out)
 }
 
-pub fn write_text(out: &mut impl Write, header: &str, report: &Report) -> io::Result<()> {
+/// `missed`: per hook, runs the kernel skipped (see `attach::stats::missed`); `None` where not
+/// known (a recording does not keep it).
+pub fn write_text(
+    out: &mut impl Write,
+    header: &str,
+    report: &Report,
+    missed: Option<&BTreeMap<String, u64>>,
+) -> io::Result<()> {
     writeln!(out, "{header}\n")?;
     for total in &report.totals {
         let keyed: Vec<&Histogram> = report
@@ -103,7 +111,18 @@ pub fn write_text(out: &mut impl Write, header: &str, report: &Report) -> io::Re
             }
         }
     }
-    write_completeness(out, report)
+    write_completeness(out, report)?;
+    if let Some(per_hook) = missed.filter(|m| !m.is_empty()) {
+        let total: u64 = per_hook.values().sum();
+        let hooks: Vec<String> = per_hook.iter().map(|(h, n)| format!("{h} {n}")).collect();
+        writeln!(
+            out,
+            "warning: {total} program runs skipped by the kernel ({}: a BPF program was already \
+             running on that CPU): their samples are missing",
+            hooks.join(", ")
+        )?;
+    }
+    Ok(())
 }
 
 /// What the skb counts mean for the histograms: an skb is timed (`driver_time`, `below_tcp`)
@@ -245,6 +264,12 @@ struct JsonReport<'a> {
     /// `--stats`: the programs' cost per hook.
     #[serde(skip_serializing_if = "Option::is_none")]
     bpf_stats: Option<&'a [HookCost]>,
+    /// Runs the kernel skipped (a BPF program already running on that CPU): their samples are
+    /// missing. Absent when they could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missed_per_hook: Option<&'a BTreeMap<String, u64>>,
     histograms: Vec<JsonHist<'a>>,
     totals: Vec<JsonHist<'a>>,
     completeness: &'a Completeness,
@@ -257,6 +282,7 @@ pub struct JsonContext<'a> {
     pub kernel: &'a str,
     pub hooks: &'a [serde_json::Value],
     pub bpf_stats: Option<&'a [HookCost]>,
+    pub missed_per_hook: Option<&'a BTreeMap<String, u64>>,
 }
 
 /// The histograms, their totals and the completeness counts as `hist --json` has them, for a
@@ -283,6 +309,8 @@ pub fn write_json(out: &mut impl Write, ctx: &JsonContext, report: &Report) -> i
         kernel: ctx.kernel,
         hooks: ctx.hooks,
         bpf_stats: ctx.bpf_stats,
+        missed: ctx.missed_per_hook.map(|m| m.values().sum()),
+        missed_per_hook: ctx.missed_per_hook,
         histograms: report
             .histograms
             .iter()
@@ -368,6 +396,7 @@ mod tests {
         let mut buf = Vec::new();
         let ctx = JsonContext {
             bpf_stats: None,
+            missed_per_hook: None,
             per: "iface",
             duration_s: 1.0,
             kernel: "k",
@@ -383,5 +412,40 @@ mod tests {
         assert_eq!(h["buckets"].as_array().unwrap().len(), 3);
         assert_eq!(h["max"], 40_000);
         assert!(h["p50"].as_u64().unwrap() >= 1024);
+    }
+
+    #[test]
+    fn skipped_runs_are_said_in_text_and_json() {
+        let report = Report {
+            histograms: vec![],
+            totals: vec![sample()],
+            completeness: Completeness::default(),
+        };
+        let missed = BTreeMap::from([("qdisc_enqueue".to_owned(), 3), ("wmem_release".into(), 2)]);
+        let mut buf = Vec::new();
+        write_text(&mut buf, "h", &report, Some(&missed)).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.lines().any(|l| l.starts_with(
+                "warning: 5 program runs skipped by the kernel (qdisc_enqueue 3, wmem_release 2:"
+            )),
+            "{text}"
+        );
+        let mut buf = Vec::new();
+        write_text(&mut buf, "h", &report, Some(&BTreeMap::new())).unwrap();
+        assert!(!String::from_utf8(buf).unwrap().contains("skipped"));
+        let mut buf = Vec::new();
+        let ctx = JsonContext {
+            bpf_stats: None,
+            missed_per_hook: Some(&missed),
+            per: "total",
+            duration_s: 1.0,
+            kernel: "k",
+            hooks: &[],
+        };
+        write_json(&mut buf, &ctx, &report).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["missed"], 5);
+        assert_eq!(v["missed_per_hook"]["qdisc_enqueue"], 3);
     }
 }

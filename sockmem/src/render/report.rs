@@ -200,7 +200,8 @@ pub fn write_report_text(out: &mut impl Write, ctx: &Context, s: &Summary) -> io
             g => format!("per {}", g.name()),
         };
         let title = format!("histograms {per}, built from the recorded events");
-        write_text(out, &title, hist)?;
+        // A recording does not keep the runs the kernel skipped.
+        write_text(out, &title, hist, None)?;
     }
     Ok(())
 }

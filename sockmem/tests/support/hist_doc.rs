@@ -137,6 +137,18 @@ impl HistDoc {
     pub fn completeness_line(&self) -> String {
         self.doc["completeness"].to_string()
     }
+
+    /// Program runs the kernel skipped (their samples are missing); panics unless the document
+    /// says (sockmem could read them).
+    pub fn missed(&self) -> u64 {
+        self.doc["missed"].as_u64().unwrap_or_else(|| {
+            panic!(
+                "expected the hist document to say how many runs the kernel skipped (\"missed\"), \
+                 got {}",
+                self.doc["missed"]
+            )
+        })
+    }
 }
 
 /// `count`, `sum`, `max`, ... of a histogram object.
