@@ -144,13 +144,15 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
     // The screen is given back before anything else is said.
     let finished = pipe.sink.finish();
     let lost: u64 = losses.per_cpu()?.iter().sum();
+    let missed = crate::attach::stats::missed(&session.ebpf);
     session.report_stats();
     outcome?;
     finished?;
     eprintln!(
-        "sockmem: {} events in {:.1} s, {lost} lost",
+        "sockmem: {} events in {:.1} s, {lost} lost{}",
         pipe.table.events(),
-        pipe.started.elapsed().as_secs_f64()
+        pipe.started.elapsed().as_secs_f64(),
+        crate::render::missed_note(missed.as_ref())
     );
     Ok(())
 }

@@ -150,6 +150,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     })?;
     let window_s = monotonic_ns().saturating_sub(started) as f64 / 1e9;
     let lost_events: u64 = losses.per_cpu()?.iter().sum();
+    let missed = crate::attach::stats::missed(&session.ebpf);
     session.report_stats();
     pipe.analyzer.finish();
     let unnamed = pipe.analyzer.unnamed();
@@ -177,9 +178,10 @@ pub fn run(args: WhyArgs) -> anyhow::Result<()> {
     }
     out.finish().context("writing the report")?;
     eprintln!(
-        "sockmem: {} events from {} sockets in {window_s:.1} s, {lost_events} lost",
+        "sockmem: {} events from {} sockets in {window_s:.1} s, {lost_events} lost{}",
         pipe.events,
-        pipe.analyzer.seen()
+        pipe.analyzer.seen(),
+        crate::render::missed_note(missed.as_ref())
     );
     Ok(())
 }
