@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use sockmem_common::hist::{slot_bounds, HistKind};
 
-use super::{human_bytes, human_ns};
+use super::{human_bytes, human_ns, missed_runs};
 use crate::attach::stats::HookCost;
 use crate::pipeline::histogram::{kind_name, kind_unit, Completeness, Histogram, Report, Unit};
 
@@ -112,14 +112,11 @@ pub fn write_text(
         }
     }
     write_completeness(out, report)?;
-    if let Some(per_hook) = missed.filter(|m| !m.is_empty()) {
-        let total: u64 = per_hook.values().sum();
-        let hooks: Vec<String> = per_hook.iter().map(|(h, n)| format!("{h} {n}")).collect();
+    if let Some((total, hooks)) = missed_runs(missed) {
         writeln!(
             out,
-            "warning: {total} program runs skipped by the kernel ({}: a BPF program was already \
-             running on that CPU): their samples are missing",
-            hooks.join(", ")
+            "warning: {total} program runs skipped by the kernel ({hooks}: a BPF program was \
+             already running on that CPU): their samples are missing"
         )?;
     }
     Ok(())
@@ -340,6 +337,20 @@ mod tests {
         h
     }
 
+    fn json_of(report: &Report, missed: Option<&BTreeMap<String, u64>>) -> serde_json::Value {
+        let ctx = JsonContext {
+            bpf_stats: None,
+            missed_per_hook: missed,
+            per: "iface",
+            duration_s: 1.0,
+            kernel: "k",
+            hooks: &[],
+        };
+        let mut buf = Vec::new();
+        write_json(&mut buf, &ctx, report).unwrap();
+        serde_json::from_slice(&buf).unwrap()
+    }
+
     #[test]
     fn units_are_chosen_per_value() {
         assert_eq!(human(512, Unit::Nanoseconds), "512ns");
@@ -393,17 +404,7 @@ mod tests {
             totals: vec![sample()],
             completeness: Completeness::default(),
         };
-        let mut buf = Vec::new();
-        let ctx = JsonContext {
-            bpf_stats: None,
-            missed_per_hook: None,
-            per: "iface",
-            duration_s: 1.0,
-            kernel: "k",
-            hooks: &[],
-        };
-        write_json(&mut buf, &ctx, &report).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let v = json_of(&report, None);
         let h = &v["histograms"][0];
         assert_eq!(h["name"], "qdisc_sojourn");
         assert_eq!(h["unit"], "ns");
@@ -434,17 +435,7 @@ mod tests {
         let mut buf = Vec::new();
         write_text(&mut buf, "h", &report, Some(&BTreeMap::new())).unwrap();
         assert!(!String::from_utf8(buf).unwrap().contains("skipped"));
-        let mut buf = Vec::new();
-        let ctx = JsonContext {
-            bpf_stats: None,
-            missed_per_hook: Some(&missed),
-            per: "total",
-            duration_s: 1.0,
-            kernel: "k",
-            hooks: &[],
-        };
-        write_json(&mut buf, &ctx, &report).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let v = json_of(&report, Some(&missed));
         assert_eq!(v["missed"], 5);
         assert_eq!(v["missed_per_hook"]["qdisc_enqueue"], 3);
     }

@@ -70,15 +70,20 @@ pub struct Summary {
 /// (another was running on that CPU), which lose events as surely as a full ring; empty when
 /// none was skipped.
 pub fn missed_note(per_hook: Option<&BTreeMap<String, u64>>) -> String {
-    let Some(per_hook) = per_hook.filter(|m| !m.is_empty()) else {
-        return String::new();
-    };
-    let total: u64 = per_hook.values().sum();
+    match missed_runs(per_hook) {
+        Some((total, hooks)) => format!(
+            ", {total} not run by the kernel ({hooks}: a program was already running on that CPU)"
+        ),
+        None => String::new(),
+    }
+}
+
+/// The runs the kernel skipped in all, and per hook as `hook n, hook n`; `None` when none was
+/// (or it is not known).
+pub fn missed_runs(per_hook: Option<&BTreeMap<String, u64>>) -> Option<(u64, String)> {
+    let per_hook = per_hook.filter(|m| !m.is_empty())?;
     let hooks: Vec<String> = per_hook.iter().map(|(h, n)| format!("{h} {n}")).collect();
-    format!(
-        ", {total} not run by the kernel ({}: a program was already running on that CPU)",
-        hooks.join(", ")
-    )
+    Some((per_hook.values().sum(), hooks.join(", ")))
 }
 
 /// An output that needs a last step once everything is written (a file is put in place).
