@@ -517,6 +517,32 @@ fn agrees_across_runs(kind: &str, sum: u64, whole: u64, missed: u64, split: &str
     }
 }
 
+/// Every kind of a split run (`what`: "per netns") keyed counts against the un-split run's total
+/// ([`agrees_across_runs`], allowing the runs the kernel skipped in the two).
+fn split_agrees_with_whole(split: &HistDoc, whole: &HistDoc, what: &str) {
+    eprintln!(
+        "{what}: runs skipped by the kernel: {}, un-split {}",
+        split.doc["missed_per_hook"], whole.doc["missed_per_hook"]
+    );
+    for kind in HIST_KINDS {
+        let sum: u64 = split.keyed(kind).iter().map(|h| hist_u64(h, "count")).sum();
+        let (split_total, whole_total) = (
+            hist_u64(split.total(kind), "count"),
+            hist_u64(whole.total(kind), "count"),
+        );
+        eprintln!(
+            "{what}: {kind}: keyed sum {sum}, total {split_total}, un-split run {whole_total}"
+        );
+        agrees_across_runs(
+            kind,
+            sum,
+            whole_total,
+            split.missed() + whole.missed(),
+            what,
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // (c) hist --per cgroup splits the flows; the split sums to the total of a run beside it.
 // ---------------------------------------------------------------------------------------------
@@ -548,37 +574,11 @@ fn hist_per_cgroup_splits_and_sums_to_the_total() {
         ns_keys, want,
         "hist --per netns: the two namespaces by name"
     );
-    for kind in HIST_KINDS {
-        let sum: u64 = by_netns
-            .keyed(kind)
-            .iter()
-            .map(|h| hist_u64(h, "count"))
-            .sum();
-        agrees_across_runs(
-            kind,
-            sum,
-            hist_u64(whole.total(kind), "count"),
-            by_netns.missed() + whole.missed(),
-            "per netns",
-        );
-    }
+    split_agrees_with_whole(&by_netns, &whole, "per netns");
     // Per cgroup and interface: the senders' qdisc samples under `PATH <sender veth>`, socket
     // events (no skb) under `PATH (no interface)`; the counts add up to the total.
     let by_both = parse(&outs[3], "cgroup-iface");
-    for kind in HIST_KINDS {
-        let sum: u64 = by_both
-            .keyed(kind)
-            .iter()
-            .map(|h| hist_u64(h, "count"))
-            .sum();
-        agrees_across_runs(
-            kind,
-            sum,
-            hist_u64(whole.total(kind), "count"),
-            by_both.missed() + whole.missed(),
-            "per cgroup and interface",
-        );
-    }
+    split_agrees_with_whole(&by_both, &whole, "per cgroup and interface");
     for f in [&f1, &f2] {
         let key = format!("{} {}", f.cgroup, lab.pair.tx_if);
         let h = by_both.keyed_one("wmem_queued", &key).unwrap_or_else(|| {
@@ -608,30 +608,7 @@ fn hist_per_cgroup_splits_and_sums_to_the_total() {
     for h in split.histograms() {
         eprintln!("per cgroup: {}", hist_brief(h));
     }
-    eprintln!(
-        "runs skipped by the kernel: per cgroup {}, un-split {}, per netns {}, per cgroup and \
-         interface {}",
-        split.doc["missed_per_hook"],
-        whole.doc["missed_per_hook"],
-        by_netns.doc["missed_per_hook"],
-        by_both.doc["missed_per_hook"]
-    );
-    for kind in HIST_KINDS {
-        let keyed = split.keyed(kind);
-        let sum: u64 = keyed.iter().map(|h| hist_u64(h, "count")).sum();
-        let (split_total, whole_total) = (
-            hist_u64(split.total(kind), "count"),
-            hist_u64(whole.total(kind), "count"),
-        );
-        eprintln!("{kind}: keyed sum {sum}, total {split_total}, un-split run {whole_total}");
-        agrees_across_runs(
-            kind,
-            sum,
-            whole_total,
-            split.missed() + whole.missed(),
-            "per cgroup",
-        );
-    }
+    split_agrees_with_whole(&split, &whole, "per cgroup");
     // qdisc_sojourn is sampled at the dequeue, below the qdisc: named after the sender only
     // where a sendmsg hook carries it (see `every_event_carries_its_senders_cgroup`).
     let carried = split.hook_attached("tcp_sendmsg") || split.hook_attached("sendmsg_ret");

@@ -169,24 +169,25 @@ struct Order {
     far: usize,
 }
 
-/// Places are counted among the events both have: an event only one trace has (a program
+/// `places`: each event's place in the replay, in live order, for the events both traces have.
+/// Places are counted among those events: an event only one trace has (a program
 /// skipped by the recursion guard in one of the two sets) shifts every later index by one, which
 /// is no disorder (a 6.12/fentry CI cell: 1176 of 1622 events "elsewhere" by raw index, 3 with
 /// other counters).
-fn order(pairs: &[(usize, usize)]) -> Order {
-    let mut by_replay: Vec<usize> = (0..pairs.len()).collect();
-    by_replay.sort_by_key(|&k| pairs[k].1);
-    let mut replay_rank = vec![0; pairs.len()];
+fn order(places: &[usize]) -> Order {
+    let mut by_replay: Vec<usize> = (0..places.len()).collect();
+    by_replay.sort_by_key(|&k| places[k]);
+    let mut replay_rank = vec![0; places.len()];
     for (rank, &k) in by_replay.iter().enumerate() {
         replay_rank[k] = rank;
     }
-    let far = (0..pairs.len())
+    let far = (0..places.len())
         .filter(|&k| k.abs_diff(replay_rank[k]) > MAX_DISPLACEMENT)
         .count();
     // Longest run already in order (longest increasing subsequence of replay places, in live
     // order): everything else moved.
     let mut tails: Vec<usize> = Vec::new();
-    for &(_, j) in pairs {
+    for &j in places {
         let at = tails.partition_point(|&t| t < j);
         match tails.get_mut(at) {
             Some(t) => *t = j,
@@ -194,7 +195,7 @@ fn order(pairs: &[(usize, usize)]) -> Order {
         }
     }
     Order {
-        moved: pairs.len() - tails.len(),
+        moved: places.len() - tails.len(),
         far,
     }
 }
@@ -202,20 +203,20 @@ fn order(pairs: &[(usize, usize)]) -> Order {
 /// The measure itself: a missing event is no disorder, a swapped or far-moved one is.
 #[test]
 fn order_counts_disorder_not_missing_events() {
-    let shifted: Vec<(usize, usize)> = (0..100).map(|i| (i, i + usize::from(i > 3))).collect();
+    let shifted: Vec<usize> = (0..100).map(|i| i + usize::from(i > 3)).collect();
     let o = order(&shifted);
     assert_eq!((o.moved, o.far), (0, 0));
-    let mut swapped: Vec<(usize, usize)> = (0..100).map(|i| (i, i)).collect();
+    let mut swapped: Vec<usize> = (0..100).collect();
     swapped.swap(10, 11);
     let o = order(&swapped);
     assert_eq!((o.moved, o.far), (1, 0));
     // The live trace's event 60 replayed 50 places earlier: one moved, one far (the events
     // between shift by one).
-    let late: Vec<(usize, usize)> = (0..100)
+    let late: Vec<usize> = (0..100)
         .map(|i| match i {
-            10..60 => (i, i + 1),
-            60 => (i, 10),
-            _ => (i, i),
+            10..60 => i + 1,
+            60 => 10,
+            _ => i,
         })
         .collect();
     let o = order(&late);
@@ -279,8 +280,8 @@ fn replay_equals_the_live_trace() {
     for (j, e) in replayed.iter().enumerate() {
         twins.entry(identity(e)).or_default().push_back(j);
     }
-    // Pairs of (live place, replay place) in live order.
-    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(live.len());
+    // Each live event's place in the replay, in live order.
+    let mut places: Vec<usize> = Vec::with_capacity(live.len());
     let (mut counters_differ, mut owners_differ) = (0, 0);
     let mut missing = 0;
     for (i, e) in live.iter().enumerate() {
@@ -293,11 +294,11 @@ fn replay_equals_the_live_trace() {
             );
             continue;
         };
-        pairs.push((i, j));
+        places.push(j);
         counters_differ += usize::from(counters(e) != counters(replayed[j]));
         owners_differ += usize::from(attribution(e) != attribution(replayed[j]));
     }
-    let Order { moved, far } = order(&pairs);
+    let Order { moved, far } = order(&places);
     eprintln!(
         "record: {} events of {}: {missing} missing from the replay, {moved} out of order, {far} \
          more than {MAX_DISPLACEMENT} places off, {counters_differ} with other counters, \
